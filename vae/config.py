@@ -1,0 +1,291 @@
+"""Typed configs: the only place a default value lives.
+
+Every artefact (Parquet metadata, checkpoints, reports) carries the config that
+made it, serialised with :func:`to_json` and read back with :func:`from_json`.
+Presets are plain data: a preset is a dict of overrides applied to the
+dataclass defaults, so ``replace(preset("default"), latent_dim=32)`` is all a
+sweep needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type or out of range; the message names the key."""
+
+
+# --------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How a waveform becomes a normalised spectrogram and back.
+
+    The spectrogram has shape ``(n_bins, n_frames)``: frequency rows from DC up
+    to (excluding) Nyquist, time columns.
+    """
+
+    sample_rate: int = 8000
+    n_fft: int = 256
+    hop_length: int = 64
+    clip_seconds: float = 0.76
+    n_bins: int = 128
+    # "fixed": dB clipped to [db_floor, db_ceiling] after peak-normalising the
+    # waveform, then mapped to [0, 1]; every clip shares one inverse.
+    # "per_clip": min-max of each clip's dB (the original research setup);
+    # the clip's db_min/db_max are stored beside it to undo the scaling.
+    normalisation: str = "fixed"
+    db_floor: float = -100.0
+    db_ceiling: float = -10.0
+    peak_normalise_input: bool = True
+    griffin_lim_iters: int = 64
+    # Clips whose peak amplitude is below this (full scale = 1) are rejected as silent.
+    silence_peak: float = 1e-3
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        # librosa.stft(center=True) yields 1 + floor(n / hop) frames.
+        return 1 + self.n_samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_bins, self.n_frames)
+
+    def validate(self) -> "FeatureConfig":
+        _positive(self, "sample_rate", "n_fft", "hop_length", "clip_seconds", "n_bins", "griffin_lim_iters")
+        if self.n_bins > self.n_fft // 2 + 1:
+            raise ConfigError(f"FeatureConfig.n_bins={self.n_bins} exceeds n_fft // 2 + 1 = {self.n_fft // 2 + 1}")
+        if self.hop_length > self.n_fft:
+            raise ConfigError(f"FeatureConfig.hop_length={self.hop_length} exceeds n_fft={self.n_fft}")
+        _choice(self, "normalisation", ("fixed", "per_clip"))
+        if not self.db_floor < self.db_ceiling:
+            raise ConfigError(f"FeatureConfig.db_floor={self.db_floor} must be below db_ceiling={self.db_ceiling}")
+        if not 0 <= self.silence_peak < 1:
+            raise ConfigError(f"FeatureConfig.silence_peak={self.silence_peak} must be in [0, 1)")
+        return self
+
+
+FEATURE_PRESETS: dict[str, dict[str, Any]] = {
+    # The original research notebook: 22,050 Hz, first 0.74 s, n_fft 512, hop 256,
+    # Nyquist bin dropped -> 256 x 64, per-clip min-max dB scaling.
+    "seed": dict(
+        sample_rate=22050,
+        n_fft=512,
+        hop_length=256,
+        clip_seconds=0.74,
+        n_bins=256,
+        normalisation="per_clip",
+        db_floor=-80.0,
+        db_ceiling=0.0,
+        peak_normalise_input=False,
+    ),
+    # Native 8 kHz, 75% overlap for Griffin-Lim, one fixed dB range: see README.
+    "default": dict(),
+}
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Convolutional encoder/decoder. The decoder mirrors the encoder."""
+
+    filters: tuple[int, ...] = (32, 64, 128, 256)
+    kernels: tuple[int, ...] = (3, 3, 3, 3)
+    strides: tuple[Any, ...] = (2, 2, 2, 2)
+    latent_dim: int = 32
+    # "batch": BatchNormalization synchronised across replicas; "none": no normalisation.
+    normalisation: str = "batch"
+    activation: str = "relu"
+
+    def validate(self) -> "ModelConfig":
+        if not (len(self.filters) == len(self.kernels) == len(self.strides)) or not self.filters:
+            raise ConfigError(
+                "ModelConfig.filters, kernels and strides must be non-empty and of equal length, got "
+                f"{len(self.filters)}, {len(self.kernels)}, {len(self.strides)}"
+            )
+        if any(int(f) <= 0 for f in self.filters):
+            raise ConfigError(f"ModelConfig.filters must be positive, got {self.filters}")
+        _positive(self, "latent_dim")
+        _choice(self, "normalisation", ("batch", "none"))
+        return self
+
+    def stride_pairs(self) -> list[tuple[int, int]]:
+        return [tuple(s) if isinstance(s, (list, tuple)) else (int(s), int(s)) for s in self.strides]
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # The original architecture, kept faithful: 512 channels at full resolution.
+    "seed": dict(
+        filters=(512, 256, 128, 64, 32),
+        kernels=(3, 3, 3, 3, 3),
+        strides=(2, 2, 2, 2, (2, 1)),
+        latent_dim=128,
+    ),
+    # Channels widen as resolution shrinks.
+    "default": dict(),
+    "tiny": dict(filters=(4, 8), kernels=(3, 3), strides=(4, 4), latent_dim=4),
+}
+
+
+# --------------------------------------------------------------------------- prior / loss
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The latent prior and the loss that goes with it."""
+
+    kind: str = "normal"  # "normal": N(0, I), analytic KL; "mixture": learnable GMM, Monte Carlo KL
+    components: int = 10
+    reconstruction: str = "mse"  # "mse" or "bernoulli"
+    recon_weight: float = 1e3
+    kl_samples: int = 1  # Monte Carlo samples for the mixture KL
+
+    def validate(self) -> "PriorConfig":
+        _choice(self, "kind", ("normal", "mixture"))
+        _choice(self, "reconstruction", ("mse", "bernoulli"))
+        _positive(self, "components", "recon_weight", "kl_samples")
+        return self
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32  # per worker; the global batch is batch_size * num_workers
+    learning_rate: float = 1e-3
+    num_workers: int = 1
+    use_gpu: bool = False
+    mixed_precision: bool = False
+    seed: int = 0
+    checkpoints_to_keep: int = 2
+    max_failures: int = 2
+    # Test-only fault switch: worker of this rank exits hard at the start of this epoch, once.
+    fault_epoch: int = -1
+    fault_rank: int = 1
+
+    def validate(self) -> "TrainConfig":
+        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep")
+        if self.max_failures < -1:
+            raise ConfigError(f"TrainConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
+        if self.mixed_precision and not self.use_gpu:
+            raise ConfigError("TrainConfig.mixed_precision needs use_gpu: float16 on CPU is slower, not faster")
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a checkpoint needs to be understood alone."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        self.features.validate()
+        self.model.validate()
+        self.prior.validate()
+        self.train.validate()
+        return self
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+PRESETS = {FeatureConfig: FEATURE_PRESETS, ModelConfig: MODEL_PRESETS}
+
+
+def preset(cls: type[T], name: str, **overrides: Any) -> T:
+    """``preset(FeatureConfig, "seed")``: a named preset with optional overrides, validated."""
+    table = PRESETS[cls]
+    if name not in table:
+        raise ConfigError(f"unknown {cls.__name__} preset {name!r}; choose from {sorted(table)}")
+    return from_dict(cls, {**table[name], **overrides}).validate()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], _path: str = "") -> T:
+    """Build ``cls`` from plain data, recursing into nested config dataclasses.
+
+    Unknown keys are an error (a typo must not silently fall back to a default).
+    """
+    prefix = _path or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{prefix}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = known[name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = from_dict(type(default), value, f"{prefix}.{name}")
+        else:
+            kwargs[name] = _coerce(value, default, f"{prefix}.{name}")
+    return cls(**kwargs)
+
+
+def from_json(cls: type[T], text: str) -> T:
+    return from_dict(cls, json.loads(text))
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise ConfigError(f"{type(cfg).__name__}.{name}={value!r} must be positive")
+
+
+def _choice(cfg: Any, name: str, options: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in options:
+        raise ConfigError(f"{type(cfg).__name__}.{name}={value!r}; choose from {list(options)}")

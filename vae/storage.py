@@ -1,0 +1,221 @@
+"""One way to read, write, list and publish paths that are local or ``s3://``.
+
+S3 endpoint and credentials come from the standard AWS environment variables
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``), so the same code talks to AWS, MinIO or a test server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+class StorageError(OSError):
+    """A storage path cannot be reached, read or written; the message names the path."""
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the standard AWS environment variables."""
+    kwargs: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    # Fail in seconds, not minutes, when the endpoint is down.
+    kwargs.update(connect_timeout=5, request_timeout=30, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
+    return pafs.S3FileSystem(**kwargs)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved path: the filesystem and the path inside it, plus the URI it came from."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def join(self, *parts: str) -> "Location":
+        sep_join = posixpath.join if is_s3(self.uri) else os.path.join
+        return Location(self.fs, sep_join(self.path, *parts), sep_join(self.uri, *parts))
+
+
+def resolve(uri: str | os.PathLike) -> Location:
+    """Map ``s3://bucket/key`` or a local path to a :class:`Location`."""
+    uri = os.fspath(uri)
+    if is_s3(uri):
+        path = uri[len("s3://") :].rstrip("/")
+        if not path:
+            raise StorageError(f"{uri!r}: an s3:// path needs a bucket name")
+        return Location(s3_filesystem(), path, "s3://" + path)
+    if "://" in uri and not uri.startswith("file://"):
+        raise StorageError(f"{uri!r}: only local paths and s3:// are supported")
+    path = os.path.abspath(uri[len("file://") :] if uri.startswith("file://") else uri)
+    return Location(pafs.LocalFileSystem(), path, path)
+
+
+def join(uri: str, *parts: str) -> str:
+    return resolve(uri).join(*parts).uri
+
+
+def _info(loc: Location) -> pafs.FileInfo:
+    try:
+        return loc.fs.get_file_info(loc.path)
+    except OSError as exc:
+        raise StorageError(f"cannot reach {loc.uri}: {exc}") from exc
+
+
+def exists(uri: str) -> bool:
+    return _info(resolve(uri)).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    return _info(resolve(uri)).type == pafs.FileType.Directory
+
+
+def makedirs(uri: str) -> None:
+    loc = resolve(uri)
+    try:
+        loc.fs.create_dir(loc.path, recursive=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {loc.uri}: {exc}") from exc
+
+
+def list_files(uri: str, suffix: str = "", recursive: bool = True) -> list[str]:
+    """Sorted URIs of the files under ``uri`` whose names end with ``suffix`` (case-insensitive)."""
+    loc = resolve(uri)
+    info = _info(loc)
+    if info.type == pafs.FileType.NotFound:
+        raise StorageError(f"{loc.uri} does not exist")
+    if info.type == pafs.FileType.File:
+        return [loc.uri]
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=recursive))
+    except OSError as exc:
+        raise StorageError(f"cannot list {loc.uri}: {exc}") from exc
+    out = []
+    for i in infos:
+        if i.type == pafs.FileType.File and i.base_name.lower().endswith(suffix.lower()):
+            rel = i.path[len(loc.path) :].lstrip("/")
+            out.append(loc.join(rel).uri)
+    return sorted(out)
+
+
+def read_bytes(uri: str) -> bytes:
+    loc = resolve(uri)
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise StorageError(f"{loc.uri} does not exist") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {loc.uri}: {exc}") from exc
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file. On S3 one PUT is atomic; locally we write a temp file and rename."""
+    loc = resolve(uri)
+    try:
+        if is_s3(loc.uri):
+            with loc.fs.open_output_stream(loc.path) as f:
+                f.write(data)
+            return
+        os.makedirs(os.path.dirname(loc.path), exist_ok=True)
+        tmp = f"{loc.path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, loc.path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {loc.uri}: {exc}") from exc
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_text(uri))
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{uri} is not valid JSON: {exc}") from exc
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_text(uri, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def copy_tree(src: str, dst: str) -> None:
+    """Copy a file or directory tree between any two locations (local <-> s3 included)."""
+    s, d = resolve(src), resolve(dst)
+    if _info(s).type == pafs.FileType.NotFound:
+        raise StorageError(f"{s.uri} does not exist")
+    try:
+        if _info(s).type == pafs.FileType.File:
+            d.fs.create_dir(posixpath.dirname(d.path) if is_s3(d.uri) else os.path.dirname(d.path), recursive=True)
+            pafs.copy_files(s.path, d.path, source_filesystem=s.fs, destination_filesystem=d.fs)
+        else:
+            d.fs.create_dir(d.path, recursive=True)
+            pafs.copy_files(s.path, d.path, source_filesystem=s.fs, destination_filesystem=d.fs)
+    except OSError as exc:
+        raise StorageError(f"cannot copy {s.uri} to {d.uri}: {exc}") from exc
+
+
+def delete_tree(uri: str) -> None:
+    loc = resolve(uri)
+    info = _info(loc)
+    try:
+        if info.type == pafs.FileType.Directory:
+            loc.fs.delete_dir(loc.path)
+        elif info.type == pafs.FileType.File:
+            loc.fs.delete_file(loc.path)
+    except OSError as exc:
+        raise StorageError(f"cannot delete {loc.uri}: {exc}") from exc
+
+
+def walk_files(uri: str) -> Iterator[tuple[str, str]]:
+    """(relative path, absolute URI) of every file under a directory."""
+    base = resolve(uri)
+    for f in list_files(uri):
+        yield f[len(base.uri) :].lstrip("/"), f
+
+
+def check_reachable(uri: str) -> None:
+    """Raise :class:`StorageError` naming ``uri`` if its storage cannot be reached.
+
+    For S3 this lists the bucket, so a wrong endpoint or missing bucket fails
+    before any work starts rather than after it.
+    """
+    loc = resolve(uri)
+    if is_s3(loc.uri):
+        bucket = loc.path.split("/", 1)[0]
+        info = _info(Location(loc.fs, bucket, "s3://" + bucket))
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"bucket s3://{bucket} does not exist (for {loc.uri})")
