@@ -172,6 +172,8 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     mixed_precision: bool = False
+    # Ray placement of the workers: "PACK" fills a node first, "SPREAD" puts them on different nodes.
+    placement_strategy: str = "PACK"
     seed: int = 0
     checkpoints_to_keep: int = 2
     max_failures: int = 2
@@ -183,6 +185,7 @@ class TrainConfig:
         _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep")
         if self.max_failures < -1:
             raise ConfigError(f"TrainConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
+        _choice(self, "placement_strategy", ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         if self.mixed_precision and not self.use_gpu:
             raise ConfigError("TrainConfig.mixed_precision needs use_gpu: float16 on CPU is slower, not faster")
         return self
