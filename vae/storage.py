@@ -219,3 +219,48 @@ def check_reachable(uri: str) -> None:
         info = _info(Location(loc.fs, bucket, "s3://" + bucket))
         if info.type == pafs.FileType.NotFound:
             raise StorageError(f"bucket s3://{bucket} does not exist (for {loc.uri})")
+
+
+PUBLISHED_POINTER = "PUBLISHED.json"
+
+
+def publish(src_dir: str, dst: str) -> str:
+    """Publish a finished directory at ``dst`` all-or-nothing, for local paths and S3 alike.
+
+    The files go to a fresh ``dst/<version>/`` first; only then is the one-object
+    pointer ``dst/PUBLISHED.json`` written (a single PUT or rename is atomic), and
+    versions older than the previous one are removed. A reader that goes through :func:`published`
+    therefore sees the previous complete version or the new complete one, never
+    a mix. Returns the URI of the published version.
+    """
+    import time
+
+    version = time.strftime("v%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+    target = join(dst, version)
+    copy_tree(src_dir, target)
+    previous = _pointer(dst)
+    write_json(join(dst, PUBLISHED_POINTER), {"version": version, "published_at": time.time()})
+    # The previous version stays until the next publish, for readers still on it.
+    for old in list_versions(dst):
+        if old not in (version, previous):
+            delete_tree(join(dst, old))
+    return target
+
+
+def list_versions(dst: str) -> list[str]:
+    loc = resolve(dst)
+    if _info(loc).type != pafs.FileType.Directory:
+        return []
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("v"))
+
+
+def _pointer(dst: str) -> str | None:
+    pointer = join(dst, PUBLISHED_POINTER)
+    return read_json(pointer)["version"] if exists(pointer) else None
+
+
+def published(uri: str) -> str:
+    """The directory to read for ``uri``: its published version if it was published, else ``uri`` itself."""
+    version = _pointer(uri)
+    return join(uri, version) if version else uri

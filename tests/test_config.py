@@ -1,0 +1,58 @@
+import pytest
+
+from vae.config import (
+    ConfigError,
+    FeatureConfig,
+    ModelConfig,
+    PriorConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    from_json,
+    preset,
+    to_json,
+)
+
+
+def test_round_trip_through_json_keeps_nested_tuples():
+    cfg = RunConfig(
+        features=preset(FeatureConfig, "seed"), model=preset(ModelConfig, "seed"), prior=PriorConfig(kind="mixture")
+    )
+    back = from_json(RunConfig, to_json(cfg))
+    assert back == cfg
+    assert back.model.strides[-1] == (2, 1)
+
+
+def test_seed_feature_preset_matches_the_original():
+    seed = preset(FeatureConfig, "seed")
+    assert seed.shape == (256, 64)
+    assert (seed.sample_rate, seed.n_fft, seed.hop_length, seed.normalisation) == (22050, 512, 256, "per_clip")
+
+
+@pytest.mark.parametrize(
+    "cls, data, culprit",
+    [
+        (RunConfig, {"prior": {"kindd": "normal"}}, "RunConfig.prior: unknown key"),
+        (RunConfig, {"train": {"epochs": "ten"}}, "RunConfig.train.epochs"),
+        (RunConfig, {"train": {"learning_rate": float("nan")}}, "RunConfig.train.learning_rate"),
+        (TrainConfig, {"use_gpu": "yes"}, "TrainConfig.use_gpu"),
+    ],
+)
+def test_bad_values_name_the_key(cls, data, culprit):
+    with pytest.raises(ConfigError, match=culprit.replace(".", r"\.")):
+        from_dict(cls, data)
+
+
+@pytest.mark.parametrize(
+    "make, culprit",
+    [
+        (lambda: preset(ModelConfig, "tiny", latent_dim=0), "latent_dim"),
+        (lambda: preset(FeatureConfig, "default", n_bins=4096), "n_bins"),
+        (lambda: PriorConfig(kind="vamp").validate(), "kind"),
+        (lambda: TrainConfig(mixed_precision=True).validate(), "mixed_precision"),
+        (lambda: preset(ModelConfig, "huge"), "huge"),
+    ],
+)
+def test_invalid_configs_are_rejected(make, culprit):
+    with pytest.raises(ConfigError, match=culprit):
+        make()
