@@ -1,0 +1,258 @@
+"""The cluster definitions in cluster/ are what Ray's launcher and KubeRay will accept.
+
+The AWS YAML goes through the launcher's own code: ``prepare_config`` + ``validate_config``
+(the JSON schema ``ray up`` applies) and then the whole ``ray up`` bootstrap
+(``_bootstrap_config``: instance-type resource detection, IAM, key pair, subnets, security
+group) against a real HTTP EC2/IAM endpoint served by moto. Only launching instances is left out.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import shlex
+import socket
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+AWS_YAML = REPO / "cluster" / "aws.yaml"
+RAYJOB_YAML = REPO / "cluster" / "kuberay-rayjob.yaml"
+DOCKERFILE = REPO / "cluster" / "Dockerfile"
+PROJECT_MOUNT = "/home/ray/fsdd-vae"
+
+
+def _aws_config() -> dict:
+    return yaml.safe_load(AWS_YAML.read_text())
+
+
+def _kube_docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all(RAYJOB_YAML.read_text()) if d]
+
+
+def _rayjob() -> dict:
+    (job,) = [d for d in _kube_docs() if d.get("kind") == "RayJob"]
+    return job
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- AWS launcher
+
+
+def test_aws_yaml_passes_the_launchers_schema_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(_aws_config()))
+    validate_config(prepared)  # raises jsonschema.ValidationError / ValueError on a bad config
+
+    nodes = prepared["available_node_types"]
+    head = nodes[prepared["head_node_type"]]
+    assert "GPU" not in head["resources"] and head["max_workers"] == 0
+    gpu_types = {name: n for name, n in nodes.items() if n["resources"].get("GPU", 0) > 0}
+    assert gpu_types, "no GPU worker type"
+    for name, node in gpu_types.items():
+        assert node["min_workers"] == 0, f"{name} must scale from zero"
+        assert node["max_workers"] >= 1
+    assert prepared["provider"]["type"] == "aws"
+    assert all("IamInstanceProfile" in n["node_config"] for n in nodes.values()), "every node needs S3 access"
+
+
+def test_schema_validation_is_not_vacuous():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    broken = _aws_config()
+    broken["available_node_types"]["gpu_worker"]["min_worker"] = 0  # typo of min_workers
+    with pytest.raises(jsonschema.ValidationError, match="min_worker"):
+        validate_config(prepare_config(broken))
+
+
+def test_aws_yaml_installs_the_project_on_every_node():
+    cfg = _aws_config()
+    assert cfg["file_mounts"][PROJECT_MOUNT] == ".", "the repository (run `ray up` from its root) is synced to every node"
+    assert ".venv" in cfg["rsync_exclude"]
+    for key, extra in (("head_setup_commands", ""), ("worker_setup_commands", "[gpu]")):
+        commands = " ".join(cfg[key])
+        assert f'"{PROJECT_MOUNT}{extra}"' in commands, f"{key} must pip install the project{extra}"
+    # Pinned to the Ray this project is tested with, so pip does not swap the image's Ray.
+    assert f"=={ray.__version__}" in " ".join(cfg["head_setup_commands"] + cfg["worker_setup_commands"])
+    for image in (cfg["docker"]["image"], cfg["docker"]["head_image"]):
+        assert image.startswith(f"rayproject/ray:{ray.__version__}-"), image
+
+
+def test_aws_nodes_share_the_cluster_token():
+    cfg = _aws_config()
+    token_dir = next(remote for remote, local in cfg["file_mounts"].items() if "fsdd-vae-cluster" in local)
+    # setup_commands run on every node before `ray start`; the launcher sources ~/.bashrc for each command.
+    exports = [c for c in cfg["setup_commands"] if "~/.bashrc" in c and "export" in c]
+    assert exports, "setup_commands must export the token settings"
+    assert "RAY_AUTH_MODE=token" in exports[0]
+    assert f"RAY_AUTH_TOKEN_PATH={token_dir}/auth_token" in exports[0]
+
+
+def _commented_command(text: str, start: str) -> list[str]:
+    """The shell command in the YAML's comments that begins with ``start``, continuation lines joined."""
+    lines = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
+    i = next(i for i, line in enumerate(lines) if line.startswith(start))
+    command = []
+    for line in lines[i:]:
+        line = line.split(" # ")[0].strip()
+        command.append(line.rstrip("\\").strip())
+        if not line.endswith("\\"):
+            break
+    return shlex.split(" ".join(command))
+
+
+def test_aws_yaml_documents_the_submit_command():
+    text = AWS_YAML.read_text()
+    args = _commented_command(text, "ray job submit")
+    assert args[:9] == ["ray", "job", "submit", "--working-dir", ".", "--", "python", "-m", "jobs.pipeline"], args
+    assert {"--input", "--storage", "--name", "--space", "--use-gpu"} <= set(args)
+    assert args[args.index("--storage") + 1].startswith("s3://")
+    for command in ("ray up", "ray dashboard", "ray down", "RAY_AUTH_MODE=token"):
+        assert command in text
+
+
+def test_documented_pipeline_commands_parse_with_the_real_cli():
+    """The commands in cluster/ are what jobs.pipeline accepts, and their search space loads."""
+    from jobs.pipeline import parse_args
+    from vae.search_space import load_space
+
+    aws_args = _commented_command(AWS_YAML.read_text(), "ray job submit")
+    aws = parse_args(aws_args[aws_args.index("jobs.pipeline") + 1 :])
+    kube = parse_args(shlex.split(_rayjob()["spec"]["entrypoint"])[3:])
+    for args in (aws, kube):
+        assert args.use_gpu and args.storage.startswith("s3://") and args.input.startswith("s3://")
+    load_space(str(REPO / aws.space))  # relative to the working dir the job is submitted from
+    workdir = re.search(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M).group(1)
+    load_space(str(REPO / Path(kube.space).relative_to(workdir)))  # the image's copy of the repository
+
+
+@pytest.fixture
+def moto_aws(monkeypatch, tmp_path):
+    """A real HTTP EC2/IAM endpoint; HOME moved so the launcher's key pair lands in tmp."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "HOME": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_IAM"):
+        monkeypatch.delenv(key, raising=False)
+    yield tmp_path
+    server.stop()
+
+
+def test_ray_up_bootstrap_accepts_the_aws_yaml(moto_aws):
+    from ray.autoscaler._private.commands import _bootstrap_config
+
+    resolved = _bootstrap_config(copy.deepcopy(_aws_config()), no_config_cache=True)
+
+    nodes = resolved["available_node_types"]
+    for name, node in nodes.items():
+        cfg = node["node_config"]
+        assert cfg["SubnetIds"] and cfg["SecurityGroupIds"] and cfg["KeyName"], name
+    # The launcher's own instance-type lookup agrees with the GPU count we declare.
+    gpu = nodes["gpu_worker"]["resources"]
+    assert gpu["GPU"] == 1 and any(k.startswith("accelerator_type:") for k in gpu), gpu
+    assert list((moto_aws / ".ssh").glob("ray-autoscaler_*.pem")), "the launcher created its SSH key"
+
+
+# --------------------------------------------------------------------------- KubeRay
+
+
+def _containers(pod_template: dict) -> list[dict]:
+    return pod_template["spec"]["containers"]
+
+
+def _limit(container: dict, name: str) -> int:
+    return int(container.get("resources", {}).get("limits", {}).get(name, 0))
+
+
+def test_kuberay_manifest_is_a_rayjob_with_cpu_head_and_gpu_workers():
+    job = _rayjob()
+    assert job["apiVersion"] == "ray.io/v1"
+    assert job["metadata"]["name"]
+    spec = job["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["enableInTreeAutoscaling"] is True
+
+    (head,) = _containers(cluster["headGroupSpec"]["template"])
+    assert _limit(head, "nvidia.com/gpu") == 0
+    assert head["resources"]["limits"]["cpu"]
+
+    groups = cluster["workerGroupSpecs"]
+    gpu_groups = [g for g in groups if any(_limit(c, "nvidia.com/gpu") >= 1 for c in _containers(g["template"]))]
+    assert gpu_groups, "no worker group asks for nvidia.com/gpu"
+    for group in gpu_groups:
+        assert group["groupName"]
+        assert group["minReplicas"] == 0 <= group["replicas"] <= group["maxReplicas"]
+        assert group["maxReplicas"] >= 1
+        (worker,) = _containers(group["template"])
+        # Requests equal to limits for extended resources is what Kubernetes requires.
+        assert worker["resources"]["requests"]["nvidia.com/gpu"] == worker["resources"]["limits"]["nvidia.com/gpu"]
+
+
+def test_kuberay_entrypoint_runs_the_pipeline_on_s3():
+    job = _rayjob()
+    args = shlex.split(job["spec"]["entrypoint"])
+    assert args[:3] == ["python", "-m", "jobs.pipeline"]
+    assert {"--input", "--storage", "--name", "--space", "--use-gpu"} <= set(args)
+    assert args[args.index("--storage") + 1].startswith("s3://")
+    assert args[args.index("--input") + 1].startswith("s3://")
+
+    # The space file is read on the head, from the image cluster/Dockerfile builds.
+    space = args[args.index("--space") + 1]
+    dockerfile = DOCKERFILE.read_text()
+    workdir = re.search(r"^WORKDIR\s+(\S+)", dockerfile, re.M).group(1)
+    assert space.startswith(workdir + "/"), (space, workdir)
+    relative = space[len(workdir) + 1 :]
+    copied = re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+$", dockerfile, re.M)
+    assert any(relative.split("/")[0] in src.split() for src in copied), f"{relative} is not copied into the image"
+
+
+def test_kuberay_every_ray_process_gets_the_token_and_s3_identity():
+    docs = _kube_docs()
+    job = _rayjob()
+    cluster = job["spec"]["rayClusterSpec"]
+    envs = {
+        "submitter": _containers(job["spec"]["submitterPodTemplate"])[0]["env"],
+        "autoscaler": cluster["autoscalerOptions"]["env"],
+        "head": _containers(cluster["headGroupSpec"]["template"])[0]["env"],
+    }
+    for group in cluster["workerGroupSpecs"]:
+        envs[group["groupName"]] = _containers(group["template"])[0]["env"]
+    secrets = set()
+    for who, env in envs.items():
+        by_name = {e["name"]: e for e in env}
+        assert by_name["RAY_AUTH_MODE"]["value"] == "token", who
+        secrets.add(by_name["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"])
+    assert len(secrets) == 1, f"all Ray processes must share one token secret, got {secrets}"
+
+    (account,) = [d for d in docs if d.get("kind") == "ServiceAccount"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    assert all(p["spec"]["serviceAccountName"] == account["metadata"]["name"] for p in pods)
+
+
+def test_cluster_images_pin_the_tested_ray():
+    assert re.search(rf"^FROM rayproject/ray:{re.escape(ray.__version__)}-py\d+-gpu$", DOCKERFILE.read_text(), re.M)
+    assert f"ray[data,train,tune,default]=={ray.__version__}" in DOCKERFILE.read_text()
