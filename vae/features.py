@@ -8,6 +8,7 @@ input was made.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,10 +42,14 @@ def decode_audio(data: bytes, cfg: FeatureConfig) -> Clip:
 
     if not data:
         raise AudioError("empty file")
+    truncated = _wav_truncation(data)
+    if truncated:
+        raise AudioError(truncated)
     try:
         y, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for corrupt input
-        raise AudioError(f"not decodable audio: {str(exc).strip() or type(exc).__name__}") from None
+        detail = re.sub(r"^Error opening <[^>]*>: ", "", str(exc).strip())  # drop the BytesIO repr
+        raise AudioError(f"not decodable audio: {detail or type(exc).__name__}") from None
     channels = y.shape[1]
     duration_s = y.shape[0] / sr
     y = y.mean(axis=1)
@@ -57,6 +62,25 @@ def decode_audio(data: bytes, cfg: FeatureConfig) -> Clip:
     if float(np.max(np.abs(y))) < cfg.silence_peak:
         raise AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
     return Clip(y.astype(np.float32), int(sr), int(channels), float(duration_s))
+
+
+def _wav_truncation(data: bytes) -> str | None:
+    """Why a RIFF/WAVE file is cut short, or None. libsndfile silently decodes
+    whatever part of a truncated data chunk is present, so check the declared size."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None  # not RIFF/WAVE: libsndfile decides
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            if size in (0, 0xFFFFFFFF):  # streaming writers leave the size unknown
+                return None
+            present = len(data) - pos - 8
+            if present < size:
+                return f"truncated: WAV data chunk declares {size} bytes, {present} present"
+            return None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

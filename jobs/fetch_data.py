@@ -1,0 +1,36 @@
+"""Download the Free Spoken Digit Dataset (pinned release, SHA-256 verified).
+
+    python -m jobs.fetch_data --dest DIR [--sha256 HEX]
+
+Leaves the WAV files in DIR/recordings. Offline, it fails within seconds and says
+to point FSDD_DIR at a local copy instead. FSDD is licensed CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vae.fetch import FSDD_SHA256, FSDD_URL, FetchError, fetch_fsdd
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.fetch_data", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dest", required=True, help="folder to put recordings/ in")
+    p.add_argument("--url", default=FSDD_URL)
+    p.add_argument("--sha256", default=FSDD_SHA256, help="expected SHA-256 of the archive (default: the pinned one)")
+    p.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
+    args = p.parse_args(argv)
+    try:
+        recordings = fetch_fsdd(args.dest, args.url, args.sha256, args.timeout)
+    except FetchError as exc:
+        print(f"fetch_data: error: {exc}", file=sys.stderr)
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(json.dumps({"recordings": recordings, "url": args.url}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

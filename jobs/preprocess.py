@@ -1,0 +1,70 @@
+"""Extract spectrograms from FSDD recordings into Parquet with Ray Data.
+
+    python -m jobs.preprocess --input SRC --output DST [--features PRESET]
+
+SRC and DST are local folders or ``s3://bucket/prefix`` (endpoint and credentials
+from the standard AWS_* environment variables). Bad inputs go to DST/_rejected
+with their reason. Ends with ``N clips written, M rejected`` and a JSON line;
+exit status 0 when at least one clip was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from vae.config import FEATURE_PRESETS, ConfigError, FeatureConfig, preset
+from vae.dataset import ExtractError, extract, list_inputs
+from vae.raysetup import init_ray
+from vae.storage import StorageError, check_reachable
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="folder or s3:// prefix of {digit}_{speaker}_{take}.wav files")
+    p.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet dataset")
+    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--blocks", type=int, default=None, help="pipeline blocks (default: from cluster CPUs and clip count)")
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"preprocess: error: {message}", file=sys.stderr)
+    print(json.dumps({"error": message}))
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = preset(FeatureConfig, args.features)
+        # Input and output are checked before Ray starts, so a wrong path fails in seconds.
+        files = list_inputs(args.input)
+        try:
+            check_reachable(args.output)
+        except StorageError as exc:
+            raise StorageError(f"output {args.output}: {exc}") from exc
+        print(f"{len(files)} .wav files under {args.input}; features {args.features} {cfg.shape}", flush=True)
+        init_ray(args.num_cpus)
+        summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
+    except (StorageError, ExtractError, ConfigError) as exc:
+        return fail(str(exc))
+
+    for r in summary.rejected_examples:
+        print(f"  rejected {r['source']}: {r['reason']}")
+    if summary.rejected > len(summary.rejected_examples):
+        print(f"  ... all {summary.rejected} in {summary.rejected_output}")
+    print(f"{summary.written} clips written, {summary.rejected} rejected")
+    result = asdict(summary)
+    del result["features"], result["rejected_examples"]
+    if summary.written == 0:
+        return fail(f"nothing could be written: all {summary.rejected} inputs under {args.input} were rejected, see {summary.rejected_output}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

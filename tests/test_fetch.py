@@ -1,0 +1,69 @@
+"""Fetching the dataset: checksum verification and the offline path, without network (file:// and a closed port)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from vae.fetch import FetchError, fetch_fsdd
+
+REPO = Path(__file__).resolve().parents[1]
+STEMS = ("0_george_0", "4_lucas_17", "9_theo_49")
+
+
+@pytest.fixture
+def archive(tmp_path, fsdd_dir):
+    """A tarball laid out like the GitHub release: <repo>-<version>/recordings/*.wav plus other files."""
+    path = tmp_path / "fsdd.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for stem in STEMS:
+            tar.add(fsdd_dir / f"{stem}.wav", f"free-spoken-digit-dataset-1.0.10/recordings/{stem}.wav")
+        info = tarfile.TarInfo("free-spoken-digit-dataset-1.0.10/README.md")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"readme"))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_verified_archive_is_unpacked_once(archive, tmp_path, fsdd_dir):
+    path, digest = archive
+    dest = tmp_path / "data"
+    recordings = fetch_fsdd(str(dest), url=path.as_uri(), sha256=digest, progress=None)
+    assert sorted(p.name for p in (dest / "recordings").iterdir()) == [f"{s}.wav" for s in STEMS]
+    assert (dest / "recordings" / "4_lucas_17.wav").read_bytes() == (fsdd_dir / "4_lucas_17.wav").read_bytes()
+    # Already there: no download at all (this URL would fail).
+    assert fetch_fsdd(str(dest), url="http://127.0.0.1:9/none.tar.gz", sha256=digest, progress=None) == recordings
+
+
+def test_checksum_mismatch_unpacks_nothing(archive, tmp_path):
+    path, digest = archive
+    dest = tmp_path / "data"
+    with pytest.raises(FetchError, match="checksum mismatch") as info:
+        fetch_fsdd(str(dest), url=path.as_uri(), sha256="0" * 64, progress=None)
+    assert digest in str(info.value)
+    assert not (dest / "recordings").exists()
+
+
+def test_unpinned_checksum_refuses_and_prints_the_digest(archive, tmp_path):
+    path, digest = archive
+    with pytest.raises(FetchError, match=f"--sha256 {digest}"):
+        fetch_fsdd(str(tmp_path / "data"), url=path.as_uri(), sha256=None, progress=None)
+    assert not (tmp_path / "data" / "recordings").exists()
+
+
+def test_offline_fails_fast_with_fsdd_dir_hint(tmp_path, free_port):
+    url = f"http://127.0.0.1:{free_port()}/v1.0.10.tar.gz"
+    res = subprocess.run(
+        [sys.executable, "-m", "jobs.fetch_data", "--dest", str(tmp_path / "data"), "--url", url, "--timeout", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 1
+    assert url in res.stderr and "FSDD_DIR" in res.stderr
+    assert "FSDD_DIR" in json.loads(res.stdout.strip().splitlines()[-1])["error"]
+    assert not (tmp_path / "data" / "recordings").exists()

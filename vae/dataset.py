@@ -1,0 +1,457 @@
+"""FSDD recordings -> Parquet spectrograms with Ray Data, and the readers of that Parquet.
+
+What :func:`extract` writes at ``DST`` (a local folder or ``s3://bucket/prefix``)::
+
+    DST/part-<run>-<block>.parquet            one row per clip, schema :func:`clip_schema`
+    DST/_rejected/part-<run>-<block>.parquet  one row per bad input: source, reason
+    DST/_summary.json                         counts, run id, input, FeatureConfig
+
+The FeatureConfig is also JSON in every part file's schema metadata under
+:data:`FEATURES_KEY`, so a reader can invert a row without being told the preset.
+The spectrogram column is Arrow's canonical ``arrow.fixed_shape_tensor``: plain
+pyarrow reads it as a :class:`pyarrow.FixedShapeTensorArray`
+(``to_numpy_ndarray()`` gives ``(rows, n_bins, n_frames)`` float32); pandas gives
+one flat float32 array per row (reshape with ``FeatureConfig.shape``), or keeps the
+tensor type with ``dtype_backend="pyarrow"``. Files whose names start with ``_``
+are ignored by pyarrow and pandas dataset readers, so ``pd.read_parquet(DST)``
+reads the clips only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import posixpath
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from vae import storage
+from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
+from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+
+FEATURES_KEY = "fsdd_vae.features"
+REJECTED_DIR = "_rejected"
+SUMMARY_FILE = "_summary.json"
+SPLITS = ("train", "test")
+# FSDD's official split: takes 0-4 of every speaker and digit are the test set.
+FIRST_TRAIN_TAKE = 5
+_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav", re.IGNORECASE)
+_PART = re.compile(r"part-([0-9a-f]+)-[^/]*\.parquet$")
+# Clips per input block of the pipeline: small enough that work spreads over the
+# cluster and progress moves, large enough that per-task overhead stays negligible.
+_CLIPS_PER_BLOCK = 64
+
+
+class ExtractError(RuntimeError):
+    """The extraction cannot run or produced nothing; the message names the input or output path."""
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class Labels:
+    id: str
+    digit: int
+    speaker: str
+    take: int
+    split: str
+
+
+def parse_name(path: str) -> Labels:
+    """``.../{digit}_{speaker}_{take}.wav`` -> labels and split (takes 0-4 test, the rest train).
+
+    Raises ValueError whose message is the rejection reason.
+    """
+    name = posixpath.basename(str(path).replace("\\", "/"))
+    m = _NAME.fullmatch(name)
+    if not m:
+        raise ValueError(f"name {name!r} does not match {{digit}}_{{speaker}}_{{take}}.wav")
+    digit, speaker, take = int(m.group(1)), m.group(2), int(m.group(3))
+    split = "test" if take < FIRST_TRAIN_TAKE else "train"
+    return Labels(name[: -len(".wav")], digit, speaker, take, split)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def clip_schema(cfg: FeatureConfig) -> pa.Schema:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("digit", pa.int64()),
+            ("speaker", pa.string()),
+            ("take", pa.int64()),
+            ("split", pa.string()),
+            ("spectrogram", pa.fixed_shape_tensor(pa.float32(), list(cfg.shape))),
+            ("source", pa.string()),
+            ("source_sample_rate", pa.int64()),
+            ("duration_s", pa.float64()),
+            ("db_min", pa.float64()),
+            ("db_max", pa.float64()),
+        ],
+        metadata={FEATURES_KEY: to_json(cfg)},
+    )
+
+
+REJECTED_SCHEMA = pa.schema([("source", pa.string()), ("reason", pa.string())])
+
+
+def clips_table(rows: Sequence[dict[str, Any]], cfg: FeatureConfig) -> pa.Table:
+    """Rows from :func:`extract_clip` as an Arrow table in :func:`clip_schema`."""
+    schema = clip_schema(cfg)
+    spec = np.empty((len(rows), *cfg.shape), dtype=np.float32)
+    for i, r in enumerate(rows):
+        spec[i] = r["spectrogram"]
+    arrays = []
+    for f in schema:
+        if f.name == "spectrogram":
+            storage_array = pa.FixedShapeTensorArray.from_numpy_ndarray(spec).storage
+            arrays.append(pa.ExtensionArray.from_storage(f.type, storage_array))
+        else:
+            arrays.append(pa.array([r[f.name] for r in rows], type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+# --------------------------------------------------------------------------- one clip
+
+
+def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]:
+    """One clip's row. Raises ValueError (bad name) or AudioError (bad audio) naming the reason."""
+    labels = parse_name(source)
+    clip = decode_audio(data, cfg)
+    spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, cfg)
+    return dict(
+        asdict(labels),
+        spectrogram=spec,
+        source=source,
+        source_sample_rate=clip.source_sample_rate,
+        duration_s=clip.duration_s,
+        db_min=db_min,
+        db_max=db_max,
+    )
+
+
+def _read(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def extract_rows(items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig) -> tuple[list[dict], list[dict]]:
+    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises."""
+    rows, rejected = [], []
+    for item in items:
+        source, reason = item["source"], item.get("reason") or ""
+        if not reason:
+            try:
+                parse_name(source)  # a bad name costs no read
+                rows.append(extract_clip(source, _read(fs, item["path"]), cfg))
+                continue
+            except (AudioError, ValueError) as exc:
+                reason = str(exc)
+            except OSError as exc:
+                reason = f"cannot read: {exc}"
+            except Exception as exc:  # noqa: BLE001 - one bad clip must not kill the job
+                reason = f"unexpected {type(exc).__name__}: {exc}"
+        rejected.append({"source": source, "reason": reason})
+    return rows, rejected
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_table(table: pa.Table, loc: storage.Location) -> None:
+    try:
+        if storage.is_s3(loc.uri):
+            pq.write_table(table, loc.path, filesystem=loc.fs)
+            return
+        # Locally, a hidden temporary name then a rename: readers never see half a file.
+        tmp = os.path.join(os.path.dirname(loc.path), f".{os.path.basename(loc.path)}.tmp")
+        pq.write_table(table, tmp, filesystem=loc.fs)
+        loc.fs.move(tmp, loc.path)
+    except OSError as exc:
+        raise storage.StorageError(f"cannot write {loc.uri}: {exc}") from exc
+
+
+def _extract_and_write(batch: dict[str, np.ndarray], fs: pafs.FileSystem, cfg: FeatureConfig, out: storage.Location, run_id: str) -> dict[str, list]:
+    """Ray Data UDF: one block of inputs -> one clips file and one rejected file; returns their counts.
+
+    The file name is a digest of the block's sources, so a retried task rewrites
+    the same file instead of adding a duplicate.
+    """
+    cpu_started = time.process_time()
+    items = [{"source": s, "path": p, "reason": r} for s, p, r in zip(batch["source"], batch["path"], batch["reason"])]
+    rows, rejected = extract_rows(items, fs, cfg)
+    digest = hashlib.sha1("\n".join(i["source"] for i in items).encode()).hexdigest()[:16]
+    name = f"part-{run_id}-{digest}.parquet"
+    if rows:
+        _write_table(clips_table(rows, cfg), out.join(name))
+    if rejected:
+        _write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out.join(REJECTED_DIR, name))
+    splits = Counter(r["split"] for r in rows)
+    return {
+        "written": [len(rows)],
+        "train": [splits["train"]],
+        "test": [splits["test"]],
+        "rejected": [json.dumps(rejected)],
+        "cpu_s": [time.process_time() - cpu_started],
+    }
+
+
+def _part_files(loc: storage.Location) -> list[str]:
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    except OSError as exc:
+        raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and _PART.search(i.base_name))
+
+
+def _remove_parts(out: storage.Location, run_id: str, of_this_run: bool) -> None:
+    """Delete the part files at ``out`` (and its _rejected) of this run, or of every other run."""
+    for loc in (out, out.join(REJECTED_DIR)):
+        for path in _part_files(loc):
+            if (_PART.search(posixpath.basename(path)).group(1) == run_id) == of_this_run:
+                try:
+                    loc.fs.delete_file(path)
+                except OSError as exc:
+                    raise storage.StorageError(f"cannot delete {path} under {loc.uri}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    input: str
+    output: str
+    rejected_output: str
+    written: int
+    rejected: int
+    train: int
+    test: int
+    seconds: float
+    run_id: str
+    worker_cpu_s: float  # CPU time of the extraction tasks, summed over workers
+    rejected_examples: list[dict[str, str]] = field(default_factory=list)
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+def list_inputs(src: str | Sequence[str]) -> list[str]:
+    """The ``.wav`` URIs to extract: every ``.wav`` under a folder/prefix, or an explicit list.
+
+    Raises StorageError naming ``src`` if it does not exist or cannot be reached,
+    ExtractError if it holds no ``.wav`` file.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        files = storage.list_files(os.fspath(src), suffix=".wav")
+        if not files:
+            raise ExtractError(f"no .wav files under {storage.resolve(src).uri}")
+        return files
+    files = [s if storage.is_s3(s) else storage.resolve(s).uri for s in map(os.fspath, src)]
+    if not files:
+        raise ExtractError("empty list of input files")
+    if len({storage.is_s3(f) for f in files}) > 1:
+        raise ExtractError("input files mix local paths and s3:// URIs")
+    return files
+
+
+def input_items(files: list[str]) -> list[dict[str, str]]:
+    """Pipeline input rows. A second file with the same name (the row id) is rejected here."""
+    seen: dict[str, str] = {}
+    items = []
+    for uri in files:
+        name = posixpath.basename(uri.replace("\\", "/")).lower()
+        reason = f"duplicate id: same name as {seen[name]}" if name in seen else ""
+        seen.setdefault(name, uri)
+        items.append({"source": uri, "path": uri[len("s3://") :] if storage.is_s3(uri) else uri, "reason": reason})
+    return items
+
+
+def extract(
+    src: str | Sequence[str],
+    dst: str,
+    cfg: FeatureConfig,
+    num_blocks: int | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> ExtractSummary:
+    """Run the Ray Data extraction from ``src`` (folder, ``s3://`` prefix or list of files) into ``dst``.
+
+    Uses this process's Ray (see :func:`vae.raysetup.init_ray`). Bad inputs are
+    written to ``dst/_rejected`` with their reason, never raised. Files of earlier
+    runs at ``dst`` are replaced only once this run has succeeded; a failed run
+    removes its own partial files and raises ExtractError naming ``dst``.
+    """
+    import ray
+
+    cfg.validate()
+    started = time.perf_counter()
+    files = list_inputs(src)
+    src_uri = storage.resolve(src).uri if isinstance(src, (str, os.PathLike)) else f"{len(files)} listed files"
+    out = storage.resolve(dst)
+    storage.check_reachable(out.uri)
+    storage.makedirs(out.join(REJECTED_DIR).uri)
+    in_fs = storage.resolve(files[0]).fs
+    run_id = uuid.uuid4().hex[:12]
+
+    if num_blocks is None:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        num_blocks = max(1, min(math.ceil(len(files) / _CLIPS_PER_BLOCK), 4 * cpus))
+    ds = ray.data.from_items(input_items(files), override_num_blocks=min(num_blocks, len(files)))
+    # batch_size=None: one batch per input block, so each block is one task writing one file.
+    ds = ds.map_batches(
+        _extract_and_write,
+        fn_kwargs=dict(fs=in_fs, cfg=cfg, out=out, run_id=run_id),
+        batch_size=None,
+        batch_format="numpy",
+    )
+    if progress:
+        progress(f"extract: {len(files)} inputs in {min(num_blocks, len(files))} blocks -> {out.uri}")
+    written = train = test = 0
+    cpu_s = 0.0
+    rejected: list[dict[str, str]] = []
+    last_report = time.perf_counter()
+    try:
+        for r in ds.iter_rows():
+            written, train, test = written + int(r["written"]), train + int(r["train"]), test + int(r["test"])
+            cpu_s += float(r["cpu_s"])
+            rejected += json.loads(r["rejected"])
+            done = written + len(rejected)
+            if progress and (time.perf_counter() - last_report > 5 or done == len(files)):
+                last_report = time.perf_counter()
+                progress(f"extract: {done}/{len(files)} inputs done, {written} written, {len(rejected)} rejected, {last_report - started:.1f} s")
+        if not rejected:  # _rejected/ is always a readable, possibly empty, dataset
+            _write_table(REJECTED_SCHEMA.empty_table(), out.join(REJECTED_DIR, f"part-{run_id}-empty.parquet"))
+    except Exception as exc:
+        try:
+            _remove_parts(out, run_id, of_this_run=True)
+        except storage.StorageError:
+            pass  # best effort: the original error is the one to report
+        raise ExtractError(f"extraction into {out.uri} failed, earlier output there left as it was: {exc}") from exc
+    _remove_parts(out, run_id, of_this_run=False)
+
+    rejected.sort(key=lambda r: r["source"])
+    summary = ExtractSummary(
+        input=src_uri,
+        output=out.uri,
+        rejected_output=out.join(REJECTED_DIR).uri,
+        written=written,
+        rejected=len(rejected),
+        train=train,
+        test=test,
+        seconds=round(time.perf_counter() - started, 3),
+        run_id=run_id,
+        worker_cpu_s=round(cpu_s, 3),
+        rejected_examples=rejected[:5],
+        features=to_dict(cfg),
+    )
+    storage.write_json(out.join(SUMMARY_FILE).uri, {k: v for k, v in asdict(summary).items() if k != "rejected_examples"})
+    return summary
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def parquet_files(uri: str) -> tuple[storage.Location, list[str]]:
+    """The clip files of a dataset written by :func:`extract` (``_rejected`` excluded), as paths in its filesystem.
+
+    ``uri`` may also name a single Parquet file.
+    """
+    loc = storage.resolve(uri)
+    if not storage.exists(loc.uri):
+        raise storage.StorageError(f"{loc.uri} does not exist")
+    if not storage.is_dir(loc.uri):
+        return loc, [loc.path]
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path))
+    except OSError as exc:
+        raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
+    files = sorted(
+        i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(("_", "."))
+    )
+    if not files:
+        raise storage.StorageError(f"no Parquet files in {loc.uri}")
+    return loc, files
+
+
+def read_feature_config(uri: str) -> FeatureConfig:
+    """The FeatureConfig stored in the schema metadata of the dataset (or file) at ``uri``."""
+    loc, files = parquet_files(uri)
+    try:
+        meta = pq.read_schema(files[0], filesystem=loc.fs).metadata or {}
+    except OSError as exc:
+        raise storage.StorageError(f"cannot read the Parquet schema of {files[0]} under {loc.uri}: {exc}") from exc
+    raw = meta.get(FEATURES_KEY.encode())
+    if raw is None:
+        raise ConfigError(f"{files[0]} has no {FEATURES_KEY!r} in its schema metadata: not written by jobs.preprocess?")
+    try:
+        return from_json(FeatureConfig, raw.decode()).validate()
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{files[0]}: bad {FEATURES_KEY!r} metadata: {exc}") from exc
+
+
+def _check_split(split: str | None) -> None:
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split={split!r}; choose from {list(SPLITS)} or None for all rows")
+
+
+def read_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> "Any":
+    """A lazy ``ray.data.Dataset`` of one split (``None``: all rows). The spectrogram column
+    arrives in numpy batches as ``(batch, n_bins, n_frames)`` float32."""
+    import ray.data
+    from ray.data.expressions import col
+
+    _check_split(split)
+    loc, files = parquet_files(uri)
+    ds = ray.data.read_parquet(files, filesystem=loc.fs)
+    if split is not None:
+        ds = ds.filter(expr=col("split") == split)
+    return ds.select_columns(list(columns)) if columns else ds
+
+
+def load_split_numpy(uri: str, split: str | None, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """One split as numpy arrays sorted by id, with pyarrow only (no Ray): for small data,
+    tests and evaluation. ``spectrogram`` is ``(rows, n_bins, n_frames)`` float32."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    _check_split(split)
+    loc, files = parquet_files(uri)
+    wanted = list(columns) if columns else None
+    dataset = pads.dataset(files, filesystem=loc.fs, format="parquet")
+    read_cols = None if wanted is None else sorted(set(wanted) | {"id"}, key=dataset.schema.names.index)
+    table = dataset.to_table(columns=read_cols, filter=None if split is None else pc.field("split") == split)
+    table = table.sort_by("id")
+    out = {}
+    for name in wanted or table.column_names:
+        col = table.column(name)
+        if isinstance(col.type, pa.FixedShapeTensorType):
+            n_rows = len(col)
+            out[name] = (
+                col.combine_chunks().to_numpy_ndarray()
+                if n_rows
+                else np.zeros((0, *col.type.shape), dtype=col.type.value_type.to_pandas_dtype())
+            )
+        else:
+            out[name] = col.to_numpy()
+    return out
+
+
+def load_rejected(uri: str) -> list[dict[str, str]]:
+    """The ``source``/``reason`` rows of ``uri/_rejected``, sorted by source."""
+    loc = storage.resolve(uri).join(REJECTED_DIR)
+    files = _part_files(loc)
+    if not files:
+        raise storage.StorageError(f"no Parquet files in {loc.uri}")
+    table = pa.concat_tables([pq.read_table(f, filesystem=loc.fs, schema=REJECTED_SCHEMA) for f in files])
+    return sorted(table.to_pylist(), key=lambda r: r["source"])

@@ -1,0 +1,47 @@
+"""Ray start-up shared by every job.
+
+The same entry point runs as ``python -m jobs.x`` (starts a local Ray instance)
+and under ``ray job submit -- python -m jobs.x`` (Ray sets ``RAY_ADDRESS`` to the
+cluster, and we connect to it). A script pointed at a running cluster with
+``RAY_ADDRESS=host:port`` behaves like a submitted job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+
+def init_ray(num_cpus: int | None = None, **local_kwargs: Any) -> bool:
+    """Connect to ``RAY_ADDRESS`` if set, else start a local Ray instance.
+
+    ``num_cpus`` and ``local_kwargs`` (e.g. ``object_store_memory``,
+    ``include_dashboard``) only apply when a local instance is started: a running
+    cluster's resources are its own. Idempotent: if Ray is already initialised in
+    this process nothing happens. Returns True if this call started a local instance.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address is None:
+        # "local": a fresh instance; plain ray.init() would join any cluster that
+        # `ray start` left running on this machine.
+        address = "local"
+        kwargs.update(num_cpus=num_cpus, **local_kwargs)
+    ray.init(address=address, **kwargs)
+    _quiet_ray_data()
+    return address == "local"
+
+
+def _quiet_ray_data() -> None:
+    """Keep Ray Data's progress bars (long work shows progress) but drop its per-run banners."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
