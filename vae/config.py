@@ -103,7 +103,7 @@ FEATURE_PRESETS: dict[str, dict[str, Any]] = {
 class ModelConfig:
     """Convolutional encoder/decoder. The decoder mirrors the encoder."""
 
-    filters: tuple[int, ...] = (32, 64, 128, 256)
+    filters: tuple[int, ...] = (16, 32, 64, 128)
     kernels: tuple[int, ...] = (3, 3, 3, 3)
     strides: tuple[Any, ...] = (2, 2, 2, 2)
     latent_dim: int = 32
@@ -135,7 +135,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         strides=(2, 2, 2, 2, (2, 1)),
         latent_dim=128,
     ),
-    # Channels widen as resolution shrinks.
+    # Channels widen as resolution shrinks: 0.096 GFLOPs per clip, 1/34 of seed (see README).
     "default": dict(),
     "tiny": dict(filters=(4, 8), kernels=(3, 3), strides=(4, 4), latent_dim=4),
 }
@@ -151,7 +151,10 @@ class PriorConfig:
     kind: str = "normal"  # "normal": N(0, I), analytic KL; "mixture": learnable GMM, Monte Carlo KL
     components: int = 10
     reconstruction: str = "mse"  # "mse" or "bernoulli"
-    recon_weight: float = 1e3
+    # Times the per-clip MEAN reconstruction term: for mse, a Gaussian likelihood of variance
+    # n_pixels / (2 * recon_weight); 1e5 on 128 x 96 is sigma ~ 0.25 (the original's 1e6 on 256 x 64: 0.09).
+    # 1e3 collapses the posterior (KL ~ 6 nats, digits unrecognisable): see README.
+    recon_weight: float = 1e5
     kl_samples: int = 1  # Monte Carlo samples for the mixture KL
 
     def validate(self) -> "PriorConfig":
@@ -205,6 +208,52 @@ class RunConfig:
         self.model.validate()
         self.prior.validate()
         self.train.validate()
+        return self
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class RecogniserConfig:
+    """The digit CNN that listens to generated audio (vae/evaluation/recogniser.py)."""
+
+    # The input is average-pooled by this factor on both axes first: digits do not need full resolution.
+    downsample: int = 2
+    filters: tuple[int, ...] = (16, 32, 64, 64)  # one conv block (conv, batch norm, relu, 2x2 max-pool) each
+    embedding_dim: int = 64  # the penultimate layer, read by the Frechet distance
+    dropout: float = 0.2
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    # Also train on every train clip after features -> Griffin-Lim -> features, so the
+    # vocoder's artefacts (which all generated audio carries) are not read as content.
+    # Fewer iterations than FeatureConfig.griffin_lim_iters: cheaper and harsher.
+    gl_augment: bool = True
+    gl_iters: int = 16
+    seed: int = 0
+
+    def validate(self) -> "RecogniserConfig":
+        if not self.filters or any(int(f) <= 0 for f in self.filters):
+            raise ConfigError(f"RecogniserConfig.filters must be non-empty and positive, got {self.filters}")
+        _positive(self, "downsample", "embedding_dim", "epochs", "batch_size", "learning_rate", "gl_iters")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"RecogniserConfig.dropout={self.dropout} must be in [0, 1)")
+        return self
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a trained VAE is scored (vae/evaluation/run.py)."""
+
+    n_per_digit: int = 10  # digit-conditional samples per digit, for digit_accuracy
+    n_unconditional: int = 100  # prior samples, for inception_score and frechet_distance
+    n_report_per_digit: int = 3  # real / reconstructed / generated clips shown per digit in the report
+    tsne_perplexity: float = 30.0
+    seed: int = 0
+
+    def validate(self) -> "EvalConfig":
+        _positive(self, "n_per_digit", "n_unconditional", "n_report_per_digit", "tsne_perplexity")
         return self
 
 

@@ -1,0 +1,153 @@
+"""The per-run report of a tiny VAE trained by the real Ray Train path: complete, relative, renders in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import matplotlib.image
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vae import checkpoint, storage
+from vae.config import EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.evaluation.run import METRICS_FILE, evaluate, write
+from vae.reports.html import broken_links, links
+
+from jobs import evaluate as evaluate_job
+
+pytestmark = pytest.mark.slow
+HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db", "recon_mse")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(ray_local, small_parquet, tmp_path_factory) -> str:
+    """Two epochs of the ``tiny`` model with a mixture prior, by ``vae.training.fit`` (Ray Train, one worker)."""
+    from vae.training import fit
+
+    cfg = RunConfig(
+        model=preset(ModelConfig, "tiny"),
+        prior=PriorConfig(kind="mixture", components=10),
+        train=TrainConfig(epochs=2, batch_size=16),
+    )
+    result = fit(cfg, small_parquet, str(tmp_path_factory.mktemp("runs")), "tiny")
+    return result.latest_checkpoint
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_checkpoint, small_parquet, recogniser_dir):
+    return evaluate(checkpoint.load(tiny_checkpoint), small_parquet, recogniser_dir, EvalConfig(n_per_digit=3, n_unconditional=30))
+
+
+@pytest.fixture(scope="module")
+def report_dir(evaluation, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("report") / "run")
+    write(evaluation, out)
+    return out
+
+
+def _files(folder: str) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs}
+
+
+def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
+    saved = json.loads(open(os.path.join(report_dir, METRICS_FILE)).read())
+    for name in HEADLINE:
+        assert np.isfinite(saved[name]) and np.isfinite(saved[f"{name}_floor"]), name
+    assert saved["test_clips"] == 100 and saved["conditional_samples"] == 30 and saved["unconditional_samples"] == 30
+    assert 0 <= saved["digit_accuracy"] <= 1 and 1 <= saved["inception_score"] <= 10
+    # The vocoder floor is what real clips keep through Griffin-Lim: better than an untrained model.
+    assert saved["digit_accuracy_floor"] >= 0.9 and saved["recon_lsd_db_floor"] < saved["recon_lsd_db"]
+    assert 0 <= saved["component_purity"] <= 1
+    assert saved["checkpoint"] == evaluation.checkpoint and saved["epoch"] == 2
+
+
+def test_report_contains_every_image_and_audio_it_references(report_dir, evaluation):
+    assert broken_links(report_dir) == []
+    html = open(os.path.join(report_dir, "index.html"), encoding="utf-8").read()
+    refs = links(html)
+    images = [r for r in refs if r.endswith(".png")]
+    sounds = [r for r in refs if r.endswith(".wav")]
+    assert len(refs) == len(images) + len(sounds), "only PNG and WAV files are referenced"
+    # Per digit: 3 real, 3 reconstructed, 3 generated clips, each an image and a player.
+    assert len(sounds) == 10 * 3 * 3 and len([i for i in images if i.startswith("clips/")]) == 90
+    for plot in ("waveforms", "curves", "latent_pca", "latent_tsne", "components", "confusion", "digit_accuracy"):
+        assert f"plots/{plot}.png" in images, plot
+    for name in ("Mixture components", "t-SNE", "Training curves", "vocoder floor"):
+        assert name in html, name
+    # Everything in the folder is referenced (no stray files), and every file is what it says.
+    assert _files(report_dir) == set(refs) | {"index.html", METRICS_FILE}
+    for ref in images:
+        img = matplotlib.image.imread(os.path.join(report_dir, ref))
+        assert img.ndim == 3 and img.shape[0] > 10 and img.shape[1] > 10, ref
+    sr = evaluation.features.sample_rate
+    for ref in sounds:
+        y, rate = sf.read(os.path.join(report_dir, ref))
+        assert rate == sr and len(y) == evaluation.features.n_samples and np.isfinite(y).all(), ref
+
+
+def test_report_folder_works_when_moved(report_dir, tmp_path):
+    moved = tmp_path / "copied"
+    shutil.copytree(report_dir, moved)
+    assert broken_links(str(moved)) == []
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+    shot = tmp_path / "shot.png"
+    cmd = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+        "file://" + os.path.join(report_dir, "index.html"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert shot.exists(), proc.stderr[-2000:]
+    pixels = matplotlib.image.imread(str(shot))[..., :3]
+    assert pixels.shape[:2] == (2000, 1280)
+    # Not blank: real variation, and a good share of the page is not background white.
+    assert pixels.std() > 0.1
+    assert np.mean(pixels.min(axis=2) < 0.9) > 0.05
+
+
+def test_report_published_to_s3_has_the_same_files(evaluation, report_dir, make_bucket):
+    uri = make_bucket("reports") + "/tiny"
+    write(evaluation, uri)
+    assert {rel for rel, _ in storage.walk_files(uri)} == _files(report_dir)
+    assert storage.read_json(storage.join(uri, METRICS_FILE))["recon_mse"] == pytest.approx(evaluation.metrics["recon_mse"])
+
+
+def test_evaluate_job_with_unseen_voices_prints_json_last(tiny_checkpoint, small_parquet, recogniser_dir, fsdd_dir, tmp_path, capsys):
+    wavs = tmp_path / "voices"
+    wavs.mkdir()
+    for name in ("3_theo_12.wav", "7_lucas_20.wav"):
+        shutil.copy(fsdd_dir / name, wavs / name)
+    (wavs / "broken.wav").write_bytes(b"RIFF not really a wav")
+    out = tmp_path / "eval"
+    args = ["--checkpoint", tiny_checkpoint, "--data", small_parquet, "--out", str(out), "--classifier", recogniser_dir,
+            "--n-per-digit", "2", "--n-unconditional", "10", "--wavs", str(wavs)]
+    assert evaluate_job.main(args) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["report"] == str(out / "index.html") and os.path.exists(last["report"])
+    saved = json.loads((out / METRICS_FILE).read_text())
+    for name in HEADLINE:
+        assert last[name] == pytest.approx(saved[name])
+    assert saved["wavs_clips"] == 2 and saved["recon_lsd_db_wavs"] > saved["recon_lsd_db_wavs_floor"] > 0
+    assert any("broken.wav" in note for note in saved["notes"])
+    assert broken_links(str(out)) == []
+
+
+def test_evaluate_job_names_a_missing_checkpoint(small_parquet, tmp_path, capsys):
+    missing = str(tmp_path / "no-such-run" / "checkpoint_0001")
+    assert evaluate_job.main(["--checkpoint", missing, "--data", small_parquet, "--out", str(tmp_path / "o")]) == 1
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert missing in last["error"]

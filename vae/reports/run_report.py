@@ -1,0 +1,174 @@
+"""The per-run report: metrics against their floors, clips to look at and listen to, curves, latent maps.
+
+Written into a local folder (``index.html``, ``clips/``, ``plots/``); every file
+is referenced relatively. :func:`vae.evaluation.run.write` copies it to s3://.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from vae.config import to_dict
+from vae.evaluation.audio import to_spectrograms
+from vae.features import write_wav
+from vae.reports import plots
+from vae.reports.html import Cell, Page
+
+CURVE_KEYS = ("loss", "recon_mse", "kl")
+N_WAVEFORM_EXAMPLES = 3
+
+
+def write_run_report(ev, folder: str) -> str:
+    """Write the report of an :class:`vae.evaluation.run.Evaluation` into ``folder``; returns index.html's path."""
+    from vae.evaluation.run import METRICS, N_DIGITS
+
+    os.makedirs(folder, exist_ok=True)
+    feats, m, rc = ev.features, ev.metrics, ev.run_config
+    plot = lambda name: os.path.join(folder, "plots", name)  # noqa: E731
+    _log(f"writing report into {folder}")
+
+    page = Page(
+        "Run report",
+        f"checkpoint {ev.checkpoint} | data {ev.data} | recogniser {ev.classifier or 'none'} | "
+        f"epoch {ev.epoch} | prior {rc.prior.kind} | model filters {list(rc.model.filters)}, latent {rc.model.latent_dim}",
+    )
+    if ev.notes:
+        page.bullets(ev.notes, cls="note")
+
+    # ---------------------------------------------------------------- metrics
+    page.heading("Metrics", anchor="metrics")
+    page.text(
+        "Every number is computed on audio: the model's spectrograms are turned into WAVs by Griffin-Lim and read "
+        "back with the same features. The vocoder floor is the same metric for the real test clips sent through "
+        "features and Griffin-Lim alone: what a perfect model could score here."
+    )
+    rows = []
+    for name, (higher, meaning) in METRICS.items():
+        if name in m:
+            rows.append([name, m[name], m.get(f"{name}_floor"), m.get(f"{name}_real"), "higher" if higher else "lower", meaning])
+    page.table(["metric", "model", "vocoder floor", "real clips", "better", "meaning"], rows)
+    page.text(
+        f"{m['test_clips']} test clips; {m.get('conditional_samples', 0)} digit-conditional and "
+        f"{m.get('unconditional_samples', 0)} unconditional samples."
+    )
+
+    # ---------------------------------------------------------------- clips per digit
+    page.heading("Real, reconstructed and generated clips", anchor="clips")
+    page.text("Spectrograms of the audio itself (low frequencies at the bottom). Generated clips are captioned with what the recogniser heard.")
+    heard_recon = to_spectrograms(ev.reconstructions, feats.sample_rate, feats)
+    heard_gen = to_spectrograms(ev.generated, feats.sample_rate, feats)
+    n_show = ev.config.n_report_per_digit
+    grid_rows: list[list[Cell]] = []
+    for d in range(N_DIGITS):
+        real_idx = _spread(np.flatnonzero(ev.test_digits == d), n_show)
+        gen_idx = np.flatnonzero(ev.generated_digits == d)[:n_show]
+        real, recon, gen = [], [], []
+        for i in real_idx:
+            ident = str(ev.test_ids[i])
+            real.append(_clip(folder, f"real_{ident}", ev.test_specs[i], ev.originals[i], feats, ident))
+            recon.append(_clip(folder, f"recon_{ident}", heard_recon[i], ev.reconstructions[i], feats, ident))
+        for j, i in enumerate(gen_idx):
+            heard = None if ev.generated_heard is None else int(ev.generated_heard[i])
+            cap = f"#{j}" + ("" if heard is None else f" heard {heard}")
+            gen.append(_clip(folder, f"gen_{d}_{j}", heard_gen[i], ev.generated[i], feats, cap, bad=heard is not None and heard != d))
+        grid_rows.append(real + recon + gen)
+    page.grid(
+        [f"digit {d}" for d in range(N_DIGITS)],
+        grid_rows,
+        col_labels=["real"] * n_show + ["reconstructed"] * n_show + ["generated"] * n_show,
+        cell_px=118,
+    )
+
+    if "digit_accuracy_per_digit" in m:
+        per = m["digit_accuracy_per_digit"]
+        plots.bars([str(d) for d in range(N_DIGITS)], {"model": [per[str(d)] for d in range(N_DIGITS)]}, plot("digit_accuracy.png"),
+                   "digit accuracy of conditional samples", "share heard as asked")
+        confusion = np.zeros((N_DIGITS, N_DIGITS), np.int64)
+        np.add.at(confusion, (ev.generated_digits, ev.generated_heard), 1)
+        plots.count_table(confusion, plot("confusion.png"), "heard as", "asked for", "what the recogniser heard")
+        page.heading("What the recogniser heard", anchor="recogniser")
+        page.row(("plots/digit_accuracy.png", "digit accuracy per digit"), ("plots/confusion.png", "confusion matrix"))
+
+    # ---------------------------------------------------------------- waveforms
+    page.heading("Waveforms", anchor="waveforms")
+    picks = _spread(np.arange(len(ev.test_ids)), N_WAVEFORM_EXAMPLES)
+    plots.waveforms([(str(ev.test_ids[i]), ev.originals[i], ev.reconstructions[i]) for i in picks], feats.sample_rate, plot("waveforms.png"))
+    page.image("plots/waveforms.png", "original and reconstructed waveforms")
+
+    # ---------------------------------------------------------------- curves
+    page.heading("Training curves", anchor="curves")
+    if ev.history:
+        keys = [k for k in CURVE_KEYS if any(f"train_{k}" in r or f"val_{k}" in r for r in ev.history)]
+        plots.curves(ev.history, keys, plot("curves.png"))
+        page.image("plots/curves.png", "training and validation curves")
+        last = int(ev.history[-1]["epoch"])
+        if len(ev.history) < last:
+            page.text(
+                f"Only {len(ev.history)} of {last} epochs are shown: the run keeps the metrics of its kept checkpoints only.",
+                cls="note",
+            )
+    else:
+        page.text("No per-epoch metrics were found with this checkpoint.", cls="note")
+
+    # ---------------------------------------------------------------- latent space
+    page.heading("Latent space of the test clips", anchor="latent")
+    pca, tsne = project(ev.latents, ev.config.tsne_perplexity, ev.config.seed)
+    plots.latent_map(pca, ev.test_digits, plot("latent_pca.png"), "PCA of posterior means")
+    plots.latent_map(tsne, ev.test_digits, plot("latent_tsne.png"), "t-SNE of posterior means")
+    page.row(("plots/latent_pca.png", "latent PCA"), ("plots/latent_tsne.png", "latent t-SNE"))
+
+    if ev.components is not None:
+        from vae.evaluation.run import component_table
+
+        k = rc.prior.components
+        table = component_table(ev.components, ev.test_digits, k)
+        plots.count_table(table, plot("components.png"), "mixture component", "digit", "test clips per digit and component")
+        page.heading("Mixture components", anchor="components")
+        page.text(f"Which digits each of the {k} components holds (test clips assigned to their most likely component). "
+                  f"Purity {m.get('component_purity', float('nan')):.3f}: share of clips in a component whose majority digit is theirs.")
+        page.image("plots/components.png", "component x digit table")
+        page.table(["component", *[f"digit {d}" for d in range(N_DIGITS)], "total"],
+                   [[c, *[int(v) for v in table[:, c]], int(table[:, c].sum())] for c in range(k)])
+
+    # ---------------------------------------------------------------- provenance
+    page.heading("Configuration", anchor="config")
+    page.pre(json.dumps({"run": to_dict(rc), "evaluation": to_dict(ev.config)}, indent=2))
+    page.text("metrics.json holds every number above.")
+    page.bullets([f"{k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in sorted(m.items())])
+    return page.write(folder)
+
+
+def project(latents: np.ndarray, perplexity: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(PCA, t-SNE) 2-D projections of ``latents``; degenerate inputs are padded rather than refused."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    z = np.asarray(latents, np.float64)
+    if z.shape[1] < 2:
+        z = np.concatenate([z, np.zeros((len(z), 2 - z.shape[1]))], axis=1)
+    pca = PCA(n_components=2, random_state=seed).fit_transform(z)
+    perplexity = float(min(perplexity, max(1.0, (len(z) - 1) / 3)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+    return pca, tsne
+
+
+def _clip(folder: str, stem: str, spec: np.ndarray, wave: np.ndarray, feats, caption: str, bad: bool = False) -> Cell:
+    png, wav = f"clips/{stem}.png", f"clips/{stem}.wav"
+    plots.spectrogram_image(spec, os.path.join(folder, png), scale=1)
+    write_wav(os.path.join(folder, wav), wave, feats)
+    return Cell(image=png, audio=wav, caption=caption, bad=bad)
+
+
+def _spread(indices: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` of ``indices``, evenly spread (so the examples span speakers and takes)."""
+    if len(indices) <= n:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, n).round().astype(int)]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
