@@ -101,7 +101,9 @@ def ray_local(s3_endpoint):
         ray.shutdown()
     saved = os.environ.pop("RAY_ADDRESS", None)  # tests always get their own local instance
     try:
-        init_ray(num_cpus=4, include_dashboard=False, object_store_memory=1 << 30)
+        # The dashboard serves the State API, which Ray Train's placement-group cleaner queries to
+        # release the resources of a Train run whose controller was killed (e.g. an early-stopped trial).
+        init_ray(num_cpus=4, include_dashboard=True, object_store_memory=1 << 30)
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()

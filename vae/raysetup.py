@@ -32,9 +32,30 @@ def init_ray(num_cpus: int | None = None, **local_kwargs: Any) -> bool:
         # `ray start` left running on this machine.
         address = "local"
         kwargs.update(num_cpus=num_cpus, **local_kwargs)
+        if kwargs.get("include_dashboard") is not False:
+            _pin_api_server(kwargs)
     ray.init(address=address, **kwargs)
     _quiet_ray_data()
     return address == "local"
+
+
+def _pin_api_server(kwargs: dict[str, Any]) -> None:
+    """Start the dashboard on a known port and export its URL before Ray starts.
+
+    Every Ray process inherits ``RAY_API_SERVER_ADDRESS`` from this one, so the State
+    API reaches this instance even when other Ray instances run on the machine.
+    Ray Train's placement-group cleaner depends on it: without it, the resources of
+    a Train run whose controller was killed (an early-stopped Tune trial) stay reserved.
+    """
+    import socket
+
+    if not kwargs.get("dashboard_port"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            kwargs["dashboard_port"] = s.getsockname()[1]
+    kwargs.setdefault("include_dashboard", True)
+    kwargs.setdefault("dashboard_host", "127.0.0.1")
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
 
 
 def _quiet_ray_data() -> None:

@@ -1,0 +1,92 @@
+"""Everything in one job: extract, train the recogniser, sweep (or train once), evaluate, report.
+
+    python -m jobs.pipeline --input SRC --storage DIR_OR_S3 --name EXP
+        [--space YAML | --train-only] [--model PRESET] [--epochs E] [--num-workers N]
+        [--workers-per-trial W] [--num-samples N] [--max-concurrent C] [--use-gpu] [--resume]
+
+Stages already done for the same input and feature config are skipped. Prints
+where the report and the best checkpoint are; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from vae.config import FEATURE_PRESETS, MODEL_PRESETS, ConfigError, EvalConfig, ModelConfig, RunConfig, preset
+from vae.raysetup import init_ray
+from vae.storage import StorageError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="folder or s3:// prefix of FSDD WAV files")
+    p.add_argument("--storage", required=True, help="folder or s3:// prefix for everything the pipeline makes")
+    p.add_argument("--name", required=True, help="experiment name")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--space", help="search space YAML: run a sweep")
+    mode.add_argument("--train-only", action="store_true", help="train one model instead of sweeping")
+    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS))
+    p.add_argument("--model", default="default", choices=sorted(MODEL_PRESETS), help="train-only: model preset")
+    p.add_argument("--prior", choices=["normal", "mixture"], help="train-only: prior")
+    p.add_argument("--epochs", type=int, help="train-only: epochs")
+    p.add_argument("--num-workers", type=int, default=1, help="train-only: Ray Train workers")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="sweep: Ray Train workers per trial")
+    p.add_argument("--num-samples", type=int, help="sweep: trials (default: the space's)")
+    p.add_argument("--max-concurrent", type=int, help="sweep: trials at once (default: what the cluster fits)")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per Train worker")
+    p.add_argument("--no-recogniser", action="store_true", help="skip the recogniser (no sample metrics)")
+    p.add_argument("--n-per-digit", type=int, default=EvalConfig.n_per_digit, help="digit-conditional samples per digit in the evaluation")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run or sweep")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    return p.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    base = RunConfig(model=preset(ModelConfig, args.model))
+    train = replace(base.train, num_workers=args.num_workers, use_gpu=args.use_gpu)
+    if args.epochs is not None:
+        train = replace(train, epochs=args.epochs)
+    prior = replace(base.prior, kind=args.prior) if args.prior else base.prior
+    return replace(base, train=train, prior=prior).validate()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from vae.pipeline import run_pipeline
+
+        space = None
+        if args.space:
+            from vae.search_space import load_space
+
+            space = load_space(args.space)
+        cfg = run_config(args)
+        init_ray(args.num_cpus)
+        sweep_options = {
+            "num_samples": args.num_samples,
+            "max_concurrent": args.max_concurrent,
+            "workers_per_trial": args.workers_per_trial,
+            "use_gpu": args.use_gpu,
+        }
+        result = run_pipeline(
+            args.input, args.storage, args.name, features_preset=args.features, space=space, run_cfg=cfg,
+            sweep_options=sweep_options, with_recogniser=not args.no_recogniser, resume=args.resume,
+            n_per_digit=args.n_per_digit,
+        )
+    except (ConfigError, StorageError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(f"best checkpoint: {result.best_checkpoint}")
+    if result.sweep_report:
+        print(f"sweep report: {result.sweep_report}")
+    print(f"report: {result.report}")
+    print(json.dumps(result.summary(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Rebuild a sweep's report from its storage alone.
+
+    python -m jobs.report --experiment <storage>/<EXP>
+
+Reads <EXP>/tune (every trial's parameters, per-epoch metrics and status) and
+<EXP>/best, and rewrites <EXP>/report/: index.html, summary.json, trials.csv, report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vae.storage import StorageError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--experiment", required=True, help="<storage>/<EXP> of a sweep made by jobs.tune")
+    args = p.parse_args(argv)
+    from vae import storage
+    from vae.reports.sweep import build_sweep_report
+    from vae.tuning import best_epoch, load_trials
+
+    try:
+        trials = load_trials(args.experiment)
+        best = best_epoch(trials)
+        report = build_sweep_report(args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None)
+    except (StorageError, FileNotFoundError) as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(f"{len(trials)} trials; report: {report}/index.html")
+    print(json.dumps({"report": f"{report}/index.html", "trials": len(trials)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

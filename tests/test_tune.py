@@ -1,0 +1,142 @@
+"""Sweeps on Ray Tune against a real HTTP S3 endpoint: smoke sweep, report, best/, resume after a killed driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+
+import pytest
+
+from vae import storage
+from vae.search_space import load_space
+from vae.tuning import load_trials, objective
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_job(module: str, *args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs = []
+
+    def handle_starttag(self, tag, attrs):
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v and "://" not in v and not v.startswith("#")]
+
+
+def test_objective_does_not_scale_with_reconstruction_weight():
+    # Same reconstruction quality and sample accuracy, any weight: same objective.
+    assert objective(0.01, 0.04, 0.9) == pytest.approx(0.25 + 0.1)
+    assert objective(0.04, 0.04, None) == pytest.approx(1.0)
+
+
+def test_malformed_space_fails_before_any_trial(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params:\n  model.latent_dimm: {choice: [2, 4]}\n")
+    t0 = time.time()
+    proc = run_job("jobs.tune", "--data", str(tmp_path / "none"), "--storage", str(tmp_path / "s"), "--space", str(bad), "--name", "x")
+    assert proc.returncode != 0
+    assert "params.model.latent_dimm" in proc.stderr
+    assert not (tmp_path / "s").exists(), "nothing may be written for a malformed space"
+    assert time.time() - t0 < 60
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(ray_local, small_parquet, make_bucket):
+    bucket = make_bucket("sweeps")
+    proc = run_job(
+        "jobs.tune", "--data", small_parquet, "--storage", bucket, "--space", "tune_spaces/smoke.yaml",
+        "--name", "smoke", "--max-concurrent", "2", env={"RAY_ADDRESS": ray_local},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return f"{bucket}/smoke", last_json(proc.stdout), proc
+
+
+def test_smoke_sweep_writes_trials_best_and_report_to_s3(smoke_sweep, tmp_path, ray_local):
+    exp, out, _ = smoke_sweep
+    trials = load_trials(exp)
+    assert len(trials) == 4
+    assert all(t.status == "TERMINATED" for t in trials)
+    assert all(t.history and "objective" in t.history[-1] for t in trials)
+    # each trial is a Train run of its own, checkpoints in the bucket
+    ckpts = storage.list_files(storage.join(exp, "trials"), "weights.h5")
+    assert ckpts and all(c.startswith("s3://sweeps/smoke/trials/") for c in ckpts)
+
+    best = storage.published(storage.join(exp, "best"))
+    for name in ("config.json", "metrics.json", "latent_stats.json", "sweep_best.json"):
+        assert storage.exists(storage.join(best, name)), name
+    assert len(storage.list_files(storage.join(best, "samples"), ".wav")) == 20
+    assert out["best_checkpoint"] == f"{exp}/best"
+
+    gen = run_job("jobs.generate", "--checkpoint", f"{exp}/best", "--out", str(tmp_path / "gen"), "--n", "2", "--digit", "3")
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "gen")) >= ["3_0.wav", "3_1.wav"]
+
+
+def test_sweep_report_references_only_existing_files(smoke_sweep, tmp_path):
+    exp, out, _ = smoke_sweep
+    report = storage.join(exp, "report")
+    for name in ("index.html", "summary.json", "trials.csv", "report.md"):
+        assert storage.exists(storage.join(report, name)), name
+    parser = Links()
+    parser.feed(storage.read_text(storage.join(report, "index.html")))
+    assert any(r.endswith(".wav") for r in parser.refs) and any(r.endswith(".png") for r in parser.refs)
+    missing = [r for r in parser.refs if not storage.exists(storage.join(report, r))]
+    assert not missing
+    summary = storage.read_json(storage.join(report, "summary.json"))
+    assert summary["trials"] == 4 and summary["best"]["trial_id"]
+    rows = storage.read_text(storage.join(report, "trials.csv")).strip().splitlines()
+    assert len(rows) == 5
+
+    # rebuilt from storage alone
+    proc = run_job("jobs.report", "--experiment", exp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert last_json(proc.stdout)["trials"] == 4
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(ray_local, small_parquet, tmp_path):
+    storage_dir = str(tmp_path / "store")
+    args = ["--data", small_parquet, "--storage", storage_dir, "--space", "tune_spaces/smoke.yaml",
+            "--name", "resumable", "--max-concurrent", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ray_local}
+    driver = subprocess.Popen([sys.executable, "-m", "jobs.tune", *args], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = os.path.join(storage_dir, "resumable")
+    deadline = time.time() + 600
+    finished = []
+    while time.time() < deadline and driver.poll() is None:
+        time.sleep(3)
+        if os.path.isdir(os.path.join(exp, "tune")):
+            finished = [t for t in load_trials(exp) if t.status == "TERMINATED"]
+            if finished:
+                break
+    assert driver.poll() is None, "the sweep ended before it could be interrupted"
+    assert finished, "no trial finished in time"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before = {t.trial_id: len(t.history) for t in load_trials(exp) if t.status == "TERMINATED"}
+
+    proc = run_job("jobs.tune", *args, "--resume", env={"RAY_ADDRESS": ray_local})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    trials = load_trials(exp)
+    assert len(trials) == 4 and all(t.status == "TERMINATED" for t in trials)
+    for trial_id, n in before.items():
+        again = next(t for t in trials if t.trial_id == trial_id)
+        assert len(again.history) == n, f"finished trial {trial_id} ran again"
+    assert os.path.isfile(os.path.join(exp, "report", "index.html"))
+    assert last_json(proc.stdout)["trials"] == 4

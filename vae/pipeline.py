@@ -1,0 +1,174 @@
+"""The whole path in one call: features -> recogniser -> train or sweep -> evaluation -> report.
+
+Layout under ``<storage>``::
+
+    features/<preset>-<fingerprint>/     Parquet (shared by every experiment on the same input + features)
+    recogniser/<preset>-<fingerprint>/   the digit recogniser for those features
+    <EXP>/train/                         a single training run (train-only mode)
+    <EXP>/{tune,trials,best,report}/     a sweep (see vae.tuning)
+    <EXP>/evaluation/                    metrics.json + index.html of the final model
+
+A stage whose output is already complete is skipped: extraction when the same
+input files (names and sizes) and FeatureConfig were extracted before, the
+recogniser when one exists for those features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from vae import storage
+from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, to_json
+
+DONE_MARKER = "_pipeline_done.json"
+
+
+def _log(msg: str) -> None:
+    print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def input_fingerprint(src: str, cfg: FeatureConfig) -> str:
+    """Hash of the input listing (relative names and sizes) and the feature config."""
+    import pyarrow.fs as pafs
+
+    loc = storage.resolve(src)
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+    h = hashlib.sha256(to_json(cfg).encode())
+    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+        h.update(f"{info.path[len(loc.path):]}\0{info.size}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def extract_features(src: str, storage_uri: str, preset_name: str, cfg: FeatureConfig) -> str:
+    from vae.dataset import extract
+
+    out = storage.join(storage_uri, "features", f"{preset_name}-{input_fingerprint(src, cfg)}")
+    marker = storage.join(out, DONE_MARKER)
+    if storage.exists(marker):
+        done = storage.read_json(marker)
+        _log(f"features: reusing {out} ({done['written']} clips, {done['rejected']} rejected): same input and features")
+        return out
+    if storage.exists(out):
+        _log(f"features: {out} is incomplete (no {DONE_MARKER}); extracting again")
+        storage.delete_tree(out)
+    _log(f"features: extracting {src} -> {out}")
+    summary = extract(src, out, cfg)
+    print(f"{summary.written} clips written, {summary.rejected} rejected", flush=True)
+    if summary.written == 0:
+        raise RuntimeError(f"no clip of {src} could be extracted; see {summary.rejected_output}")
+    storage.write_json(marker, {"source": src, "written": summary.written, "rejected": summary.rejected})
+    return out
+
+
+def ensure_recogniser(features_uri: str, storage_uri: str, config: RecogniserConfig) -> str:
+    from vae.evaluation import recogniser
+
+    out = storage.join(storage_uri, "recogniser", features_uri.rstrip("/").rsplit("/", 1)[-1])
+    if storage.exists(storage.join(out, recogniser.WEIGHTS_FILE)):
+        acc = storage.read_json(storage.join(out, recogniser.METRICS_FILE)).get("test_accuracy")
+        _log(f"recogniser: reusing {out} (test accuracy {acc})")
+        return out
+    _log(f"recogniser: training on {features_uri}")
+    rec = recogniser.train_from_parquet(features_uri, config)
+    recogniser.save(rec, out)
+    _log(f"recogniser: test accuracy {rec.metrics.get('test_accuracy'):.3f} "
+         f"(after Griffin-Lim {rec.metrics.get('test_accuracy_griffin_lim'):.3f}) -> {out}")
+    return out
+
+
+@dataclass
+class PipelineResult:
+    features: str
+    recogniser: str | None
+    best_checkpoint: str
+    evaluation: str
+    report: str
+    metrics: dict = field(default_factory=dict)
+    sweep_report: str | None = None
+    timings_s: dict = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        keys = ("digit_accuracy", "digit_accuracy_floor", "inception_score", "inception_score_floor",
+                "frechet_distance", "frechet_distance_floor", "recon_lsd_db", "recon_lsd_db_floor", "recon_mse")
+        return {
+            "features": self.features,
+            "recogniser": self.recogniser,
+            "best_checkpoint": self.best_checkpoint,
+            "report": self.report,
+            "sweep_report": self.sweep_report,
+            "metrics": {k: self.metrics.get(k) for k in keys if k in self.metrics},
+            "timings_s": self.timings_s,
+        }
+
+
+def run_pipeline(
+    src: str,
+    storage_uri: str,
+    name: str,
+    *,
+    features_preset: str = "default",
+    space=None,
+    run_cfg: RunConfig | None = None,
+    sweep_options: dict | None = None,
+    with_recogniser: bool = True,
+    resume: bool = False,
+    n_per_digit: int = EvalConfig.n_per_digit,
+) -> PipelineResult:
+    """Run every stage; ``space`` (a SearchSpace) sweeps, otherwise ``run_cfg`` is trained once."""
+    from vae import checkpoint
+    from vae.config import preset
+    from vae.evaluation.run import evaluate_run
+    from vae.training import fit
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 1)
+        clock = now
+
+    storage.check_reachable(storage_uri)
+    exp_uri = storage.join(storage_uri, name)
+    cfg = preset(FeatureConfig, features_preset)
+    features = extract_features(src, storage_uri, features_preset, cfg)
+    lap("features")
+    rec = ensure_recogniser(features, storage_uri, RecogniserConfig()) if with_recogniser else None
+    lap("recogniser")
+
+    sweep_report = None
+    if space is not None:
+        from vae.tuning import run_sweep
+
+        _log(f"sweep: {space.source} -> {exp_uri}")
+        result = run_sweep(space, features, storage_uri, name, resume=resume, recogniser_uri=rec, **(sweep_options or {}))
+        if not result.best_uri:
+            raise RuntimeError(f"the sweep {exp_uri} produced no usable checkpoint; see {result.report_uri}")
+        best = storage.join(exp_uri, "best")
+        sweep_report = storage.join(result.report_uri, "index.html")
+    else:
+        run_cfg = run_cfg or RunConfig()
+        _log(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
+        result = fit(run_cfg, features, exp_uri, "train", resume=resume)
+        best = result.best_checkpoint
+        _log(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
+    lap("train" if space is None else "sweep")
+
+    evaluation = storage.join(exp_uri, "evaluation")
+    _log(f"evaluate: {best} -> {evaluation}")
+    metrics = evaluate_run(checkpoint.load(best), features, out_uri=evaluation, classifier_uri=rec, n_per_digit=n_per_digit)
+    lap("evaluate")
+    return PipelineResult(
+        features=features,
+        recogniser=rec,
+        best_checkpoint=best,
+        evaluation=evaluation,
+        report=storage.join(evaluation, "index.html"),
+        metrics=metrics,
+        sweep_report=sweep_report,
+        timings_s=timings,
+    )

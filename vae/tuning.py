@@ -1,0 +1,376 @@
+"""Hyperparameter sweeps: many Ray Train runs under Ray Tune, ranked by what users hear.
+
+Layout of an experiment ``<storage>/<EXP>/``::
+
+    tune/      Ray Tune's own state (for --resume) and per-trial result.json
+    trials/    one Ray Train run per trial (the training job's code path), best checkpoints only
+    best/      the overall best checkpoint, published all-or-nothing (storage.publish)
+    report/    index.html, summary.json, trials.csv, report.md
+
+The objective is weight independent. Total loss scales with the reconstruction
+weight, so ranking by it only finds the smallest weight. Instead::
+
+    objective = val_recon_mse / val_variance  +  (1 - digit_accuracy)
+
+The first term is the fraction of the validation spectrograms' variance the
+model fails to reconstruct (0 = perfect, 1 = no better than the mean clip); the
+second is the share of digit-conditional samples, rendered to audio by
+Griffin-Lim, that the independent recogniser does not hear as the digit asked
+for. Without a recogniser only the first term is used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vae import storage
+from vae.config import RunConfig, TrainConfig
+from vae.search_space import SearchSpace
+
+OBJECTIVE = "objective"
+TUNE_DIR, TRIALS_DIR, BEST_DIR, REPORT_DIR = "tune", "trials", "best", "report"
+SWEEP_FILE = "sweep.json"
+
+
+def objective(val_recon_mse: float, val_variance: float, digit_accuracy: float | None) -> float:
+    value = val_recon_mse / val_variance
+    if digit_accuracy is not None:
+        value += 1.0 - digit_accuracy
+    return float(value)
+
+
+def data_variance(data_uri: str, split: str = "test") -> float:
+    """Mean per-pixel variance of a split's spectrograms: the MSE of always predicting the mean clip."""
+    from vae.dataset import load_split_numpy
+
+    specs = load_split_numpy(data_uri, split, columns=["spectrogram"])["spectrogram"]
+    return float(np.mean(np.var(specs.astype(np.float64), axis=0)))
+
+
+def sample_accuracy(checkpoint_uri: str, recogniser, n_per_digit: int, seed: int = 0) -> float:
+    """Share of digit-conditional samples (as audio) that the recogniser hears as the digit asked for."""
+    from vae import checkpoint, generation
+
+    loaded = checkpoint.load(checkpoint_uri)
+    digits, waves = [], []
+    for d in range(10):
+        specs = generation.sample(loaded, n_per_digit, digit=d, seed=seed + d)
+        waves.extend(generation.to_waveforms(loaded, specs, digit=d))
+        digits.extend([d] * n_per_digit)
+    from vae.evaluation.metrics import digit_accuracy
+
+    heard = recogniser.listen(waves, loaded.run_config.features.sample_rate)
+    return digit_accuracy(heard.probs, np.asarray(digits))
+
+
+def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_digit: int, seed: int):
+    """A TuneReportCallback that adds the objective (and digit accuracy) to every report."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class ObjectiveReportCallback(TuneReportCallback):
+        def __init__(self):
+            super().__init__()
+            self._recogniser = None
+
+        def after_report(self, run_context, metrics, checkpoint):
+            first = dict(metrics[0])
+            accuracy = None
+            if recogniser_uri and checkpoint is not None:
+                if self._recogniser is None:
+                    from vae.evaluation import recogniser
+
+                    self._recogniser = recogniser.load(recogniser_uri)
+                accuracy = sample_accuracy(_checkpoint_uri(checkpoint), self._recogniser, n_per_digit, seed)
+                first["digit_accuracy"] = accuracy
+            first["val_unexplained_variance"] = first["val_recon_mse"] / val_variance
+            first[OBJECTIVE] = objective(first["val_recon_mse"], val_variance, accuracy)
+            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+
+    return ObjectiveReportCallback()
+
+
+def _checkpoint_uri(checkpoint) -> str:
+    fs_type = type(checkpoint.filesystem).__name__ if checkpoint.filesystem is not None else ""
+    return ("s3://" + checkpoint.path.lstrip("/")) if "S3" in fs_type else checkpoint.path
+
+
+def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_uri: str, sweep: dict, datasets: dict) -> None:
+    """One Tune trial: the training job's own ``fit`` with the sampled config."""
+    import ray.tune
+
+    from vae.config import from_dict
+    from vae.training import fit
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    run_cfg = space.run_config(params, from_dict(RunConfig, base))
+    trials_uri = storage.join(exp_uri, TRIALS_DIR)
+    resume = storage.exists(storage.join(trials_uri, trial_id))
+    callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"], run_cfg.train.seed)
+    fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[callback], datasets=datasets)
+
+
+@dataclass
+class SweepResult:
+    experiment: str
+    best_uri: str | None
+    report_uri: str | None
+    best: dict = field(default_factory=dict)
+    trials: int = 0
+
+
+def _scheduler(space: SearchSpace, epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    cfg = dict(space.scheduler)
+    if cfg.get("type") == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=int(cfg.get("max_t", epochs)),
+        grace_period=int(cfg.get("grace_period", 1)),
+        reduction_factor=float(cfg.get("reduction_factor", 3)),
+    )
+
+
+def _searcher(space: SearchSpace):
+    cfg = dict(space.search)
+    if cfg.get("type") == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=int(cfg.get("seed", 0)))
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=int(cfg.get("seed", 0)))
+
+
+def run_sweep(
+    space: SearchSpace,
+    data_uri: str,
+    storage_uri: str,
+    name: str,
+    *,
+    num_samples: int | None = None,
+    max_concurrent: int | None = None,
+    workers_per_trial: int = 1,
+    use_gpu: bool = False,
+    resume: bool = False,
+    recogniser_uri: str | None = None,
+    n_per_digit: int = 3,
+    base: RunConfig | None = None,
+) -> SweepResult:
+    """Run (or with ``resume`` continue) a sweep, then publish ``best/`` and the report. Ray must be up."""
+    import ray
+    from ray import tune
+
+    from vae.config import to_dict
+
+    exp_uri = storage.join(storage_uri, name)
+    storage.check_reachable(storage_uri)
+    sweep_file = storage.join(exp_uri, SWEEP_FILE)
+    tune_uri = storage.join(exp_uri, TUNE_DIR)
+    base = base or RunConfig()
+    base = RunConfig(
+        features=base.features,
+        model=base.model,
+        prior=base.prior,
+        train=TrainConfig(**{**to_dict(base.train), "num_workers": workers_per_trial, "use_gpu": use_gpu}),
+    )
+    if resume:
+        if not storage.exists(sweep_file):
+            raise FileNotFoundError(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
+        sweep = storage.read_json(sweep_file)
+    else:
+        if storage.exists(exp_uri):
+            raise FileExistsError(f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name")
+        sweep = {
+            "space": space.source,
+            "data": data_uri,
+            "recogniser": recogniser_uri,
+            "n_per_digit": n_per_digit,
+            "val_variance": data_variance(data_uri),
+            "num_samples": num_samples or space.num_samples,
+            "workers_per_trial": workers_per_trial,
+            "use_gpu": use_gpu,
+            "base": to_dict(base),
+            "metric": OBJECTIVE,
+        }
+        storage.write_json(sweep_file, sweep)
+
+    epochs = space.run_config({}, base).train.epochs
+    from vae.training import load_datasets
+
+    # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
+    datasets = load_datasets(data_uri)
+    trainable = tune.with_parameters(
+        _trial, space=space, base=sweep["base"], data_uri=data_uri, exp_uri=exp_uri, sweep=sweep, datasets=datasets
+    )
+    # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
+    # Tune refuses an empty request, so the driver asks for a token share of a CPU.
+    trainable = tune.with_resources(trainable, {"cpu": 0.01})
+    if max_concurrent is None:
+        per_trial = "GPU" if use_gpu else "CPU"
+        available = ray.cluster_resources().get(per_trial, 1)
+        max_concurrent = max(1, int(available // workers_per_trial))
+    loc = storage.resolve(exp_uri)
+    fs = loc.fs if storage.is_s3(loc.uri) else None
+    tune_path = storage.resolve(tune_uri).path
+
+    if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
+        tuner = tune.Tuner.restore(
+            tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.tune_param_space(),
+            tune_config=tune.TuneConfig(
+                metric=OBJECTIVE,
+                mode="min",
+                num_samples=int(sweep["num_samples"]),
+                max_concurrent_trials=max_concurrent,
+                scheduler=_scheduler(space, epochs),
+                search_alg=_searcher(space),
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=loc.path,
+                storage_filesystem=fs,
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=1,
+            ),
+        )
+    tuner.fit()
+    return finish(exp_uri)
+
+
+def finish(exp_uri: str) -> SweepResult:
+    """Publish the best checkpoint (with samples) and build the report, from storage alone."""
+    from vae.reports.sweep import build_sweep_report
+
+    trials = load_trials(exp_uri)
+    best = best_epoch(trials)
+    best_uri = None
+    if best is not None:
+        best_uri = publish_best(exp_uri, best)
+    report_uri = build_sweep_report(exp_uri, trials, best)
+    return SweepResult(exp_uri, best_uri, report_uri, best or {}, len(trials))
+
+
+# --------------------------------------------------------------------------- reading an experiment back
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str
+    params: dict
+    history: list[dict]
+    error: str | None = None
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+    @property
+    def epochs(self) -> int:
+        return int(self.last.get("epoch", 0))
+
+    def best_row(self) -> dict | None:
+        rows = [r for r in self.history if _finite(r.get(OBJECTIVE))]
+        return min(rows, key=lambda r: r[OBJECTIVE]) if rows else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def load_trials(exp_uri: str) -> list[TrialRecord]:
+    """Every trial of an experiment, from its storage only (works for any past sweep)."""
+    tune_uri = storage.join(exp_uri, TUNE_DIR)
+    if not storage.exists(tune_uri):
+        raise FileNotFoundError(f"{exp_uri} is not a sweep: {tune_uri} does not exist")
+    statuses: dict[str, tuple[str, str | None]] = {}
+    states = sorted(f for f in storage.list_files(tune_uri, ".json", recursive=False) if "experiment_state" in f)
+    if states:
+        for trial_json, runtime in storage.read_json(states[-1]).get("trial_data", []):
+            t = json.loads(trial_json)
+            rt = json.loads(runtime) if isinstance(runtime, str) else runtime
+            err = None
+            if rt.get("error_filename"):
+                err_uri = storage.join(tune_uri, t["relative_logdir"], rt["error_filename"])
+                err = storage.read_text(err_uri).strip().splitlines()[-1] if storage.exists(err_uri) else "error"
+            statuses[t["trial_id"]] = (t.get("status", "UNKNOWN"), err)
+    records = []
+    for params_uri in storage.list_files(tune_uri, "params.json"):
+        trial_dir = params_uri.rsplit("/", 1)[0]
+        params = storage.read_json(params_uri)
+        history = []
+        result_uri = storage.join(trial_dir, "result.json")
+        if storage.exists(result_uri):
+            for line in storage.read_text(result_uri).splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    row.pop("config", None)
+                    history.append(row)
+        trial_id = history[-1]["trial_id"] if history else trial_dir.rsplit("/", 1)[-1].split("_")[1]
+        status, err = statuses.get(trial_id, ("UNKNOWN", None))
+        records.append(TrialRecord(trial_id, status, params, _dedupe_epochs(history), err))
+    return sorted(records, key=lambda r: (r.best_row() or {}).get(OBJECTIVE, math.inf))
+
+
+def _dedupe_epochs(history: list[dict]) -> list[dict]:
+    """A resumed trial may report an epoch again; keep the latest report of each epoch."""
+    by_epoch: dict[int, dict] = {}
+    for row in history:
+        by_epoch[int(row.get("epoch", len(by_epoch) + 1))] = row
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def best_epoch(trials: list[TrialRecord]) -> dict | None:
+    """The best (trial, epoch) whose checkpoint still exists."""
+    candidates = []
+    for t in trials:
+        for row in t.history:
+            ckpt = row.get("checkpoint_path")
+            if _finite(row.get(OBJECTIVE)) and ckpt:
+                candidates.append((row[OBJECTIVE], t, row))
+    for _, t, row in sorted(candidates, key=lambda c: c[0]):
+        uri = _stored_uri(row["checkpoint_path"])
+        if storage.exists(uri):
+            return {"trial_id": t.trial_id, "params": t.params, "checkpoint": uri, "metrics": row}
+    return None
+
+
+def _stored_uri(path: str) -> str:
+    """Ray reports checkpoint paths without a scheme; S3 paths start with the bucket name."""
+    if path.startswith("s3://") or os.path.isabs(path):
+        return path
+    return "s3://" + path
+
+
+def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:
+    """Copy the best checkpoint plus a few WAV samples per digit to ``best/``, all-or-nothing."""
+    from vae import checkpoint, generation
+    from vae.features import write_wav
+
+    with tempfile.TemporaryDirectory(prefix="fsdd-vae-best-") as tmp:
+        storage.copy_tree(best["checkpoint"], tmp)
+        loaded = checkpoint.load(tmp)
+        cfg = loaded.run_config.features
+        samples = os.path.join(tmp, "samples")
+        os.makedirs(samples)
+        for d in range(10):
+            specs = generation.sample(loaded, n_samples, digit=d, seed=d)
+            for i, y in enumerate(generation.to_waveforms(loaded, specs, digit=d)):
+                write_wav(os.path.join(samples, f"{d}_{i}.wav"), y, cfg)
+        with open(os.path.join(tmp, "sweep_best.json"), "w") as f:
+            json.dump({k: best[k] for k in ("trial_id", "params", "checkpoint", "metrics")}, f, indent=2, default=str)
+        return storage.publish(tmp, storage.join(exp_uri, BEST_DIR))
+
