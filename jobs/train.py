@@ -1,0 +1,151 @@
+"""Train a spectrogram VAE on Ray Train (TensorflowTrainer, MultiWorkerMirroredStrategy).
+
+    python -m jobs.train --data PARQUET --storage DIR_OR_S3 --name RUN
+        [--model PRESET] [--prior normal|mixture] [--components K] [--latent-dim D]
+        [--recon-weight W] [--epochs E] [--batch-size B] [--lr LR] [--num-workers N]
+        [--use-gpu] [--resume]
+
+Checkpoints go to STORAGE/RUN/checkpoint_<epoch>; the best ones by validation
+reconstruction error are kept (and always the latest). An existing RUN is an
+error unless --resume is given; --resume continues from the latest checkpoint
+with the stored config, changed only by the options given. The last stdout line
+is JSON with the best checkpoint and its metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from vae.config import MODEL_PRESETS, ConfigError, ModelConfig, PriorConfig, RunConfig, TrainConfig, from_dict, preset, to_dict
+from vae.storage import StorageError
+
+# CLI option -> (config section, field)
+OVERRIDES = {
+    "prior": ("prior", "kind"),
+    "components": ("prior", "components"),
+    "reconstruction": ("prior", "reconstruction"),
+    "recon_weight": ("prior", "recon_weight"),
+    "latent_dim": ("model", "latent_dim"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "learning_rate"),
+    "num_workers": ("train", "num_workers"),
+    "use_gpu": ("train", "use_gpu"),
+    "mixed_precision": ("train", "mixed_precision"),
+    "placement": ("train", "placement_strategy"),
+    "seed": ("train", "seed"),
+    "max_failures": ("train", "max_failures"),
+    "keep": ("train", "checkpoints_to_keep"),
+    "fault_epoch": ("train", "fault_epoch"),
+    "fault_rank": ("train", "fault_rank"),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (folder or s3://)")
+    p.add_argument("--storage", required=True, help="folder or s3:// prefix for runs")
+    p.add_argument("--name", required=True, help="run name: checkpoints go to STORAGE/NAME")
+    p.add_argument("--resume", action="store_true", help="continue the run NAME from its latest checkpoint")
+    p.add_argument("--model", choices=sorted(MODEL_PRESETS), help="ModelConfig preset (default: default)")
+    p.add_argument("--prior", choices=["normal", "mixture"])
+    p.add_argument("--components", type=int, help="mixture components K")
+    p.add_argument("--reconstruction", choices=["mse", "bernoulli"])
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--recon-weight", type=float)
+    p.add_argument("--epochs", type=int, help="total epochs of the run (with --resume: including those done)")
+    p.add_argument("--batch-size", type=int, help="per worker; the global batch is this x --num-workers")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker")
+    p.add_argument("--mixed-precision", action="store_true", default=None, help="float16 compute (GPU only)")
+    p.add_argument("--placement", choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"], help="worker placement")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-failures", type=int, help="worker failures to recover from (-1: always)")
+    p.add_argument("--keep", type=int, help="checkpoints to keep (best by val_recon_mse, plus the latest)")
+    p.add_argument("--fault-epoch", type=int, help=argparse.SUPPRESS)  # test-only fault switch
+    p.add_argument("--fault-rank", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfig:
+    """The stored config of a resumed run (or the defaults), changed by the options given."""
+    if stored is not None:
+        base = stored
+        if args.model is not None and preset(ModelConfig, args.model) != stored.model:
+            raise ConfigError(f"--model {args.model} differs from the model of the run being resumed")
+    else:
+        base = RunConfig(model=preset(ModelConfig, args.model or "default"), prior=PriorConfig(), train=TrainConfig())
+    sections = {name: to_dict(getattr(base, name)) for name in ("model", "prior", "train")}
+    for option, (section, key) in OVERRIDES.items():
+        value = getattr(args, option)
+        if value is not None:
+            sections[section][key] = value
+    return replace(
+        base,
+        model=from_dict(ModelConfig, sections["model"]),
+        prior=from_dict(PriorConfig, sections["prior"]),
+        train=from_dict(TrainConfig, sections["train"]),
+    )
+
+
+def fail(message: str) -> int:
+    print(f"train: error: {message}", file=sys.stderr)
+    print(json.dumps({"error": message}))
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import ray
+
+    from vae.dataset import read_feature_config
+    from vae.raysetup import init_ray
+    from vae.training import TrainingError, check_run, fit, stored_run_config
+
+    owns_ray = not ray.is_initialized()
+    try:
+        check_run(args.storage, args.name, args.resume)  # before Ray starts: a wrong name fails in seconds
+        stored = stored_run_config(args.storage, args.name) if args.resume else None
+        # Validated with the data's features before Ray starts, so a bad option or path fails in seconds.
+        run_cfg = replace(build_config(args, stored), features=read_feature_config(args.data)).validate()
+        t = run_cfg.train
+        print(
+            f"run {args.name}: model {args.model or ('as stored' if stored else 'default')} "
+            f"{run_cfg.model.filters}, prior {run_cfg.prior.kind}, {t.epochs} epochs, "
+            f"{t.num_workers} worker(s) x batch {t.batch_size}{', GPU' if t.use_gpu else ''}",
+            flush=True,
+        )
+        init_ray(args.num_cpus)
+        result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume)
+    except (ConfigError, StorageError, TrainingError) as exc:
+        return fail(str(exc))
+    finally:
+        if owns_ray and ray.is_initialized():
+            ray.shutdown()  # also flushes worker logs, so the JSON below stays the last line
+
+    m = result.best_metrics
+    print(
+        f"best checkpoint {result.best_checkpoint}: epoch {m.get('epoch')}, val_recon_mse {m.get('val_recon_mse'):.5f}, "
+        f"val_loss {m.get('val_loss'):.4g}"
+    )
+    print(
+        json.dumps(
+            {
+                "run_dir": result.run_dir,
+                "best_checkpoint": result.best_checkpoint,
+                "best_metrics": result.best_metrics,
+                "latest_checkpoint": result.latest_checkpoint,
+                "latest_metrics": result.latest_metrics,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

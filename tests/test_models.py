@@ -1,0 +1,157 @@
+"""Model construction from configs, analytic cost, and checkpoint round trips (local and S3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vae import checkpoint, storage
+from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.models import build_vae, flops_per_clip, layer_costs
+from vae.training import make_optimizer
+
+
+@pytest.mark.parametrize("features,model", [("default", "default"), ("default", "tiny"), ("seed", "seed")])
+def test_presets_build_for_the_feature_shape(features, model):
+    shape = preset(FeatureConfig, features).shape
+    cfg = preset(ModelConfig, model)
+    vae = build_vae(shape, cfg, PriorConfig())
+
+    x = np.random.default_rng(0).uniform(size=(2, *shape)).astype(np.float32)
+    mu, log_var = vae.encode(x)
+    out = vae(x)
+
+    assert mu.shape == log_var.shape == (2, cfg.latent_dim)
+    assert out.shape == (2, *shape, 1)
+    assert np.all((out.numpy() >= 0) & (out.numpy() <= 1))
+
+
+def test_seed_preset_is_the_original_architecture():
+    vae = build_vae(preset(FeatureConfig, "seed").shape, preset(ModelConfig, "seed"), PriorConfig())
+    enc = [layer for layer in vae.encoder.layers if layer.name.startswith("encoder_conv")]
+    dec = [layer for layer in vae.decoder.layers if "conv_t" in layer.name or layer.name == "decoder_output"]
+
+    assert vae.encoder.input.shape[1:] == (256, 64, 1)
+    assert [layer.filters for layer in enc] == [512, 256, 128, 64, 32]
+    assert [tuple(layer.strides) for layer in enc] == [(2, 2)] * 4 + [(2, 1)]
+    assert [layer.filters for layer in dec] == [32, 64, 128, 256, 1]
+    assert [tuple(layer.strides) for layer in dec] == [(2, 1)] + [(2, 2)] * 4
+    assert vae.decoder.layers[-1].activation.__name__ == "sigmoid"
+    assert vae.encoder.output[0].shape[-1] == 128
+
+
+def _macs_from_keras(vae) -> int:
+    total = 0
+    for layer in vae.encoder.layers + vae.decoder.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            _, h, w, c_out = layer.output.shape
+            k1, k2, c_in, _ = layer.kernel.shape
+            total += h * w * k1 * k2 * c_in * c_out
+        elif kind == "Conv2DTranspose":
+            _, h, w, c_in = layer.input.shape
+            k1, k2, c_out, _ = layer.kernel.shape
+            total += h * w * k1 * k2 * c_in * c_out
+        elif kind == "Dense":
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+@pytest.mark.parametrize("features,model", [("default", "default"), ("default", "tiny"), ("seed", "seed")])
+def test_analytic_cost_matches_the_built_keras_model(features, model):
+    shape, cfg = preset(FeatureConfig, features).shape, preset(ModelConfig, model)
+    vae = build_vae(shape, cfg, PriorConfig())
+    assert sum(layer.macs for layer in layer_costs(shape, cfg)) == _macs_from_keras(vae)
+    assert flops_per_clip(shape, cfg) == 2 * _macs_from_keras(vae)
+
+
+def test_default_costs_at_most_a_tenth_of_seed():
+    seed = flops_per_clip(preset(FeatureConfig, "seed").shape, preset(ModelConfig, "seed"))
+    default = flops_per_clip(preset(FeatureConfig, "default").shape, preset(ModelConfig, "default"))
+    assert default <= seed / 10, (default, seed)
+
+
+def test_input_sizes_not_divisible_by_the_strides_are_cropped_back():
+    cfg = ModelConfig(filters=(4, 8), kernels=(3, 3), strides=(2, (2, 3)), latent_dim=3).validate()
+    vae = build_vae((30, 25), cfg, PriorConfig())
+    assert vae(np.zeros((1, 30, 25), np.float32)).shape == (1, 30, 25, 1)
+
+
+def test_per_example_losses_are_per_clip_and_add_up():
+    shape = preset(FeatureConfig, "default").shape
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(recon_weight=10.0))
+    x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
+    terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False)
+    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in ("loss", "recon", "kl", "recon_mse")}
+    np.testing.assert_allclose(terms["loss"], terms["recon"] + terms["kl"], rtol=1e-6)
+    np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
+
+
+def test_mixed_precision_computes_in_float16_and_outputs_float32():
+    shape = preset(FeatureConfig, "default").shape
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(kind="mixture", components=3), mixed_precision=True)
+    conv = vae.encoder.get_layer("encoder_conv_0")
+    assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
+    x = np.random.default_rng(0).uniform(size=(2, *shape)).astype(np.float32)
+    mu, _ = vae.encode(x)
+    assert mu.dtype == tf.float32 and vae(x).dtype == tf.float32
+    assert np.all(np.isfinite(vae.per_example_losses(x)["loss"].numpy()))
+
+
+def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object]:
+    """A tiny model moved away from its initial weights by a few real optimizer steps, saved."""
+    features = preset(FeatureConfig, "default")
+    run_cfg = RunConfig(
+        features=features,
+        model=preset(ModelConfig, "tiny"),
+        prior=PriorConfig(kind=prior_kind, components=3),
+        train=TrainConfig(epochs=1, batch_size=4),
+    ).validate()
+    vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
+    vae.compile(optimizer=make_optimizer(run_cfg.train))
+    x = np.random.default_rng(1).uniform(size=(8, *features.shape)).astype(np.float32)
+    vae.fit(x, batch_size=4, epochs=2, verbose=0)
+    directory = str(tmp_path / "ckpt")
+    checkpoint.save(directory, vae, vae.optimizer, 2, run_cfg, {"val_recon_mse": 0.1}, {"prior": prior_kind, "digits": {}})
+    return directory, vae
+
+
+@pytest.mark.parametrize("prior_kind", ["normal", "mixture"])
+def test_reloaded_checkpoint_gives_identical_decoder_outputs(tmp_path, prior_kind):
+    directory, vae = _trained_checkpoint(tmp_path, prior_kind)
+    z = np.random.default_rng(2).normal(size=(5, vae.model_cfg.latent_dim)).astype(np.float32)
+
+    loaded = checkpoint.load(directory)
+
+    np.testing.assert_array_equal(loaded.model.decode(z).numpy(), vae.decode(z).numpy())
+    for a, b in zip(loaded.model.prior.weights, vae.prior.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert loaded.epoch == 2 and loaded.metrics == {"val_recon_mse": 0.1}
+    assert loaded.run_config.prior.kind == prior_kind
+
+
+def test_checkpoint_loads_from_s3_and_restores_optimizer_state(tmp_path, make_bucket):
+    directory, vae = _trained_checkpoint(tmp_path, "mixture")
+    uri = make_bucket("models-test") + "/run/checkpoint_0002"
+    storage.copy_tree(directory, uri)
+    z = np.random.default_rng(3).normal(size=(4, vae.model_cfg.latent_dim)).astype(np.float32)
+
+    loaded = checkpoint.load(uri)
+    np.testing.assert_array_equal(loaded.model.decode(z).numpy(), vae.decode(z).numpy())
+    assert loaded.uri == uri
+
+    optimizer = make_optimizer(loaded.run_config.train)
+    optimizer.build(loaded.model.trainable_variables)
+    assert checkpoint.restore_training_state(directory, loaded.model, optimizer) == 2
+    assert int(optimizer.iterations.numpy()) == int(vae.optimizer.iterations.numpy()) == 4
+    for a, b in zip(optimizer.variables, vae.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
+
+
+def test_missing_checkpoint_is_an_error_naming_it(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="nowhere"):
+        checkpoint.load(str(tmp_path / "nowhere"))
+    (tmp_path / "half").mkdir()
+    with pytest.raises(checkpoint.CheckpointError, match="missing"):
+        checkpoint.load(str(tmp_path / "half"))

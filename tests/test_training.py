@@ -1,0 +1,135 @@
+"""Multi-worker training on a real local Ray with the tiny model and the real small Parquet dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vae import checkpoint, storage
+from vae.config import ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.training import TrainingError, fit, make_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
+
+
+def tiny_run_config(**train) -> RunConfig:
+    return RunConfig(
+        model=preset(ModelConfig, "tiny"),
+        prior=PriorConfig(kind=train.pop("prior", "normal"), components=3),
+        train=TrainConfig(**{"epochs": 2, "batch_size": 16, "num_workers": 2, "max_failures": 0, **train}),
+    )
+
+
+@pytest.fixture(scope="module")
+def faulted_run(ray_local, small_parquet, tmp_path_factory):
+    """2 workers x 2 epochs; worker rank 1 kills itself at the start of epoch 2."""
+    storage_dir = str(tmp_path_factory.mktemp("runs"))
+    cfg = tiny_run_config(learning_rate=3e-3, batch_size=8, fault_epoch=2, fault_rank=1, max_failures=1)
+    return fit(cfg, small_parquet, storage_dir, "faulted")
+
+
+def test_two_workers_two_epochs_lower_the_validation_loss(faulted_run):
+    m = faulted_run.latest_metrics
+    assert m["epoch"] == 2
+    assert m["val_clips"] == 100 and m["train_clips"] == 2 * (75 // 8) * 8
+    assert np.isfinite(m["val_loss"]) and m["val_loss"] < m["initial_val_loss"]
+    assert 0 < m["val_recon_mse"] < 1 and m["val_kl"] >= 0
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_training_resumes_from_the_checkpoint(faulted_run):
+    run_dir = faulted_run.run_dir
+    assert storage.exists(storage.join(run_dir, "fault_fired_epoch2_rank1"))
+    assert faulted_run.latest_metrics["resumed_from_epoch"] == 1  # not from scratch
+    assert storage.exists(storage.join(run_dir, "checkpoint_0002", "model.weights.h5"))
+    loaded = checkpoint.load(faulted_run.best_checkpoint)
+    assert loaded.epoch == faulted_run.best_metrics["epoch"]
+    stats = loaded.latent_stats
+    assert sum(d["count"] for d in stats["digits"].values()) == SMALL_TRAIN_CLIPS  # all shards, every clip once
+    assert sorted(stats["digits"]) == [str(d) for d in range(10)]
+
+
+def test_an_existing_run_name_needs_resume(faulted_run, small_parquet):
+    storage_dir, name = faulted_run.run_dir.rsplit("/", 1)
+    with pytest.raises(TrainingError, match="--resume"):
+        fit(tiny_run_config(), small_parquet, storage_dir, name)
+
+
+def _one_step(small_parquet, storage_dir, num_workers, batch_size):
+    # One epoch of exactly one step: the whole train split is one global batch.
+    cfg = tiny_run_config(prior="mixture", epochs=1, num_workers=num_workers, batch_size=batch_size, seed=7)
+    result = fit(cfg, small_parquet, storage_dir, f"{num_workers}x{batch_size}")
+    assert result.latest_metrics["steps"] == 1
+    loaded = checkpoint.load(result.latest_checkpoint)
+    optimizer = make_optimizer(loaded.run_config.train)
+    optimizer.build(loaded.model.trainable_variables)
+    checkpoint.restore_training_state(result.latest_checkpoint, loaded.model, optimizer)
+    return result, loaded, optimizer
+
+
+def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_first_step(ray_local, small_parquet, tmp_path):
+    two_b = SMALL_TRAIN_CLIPS
+    r1, m1, o1 = _one_step(small_parquet, str(tmp_path), 1, two_b)
+    r2, m2, o2 = _one_step(small_parquet, str(tmp_path), 2, two_b // 2)
+
+    assert int(o1.iterations.numpy()) == int(o2.iterations.numpy()) == 1
+    np.testing.assert_allclose(r1.latest_metrics["train_loss"], r2.latest_metrics["train_loss"], rtol=1e-5)
+    # Adam's first step is about lr * sign(g): a gradient that is float noise (~1e-9) may flip sign
+    # between summation orders, so weights agree to lr / 10 (no all-reduce: ~lr apart almost everywhere).
+    lr = m1.run_config.train.learning_rate
+    for a, b in zip(m1.model.weights, m2.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=lr / 10, err_msg=a.path)
+    # Adam's moments hold the gradient itself (m = 0.1 g, v = 0.001 g^2): equal moments, equal all-reduced
+    # gradients, scale included. Synchronised BatchNorm computes var = E[x^2] - E[x]^2 in float32, which
+    # turns summation-order noise into ~0.1% differences in a few elements; a worker stepping on its own
+    # half of the batch would be off by the size of the gradient itself.
+    close = []
+    for a, b in zip(o1.variables, o2.variables):
+        a, b = np.asarray(a.numpy()), np.asarray(b.numpy())
+        scale = np.abs(b).max()
+        np.testing.assert_allclose(a, b, rtol=0.05, atol=2e-3 * scale)
+        close.append(np.isclose(a, b, rtol=1e-3, atol=1e-5 * scale).ravel())
+    assert np.concatenate(close).mean() > 0.98
+    assert any(np.abs(np.asarray(v.numpy())).max() > 0 for v in o1.variables if "velocity" in v.path)
+
+
+def _train_cli(args, ray_address):
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    proc = subprocess.run([sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    lines = proc.stdout.strip().splitlines()
+    return proc, json.loads(lines[-1]) if lines else {}
+
+
+def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(ray_local, small_parquet, make_bucket, tmp_path):
+    runs = make_bucket("train-runs") + "/runs"
+    common = ["--data", small_parquet, "--storage", runs, "--name", "resumable"]
+    first = ["--model", "tiny", "--prior", "mixture", "--components", "3", "--epochs", "1", "--batch-size", "16", "--num-workers", "1"]
+
+    proc, out = _train_cli(common + first, ray_local)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out["latest_metrics"]["epoch"] == 1 and out["best_checkpoint"].startswith("s3://train-runs/runs/resumable/")
+
+    proc, out = _train_cli(common + first, ray_local)
+    assert proc.returncode == 1 and "--resume" in out["error"]
+
+    proc, out = _train_cli(common + ["--resume", "--epochs", "2"], ray_local)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out["latest_metrics"]["epoch"] == 2 and out["latest_metrics"]["resumed_from_epoch"] == 1
+    latest = out["latest_checkpoint"]
+    assert latest == "s3://train-runs/runs/resumable/checkpoint_0002"
+
+    local = str(tmp_path / "ckpt")
+    storage.copy_tree(latest, local)
+    loaded = checkpoint.load(latest)
+    assert loaded.run_config.prior.kind == "mixture" and loaded.run_config.train.epochs == 2
+    assert "occupancy" in loaded.latent_stats["digits"]["0"]
+    optimizer = make_optimizer(loaded.run_config.train)
+    optimizer.build(loaded.model.trainable_variables)
+    assert checkpoint.restore_training_state(local, loaded.model, optimizer) == 2
+    assert int(optimizer.iterations.numpy()) == 2 * (SMALL_TRAIN_CLIPS // 16)  # the count went on, not restarted
