@@ -16,7 +16,7 @@ import sys
 from dataclasses import replace
 
 from vae.config import FEATURE_PRESETS, MODEL_PRESETS, ConfigError, EvalConfig, ModelConfig, RunConfig, preset
-from vae.raysetup import init_ray
+from vae.raysetup import finish_ray, init_ray
 from vae.storage import StorageError
 
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline: error: {exc}", file=sys.stderr)
         print(json.dumps({"error": str(exc)}))
         return 1
+    finish_ray()
     print(f"best checkpoint: {result.best_checkpoint}")
     if result.sweep_report:
         print(f"sweep report: {result.sweep_report}")

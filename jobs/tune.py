@@ -16,7 +16,7 @@ import json
 import sys
 
 from vae.config import ConfigError
-from vae.raysetup import init_ray
+from vae.raysetup import finish_ray, init_ray
 from vae.search_space import load_space
 from vae.storage import StorageError
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tune: error: {exc}", file=sys.stderr)
         print(json.dumps({"error": str(exc)}))
         return 1
+    finish_ray()
     print(f"{result.trials} trials; best: {result.best_uri or 'none'}; report: {result.report_uri}/index.html")
     print(json.dumps({
         "experiment": result.experiment,

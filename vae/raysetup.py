@@ -66,3 +66,12 @@ def _quiet_ray_data() -> None:
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def finish_ray() -> None:
+    """Disconnect from Ray, flushing forwarded worker logs, so that the job's final stdout line
+    (its JSON summary) really is the last one. A local instance started by :func:`init_ray` stops."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
