@@ -23,7 +23,7 @@ from vae.config import RunConfig
 from vae.fetch import FetchError, fetch_fsdd
 
 # Epochs of the `default` model that fit the demo's ~15-minute budget on 2 CPU cores.
-DEMO_EPOCHS = 30
+DEMO_EPOCHS = 50
 
 
 def locate_data(fsdd_dir: str | None, download_to: str) -> str:
