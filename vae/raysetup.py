@@ -13,6 +13,9 @@ import os
 from typing import Any
 
 
+API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
+
+
 def init_ray(num_cpus: int | None = None, **local_kwargs: Any) -> bool:
     """Connect to ``RAY_ADDRESS`` if set, else start a local Ray instance.
 
@@ -32,17 +35,28 @@ def init_ray(num_cpus: int | None = None, **local_kwargs: Any) -> bool:
         # `ray start` left running on this machine.
         address = "local"
         kwargs.update(num_cpus=num_cpus, **local_kwargs)
-        if kwargs.get("include_dashboard") is not False:
-            _pin_api_server(kwargs)
-    ray.init(address=address, **kwargs)
+    api_server = _pin_api_server(kwargs) if address == "local" and kwargs.get("include_dashboard") is not False else None
+    # Only Ray's own processes, which take their environment from the raylet started here, get
+    # the variable: a subprocess of this driver (e.g. `ray job submit --address OTHER`) must not.
+    saved = os.environ.get(API_SERVER_VAR)
+    if api_server:
+        os.environ[API_SERVER_VAR] = api_server
+    try:
+        ray.init(address=address, **kwargs)
+    finally:
+        if api_server:
+            if saved is None:
+                os.environ.pop(API_SERVER_VAR, None)
+            else:
+                os.environ[API_SERVER_VAR] = saved
     _quiet_ray_data()
     return address == "local"
 
 
-def _pin_api_server(kwargs: dict[str, Any]) -> None:
-    """Start the dashboard on a known port and export its URL before Ray starts.
+def _pin_api_server(kwargs: dict[str, Any]) -> str:
+    """Start the dashboard on a known port; return its URL, for ``RAY_API_SERVER_ADDRESS``.
 
-    Every Ray process inherits ``RAY_API_SERVER_ADDRESS`` from this one, so the State
+    With that variable in the environment of every Ray process of this instance, the State
     API reaches this instance even when other Ray instances run on the machine.
     Ray Train's placement-group cleaner depends on it: without it, the resources of
     a Train run whose controller was killed (an early-stopped Tune trial) stay reserved.
@@ -55,7 +69,7 @@ def _pin_api_server(kwargs: dict[str, Any]) -> None:
             kwargs["dashboard_port"] = s.getsockname()[1]
     kwargs.setdefault("include_dashboard", True)
     kwargs.setdefault("dashboard_host", "127.0.0.1")
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
+    return f"http://127.0.0.1:{kwargs['dashboard_port']}"
 
 
 def _quiet_ray_data() -> None:
