@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fault-epoch", type=int, help=argparse.SUPPRESS)  # test-only fault switch
     p.add_argument("--fault-rank", type=int, help=argparse.SUPPRESS)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--classifier", help="recogniser checkpoint (jobs.train_classifier): evaluate the best checkpoint "
+                   "on audio, sample metrics included, into RUN/metrics.json and RUN/evaluation/")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --classifier")
     return p.parse_args(argv)
 
 
@@ -91,6 +94,23 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfi
         prior=from_dict(PriorConfig, sections["prior"]),
         train=from_dict(TrainConfig, sections["train"]),
     )
+
+
+def evaluate_best(result, data: str, classifier: str | None) -> dict:
+    """Score the best checkpoint on audio (vae.evaluation) and record it beside the training metrics:
+    in the checkpoint's metrics.json and in RUN/metrics.json, so runs and sweep trials compare on it."""
+    from vae import storage
+    from vae.checkpoint import METRICS, load
+    from vae.evaluation.run import evaluate_run
+
+    out = storage.join(result.run_dir, "evaluation")
+    evaluation = evaluate_run(load(result.best_checkpoint), data, out_uri=out, classifier_uri=classifier)
+    ckpt_metrics = storage.join(result.best_checkpoint, METRICS)
+    merged = {**storage.read_json(ckpt_metrics), **evaluation}
+    storage.write_json(ckpt_metrics, merged)
+    storage.write_json(storage.join(result.run_dir, METRICS), {"best_checkpoint": result.best_checkpoint, **merged})
+    print(f"evaluation: {out}/index.html")
+    return evaluation
 
 
 def fail(message: str) -> int:
@@ -128,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         if owns_ray and ray.is_initialized():
             ray.shutdown()  # also flushes worker logs, so the JSON below stays the last line
 
+    evaluation = {}
+    if args.evaluate or args.classifier:
+        try:
+            evaluation = evaluate_best(result, args.data, args.classifier)
+        except (ValueError, StorageError) as exc:
+            return fail(f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
     m = result.best_metrics
     print(
         f"best checkpoint {result.best_checkpoint}: epoch {m.get('epoch')}, val_recon_mse {m.get('val_recon_mse'):.5f}, "
@@ -141,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "best_metrics": result.best_metrics,
                 "latest_checkpoint": result.latest_checkpoint,
                 "latest_metrics": result.latest_metrics,
+                "evaluation": evaluation,
             }
         )
     )
