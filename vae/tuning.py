@@ -139,7 +139,7 @@ def _scheduler(space: SearchSpace, epochs: int):
     )
 
 
-def _searcher(space: SearchSpace):
+def _searcher(space: SearchSpace, max_concurrent: int):
     cfg = dict(space.search)
     if cfg.get("type") == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -147,7 +147,8 @@ def _searcher(space: SearchSpace):
         return OptunaSearch(seed=int(cfg.get("seed", 0)))
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=int(cfg.get("seed", 0)))
+    # Tune's max_concurrent_trials does not bound a BasicVariantGenerator passed in; it must bound itself.
+    return BasicVariantGenerator(random_state=int(cfg.get("seed", 0)), max_concurrent=max_concurrent)
 
 
 def run_sweep(
@@ -236,7 +237,7 @@ def run_sweep(
                 num_samples=int(sweep["num_samples"]),
                 max_concurrent_trials=max_concurrent,
                 scheduler=_scheduler(space, epochs),
-                search_alg=_searcher(space),
+                search_alg=_searcher(space, max_concurrent),
             ),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
