@@ -70,13 +70,20 @@ def cores_available(processes: int, seconds: float = 2.0) -> float:
     return cpu / seconds
 
 
-def sequential(src: str | list[str], dst: str, cfg: FeatureConfig) -> int:
-    """The plain loop: list, then every clip through the same function, one Parquet file."""
+def sequential(src: str | list[str], dst: str, cfg: FeatureConfig, num_cpus: int) -> int:
+    """The plain loop: list, then every clip through the same function, written in the same
+    Parquet files as the Ray job's blocks (one big table would cost the loop more per clip)."""
     files = dataset.list_inputs(src)
-    rows, rejected = dataset.extract_rows(dataset.input_items(files), storage.resolve(files[0]).fs, cfg)
+    items = dataset.input_items(files)
+    fs = storage.resolve(files[0]).fs
     os.makedirs(dst, exist_ok=True)
-    pq.write_table(dataset.clips_table(rows, cfg), os.path.join(dst, "part-0.parquet"))
-    return len(rows)
+    per_file = -(-len(items) // dataset.default_num_blocks(len(items), num_cpus))
+    written = 0
+    for start in range(0, len(items), per_file):
+        rows, _ = dataset.extract_rows(items[start : start + per_file], fs, cfg)
+        pq.write_table(dataset.clips_table(rows, cfg), os.path.join(dst, f"part-{start}.parquet"))
+        written += len(rows)
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                 fh.read()
         print(f"{len(files)} clips, features={args.features} {cfg.shape}, {args.num_cpus} CPUs")
 
-        sequential(files[:8], os.path.join(work, "warm-seq"), cfg)
+        sequential(files[:8], os.path.join(work, "warm-seq"), cfg, args.num_cpus)
         # Ray starts its workers at niceness 15; the loop runs at 0. On cores shared
         # with other work that alone would decide the race, so both run at 0 here.
         os.environ.setdefault("RAY_worker_niceness", "0")
@@ -108,10 +115,12 @@ def main(argv: list[str] | None = None) -> None:
         init_ray(num_cpus=args.num_cpus, include_dashboard=False)
         start_s = time.perf_counter() - t
         t = time.perf_counter()
-        dataset.extract(files[: 4 * args.num_cpus], os.path.join(work, "warm-ray"), cfg, progress=None)
+        # Two blocks per CPU, so that every worker process has started and imported librosa.
+        warm = files[: 16 * args.num_cpus]
+        dataset.extract(warm, os.path.join(work, "warm-ray"), cfg, num_blocks=2 * args.num_cpus, progress=None)
         cold_s = time.perf_counter() - t
         print(f"excluded: ray start-up {start_s:.2f} s; first run in the fresh instance "
-              f"({4 * args.num_cpus} clips, workers import librosa) {cold_s:.2f} s", flush=True)
+              f"({len(warm)} clips, workers start and import librosa) {cold_s:.2f} s", flush=True)
 
         # The cores may be shared with other work: measure what two processes can get,
         # alternate the two sides and compare medians.
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         seq_times, ray_times, seq_cpu, ray_cpu = [], [], [], []
         for r in range(args.repeats):
             t, c = time.perf_counter(), time.process_time()
-            n_seq = sequential(inputs, os.path.join(work, "seq"), cfg)
+            n_seq = sequential(inputs, os.path.join(work, "seq"), cfg, args.num_cpus)
             seq_times.append(time.perf_counter() - t)
             seq_cpu.append(time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()

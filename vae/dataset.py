@@ -278,6 +278,12 @@ def input_items(files: list[str]) -> list[dict[str, str]]:
     return items
 
 
+def default_num_blocks(n_inputs: int, cpus: int) -> int:
+    """Blocks (one task and one Parquet file each) for ``n_inputs`` clips on ``cpus`` CPUs: four per CPU
+    so that work spreads and progress moves, but never fewer than :data:`_CLIPS_PER_BLOCK` clips per block."""
+    return max(1, min(math.ceil(n_inputs / _CLIPS_PER_BLOCK), 4 * max(1, cpus)))
+
+
 def extract(
     src: str | Sequence[str],
     dst: str,
@@ -305,8 +311,7 @@ def extract(
     run_id = uuid.uuid4().hex[:12]
 
     if num_blocks is None:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        num_blocks = max(1, min(math.ceil(len(files) / _CLIPS_PER_BLOCK), 4 * cpus))
+        num_blocks = default_num_blocks(len(files), int(ray.cluster_resources().get("CPU", 1)))
     ds = ray.data.from_items(input_items(files), override_num_blocks=min(num_blocks, len(files)))
     # batch_size=None: one batch per input block, so each block is one task writing one file.
     ds = ds.map_batches(
@@ -315,6 +320,11 @@ def extract(
         batch_size=None,
         batch_format="numpy",
     )
+    # Ray Data reserves part of the cluster per operator for multi-operator
+    # pipelines; with one fused map whose outputs are a few counts it only holds
+    # back the first wave of tasks (measured: one CPU idle for ~1 s of a 5 s run
+    # on 2 CPUs). Set on this dataset's own context copy only.
+    ds.context.op_resource_reservation_enabled = False
     if progress:
         progress(f"extract: {len(files)} inputs in {min(num_blocks, len(files))} blocks -> {out.uri}")
     written = train = test = 0
