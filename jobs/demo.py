@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+from jobs._cli import fail
 from vae import storage
 from vae.config import RunConfig
 from vae.fetch import FetchError, fetch_fsdd
@@ -56,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         name = time.strftime("demo-%Y%m%d-%H%M%S")
         result = run_pipeline(data_dir, args.out, name, run_cfg=cfg)
     except (FetchError, storage.StorageError, RuntimeError, ValueError) as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return fail("demo", str(exc))
     finish_ray()
     summary = result.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 1)

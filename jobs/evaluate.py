@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from jobs._cli import fail
 from vae.config import ConfigError, EvalConfig
 from vae.storage import StorageError
 
@@ -37,12 +38,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fail(message: str) -> int:
-    print(f"evaluate: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from dataclasses import replace
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(args.checkpoint)
         m = evaluate_run(loaded, args.data, args.out, args.classifier, args.n_per_digit, config, args.wavs, args.workers)
     except (CheckpointError, ConfigError, StorageError, AudioError, ValueError) as exc:
-        return fail(str(exc))
+        return fail("evaluate", str(exc))
     for name in HEADLINE:
         if name in m:
             floor = m.get(f"{name}_floor")

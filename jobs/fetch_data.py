@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from jobs._cli import fail
 from vae.fetch import FSDD_SHA256, FSDD_URL, FetchError, fetch_fsdd
 
 
@@ -25,9 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recordings = fetch_fsdd(args.dest, args.url, args.sha256, args.timeout)
     except FetchError as exc:
-        print(f"fetch_data: error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return fail("fetch_data", str(exc))
     print(json.dumps({"recordings": recordings, "url": args.url}))
     return 0
 

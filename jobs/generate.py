@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from jobs._cli import fail
 from vae import storage
 
 
@@ -29,16 +30,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fail(message: str) -> int:
-    print(f"generate: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.n <= 0:
-        return fail(f"--n must be positive, got {args.n}")
+        return fail("generate", f"--n must be positive, got {args.n}")
     from vae import generation
     from vae.checkpoint import CheckpointError, load
     from vae.features import wav_bytes
@@ -48,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(args.checkpoint)
         specs = generation.sample(loaded, args.n, digit=args.digit, seed=args.seed)
     except (CheckpointError, storage.StorageError, generation.GenerationError) as exc:
-        return fail(str(exc))
+        return fail("generate", str(exc))
     cfg = loaded.run_config.features
     what = f"digit {args.digit}" if args.digit is not None else "the prior"
     print(f"{args.n} clips from {what} of {loaded.uri} (epoch {loaded.epoch}, prior {loaded.run_config.prior.kind})", flush=True)
@@ -63,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_png:
                 storage.write_bytes(storage.join(args.out, stem + ".png"), generation.spectrogram_png(spec, stem))
         except storage.StorageError as exc:
-            return fail(f"{exc} ({len(files)} files written before it)")
+            return fail("generate", f"{exc} ({len(files)} files written before it)")
         files.append(wav)
         problem = generation.check_audio(y, cfg.silence_peak)
         if problem:

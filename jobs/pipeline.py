@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import replace
 
+from jobs._cli import fail
 from vae.config import FEATURE_PRESETS, MODEL_PRESETS, ConfigError, EvalConfig, ModelConfig, RunConfig, preset
 from vae.raysetup import finish_ray, init_ray
 from vae.storage import StorageError
@@ -77,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             n_per_digit=args.n_per_digit,
         )
     except (ConfigError, StorageError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"pipeline: error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return fail("pipeline", str(exc))
     finish_ray()
     print(f"best checkpoint: {result.best_checkpoint}")
     if result.sweep_report:

@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from jobs._cli import fail
 from vae.config import FEATURE_PRESETS, ConfigError, FeatureConfig, preset
 from vae.dataset import ExtractError, extract, list_inputs
 from vae.raysetup import init_ray
@@ -31,12 +32,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fail(message: str) -> int:
-    print(f"preprocess: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -51,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.num_cpus)
         summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
     except (StorageError, ExtractError, ConfigError) as exc:
-        return fail(str(exc))
+        return fail("preprocess", str(exc))
 
     for r in summary.rejected_examples:
         print(f"  rejected {r['source']}: {r['reason']}")
@@ -61,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asdict(summary)
     del result["features"], result["rejected_examples"]
     if summary.written == 0:
-        return fail(f"nothing could be written: all {summary.rejected} inputs under {args.input} were rejected, see {summary.rejected_output}")
+        return fail("preprocess", f"nothing could be written: all {summary.rejected} inputs under {args.input} were rejected, see {summary.rejected_output}")
     print(json.dumps(result))
     return 0
 

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from jobs._cli import fail
 from vae import storage
 
 
@@ -29,12 +30,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fail(message: str) -> int:
-    print(f"reconstruct: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vae import generation
@@ -44,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = storage.list_files(args.input, suffix=".wav")
         if not files:
-            return fail(f"no .wav files under {args.input}")
+            return fail("reconstruct", f"no .wav files under {args.input}")
         storage.check_reachable(args.out)
         loaded = load(args.checkpoint)
     except (CheckpointError, storage.StorageError) as exc:
-        return fail(str(exc))
+        return fail("reconstruct", str(exc))
     cfg = loaded.run_config.features
     base = storage.resolve(args.input).uri
     input_is_dir = storage.is_dir(base)
@@ -77,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 storage.write_bytes(out, wav_bytes(y, cfg))
             except storage.StorageError as exc:
-                return fail(f"{exc} ({len(written)} files written before it)")
+                return fail("reconstruct", f"{exc} ({len(written)} files written before it)")
             problem = generation.check_audio(y, cfg.silence_peak)
             if problem:
                 print(f"  warning: {out} is {problem}", flush=True)

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from jobs._cli import fail
 from vae.storage import StorageError
 
 
@@ -28,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         best = best_epoch(trials)
         report = build_sweep_report(args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None)
     except (StorageError, FileNotFoundError) as exc:
-        print(f"report: error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return fail("report", str(exc))
     print(f"{len(trials)} trials; report: {report}/index.html")
     print(json.dumps({"report": f"{report}/index.html", "trials": len(trials)}))
     return 0

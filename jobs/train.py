@@ -19,6 +19,7 @@ import json
 import sys
 from dataclasses import replace
 
+from jobs._cli import fail
 from vae.config import MODEL_PRESETS, ConfigError, ModelConfig, PriorConfig, RunConfig, TrainConfig, from_dict, preset, to_dict
 from vae.storage import StorageError
 
@@ -113,12 +114,6 @@ def evaluate_best(result, data: str, classifier: str | None) -> dict:
     return evaluation
 
 
-def fail(message: str) -> int:
-    print(f"train: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
@@ -143,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.num_cpus)
         result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume)
     except (ConfigError, StorageError, TrainingError) as exc:
-        return fail(str(exc))
+        return fail("train", str(exc))
     finally:
         if owns_ray and ray.is_initialized():
             ray.shutdown()  # also flushes worker logs, so the JSON below stays the last line
@@ -153,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             evaluation = evaluate_best(result, args.data, args.classifier)
         except (ValueError, StorageError) as exc:
-            return fail(f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
+            return fail("train", f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
     m = result.best_metrics
     print(
         f"best checkpoint {result.best_checkpoint}: epoch {m.get('epoch')}, val_recon_mse {m.get('val_recon_mse'):.5f}, "

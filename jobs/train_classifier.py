@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 
+from jobs._cli import fail
 from vae.config import ConfigError, RecogniserConfig
 from vae.storage import StorageError
 
@@ -35,12 +36,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="processes for Griffin-Lim (default: all local cores)")
     p.add_argument("--min-accuracy", type=float, default=0.95, help="exit 1 if the test accuracy is below this")
     return p.parse_args(argv)
-
-
-def fail(message: str) -> int:
-    print(f"train_classifier: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
-    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         rec.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
         out = recogniser.save(rec, args.out)
     except (ConfigError, StorageError, ValueError) as exc:
-        return fail(str(exc))
+        return fail("train_classifier", str(exc))
     m = rec.metrics
     print(
         f"recogniser saved to {out}: test accuracy {m['test_accuracy']:.4f} clean, "

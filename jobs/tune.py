@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 
+from jobs._cli import fail
 from vae.config import ConfigError
 from vae.raysetup import finish_ray, init_ray
 from vae.search_space import load_space
@@ -63,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             n_per_digit=args.n_per_digit,
         )
     except (ConfigError, StorageError, FileNotFoundError, FileExistsError) as exc:
-        print(f"tune: error: {exc}", file=sys.stderr)
-        print(json.dumps({"error": str(exc)}))
-        return 1
+        return fail("tune", str(exc))
     finish_ray()
     print(f"{result.trials} trials; best: {result.best_uri or 'none'}; report: {result.report_uri}/index.html")
     print(json.dumps({

@@ -13,7 +13,6 @@ from html.parser import HTMLParser
 import pytest
 
 from vae import storage
-from vae.search_space import load_space
 from vae.tuning import load_trials, objective
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
