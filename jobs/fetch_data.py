@@ -1,4 +1,4 @@
-"""Download the Free Spoken Digit Dataset (pinned release, SHA-256 verified).
+"""Download the Free Spoken Digit Dataset (pinned release, verified before it is installed).
 
     python -m jobs.fetch_data --dest DIR [--sha256 HEX]
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.fetch_data", description=__doc__.split("\n\n")[0])
     p.add_argument("--dest", required=True, help="folder to put recordings/ in")
     p.add_argument("--url", default=FSDD_URL)
-    p.add_argument("--sha256", default=FSDD_SHA256, help="expected SHA-256 of the archive (default: the pinned one)")
+    p.add_argument("--sha256", default=FSDD_SHA256, help="expected SHA-256 of the archive (default: the pinned one; if none, the recordings are checked against the pinned content digest)")
     p.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
     args = p.parse_args(argv)
     try:

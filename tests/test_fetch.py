@@ -50,9 +50,40 @@ def test_checksum_mismatch_unpacks_nothing(archive, tmp_path):
     assert not (dest / "recordings").exists()
 
 
-def test_unpinned_checksum_refuses_and_prints_the_digest(archive, tmp_path):
+def test_unpinned_archive_with_other_content_is_refused_and_its_digest_printed(archive, tmp_path):
     path, digest = archive
-    with pytest.raises(FetchError, match=f"--sha256 {digest}"):
+    with pytest.raises(FetchError, match=f"do not match the pinned content digest.*--sha256 {digest}"):
+        fetch_fsdd(str(tmp_path / "data"), url=path.as_uri(), sha256=None, progress=None)
+    assert not (tmp_path / "data" / "recordings").exists()
+
+
+def _release_like(path: Path, fsdd_dir: Path, tamper: str | None = None) -> None:
+    """All shared recordings plus another speaker's clip, laid out like the release; ``tamper``'s bytes changed."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for wav in sorted(fsdd_dir.glob("*.wav")):
+            data = wav.read_bytes()
+            if wav.name == tamper:
+                data = data[:-2] + bytes([data[-2] ^ 1, data[-1]])
+            info = tarfile.TarInfo(f"free-spoken-digit-dataset-1.0.10/recordings/{wav.name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(fsdd_dir / "3_theo_7.wav", "free-spoken-digit-dataset-1.0.10/recordings/3_nicolas_7.wav")
+
+
+def test_unpinned_archive_is_accepted_when_the_known_recordings_match(tmp_path, fsdd_dir):
+    """The pinned content digest is that of the shared copy: a release holding it verifies without --sha256."""
+    path = tmp_path / "release.tar.gz"
+    _release_like(path, fsdd_dir)
+    said = []
+    recordings = Path(fetch_fsdd(str(tmp_path / "data"), url=path.as_uri(), sha256=None, progress=said.append))
+    assert len(list(recordings.glob("*.wav"))) == 2501
+    assert any("verified 2500 of 2501 recordings" in s and "1 by other speakers are not covered" in s for s in said)
+
+
+def test_unpinned_archive_with_one_changed_recording_is_refused(tmp_path, fsdd_dir):
+    path = tmp_path / "release.tar.gz"
+    _release_like(path, fsdd_dir, tamper="5_lucas_20.wav")
+    with pytest.raises(FetchError, match="2500 recordings by george, jackson, lucas, theo, yweweler do not match"):
         fetch_fsdd(str(tmp_path / "data"), url=path.as_uri(), sha256=None, progress=None)
     assert not (tmp_path / "data" / "recordings").exists()
 
