@@ -25,13 +25,13 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from vae import storage
-from vae.config import RunConfig, TrainConfig
+from vae.config import RunConfig, to_dict
 from vae.search_space import SearchSpace
 
 OBJECTIVE = "objective"
@@ -170,19 +170,12 @@ def run_sweep(
     import ray
     from ray import tune
 
-    from vae.config import to_dict
-
     exp_uri = storage.join(storage_uri, name)
     storage.check_reachable(storage_uri)
     sweep_file = storage.join(exp_uri, SWEEP_FILE)
     tune_uri = storage.join(exp_uri, TUNE_DIR)
     base = base or RunConfig()
-    base = RunConfig(
-        features=base.features,
-        model=base.model,
-        prior=base.prior,
-        train=TrainConfig(**{**to_dict(base.train), "num_workers": workers_per_trial, "use_gpu": use_gpu}),
-    )
+    base = replace(base, train=replace(base.train, num_workers=workers_per_trial, use_gpu=use_gpu))
     if resume:
         if not storage.exists(sweep_file):
             raise FileNotFoundError(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
