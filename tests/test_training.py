@@ -133,3 +133,6 @@ def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(ray_
     optimizer.build(loaded.model.trainable_variables)
     assert checkpoint.restore_training_state(local, loaded.model, optimizer) == 2
     assert int(optimizer.iterations.numpy()) == 2 * (SMALL_TRAIN_CLIPS // 16)  # the count went on, not restarted
+    # Every epoch's metrics travel with the checkpoint, across the resume.
+    assert [r["epoch"] for r in loaded.metrics["history"]] == [1, 2]
+    assert loaded.metrics["history"][-1]["val_recon_mse"] == loaded.metrics["val_recon_mse"]

@@ -223,6 +223,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         initial_val_loss = float(initial[0] / max(initial[-1], 1))
     else:
         initial_val_loss = restored_metrics.get("initial_val_loss")
+    # Every epoch's metrics, carried by each checkpoint: curves survive keeping only the best few.
+    history = list(restored_metrics.get("history", []))
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         _maybe_fault(tcfg, epoch, rank, run_dir)
         t0 = time.perf_counter()
@@ -272,6 +274,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["train_clips_per_s"] = float(n_train / train_time)
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
         stats = latent_stats_from_sums(reduced, pcfg.kind)
+        history.append(metrics)
 
         name = f"checkpoint_{epoch:04d}"
         if rank == 0:
@@ -283,7 +286,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 flush=True,
             )
             with tempfile.TemporaryDirectory(prefix="fsdd-vae-") as tmp:
-                ckpt_lib.save(tmp, model, optimizer, epoch, run_cfg, metrics, stats)
+                ckpt_lib.save(tmp, model, optimizer, epoch, run_cfg, {**metrics, "history": history}, stats)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
         else:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
