@@ -14,6 +14,7 @@ across replicas, and the sampling noise of each clip a function of
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import zlib
@@ -116,6 +117,13 @@ def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int) -> dict[s
     return {"run_config": to_dict(run_cfg), "run_dir": run_dir, "num_train_rows": int(num_train_rows)}
 
 
+def _say(message: str) -> None:
+    """One progress line from a Train worker. Not print(): Ray Train 2.60 patches it in workers to
+    log *and* echo, so every line reached the driver twice."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
 def _maybe_fault(train_cfg, epoch: int, rank: int, run_dir: str) -> None:
     """The test-only fault switch: exit hard once, leaving a marker so the retry runs on."""
     if train_cfg.fault_epoch != epoch or train_cfg.fault_rank != rank:
@@ -129,7 +137,7 @@ def _maybe_fault(train_cfg, epoch: int, rank: int, run_dir: str) -> None:
     # a crash in the gap would (correctly) restart from the checkpoint before it.
     ray.train.get_all_reported_checkpoints(timeout_s=120)
     storage.write_text(marker, f"worker rank {rank} exited on purpose at the start of epoch {epoch}\n")
-    print(f"[fault switch] rank {rank} exiting at the start of epoch {epoch}", flush=True)
+    _say(f"[fault switch] rank {rank} exiting at the start of epoch {epoch}")
     os._exit(1)
 
 
@@ -173,7 +181,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             restored_metrics = ckpt_lib.read_metrics(directory)
         optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
         if rank == 0:
-            print(f"resuming from {restored.path} after epoch {start_epoch}", flush=True)
+            _say(f"resuming from {restored.path} after epoch {start_epoch}")
 
     x_spec = tf.TensorSpec([None, h, w], tf.float32)
     eps_spec = tf.TensorSpec([samples, None, latent_dim], tf.float32)
@@ -245,7 +253,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             train_sums += train_step(tf.constant(batch["spectrogram"], tf.float32), tf.constant(eps)).numpy()
             steps += 1
             if rank == 0 and steps % 20 == 0:
-                print(f"epoch {epoch}: step {steps}/{steps_per_epoch}", flush=True)
+                _say(f"epoch {epoch}: step {steps}/{steps_per_epoch}")
         train_time = time.perf_counter() - t0
 
         val_sums = validate()
@@ -278,12 +286,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         name = f"checkpoint_{epoch:04d}"
         if rank == 0:
-            print(
+            _say(
                 f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
                 f"{metrics['train_recon_mse']:.4g}, kl {metrics['train_kl']:.4g}) | val loss {metrics['val_loss']:.4g} "
                 f"(recon_mse {metrics['val_recon_mse']:.4g}, kl {metrics['val_kl']:.4g}) | "
-                f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s",
-                flush=True,
+                f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
             )
             with tempfile.TemporaryDirectory(prefix="fsdd-vae-") as tmp:
                 ckpt_lib.save(tmp, model, optimizer, epoch, run_cfg, {**metrics, "history": history}, stats)
