@@ -312,7 +312,8 @@ def extract(
 
     if num_blocks is None:
         num_blocks = default_num_blocks(len(files), int(ray.cluster_resources().get("CPU", 1)))
-    ds = ray.data.from_items(input_items(files), override_num_blocks=min(num_blocks, len(files)))
+    num_blocks = min(num_blocks, len(files))
+    ds = ray.data.from_items(input_items(files), override_num_blocks=num_blocks)
     # batch_size=None: one batch per input block, so each block is one task writing one file.
     ds = ds.map_batches(
         _extract_and_write,
@@ -326,7 +327,7 @@ def extract(
     # on 2 CPUs). Set on this dataset's own context copy only.
     ds.context.op_resource_reservation_enabled = False
     if progress:
-        progress(f"extract: {len(files)} inputs in {min(num_blocks, len(files))} blocks -> {out.uri}")
+        progress(f"extract: {len(files)} inputs in {num_blocks} blocks -> {out.uri}")
     written = train = test = 0
     cpu_s = 0.0
     rejected: list[dict[str, str]] = []

@@ -37,11 +37,15 @@ class FetchError(RuntimeError):
 def recordings_digest(folder: str, speakers: tuple[str, ...]) -> tuple[str, int]:
     """(SHA-256 over the sorted lines ``"<name> <sha256 of the file>"``, number of files) for the
     ``{digit}_{speaker}_{take}.wav`` files in ``folder`` by ``speakers``."""
-    def speaker(name: str) -> str:
-        parts = name[: -len(".wav")].split("_")
-        return parts[1] if len(parts) == 3 else ""
+    from vae.dataset import parse_name
 
-    names = sorted(n for n in os.listdir(folder) if n.endswith(".wav") and speaker(n) in speakers)
+    def speaker(name: str) -> str:
+        try:
+            return parse_name(name).speaker
+        except ValueError:
+            return ""
+
+    names = sorted(n for n in os.listdir(folder) if speaker(n) in speakers)
     h = hashlib.sha256()
     for name in names:
         with open(os.path.join(folder, name), "rb") as f:
