@@ -257,6 +257,55 @@ class EvalConfig:
         return self
 
 
+# --------------------------------------------------------------------------- serving and ingest
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The generation service (vae/serving): limits, batching and replicas."""
+
+    max_clips: int = 16  # the most clips one /api/generate request may ask for (n=)
+    # Requests decoded and inverted together by @serve.batch; 1 = one request at a time.
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.01
+    # Per replica; at least max_batch_size, or batches can never fill.
+    max_ongoing_requests: int = 64
+    num_replicas: int = 1
+    num_cpus_per_replica: float = 1.0
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_seconds: float = 10.0  # longer uploads are refused (the model hears FeatureConfig.clip_seconds)
+
+    def validate(self) -> "ServeConfig":
+        _positive(self, "max_clips", "max_batch_size", "max_ongoing_requests", "num_replicas", "max_upload_bytes", "max_upload_seconds")
+        if self.batch_wait_timeout_s < 0:
+            raise ConfigError(f"ServeConfig.batch_wait_timeout_s={self.batch_wait_timeout_s} must be >= 0")
+        if self.num_cpus_per_replica < 0:
+            raise ConfigError(f"ServeConfig.num_cpus_per_replica={self.num_cpus_per_replica} must be >= 0")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ConfigError(
+                f"ServeConfig.max_ongoing_requests={self.max_ongoing_requests} must be >= max_batch_size={self.max_batch_size}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How one long recording is cut into utterances (vae/ingest.py)."""
+
+    top_db: float = 30.0  # frames quieter than the recording's loudest by this many dB are silence
+    frame_seconds: float = 0.025  # analysis frame of the silence detector (hop: a quarter of it)
+    # Sounds closer than this are one utterance ("six" has a stop before its "ks").
+    min_gap_seconds: float = 0.25
+    min_utterance_seconds: float = 0.12  # shorter sounds (clicks, breaths) are dropped
+    pad_seconds: float = 0.02  # kept either side of an utterance
+
+    def validate(self) -> "IngestConfig":
+        _positive(self, "top_db", "frame_seconds", "min_gap_seconds", "min_utterance_seconds")
+        if self.pad_seconds < 0:
+            raise ConfigError(f"IngestConfig.pad_seconds={self.pad_seconds} must be >= 0")
+        return self
+
+
 # --------------------------------------------------------------------------- helpers
 
 
