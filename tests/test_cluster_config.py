@@ -23,6 +23,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 AWS_YAML = REPO / "cluster" / "aws.yaml"
 RAYJOB_YAML = REPO / "cluster" / "kuberay-rayjob.yaml"
+RAYSERVICE_YAML = REPO / "cluster" / "kuberay-rayservice.yaml"
+SERVE_YAML = REPO / "cluster" / "serve.yaml"
 DOCKERFILE = REPO / "cluster" / "Dockerfile"
 PROJECT_MOUNT = "/home/ray/fsdd-vae"
 
@@ -38,6 +40,15 @@ def _kube_docs() -> list[dict]:
 def _rayjob() -> dict:
     (job,) = [d for d in _kube_docs() if d.get("kind") == "RayJob"]
     return job
+
+
+def _rayservice_docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all(RAYSERVICE_YAML.read_text()) if d]
+
+
+def _rayservice() -> dict:
+    (service,) = [d for d in _rayservice_docs() if d.get("kind") == "RayService"]
+    return service
 
 
 def _free_port() -> int:
@@ -255,4 +266,77 @@ def test_kuberay_every_ray_process_gets_the_token_and_s3_identity():
 
 def test_cluster_images_pin_the_tested_ray():
     assert re.search(rf"^FROM rayproject/ray:{re.escape(ray.__version__)}-py\d+-gpu$", DOCKERFILE.read_text(), re.M)
-    assert f"ray[data,train,tune,default]=={ray.__version__}" in DOCKERFILE.read_text()
+    assert f"ray[data,train,tune,serve,default]=={ray.__version__}" in DOCKERFILE.read_text()
+
+
+# --------------------------------------------------------------------------- Serve: config file and KubeRay RayService
+
+
+def _serve_app(config: dict):
+    """The one application of a Serve config, through Serve's own schema (what `serve deploy` applies)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    (app,) = ServeDeploySchema.parse_obj(config).applications
+    return app
+
+
+def test_serve_yaml_passes_serves_schema_and_its_args_build_the_app():
+    from ray._common.utils import import_attr
+
+    from vae.config import ServeConfig, from_dict
+    from vae.serving import build_app
+
+    config = yaml.safe_load(SERVE_YAML.read_text())
+    app = _serve_app(config)
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    assert app.route_prefix == "/" and import_attr(app.import_path) is build_app
+    args = dict(app.args)
+    checkpoint = args.pop("checkpoint")
+    assert checkpoint.startswith("s3://") and checkpoint.endswith("/best"), "serves a sweep's published best/"
+    assert from_dict(ServeConfig, args).validate().num_replicas >= 1
+    for command in ("serve deploy cluster/serve.yaml", "serve status", "serve shutdown"):
+        assert command in SERVE_YAML.read_text()
+
+
+def test_serve_yaml_arg_typos_fail_when_the_app_is_built():
+    from vae.config import ConfigError
+    from vae.serving import build_app
+
+    with pytest.raises(ConfigError, match="max_clip"):
+        build_app({"checkpoint": "s3://BUCKET/x/best", "max_clip": 4})
+    with pytest.raises(ValueError, match="checkpoint"):
+        build_app({"max_clips": 4})
+
+
+def test_kuberay_rayservice_serves_the_serve_yaml_with_token_auth():
+    service = _rayservice()
+    assert service["apiVersion"] == "ray.io/v1" and service["metadata"]["name"]
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    _serve_app(serve_config)
+    assert serve_config == yaml.safe_load(SERVE_YAML.read_text()), "serveConfigV2 must be cluster/serve.yaml"
+
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray.__version__
+    # The operator deploys serveConfigV2 through the dashboard, so it must hold the token itself.
+    assert cluster["authOptions"]["mode"] == "token"
+    (account,) = [d for d in _rayservice_docs() if d.get("kind") == "ServiceAccount"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    (job_image,) = {c["image"] for c in _containers(_rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["template"])}
+    for pod in pods:
+        assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+        (container,) = _containers(pod)
+        assert container["image"] == job_image, "the same project image as the RayJob"
+        assert {"containerPort": 8000, "name": "serve"} in container["ports"]
+
+
+def test_kuberay_rayservice_workers_fit_the_replicas():
+    from vae.config import ServeConfig, from_dict
+
+    service = _rayservice()
+    args = dict(yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"])
+    args.pop("checkpoint")
+    serve_cfg = from_dict(ServeConfig, args).validate()
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", "replicas run on workers"
+    cpus = sum(g["minReplicas"] * int(_containers(g["template"])[0]["resources"]["limits"]["cpu"]) for g in cluster["workerGroupSpecs"])
+    assert cpus >= serve_cfg.num_replicas * serve_cfg.num_cpus_per_replica, "the minimum workers hold every replica"

@@ -232,3 +232,32 @@ def test_train_job_succeeds_and_writes_a_checkpoint(ray_head, submitted_features
     checkpoint = Path(result["best_checkpoint"])
     assert checkpoint.is_dir() and checkpoint.is_relative_to(runs) and any(checkpoint.iterdir())
     assert result["best_metrics"]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_serve_job_deploys_the_service_on_the_cluster_and_returns(ray_head, fsdd_dir, tmp_path):
+    """Under `ray job submit`, jobs.serve deploys to the cluster and ends; the service keeps running
+    there until `serve shutdown`."""
+    from tiny_checkpoint import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "checkpoint_0000", fsdd_dir)
+    port = _free_port()
+    ray_head.submit("serve", "python", "-m", "jobs.serve", "--checkpoint", checkpoint, "--port", str(port))
+    assert ray_head.job("serve")["status"] == "SUCCEEDED"
+    summary = ray_head.last_json_line("serve")
+    assert summary["running"] is True and summary["url"] == f"http://127.0.0.1:{port}/" and summary["checkpoint"] == checkpoint
+
+    def get(path: str) -> tuple[int, bytes]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as response:
+            return response.status, response.read()
+
+    assert get("/healthz")[0] == 200
+    status, body = get("/api/generate?digit=4&seed=2")
+    assert status == 200 and body[:4] == b"RIFF"
+    stop = subprocess.run(
+        [str(VENV_BIN / "serve"), "shutdown", "-y", "-a", ray_head.address],
+        cwd=REPO, env=ray_head.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    with pytest.raises(OSError):
+        get("/healthz")

@@ -129,6 +129,21 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
     )
 
 
+def check(uri: str) -> tuple[str, RunConfig]:
+    """Without loading the model: the directory ``uri`` resolves to (a published ``best/``
+    pinned to its current version) and its validated config. Raises :class:`CheckpointError`."""
+    if not storage.exists(uri):
+        raise CheckpointError(f"checkpoint {uri} does not exist")
+    resolved = storage.published(uri)
+    missing = [name for name in REQUIRED if not storage.exists(storage.join(resolved, name))]
+    if missing:
+        raise CheckpointError(f"checkpoint {resolved} is missing {missing}")
+    try:
+        return resolved, from_json(RunConfig, storage.read_text(storage.join(resolved, CONFIG))).validate()
+    except ValueError as exc:  # ConfigError and JSON errors
+        raise CheckpointError(f"checkpoint {resolved}: {CONFIG} is not a valid run config: {exc}") from exc
+
+
 def load(uri: str) -> LoadedModel:
     """Load a checkpoint from a local directory or ``s3://`` (downloaded to a temp dir first).
 

@@ -1,0 +1,113 @@
+"""Serve a trained checkpoint over HTTP with Ray Serve: a listening page and a generation API.
+
+    python -m jobs.serve --checkpoint CKPT [--host 127.0.0.1] [--port 8000] [--replicas N]
+        [--max-batch-size B] [--max-clips N] [--wait]
+
+CKPT is a checkpoint folder, local or s3://, or a sweep's <EXP>/best (pinned to its
+current published version). Open http://HOST:PORT/ in a browser; the API is described
+in vae/serving/app.py and the README. Locally this starts Ray, serves until Ctrl-C (or
+SIGTERM), then stops Serve and Ray. With RAY_ADDRESS set (e.g. under `ray job submit`)
+it deploys the application to that cluster and returns, leaving it running there
+(`serve shutdown` removes it); --wait serves until interrupted instead. The last stdout
+line is JSON with the URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+from jobs._cli import fail
+from vae.config import ConfigError, ServeConfig
+
+APP_NAME = "fsdd-vae"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (local or s3://), or a sweep's <EXP>/best")
+    p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=ServeConfig.num_replicas, help="model replicas (each one CPU)")
+    p.add_argument("--max-batch-size", type=int, default=ServeConfig.max_batch_size, help="requests per batch; 1 = one at a time")
+    p.add_argument("--max-clips", type=int, default=ServeConfig.max_clips, help="most clips one /api/generate request may ask for")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--wait", action="store_true", help="on a cluster, serve until interrupted instead of returning")
+    return p.parse_args(argv)
+
+
+def _stop_on_signals() -> tuple[threading.Event, list[str]]:
+    """SIGINT (Ctrl-C) and SIGTERM (`ray job stop`, Kubernetes) set the event, naming the signal."""
+    stop, received = threading.Event(), []
+
+    def handler(signum, frame):
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop, received
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from dataclasses import replace
+
+    from vae.checkpoint import CheckpointError, check
+    from vae.raysetup import finish_ray, init_ray
+    from vae.storage import StorageError
+
+    try:
+        config = replace(
+            ServeConfig(),
+            num_replicas=args.replicas,
+            max_batch_size=args.max_batch_size,
+            max_clips=args.max_clips,
+            max_ongoing_requests=max(ServeConfig.max_ongoing_requests, 2 * args.max_batch_size),
+        ).validate()
+        if not 0 < args.port < 65536:
+            raise ConfigError(f"--port must be 1-65535, got {args.port}")
+        # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
+        resolved, run_cfg = check(args.checkpoint)
+    except (ConfigError, CheckpointError, StorageError) as exc:
+        return fail("serve", str(exc))
+    print(f"checkpoint {resolved}: {run_cfg.prior.kind} prior, features {run_cfg.features.shape}", flush=True)
+
+    from ray import serve
+
+    from vae.serving import application
+
+    started_ray = init_ray(args.num_cpus)
+    url = f"http://{args.host}:{args.port}/"
+    summary = {"url": url, "checkpoint": resolved, "app": APP_NAME, "replicas": config.num_replicas, "max_batch_size": config.max_batch_size}
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(application(resolved, config), name=APP_NAME, route_prefix="/")
+    except Exception as exc:  # a replica that cannot start (e.g. a port in use, a checkpoint unreadable there)
+        finish_ray()
+        return fail("serve", f"could not deploy {resolved}: {type(exc).__name__}: {exc}")
+    print(f"serving {resolved} at {url} ({config.num_replicas} replica(s), batches of up to {config.max_batch_size})", flush=True)
+    if not (started_ray or args.wait):
+        print(f"deployed as application {APP_NAME!r}; it keeps running on the cluster (`serve shutdown` stops it)")
+        print(json.dumps({**summary, "running": True}))
+        return 0
+
+    stop, received = _stop_on_signals()
+    print("Ctrl-C to stop", flush=True)
+    print(json.dumps({**summary, "running": True}), flush=True)
+    while not stop.wait(1.0):
+        pass
+    print(f"{received[0]}: stopping", flush=True)
+    serve.delete(APP_NAME)
+    if started_ray:
+        serve.shutdown()
+    finish_ray()
+    print(json.dumps({**summary, "running": False}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

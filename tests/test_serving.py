@@ -1,0 +1,412 @@
+"""The generation service on real Ray Serve (the session's local Ray), over HTTP on 127.0.0.1.
+
+The checkpoint is an untrained ``tiny`` VAE whose latent statistics come from real clips
+of digits 0-8 only, so digit 9 is "not in the checkpoint". The page is driven in headless
+Chromium through the DevTools protocol.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tiny_checkpoint import DIGITS, make_checkpoint
+from vae.config import FeatureConfig, ServeConfig, preset
+
+pytestmark = pytest.mark.slow
+CONFIG = ServeConfig(
+    max_clips=4, max_batch_size=8, batch_wait_timeout_s=0.05, max_ongoing_requests=16,
+    max_upload_bytes=1 << 20, max_upload_seconds=5.0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def serve_checkpoint(fsdd_dir, tmp_path_factory) -> str:
+    return make_checkpoint(tmp_path_factory.mktemp("serve") / "checkpoint_0000", fsdd_dir)
+
+
+@pytest.fixture(scope="module")
+def service(ray_local, serve_checkpoint, free_port):
+    """The application on the session's Ray; Serve is shut down afterwards (its actors go with it)."""
+    from ray import serve
+
+    from vae.serving import application
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(application(serve_checkpoint, CONFIG), name="fsdd-vae-test", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wav(y: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, y, rate, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+def _check_clip(data: bytes, features: FeatureConfig) -> np.ndarray:
+    y, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == features.sample_rate and y.shape == (features.n_samples,)
+    assert np.all(np.isfinite(y)) and np.max(np.abs(y)) > 0.5  # peak-normalised, not silent
+    return y
+
+
+FEATURES = preset(FeatureConfig, "default")
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def test_healthz_and_model_describe_the_checkpoint(service, serve_checkpoint):
+    status, headers, body = http(service + "/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, headers, body = http(service + "/api/model")
+    model = json.loads(body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert model["checkpoint"] == serve_checkpoint and model["epoch"] == 0
+    assert model["digits_available"] == list(DIGITS)
+    assert model["config"]["model"]["latent_dim"] == 4 and model["config"]["features"]["n_bins"] == FEATURES.n_bins
+    assert model["metrics"]["val_recon_mse"] == 0.1
+    assert model["limits"]["max_clips"] == CONFIG.max_clips and model["batching"]["max_batch_size"] == CONFIG.max_batch_size
+
+
+def test_generate_a_digit_returns_a_wav_with_its_seed(service):
+    status, headers, body = http(service + "/api/generate?digit=7&seed=3")
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    assert (headers["x-digit"], headers["x-seed"]) == ("7", "3")
+    _check_clip(body, FEATURES)
+
+
+def test_generate_from_the_prior_picks_and_returns_a_seed(service):
+    status, headers, body = http(service + "/api/generate")
+    assert status == 200 and headers["x-digit"] == "prior" and int(headers["x-seed"]) >= 0
+    _check_clip(body, FEATURES)
+
+
+def test_generate_n_clips_as_json_with_spectrograms(service):
+    status, headers, body = http(service + f"/api/generate?digit=2&seed=5&n={CONFIG.max_clips}")
+    assert status == 200 and headers["content-type"] == "application/json"
+    result = json.loads(body)
+    assert (result["digit"], result["seed"], result["n"], result["sample_rate"]) == (2, 5, CONFIG.max_clips, FEATURES.sample_rate)
+    import base64
+
+    import matplotlib.image
+
+    for clip in result["clips"]:
+        _check_clip(base64.b64decode(clip["wav"]), FEATURES)
+        image = matplotlib.image.imread(io.BytesIO(base64.b64decode(clip["spectrogram_png"])), format="png")
+        assert image.shape[:2] == FEATURES.shape  # one pixel per bin and frame
+        assert clip["problem"] is None
+    # The spectrograms are a function of (digit, seed, n): asking again gives the same ones.
+    again = json.loads(http(service + f"/api/generate?digit=2&seed=5&n={CONFIG.max_clips}")[2])
+    assert [c["spectrogram_png"] for c in again["clips"]] == [c["spectrogram_png"] for c in result["clips"]]
+
+
+def test_reconstruct_round_trip_matches_the_library(service, serve_checkpoint, fsdd_dir):
+    """A 44.1 kHz stereo upload is resampled and checked as extraction does, and the reply is the
+    library's own reconstruction of it."""
+    import librosa
+
+    from vae import generation
+    from vae.checkpoint import load
+    from vae.features import decode_audio, waveform_to_spectrogram
+
+    y, rate = sf.read(fsdd_dir / "3_theo_12.wav", dtype="float32")
+    y44 = librosa.resample(y, orig_sr=rate, target_sr=44100)
+    upload = wav(np.stack([y44, 0.5 * y44], axis=1), 44100)
+
+    status, headers, body = http(service + "/api/reconstruct", "POST", upload, {"Content-Type": "audio/wav"})
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    served = _check_clip(body, FEATURES)
+
+    loaded = load(serve_checkpoint)
+    spec, lo, hi = waveform_to_spectrogram(decode_audio(upload, FEATURES).waveform, FEATURES)
+    expected = generation.to_waveforms(loaded, generation.reconstruct(loaded, spec[None]), db_ranges=[(lo, hi)])[0]
+    np.testing.assert_allclose(served, expected, atol=2e-3)  # 16-bit PCM
+
+    status, headers, body = http(service + "/api/reconstruct?format=json", "POST", upload)
+    result = json.loads(body)
+    assert status == 200 and (result["source_sample_rate"], result["source_channels"]) == (44100, 2)
+    assert result["duration_s"] == pytest.approx(len(y) / rate, abs=1e-3)
+    assert np.isfinite(result["log_spectral_distance_db"]) and result["log_spectral_distance_db"] > 0
+    assert result["original_spectrogram_png"] and result["spectrogram_png"] and result["trimmed"] is False
+
+
+def _png_std(b64: str) -> float:
+    import base64
+
+    import matplotlib.image
+
+    return float(matplotlib.image.imread(io.BytesIO(base64.b64decode(b64)), format="png")[..., :3].std())
+
+
+def test_reconstruct_trim_cuts_leading_silence(service, fsdd_dir):
+    y, rate = sf.read(fsdd_dir / "5_george_8.wav", dtype="float32")
+    padded = wav(np.concatenate([np.zeros(rate, np.float32), y, np.zeros(rate, np.float32)]), rate)
+    status, _, body = http(service + "/api/reconstruct?format=json&trim=1", "POST", padded)
+    trimmed = json.loads(body)
+    assert status == 200 and trimmed["trimmed"] is True and _png_std(trimmed["original_spectrogram_png"]) > 0.05
+    # Untrimmed, the model hears only the first 0.76 s: the leading second of silence.
+    status, _, body = http(service + "/api/reconstruct?format=json", "POST", padded)
+    untrimmed = json.loads(body)
+    assert status == 200 and untrimmed["trimmed"] is False
+    assert _png_std(untrimmed["original_spectrogram_png"]) < 0.2 * _png_std(trimmed["original_spectrogram_png"])
+
+
+def _replica(service: str) -> str:
+    return json.loads(http(service + "/api/model")[2])["replica"]
+
+
+def _bad_requests(fsdd_dir: Path) -> list[tuple[str, str, bytes | None, int, str]]:
+    real = (fsdd_dir / "4_lucas_9.wav").read_bytes()
+    rate = FEATURES.sample_rate
+    too_long = wav(0.3 * np.sin(np.arange(int(6 * rate)) * 0.3).astype(np.float32), rate)
+    return [
+        ("GET", "/api/generate?digit=12", None, 400, "digit=12 is out of range"),
+        ("GET", "/api/generate?digit=-1", None, 400, "out of range"),
+        ("GET", "/api/generate?digit=seven", None, 400, "is not an integer"),
+        ("GET", "/api/generate?digit=9", None, 400, "digit=9 is not in checkpoint"),
+        ("GET", f"/api/generate?n={CONFIG.max_clips + 1}", None, 400, f"1 to {CONFIG.max_clips} clips"),
+        ("GET", "/api/generate?n=0", None, 400, "out of range"),
+        ("GET", "/api/generate?n=2&format=wav", None, 400, "format=json"),
+        ("GET", "/api/generate?format=mp3", None, 400, "format='mp3'"),
+        ("GET", "/api/generate?digt=7", None, 400, "unknown query parameter(s) ['digt']"),
+        ("POST", "/api/generate", b"", 405, "method POST is not allowed on /api/generate; use GET"),
+        ("GET", "/api/reconstruct", None, 405, "use POST"),
+        ("DELETE", "/healthz", None, 405, "method DELETE"),
+        ("GET", "/api/nothing", None, 404, "no endpoint /api/nothing"),
+        ("POST", "/api/reconstruct", b"", 400, "empty body"),
+        ("POST", "/api/reconstruct", b"this is not audio at all", 400, "not usable audio: not decodable audio"),
+        ("POST", "/api/reconstruct", real[: len(real) // 2], 400, "not usable audio: truncated"),
+        ("POST", "/api/reconstruct", wav(np.zeros(rate, np.float32), rate), 400, "not usable audio: silent"),
+        ("POST", "/api/reconstruct", too_long, 413, "clip is 6.0 s long"),
+        ("POST", "/api/reconstruct", b"RIFF" + bytes(CONFIG.max_upload_bytes), 413, f"the most this service accepts is {CONFIG.max_upload_bytes}"),
+        ("POST", "/api/reconstruct?trim=maybe", real, 400, "trim='maybe'"),
+    ]
+
+
+def test_bad_requests_get_4xx_json_naming_the_problem_and_the_replica_survives(service, fsdd_dir):
+    replica = _replica(service)
+    for method, path, body, status, message in _bad_requests(fsdd_dir):
+        got, headers, data = http(service + path, method, body)
+        assert got == status, (method, path, got, data[:300])
+        assert headers["content-type"] == "application/json", (method, path)
+        error = json.loads(data)
+        assert message in error["error"] and error["status"] == status, (method, path, error)
+    assert _replica(service) == replica, "a bad request restarted the replica"
+    assert http(service + "/healthz")[0] == 200
+    assert http(service + "/api/generate?digit=1&seed=1")[0] == 200
+
+
+def test_concurrent_requests_are_batched(service, fsdd_dir):
+    before = json.loads(http(service + "/api/model")[2])["batching"]
+    upload = (fsdd_dir / "6_yweweler_20.wav").read_bytes()
+    jobs = [("GET", f"/api/generate?digit={i % 9}&seed={i}", None) for i in range(8)]
+    jobs += [("POST", "/api/reconstruct", upload)] * 8
+    statuses = [None] * len(jobs)
+
+    def call(i: int) -> None:
+        statuses[i] = http(service + jobs[i][1], jobs[i][0], jobs[i][2])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert statuses == [200] * len(jobs)
+    after = json.loads(http(service + "/api/model")[2])["batching"]
+    for kind in ("generate", "reconstruct"):
+        requests = after[kind]["requests"] - before[kind]["requests"]
+        batches = after[kind]["batches"] - before[kind]["batches"]
+        assert requests == 8 and batches < requests, (kind, before, after)
+
+
+# --------------------------------------------------------------------------- the page in a browser
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools protocol: evaluate JavaScript, set a file input."""
+
+    def __init__(self, ws_url: str):
+        from websockets.sync.client import connect
+
+        self.ws = connect(ws_url, max_size=None, open_timeout=30)
+        self.next_id = 0
+
+    def send(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    def eval(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.eval(expression)
+            if value:
+                return value
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {expression}: last {self.eval(expression.split('&&')[0])!r}")
+
+
+@pytest.fixture
+def browser(service, tmp_path):
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+    profile = tmp_path / "chromium-profile"
+    command = [
+        executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
+        "--autoplay-policy=no-user-gesture-required", "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0", f"--user-data-dir={profile}", service + "/",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no DevTools port"
+            time.sleep(0.2)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
+            targets = json.loads(response.read())
+        (page,) = [t for t in targets if t["type"] == "page"]
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        yield tools
+        tools.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+AUDIO_STATE = """(() => {{
+  const a = document.getElementById({id!r});
+  return {{src: a.src, ready: a.readyState, duration: a.duration, error: a.error && a.error.code, played: a.played.length}};
+}})()"""
+
+
+def _played(tools: DevTools, audio_id: str) -> dict:
+    tools.wait_for(f"document.getElementById({audio_id!r}).played.length > 0 && document.getElementById({audio_id!r}).readyState >= 2")
+    return tools.eval(AUDIO_STATE.format(id=audio_id))
+
+
+def test_page_plays_a_seven_and_a_reconstruction_in_headless_chromium(browser, fsdd_dir, tmp_path):
+    tools = browser
+    tools.wait_for("document.querySelectorAll('#digits button').length === 10")
+    assert tools.eval("document.querySelector('#digits button[data-digit=\"9\"]').disabled") is True
+    assert "epoch 0" in tools.eval("document.getElementById('model').textContent")
+
+    tools.eval("document.querySelector('#digits button[data-digit=\"7\"]').click()")
+    state = _played(tools, "gen-audio")
+    assert state["src"].startswith("blob:") and state["error"] is None
+    assert state["duration"] == pytest.approx(FEATURES.clip_seconds, abs=0.01)
+    assert tools.eval("document.getElementById('gen-spec').naturalWidth") == FEATURES.n_frames
+    assert "a 7, seed" in tools.eval("document.getElementById('gen-status').textContent")
+
+    upload = tmp_path / "8_theo_30.wav"
+    shutil.copy(fsdd_dir / upload.name, upload)
+    document = tools.send("DOM.getDocument")
+    node = tools.send("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#upload")
+    tools.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(upload)])
+    state = _played(tools, "recon-audio")
+    assert state["src"].startswith("blob:") and state["error"] is None
+    assert state["duration"] == pytest.approx(FEATURES.clip_seconds, abs=0.01)
+    original = tools.eval(AUDIO_STATE.format(id="orig-audio"))
+    assert original["src"].startswith("blob:") and original["error"] is None
+    tools.wait_for("document.getElementById('orig-spec').naturalWidth > 0")
+    assert "log-spectral distance" in tools.eval("document.getElementById('recon-status').textContent")
+
+    # A bad upload shows the service's message instead of a player.
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"not audio")
+    tools.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(bad)])
+    tools.wait_for("document.getElementById('recon-status').textContent.includes('not usable audio')")
+
+
+# --------------------------------------------------------------------------- the job, its own Ray, a published best/ on S3
+
+
+def test_serve_job_serves_a_published_best_from_s3_until_interrupted(serve_checkpoint, make_bucket, free_port, tmp_path):
+    """``python -m jobs.serve`` as a user runs it: its own local Ray, the sweep's ``best`` pointer
+    on S3 pinned to its version, SIGINT stops it cleanly with a JSON line last."""
+    import signal
+
+    from vae import storage
+
+    best = make_bucket("serve-best") + "/sweep1/best"
+    version = storage.publish(serve_checkpoint, best)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, "-m", "jobs.serve", "--checkpoint", best, "--port", str(port), "--num-cpus", "2"]
+    out, err = open(tmp_path / "stdout", "w+"), open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while '"running": true' not in (tmp_path / "stdout").read_text():  # printed once it serves and handles signals
+            assert proc.poll() is None, (tmp_path / "stderr").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(1)
+        assert http(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        model = json.loads(http(f"http://127.0.0.1:{port}/api/model")[2])
+        assert model["checkpoint"] == version  # pinned: a later publish does not change a running service
+        assert http(f"http://127.0.0.1:{port}/api/generate?digit=3&seed=1")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    lines = (tmp_path / "stdout").read_text().strip().splitlines()
+    first = next(json.loads(line) for line in lines if line.startswith("{"))
+    last = json.loads(lines[-1])
+    assert first["running"] is True and first["url"] == f"http://127.0.0.1:{port}/" and first["checkpoint"] == version
+    assert last["running"] is False
+    with pytest.raises(OSError):
+        http(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_serve_job_refuses_a_missing_checkpoint_before_starting_ray(tmp_path, capsys):
+    from jobs import serve as serve_job
+
+    assert serve_job.main(["--checkpoint", str(tmp_path / "nowhere")]) == 1
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "does not exist" in last["error"] and "nowhere" in last["error"]

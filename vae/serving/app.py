@@ -1,0 +1,398 @@
+"""The generation service: one Ray Serve deployment around one checkpoint.
+
+HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status": N}``):
+
+- ``GET /api/generate?digit=D&seed=S&n=N&format=wav|json``: ``digit`` (0-9, optional: without it
+  the clip comes from the prior), ``seed`` (optional: drawn at random and returned in ``X-Seed``),
+  ``n`` (1 to ``ServeConfig.max_clips``). One clip comes back as ``audio/wav``; ``format=json``
+  (the default when n > 1) returns ``{"digit", "seed", "n", "sample_rate", "clips": [{"wav",
+  "spectrogram_png", "problem"}]}`` with WAV and PNG bytes base64-encoded.
+- ``POST /api/reconstruct?format=wav|json&trim=0|1``: the request body is an audio file (WAV,
+  FLAC, OGG), decoded, resampled and checked exactly as extraction does
+  (:func:`vae.features.decode_audio`, :func:`vae.features.waveform_to_spectrogram`); ``trim=1``
+  first cuts leading and trailing silence (for recordings made in the browser). The
+  reconstruction comes back as ``audio/wav``, or as JSON with both spectrograms and the
+  log-spectral distance between input and reconstruction.
+- ``GET /api/model``: checkpoint, epoch, config, metrics, digits available, limits, batching counters.
+- ``GET /healthz``: ``{"status": "ok"}`` once the model is loaded (load balancers, Kubernetes probes).
+- ``GET /``: the listening page (``index.html`` beside this file).
+
+Concurrent requests are gathered by ``@serve.batch``: one batch of generate requests is
+inverted by a single :func:`vae.generation.to_waveforms` call, one batch of uploads is
+encoded, decoded and inverted by one :func:`vae.generation.reconstruct` and one
+``to_waveforms`` call. ``ServeConfig.max_batch_size = 1`` is the one-request-at-a-time path.
+Batches run in a worker thread, so the replica keeps accepting (and batching) requests
+while one computes; a bad request is answered before it reaches a batch.
+"""
+
+
+import asyncio
+import base64
+import io
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from ray import serve
+from starlette.exceptions import HTTPException
+
+from vae.config import IngestConfig, ServeConfig, from_dict, to_dict
+from vae.training import N_DIGITS
+
+PAGE = Path(__file__).with_name("index.html")
+DEPLOYMENT = "VaeService"
+MAX_SEED = 2**31 - 1
+ENDPOINTS = "GET /, GET /healthz, GET /api/model, GET /api/generate, POST /api/reconstruct"
+
+
+class BadRequest(Exception):
+    """A request the service refuses; ``status`` is the HTTP status, the message names the problem."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class GenerateItem:
+    digit: int | None
+    seed: int
+    n: int
+
+
+@dataclass(frozen=True)
+class ReconstructItem:
+    spectrogram: np.ndarray
+    db_min: float
+    db_max: float
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+api = FastAPI(title="fsdd-vae", description="Spoken digits from a trained VAE", docs_url="/docs", redoc_url=None)
+
+
+@api.exception_handler(BadRequest)
+async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+    return _error(exc.status, str(exc))
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return _error(405, f"method {request.method} is not allowed on {request.url.path}; use {allowed}")
+    if exc.status_code == 404:
+        return _error(404, f"no endpoint {request.url.path}; endpoints: {ENDPOINTS}")
+    return _error(exc.status_code, str(exc.detail))
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+def _params(request: Request, known: tuple[str, ...]) -> dict[str, str]:
+    params = dict(request.query_params)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s) {unknown} for {request.url.path}; known: {list(known)}")
+    return params
+
+
+def _int(params: dict[str, str], name: str, low: int, high: int, what: str) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name}={value} is out of range: {what}")
+    return value
+
+
+def _choice(params: dict[str, str], name: str, options: tuple[str, ...], default: str) -> str:
+    value = params.get(name) or default
+    if value not in options:
+        raise BadRequest(f"{name}={value!r}; choose from {list(options)}")
+    return value
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    return _choice(params, name, ("0", "1", "false", "true"), "0") in ("1", "true")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"body is {int(declared)} bytes; the most this service accepts is {limit}", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"body is over {limit} bytes, the most this service accepts", status=413)
+        chunks.append(chunk)
+    if not size:
+        raise BadRequest("empty body: send the audio file (WAV, FLAC or OGG) as the request body")
+    return b"".join(chunks)
+
+
+def spectrogram_image(spec: np.ndarray) -> bytes:
+    """A PNG of a normalised spectrogram, one pixel per bin and frame (low frequencies at the bottom)."""
+    import matplotlib.image
+
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, np.asarray(spec, np.float32), cmap="magma", vmin=0.0, vmax=1.0, origin="lower", format="png")
+    return buf.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# --------------------------------------------------------------------------- the deployment
+
+
+@serve.deployment(name=DEPLOYMENT)
+@serve.ingress(api)
+class VaeService:
+    def __init__(self, checkpoint: str, config: dict[str, Any]):
+        from vae.checkpoint import load
+        from vae.generation import digits_available
+
+        self.config = from_dict(ServeConfig, config).validate()
+        self.loaded = load(checkpoint)
+        self.features = self.loaded.run_config.features
+        self.digits = digits_available(self.loaded)
+        self.page = PAGE.read_text()
+        self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
+        for handler in (self._generate_batch, self._reconstruct_batch):
+            handler.set_max_batch_size(self.config.max_batch_size)
+            handler.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        self._generate([GenerateItem(None, 0, 1)])  # warm-up: the first request pays no tracing
+
+    def check_health(self) -> None:
+        if self.loaded.model is None:
+            raise RuntimeError("no model loaded")
+
+    # ------------------------------------------------------------------ batched work (worker thread)
+
+    def _generate(self, items: list[GenerateItem]) -> list[Any]:
+        from vae import generation
+
+        results: list[Any] = [None] * len(items)
+        specs, owners, ranges = [], [], []
+        for i, item in enumerate(items):
+            try:
+                spec = generation.sample(self.loaded, item.n, digit=item.digit, seed=item.seed)
+            except generation.GenerationError as exc:
+                results[i] = BadRequest(str(exc))
+                continue
+            specs.append(spec)
+            owners.append(i)
+            ranges += [generation.db_range(self.loaded, item.digit)] * item.n
+        if specs:
+            waves = generation.to_waveforms(self.loaded, np.concatenate(specs), db_ranges=ranges)
+            start = 0
+            for i, spec in zip(owners, specs):
+                results[i] = (spec, waves[start : start + len(spec)])
+                start += len(spec)
+        self._count("generate", len(items), sum(len(s) for s in specs))
+        return results
+
+    def _reconstruct(self, items: list[ReconstructItem]) -> list[Any]:
+        from vae import generation
+
+        recon = generation.reconstruct(self.loaded, np.stack([item.spectrogram for item in items]))
+        waves = generation.to_waveforms(self.loaded, recon, db_ranges=[(item.db_min, item.db_max) for item in items])
+        self._count("reconstruct", len(items), len(items))
+        return list(zip(recon, waves))
+
+    def _count(self, kind: str, requests: int, clips: int) -> None:
+        c = self.counters[kind]
+        c["batches"], c["requests"], c["clips"] = c["batches"] + 1, c["requests"] + requests, c["clips"] + clips
+
+    @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
+    async def _generate_batch(self, items: list[GenerateItem]) -> list[Any]:
+        return await asyncio.to_thread(self._generate, items)
+
+    @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
+    async def _reconstruct_batch(self, items: list[ReconstructItem]) -> list[Any]:
+        return await asyncio.to_thread(self._reconstruct, items)
+
+    # ------------------------------------------------------------------ endpoints
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(self.page)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        self.check_health()
+        return {"status": "ok", "checkpoint": self.loaded.uri, "epoch": self.loaded.epoch}
+
+    @api.get("/api/model")
+    async def model(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "checkpoint": self.loaded.uri,
+            "epoch": self.loaded.epoch,
+            "config": to_dict(self.loaded.run_config),
+            "metrics": self.loaded.metrics,
+            "digits_available": self.digits,
+            "sample_rate": self.features.sample_rate,
+            "clip_seconds": self.features.clip_seconds,
+            "limits": {"max_clips": cfg.max_clips, "max_upload_bytes": cfg.max_upload_bytes, "max_upload_seconds": cfg.max_upload_seconds},
+            "batching": {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s, **self.counters},
+            "replica": serve.get_replica_context().replica_id.unique_id,
+        }
+
+    @api.get("/api/generate")
+    async def generate(self, request: Request) -> Response:
+        params = _params(request, ("digit", "seed", "n", "format"))
+        digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
+        if digit is not None and digit not in self.digits:
+            raise BadRequest(f"digit={digit} is not in checkpoint {self.loaded.uri}: it has latent statistics for digits {self.digits}")
+        limit = self.config.max_clips
+        n = _int(params, "n", 1, limit, f"a request may ask for 1 to {limit} clips (ServeConfig.max_clips)") or 1
+        seed = _int(params, "seed", 0, MAX_SEED, f"seeds are 0-{MAX_SEED}")
+        seed = secrets.randbelow(MAX_SEED) if seed is None else seed
+        fmt = _choice(params, "format", ("wav", "json"), "wav" if n == 1 else "json")
+        if fmt == "wav" and n > 1:
+            raise BadRequest(f"format=wav returns one clip; ask for n={n} clips with format=json")
+
+        result = await self._generate_batch(GenerateItem(digit, seed, n))
+        if isinstance(result, Exception):
+            raise result
+        specs, waves = result
+        headers = {"X-Seed": str(seed), "X-Digit": "prior" if digit is None else str(digit)}
+        if fmt == "wav":
+            wav = await asyncio.to_thread(self._wav, waves[0])
+            return Response(wav, media_type="audio/wav", headers={**headers, **self._problem_header(waves[0])})
+        clips = await asyncio.to_thread(lambda: [self._clip_json(spec, y) for spec, y in zip(specs, waves)])
+        body = {"digit": digit, "seed": seed, "n": n, "sample_rate": self.features.sample_rate, "clips": clips}
+        return JSONResponse(body, headers=headers)
+
+    @api.post("/api/reconstruct")
+    async def reconstruct(self, request: Request) -> Response:
+        params = _params(request, ("format", "trim"))
+        fmt = _choice(params, "format", ("wav", "json"), "wav")
+        trim = _flag(params, "trim")
+        data = await _read_body(request, self.config.max_upload_bytes)
+        original, item, clip = await asyncio.to_thread(self._features, data, trim)
+
+        result = await self._reconstruct_batch(item)
+        recon, y = result
+        if fmt == "wav":
+            wav = await asyncio.to_thread(self._wav, y)
+            return Response(wav, media_type="audio/wav", headers=self._problem_header(y))
+
+        def body() -> dict[str, Any]:
+            from vae.features import fit_length, log_spectral_distance
+
+            return {
+                **self._clip_json(recon, y),
+                "original_spectrogram_png": _b64(spectrogram_image(item.spectrogram)),
+                "log_spectral_distance_db": log_spectral_distance(fit_length(original, self.features), y, self.features),
+                "sample_rate": self.features.sample_rate,
+                "source_sample_rate": clip.source_sample_rate,
+                "source_channels": clip.source_channels,
+                "duration_s": clip.duration_s,
+                "trimmed": trim,
+            }
+
+        return JSONResponse(await asyncio.to_thread(body))
+
+    # ------------------------------------------------------------------ helpers (worker thread)
+
+    def _features(self, data: bytes, trim: bool):
+        """Extraction's decoding, resampling and checks; the waveform, the batch item and the clip."""
+        from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+
+        try:
+            clip = decode_audio(data, self.features)
+        except AudioError as exc:
+            raise BadRequest(f"body is not usable audio: {exc.reason}") from None
+        if clip.duration_s > self.config.max_upload_seconds:
+            raise BadRequest(
+                f"clip is {clip.duration_s:.1f} s long; the most this service accepts is {self.config.max_upload_seconds:g} s "
+                f"(the model hears the first {self.features.clip_seconds:g} s)",
+                status=413,
+            )
+        y = clip.waveform
+        if trim:
+            import librosa
+
+            y, _ = librosa.effects.trim(y, top_db=IngestConfig.top_db)
+        try:
+            spec, db_min, db_max = waveform_to_spectrogram(y, self.features)
+        except AudioError as exc:
+            raise BadRequest(f"body is not usable audio: {exc.reason}") from None
+        return y, ReconstructItem(spec, db_min, db_max), clip
+
+    def _wav(self, y: np.ndarray) -> bytes:
+        from vae.features import wav_bytes
+
+        return wav_bytes(y, self.features)
+
+    def _problem_header(self, y: np.ndarray) -> dict[str, str]:
+        from vae.generation import check_audio
+
+        problem = check_audio(y, self.features.silence_peak)
+        return {"X-Audio-Problem": problem} if problem else {}
+
+    def _clip_json(self, spec: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        from vae.generation import check_audio
+
+        return {
+            "wav": _b64(self._wav(y)),
+            "spectrogram_png": _b64(spectrogram_image(spec)),
+            "problem": check_audio(y, self.features.silence_peak),
+        }
+
+
+# --------------------------------------------------------------------------- building the application
+
+
+def application(checkpoint: str, config: ServeConfig = ServeConfig()) -> serve.Application:
+    """The Serve application for ``checkpoint`` (local, ``s3://``, or a published ``best/``).
+
+    A published ``best/`` is pinned to its current version here, so every replica serves
+    the same model; deploy again to serve a newer one. Raises
+    :class:`vae.checkpoint.CheckpointError` for a missing or incomplete checkpoint.
+    """
+    from vae.checkpoint import check
+
+    config = config.validate()
+    checkpoint, _ = check(checkpoint)
+    return VaeService.options(
+        num_replicas=config.num_replicas,
+        max_ongoing_requests=config.max_ongoing_requests,
+        ray_actor_options={"num_cpus": config.num_cpus_per_replica},
+    ).bind(checkpoint, to_dict(config))
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Serve's application builder (``import_path: vae.serving:build_app`` in a config file, or
+    ``serve run vae.serving:build_app checkpoint=URI max_batch_size=8``): ``args`` holds
+    ``checkpoint`` and any :class:`vae.config.ServeConfig` field."""
+    import yaml
+
+    args = dict(args)
+    if "checkpoint" not in args:
+        raise ValueError(f"application args need 'checkpoint' (a checkpoint URI); got {sorted(args)}")
+    checkpoint = str(args.pop("checkpoint"))
+    # `serve run` passes every value as a string; a config file passes typed YAML.
+    typed = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in args.items()}
+    return application(checkpoint, from_dict(ServeConfig, typed))
