@@ -45,6 +45,9 @@ def service(ray_local, serve_checkpoint, free_port):
 
     from vae.serving import application
 
+    import ray
+
+    cpus = ray.cluster_resources()["CPU"]
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -52,6 +55,11 @@ def service(ray_local, serve_checkpoint, free_port):
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
+    # The session's Ray is handed back whole: the replica's CPU is free again for the next module.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < cpus and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == cpus, ray.available_resources()
 
 
 def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -292,6 +300,8 @@ def browser(service, tmp_path):
         executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
         "--autoplay-policy=no-user-gesture-required", "--remote-debugging-address=127.0.0.1",
+        # A fake microphone (it beeps) that needs no permission prompt: the record button works headless.
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         "--remote-debugging-port=0", f"--user-data-dir={profile}", service + "/",
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -328,7 +338,7 @@ def _played(tools: DevTools, audio_id: str) -> dict:
     return tools.eval(AUDIO_STATE.format(id=audio_id))
 
 
-def test_page_plays_a_seven_and_a_reconstruction_in_headless_chromium(browser, fsdd_dir, tmp_path):
+def test_page_plays_a_seven_an_upload_and_a_recording_in_headless_chromium(browser, fsdd_dir, tmp_path):
     tools = browser
     tools.wait_for("document.querySelectorAll('#digits button').length === 10")
     assert tools.eval("document.querySelector('#digits button[data-digit=\"9\"]').disabled") is True
@@ -353,6 +363,15 @@ def test_page_plays_a_seven_and_a_reconstruction_in_headless_chromium(browser, f
     assert original["src"].startswith("blob:") and original["error"] is None
     tools.wait_for("document.getElementById('orig-spec').naturalWidth > 0")
     assert "log-spectral distance" in tools.eval("document.getElementById('recon-status').textContent")
+
+    # Record in the browser: 4 s from the (fake, beeping) microphone, made a WAV by the page, trimmed by the service.
+    tools.eval("document.getElementById('recon-status').textContent = ''")
+    assert tools.eval("document.getElementById('record').hidden") is False
+    tools.eval("document.getElementById('record').click()")
+    tools.wait_for("document.getElementById('recon-status').textContent.includes('log-spectral distance')", timeout=90)
+    recorded = tools.eval(AUDIO_STATE.format(id="orig-audio"))
+    assert recorded["error"] is None and recorded["duration"] > 3, recorded
+    assert tools.eval("document.getElementById('record').textContent") == "record"
 
     # A bad upload shows the service's message instead of a player.
     bad = tmp_path / "notes.wav"
