@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from vae.config import ServeConfig
     from vae.raysetup import init_ray
     from vae.serving import application
+    from vae.serving import start as start_serve
 
     fsdd = Path(args.fsdd_dir)
     tmp = tempfile.TemporaryDirectory(prefix="serve-load-")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve("127.0.0.1", port, modes["batched"])
     print(f"Ray and Serve up on 127.0.0.1:{port} in {time.perf_counter() - t0:.1f} s; checkpoint {checkpoint}", flush=True)
 
     # Request streams of client i; a client also stops at MAX_REQUESTS, whatever the deadline.

@@ -78,13 +78,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from ray import serve
 
-    from vae.serving import application
+    from vae.serving import application, start
 
-    started_ray = init_ray(args.num_cpus)
+    try:
+        started_ray = init_ray(args.num_cpus)
+    except Exception as exc:  # Ray raises plain Exception when its processes do not come up
+        return fail("serve", f"could not start or reach Ray: {exc}")
     url = f"http://{args.host}:{args.port}/"
     summary = {"url": url, "checkpoint": resolved, "app": APP_NAME, "replicas": config.num_replicas, "max_batch_size": config.max_batch_size}
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        start(args.host, args.port, config)
         serve.run(application(resolved, config), name=APP_NAME, route_prefix="/")
     except Exception as exc:  # a replica that cannot start (e.g. a port in use, a checkpoint unreadable there)
         finish_ray()

@@ -3,9 +3,11 @@ import pytest
 from vae.config import (
     ConfigError,
     FeatureConfig,
+    IngestConfig,
     ModelConfig,
     PriorConfig,
     RunConfig,
+    ServeConfig,
     TrainConfig,
     from_dict,
     from_json,
@@ -51,6 +53,11 @@ def test_bad_values_name_the_key(cls, data, culprit):
         (lambda: PriorConfig(kind="vamp").validate(), "kind"),
         (lambda: TrainConfig(mixed_precision=True).validate(), "mixed_precision"),
         (lambda: preset(ModelConfig, "huge"), "huge"),
+        (lambda: ServeConfig(max_batch_size=64, max_ongoing_requests=32).validate(), "max_ongoing_requests"),
+        (lambda: ServeConfig(vocoder_batch_sizes=(2, 4)).validate(), "vocoder_batch_sizes"),
+        (lambda: ServeConfig(vocoder_batch_sizes=(1, 4, 4)).validate(), "vocoder_batch_sizes"),
+        (lambda: ServeConfig(max_clips=0).validate(), "max_clips"),
+        (lambda: IngestConfig(min_gap_seconds=0).validate(), "min_gap_seconds"),
     ],
 )
 def test_invalid_configs_are_rejected(make, culprit):

@@ -41,15 +41,14 @@ def serve_checkpoint(fsdd_dir, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def service(ray_local, serve_checkpoint, free_port):
     """The application on the session's Ray; Serve is shut down afterwards (its actors go with it)."""
+    import ray
     from ray import serve
 
-    from vae.serving import application
-
-    import ray
+    from vae.serving import application, start
 
     cpus = ray.cluster_resources()["CPU"]
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start("127.0.0.1", port, CONFIG)
     try:
         serve.run(application(serve_checkpoint, CONFIG), name="fsdd-vae-test", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
@@ -88,6 +87,15 @@ FEATURES = preset(FeatureConfig, "default")
 
 
 # --------------------------------------------------------------------------- endpoints
+
+
+def test_batches_are_padded_to_few_vocoder_shapes():
+    from vae.serving.app import padded_size
+
+    sizes = ServeConfig().vocoder_batch_sizes
+    assert [padded_size(n, sizes) for n in (0, 1, 2, 3, 5, 9, 17, 32, 33, 40, 64, 65)] == [0, 1, 2, 4, 8, 16, 32, 32, 33, 40, 64, 65]
+    assert {padded_size(n, sizes) % 32 or 32 for n in range(1, 600)} <= set(sizes), "every vocoder chunk is an allowed size"
+    assert [padded_size(n, ()) for n in (1, 3, 17)] == [1, 3, 17]
 
 
 def test_healthz_and_model_describe_the_checkpoint(service, serve_checkpoint):

@@ -274,9 +274,19 @@ class ServeConfig:
     num_cpus_per_replica: float = 1.0
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_seconds: float = 10.0  # longer uploads are refused (the model hears FeatureConfig.clip_seconds)
+    # Clips per Griffin-Lim call are padded up to one of these sizes (beyond the largest, the
+    # remainder after whole chunks of it), so that a compiled vocoder sees few batch shapes, each
+    # compiled when a replica starts (as TF Serving's allowed_batch_sizes). () = no padding.
+    vocoder_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    # How long Serve's controller waits for an HTTP proxy to start or answer a health check before it
+    # restarts it (Serve's defaults, 5 s and 10 s, restart proxies on a busy 2-core machine).
+    proxy_timeout_s: float = 60.0
 
     def validate(self) -> "ServeConfig":
-        _positive(self, "max_clips", "max_batch_size", "max_ongoing_requests", "num_replicas", "max_upload_bytes", "max_upload_seconds")
+        _positive(
+            self, "max_clips", "max_batch_size", "max_ongoing_requests", "num_replicas", "max_upload_bytes", "max_upload_seconds",
+            "proxy_timeout_s",
+        )  # fmt: skip
         if self.batch_wait_timeout_s < 0:
             raise ConfigError(f"ServeConfig.batch_wait_timeout_s={self.batch_wait_timeout_s} must be >= 0")
         if self.num_cpus_per_replica < 0:
@@ -285,6 +295,9 @@ class ServeConfig:
             raise ConfigError(
                 f"ServeConfig.max_ongoing_requests={self.max_ongoing_requests} must be >= max_batch_size={self.max_batch_size}"
             )
+        sizes = list(self.vocoder_batch_sizes)
+        if sizes and (sizes[0] != 1 or any(b <= a for a, b in zip(sizes, sizes[1:]))):
+            raise ConfigError(f"ServeConfig.vocoder_batch_sizes={self.vocoder_batch_sizes} must start at 1 and increase")
         return self
 
 

@@ -4,6 +4,6 @@
 ``cluster/serve.yaml`` deploys it with ``serve deploy``.
 """
 
-from vae.serving.app import BadRequest, VaeService, application, build_app
+from vae.serving.app import BadRequest, VaeService, application, build_app, start
 
-__all__ = ["BadRequest", "VaeService", "application", "build_app"]
+__all__ = ["BadRequest", "VaeService", "application", "build_app", "start"]

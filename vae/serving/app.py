@@ -20,9 +20,11 @@ HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status":
 Concurrent requests are gathered by ``@serve.batch``: one batch of generate requests is
 inverted by a single :func:`vae.generation.to_waveforms` call, one batch of uploads is
 encoded, decoded and inverted by one :func:`vae.generation.reconstruct` and one
-``to_waveforms`` call. ``ServeConfig.max_batch_size = 1`` is the one-request-at-a-time path.
-Batches run in a worker thread, so the replica keeps accepting (and batching) requests
-while one computes; a bad request is answered before it reaches a batch.
+``to_waveforms`` call, padded to one of ``ServeConfig.vocoder_batch_sizes`` so that a
+compiled (XLA) vocoder sees a few batch shapes, all compiled when the replica starts.
+``ServeConfig.max_batch_size = 1`` is the one-request-at-a-time path. Batches run in a
+worker thread, so the replica keeps accepting (and batching) requests while one
+computes; a bad request is answered before it reaches a batch.
 """
 
 
@@ -148,6 +150,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def padded_size(n: int, sizes: tuple[int, ...]) -> int:
+    """``n`` clips padded up to the next of ``sizes``; beyond the largest, whole chunks of it
+    plus the remainder padded likewise (the vocoder inverts in chunks of the largest)."""
+    if not sizes or n == 0:
+        return n
+    chunks, rest = divmod(n, sizes[-1])
+    return chunks * sizes[-1] + (next(s for s in sizes if s >= rest) if rest else 0)
+
+
 def spectrogram_image(spec: np.ndarray) -> bytes:
     """A PNG of a normalised spectrogram, one pixel per bin and frame (low frequencies at the bottom)."""
     import matplotlib.image
@@ -180,7 +191,16 @@ class VaeService:
         for handler in (self._generate_batch, self._reconstruct_batch):
             handler.set_max_batch_size(self.config.max_batch_size)
             handler.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
-        self._generate([GenerateItem(None, 0, 1)])  # warm-up: the first request pays no tracing
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Trace the model and compile the vocoder for every padded batch size now, not in a request."""
+        from vae import generation
+
+        spec = generation.sample(self.loaded, 1, seed=0)
+        generation.reconstruct(self.loaded, spec)
+        for size in self.config.vocoder_batch_sizes or (1,):
+            generation.to_waveforms(self.loaded, np.repeat(spec, size, axis=0))
 
     def check_health(self) -> None:
         if self.loaded.model is None:
@@ -203,7 +223,7 @@ class VaeService:
             owners.append(i)
             ranges += [generation.db_range(self.loaded, item.digit)] * item.n
         if specs:
-            waves = generation.to_waveforms(self.loaded, np.concatenate(specs), db_ranges=ranges)
+            waves = self._to_waveforms(np.concatenate(specs), ranges)
             start = 0
             for i, spec in zip(owners, specs):
                 results[i] = (spec, waves[start : start + len(spec)])
@@ -215,9 +235,21 @@ class VaeService:
         from vae import generation
 
         recon = generation.reconstruct(self.loaded, np.stack([item.spectrogram for item in items]))
-        waves = generation.to_waveforms(self.loaded, recon, db_ranges=[(item.db_min, item.db_max) for item in items])
+        waves = self._to_waveforms(recon, [(item.db_min, item.db_max) for item in items])
         self._count("reconstruct", len(items), len(items))
         return list(zip(recon, waves))
+
+    def _to_waveforms(self, specs: np.ndarray, ranges: list) -> list[np.ndarray]:
+        """One :func:`vae.generation.to_waveforms` call for the whole batch, padded (repeating its
+        last clip) to a size of ``ServeConfig.vocoder_batch_sizes``; the padding is dropped."""
+        from vae import generation
+
+        n = len(specs)
+        extra = padded_size(n, self.config.vocoder_batch_sizes) - n
+        if extra:
+            specs = np.concatenate([specs, np.repeat(specs[-1:], extra, axis=0)])
+            ranges = list(ranges) + [ranges[-1]] * extra
+        return list(generation.to_waveforms(self.loaded, specs, db_ranges=ranges))[:n]
 
     def _count(self, kind: str, requests: int, clips: int) -> None:
         c = self.counters[kind]
@@ -363,6 +395,18 @@ class VaeService:
 
 
 # --------------------------------------------------------------------------- building the application
+
+
+def start(host: str, port: int, config: ServeConfig = ServeConfig()) -> None:
+    """Start Serve on the connected Ray cluster with its HTTP proxy on ``host:port`` (cluster-wide
+    settings: if Serve already runs there, its own stay and Serve warns)."""
+    timeout = str(config.proxy_timeout_s)
+    serve.start(
+        http_options={"host": host, "port": port},
+        controller_options={
+            "runtime_env": {"env_vars": {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": timeout, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": timeout}}
+        },
+    )
 
 
 def application(checkpoint: str, config: ServeConfig = ServeConfig()) -> serve.Application:
