@@ -1,18 +1,19 @@
 """Load on the generation service: batched (@serve.batch) vs one request at a time, same run.
 
-    python -m benchmarks.serve_load [--checkpoint C] [--clients 16] [--seconds 20] [--num-cpus 2]
+    python -m benchmarks.serve_load [--checkpoint C] [--clients 16] [--seconds 15] [--rounds 2] [--num-cpus 2]
         [--max-batch-size 32] [--replicas 1]
 
-Starts a local Ray instance and Serve on 127.0.0.1 (a free port), deploys the service
-twice, first with ``ServeConfig.max_batch_size = --max-batch-size`` and then with 1 (the
-one-request-at-a-time path), and drives each with ``--clients`` concurrent clients (threads,
-one keep-alive connection each, loopback only) for ``--seconds`` per endpoint:
-``GET /api/generate?digit=D&seed=S`` and ``POST /api/reconstruct`` with real FSDD test clips.
-Then one client alone on ``/api/generate``: the latency of a single request. Each phase
-stops by itself at its deadline (a client finishes the request in flight). Prints
-requests/s, p50/p95/p99 latency, errors and the mean batch the service formed (from
-``/api/model``), the batched / one-at-a-time throughput ratio, and the load average; the
-last stdout line is JSON. Exit status 1 if any request failed.
+Starts a local Ray instance and Serve on 127.0.0.1 (a free port) and deploys the service
+twice side by side: ``/batched`` with ``ServeConfig.max_batch_size`` (or --max-batch-size)
+and ``/one_at_a_time`` with 1. In each of --rounds rounds, each application in turn is
+driven by ``--clients`` concurrent clients (threads, one keep-alive connection each,
+loopback only) for ``--seconds`` per endpoint: ``GET /api/generate?digit=D&seed=S`` and
+``POST /api/reconstruct`` with real FSDD clips; then one client alone on ``/api/generate``:
+the latency of a single request. Each phase stops by itself at its deadline (a client
+finishes the request in flight). Prints requests/s, p50/p95/p99 latency, errors and the
+mean batch the service formed (from ``/api/model``) over all rounds, the batched /
+one-at-a-time throughput ratio and the load average; the last stdout line is JSON. Exit
+status 1 if any request failed.
 
 Without --checkpoint, an untrained ``default``-model checkpoint is built (latent statistics
 of real clips): serving cost does not depend on training. What batching can save is what
@@ -42,7 +43,7 @@ MAX_REQUESTS = 100_000
 
 def untrained_checkpoint(directory: str, fsdd_dir: Path, model: str) -> str:
     """An untrained VAE of the ``model`` preset whose latent statistics are those of 100 real clips."""
-    from vae import checkpoint
+    from vae import checkpoint, generation
     from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
     from vae.dataset import extract_clip
     from vae.models import build_vae
@@ -54,7 +55,9 @@ def untrained_checkpoint(directory: str, fsdd_dir: Path, model: str) -> str:
     batch = {k: np.stack([r[k] for r in rows]) for k in ("spectrogram", "digit", "db_min", "db_max")}
     run_cfg = RunConfig(features, preset(ModelConfig, model), PriorConfig(), TrainConfig()).validate()
     vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
-    return checkpoint.save(directory, vae, None, 0, run_cfg, {"epoch": 0}, latent_stats(vae, "normal", [batch]))
+    mu = generation.encode(checkpoint.LoadedModel("mem", run_cfg, vae), batch["spectrogram"])
+    expost = generation.fit_expost(mu, batch["digit"], run_cfg.sampling)  # samples come from these, as a trained run's
+    return checkpoint.save(directory, vae, None, 0, run_cfg, {"epoch": 0}, latent_stats(vae, "normal", [batch]), expost)
 
 
 class Client(threading.Thread):
@@ -95,32 +98,46 @@ def get_json(port: int, path: str) -> dict:
     return body
 
 
-def drive(port: int, make_requests, clients: int, seconds: float, kind: str) -> dict:
-    """``clients`` concurrent clients for ``seconds``; throughput, latency percentiles, errors, mean batch."""
-    before = get_json(port, "/api/model")["batching"][kind]
+def drive(port: int, prefix: str, make_requests, clients: int, seconds: float, kind: str) -> dict:
+    """``clients`` concurrent clients for ``seconds`` on the application at ``prefix``: the raw run."""
+    before = get_json(port, prefix + "/api/model")["batching"][kind]
     deadline = time.monotonic() + seconds
-    threads = [Client(port, make_requests(i), deadline) for i in range(clients)]
+    threads = [Client(port, ((m, prefix + path, b) for m, path, b in make_requests(i)), deadline) for i in range(clients)]
     start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    after = get_json(port, "/api/model")["batching"][kind]
-    latencies = np.array([x for t in threads for x in t.latencies])
-    errors = [e for t in threads for e in t.errors]
-    batches = after["batches"] - before["batches"]
-    p50, p95, p99 = (np.percentile(latencies, [50, 95, 99]) if latencies.size else [float("nan")] * 3)
+    after = get_json(port, prefix + "/api/model")["batching"][kind]
+    return {
+        "latencies": [x for t in threads for x in t.latencies],
+        "errors": [e for t in threads for e in t.errors],
+        "seconds": elapsed,
+        "batches": after["batches"] - before["batches"],
+        "batched_requests": after["requests"] - before["requests"],
+        "load": os.getloadavg()[0],
+    }
+
+
+def summary(runs: list[dict], clients: int) -> dict:
+    """Throughput over all rounds, latency percentiles over every request, errors, mean batch."""
+    latencies = np.array([x for r in runs for x in r["latencies"]])
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99]) if latencies.size else [float("nan")] * 3
+    batches = sum(r["batches"] for r in runs)
+    errors = [e for r in runs for e in r["errors"]]
     return {
         "clients": clients,
         "requests": int(latencies.size),
-        "requests_per_s": latencies.size / elapsed,
+        "requests_per_s": latencies.size / sum(r["seconds"] for r in runs),
+        "requests_per_s_by_round": [round(len(r["latencies"]) / r["seconds"], 2) for r in runs],
         "p50_s": float(p50),
         "p95_s": float(p95),
         "p99_s": float(p99),
         "errors": len(errors),
         "first_errors": errors[:3],
-        "mean_batch": (after["requests"] - before["requests"]) / batches if batches else 0.0,
+        "mean_batch": sum(r["batched_requests"] for r in runs) / batches if batches else 0.0,
+        "load_by_round": [round(r["load"], 1) for r in runs],
     }
 
 
@@ -129,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained --model checkpoint)")
     p.add_argument("--model", default="default", help="ModelConfig preset of the untrained checkpoint")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=20.0, help="per endpoint and mode")
-    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    p.add_argument("--seconds", type=float, default=15.0, help="per endpoint, mode and round")
+    p.add_argument("--rounds", type=int, default=2, help="the modes take turns this many times (shared machines drift)")
+    p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray instance (at least 2 x --replicas)")
     p.add_argument("--max-batch-size", type=int, default=None, help="the batched mode's batch (default: ServeConfig's)")
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--replicas", type=int, default=1, help="replicas of each mode's application")
     p.add_argument("--fsdd-dir", default=os.environ.get("FSDD_DIR") or str(REPO.parent / "shared" / "fsdd" / "recordings"))
     args = p.parse_args(argv)
 
@@ -153,14 +171,6 @@ def main(argv: list[str] | None = None) -> int:
         batched = replace(batched, max_batch_size=args.max_batch_size, max_ongoing_requests=max(batched.max_ongoing_requests, 2 * args.max_batch_size))
     modes = {"batched": batched.validate(), "one_at_a_time": replace(batched, max_batch_size=1).validate()}
 
-    t0 = time.perf_counter()
-    init_ray(args.num_cpus)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    start_serve("127.0.0.1", port, modes["batched"])
-    print(f"Ray and Serve up on 127.0.0.1:{port} in {time.perf_counter() - t0:.1f} s; checkpoint {checkpoint}", flush=True)
-
     # Request streams of client i; a client also stops at MAX_REQUESTS, whatever the deadline.
     def generate(i: int):
         return (("GET", f"/api/generate?digit={(i + k) % 10}&seed={1000 * i + k}", None) for k in range(MAX_REQUESTS))
@@ -168,41 +178,57 @@ def main(argv: list[str] | None = None) -> int:
     def reconstruct(i: int):
         return (("POST", "/api/reconstruct", uploads[(7 * i + k) % len(uploads)]) for k in range(MAX_REQUESTS))
 
-    results: dict[str, dict] = {}
+    phases = (
+        ("generate", generate, "generate", args.clients),
+        ("reconstruct", reconstruct, "reconstruct", args.clients),
+        ("generate_single_client", generate, "generate", 1),
+    )
+    runs: dict[str, dict[str, list]] = {mode: {name: [] for name, *_ in phases} for mode in modes}
+    t0 = time.perf_counter()
+    init_ray(max(args.num_cpus, 2 * args.replicas), include_dashboard=False)  # Serve's Python API needs no dashboard
     try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        start_serve("127.0.0.1", port, batched)
+        # Both applications stay deployed, each at its own prefix; the idle one costs no CPU.
         for mode, cfg in modes.items():
-            t1 = time.perf_counter()
-            serve.run(application(checkpoint, cfg), name="fsdd-vae-bench", route_prefix="/",
+            serve.run(application(checkpoint, cfg), name=mode, route_prefix=f"/{mode}",
                       logging_config={"enable_access_log": False, "log_level": "WARNING"})  # fmt: skip
-            drive(port, generate, 2, 2.0, "generate")  # warm-up: connections, first calls
-            drive(port, reconstruct, 2, 2.0, "reconstruct")
-            print(f"\n{mode}: max_batch_size {cfg.max_batch_size}, {cfg.num_replicas} replica(s), deployed in {time.perf_counter() - t1:.1f} s", flush=True)
-            results[mode] = {}
-            for name, make, kind, clients in (
-                ("generate", generate, "generate", args.clients),
-                ("reconstruct", reconstruct, "reconstruct", args.clients),
-                ("generate_single_client", generate, "generate", 1),
-            ):
-                r = drive(port, make, clients, args.seconds, kind)
-                results[mode][name] = r
-                print(f"  {name:24s} {clients:2d} clients {r['requests']:5d} req {r['requests_per_s']:7.2f} req/s  "
-                      f"p50 {r['p50_s'] * 1e3:7.1f} ms  p95 {r['p95_s'] * 1e3:7.1f} ms  p99 {r['p99_s'] * 1e3:7.1f} ms  "
-                      f"errors {r['errors']}  mean batch {r['mean_batch']:.1f}  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-                for e in r["first_errors"]:
-                    print(f"    error: {e}", flush=True)
+            drive(port, f"/{mode}", generate, 2, 2.0, "generate")  # warm-up: connections, first calls
+            drive(port, f"/{mode}", reconstruct, 2, 2.0, "reconstruct")
+        print(f"Ray, Serve and both applications up on 127.0.0.1:{port} in {time.perf_counter() - t0:.1f} s; "
+              f"checkpoint {checkpoint}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)  # fmt: skip
+        for round_ in range(args.rounds):
+            for mode in modes:
+                for name, make, kind, clients in phases:
+                    r = drive(port, f"/{mode}", make, clients, args.seconds, kind)
+                    runs[mode][name].append(r)
+                    print(f"  round {round_} {mode:14s} {name:23s} {clients:2d} clients {len(r['latencies']) / r['seconds']:7.2f} req/s  "
+                          f"errors {len(r['errors'])}  batches {r['batches']}  load {r['load']:.1f}", flush=True)  # fmt: skip
+                    for e in r["errors"][:3]:
+                        print(f"    error: {e}", flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
         tmp.cleanup()
 
+    results = {mode: {name: summary(rs, phase[3]) for (name, rs), phase in zip(by.items(), phases)} for mode, by in runs.items()}
+    print()
+    for mode, by in results.items():
+        print(f"{mode}: max_batch_size {modes[mode].max_batch_size}, {modes[mode].num_replicas} replica(s), {args.rounds} x {args.seconds:g} s per row")
+        for name, r in by.items():
+            print(f"  {name:23s} {r['clients']:2d} clients {r['requests']:5d} req {r['requests_per_s']:7.2f} req/s  "
+                  f"p50 {r['p50_s'] * 1e3:7.1f} ms  p95 {r['p95_s'] * 1e3:7.1f} ms  p99 {r['p99_s'] * 1e3:7.1f} ms  "
+                  f"errors {r['errors']}  mean batch {r['mean_batch']:.1f}")  # fmt: skip
     ratios = {e: results["batched"][e]["requests_per_s"] / results["one_at_a_time"][e]["requests_per_s"] for e in ("generate", "reconstruct")}
-    errors = sum(r["errors"] for m in results.values() for r in m.values())
+    errors = sum(r["errors"] for by in results.values() for r in by.values())
     print(f"\nbatched / one-at-a-time throughput at {args.clients} clients: generate {ratios['generate']:.2f}x, "
           f"reconstruct {ratios['reconstruct']:.2f}x (target >= 3x); single-client generate p99 "
           f"{results['batched']['generate_single_client']['p99_s'] * 1e3:.0f} ms (target < 1000 ms); errors {errors}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
-    print(json.dumps({"clients": args.clients, "seconds": args.seconds, "num_cpus": args.num_cpus, "ratios": ratios,
-                      "errors": errors, "load_average_1min": round(os.getloadavg()[0], 1), "results": results}))  # fmt: skip
+    print(json.dumps({"clients": args.clients, "seconds": args.seconds, "rounds": args.rounds, "num_cpus": args.num_cpus,
+                      "ratios": ratios, "errors": errors, "load_average_1min": round(os.getloadavg()[0], 1), "results": results}))  # fmt: skip
     return 1 if errors else 0
 
 

@@ -61,6 +61,21 @@ def service(ray_local, serve_checkpoint, free_port):
     assert ray.available_resources().get("CPU", 0) == cpus, ray.available_resources()
 
 
+@pytest.fixture(scope="module")
+def conditional_service(service, fsdd_dir, tmp_path_factory):
+    """A conditional model beside the first one, on the same Serve, at /conditional."""
+    from ray import serve
+
+    from vae.serving import application
+
+    checkpoint = make_checkpoint(tmp_path_factory.mktemp("serve_cond") / "checkpoint_0000", fsdd_dir, conditional=True)
+    serve.run(application(checkpoint, CONFIG), name="fsdd-vae-conditional", route_prefix="/conditional")
+    try:
+        yield service + "/conditional"
+    finally:
+        serve.delete("fsdd-vae-conditional")
+
+
 def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -109,6 +124,7 @@ def test_healthz_and_model_describe_the_checkpoint(service, serve_checkpoint):
     assert model["config"]["model"]["latent_dim"] == 4 and model["config"]["features"]["n_bins"] == FEATURES.n_bins
     assert model["metrics"]["val_recon_mse"] == 0.1
     assert model["limits"]["max_clips"] == CONFIG.max_clips and model["batching"]["max_batch_size"] == CONFIG.max_batch_size
+    assert model["conditional"] is False and model["sampler"] == "expost"
 
 
 def test_generate_a_digit_returns_a_wav_with_its_seed(service):
@@ -223,6 +239,7 @@ def _bad_requests(fsdd_dir: Path) -> list[tuple[str, str, bytes | None, int, str
         ("POST", "/api/reconstruct", too_long, 413, "clip is 6.0 s long"),
         ("POST", "/api/reconstruct", b"RIFF" + bytes(CONFIG.max_upload_bytes), 413, f"the most this service accepts is {CONFIG.max_upload_bytes}"),
         ("POST", "/api/reconstruct?trim=maybe", real, 400, "trim='maybe'"),
+        ("POST", "/api/reconstruct?digit=10", real, 400, "digit=10 is out of range"),
     ]
 
 
@@ -260,6 +277,20 @@ def test_concurrent_requests_are_batched(service, fsdd_dir):
         requests = after[kind]["requests"] - before[kind]["requests"]
         batches = after[kind]["batches"] - before[kind]["batches"]
         assert requests == 8 and batches < requests, (kind, before, after)
+
+
+def test_a_conditional_model_reconstructs_with_the_digit_the_clip_says(conditional_service, fsdd_dir):
+    model = json.loads(http(conditional_service + "/api/model")[2])
+    assert model["conditional"] is True and model["sampler"] == "expost"
+    upload = (fsdd_dir / "2_george_30.wav").read_bytes()
+    status, _, body = http(conditional_service + "/api/reconstruct", "POST", upload)
+    assert status == 400 and "conditional model: say which digit the clip is, with digit=D" in json.loads(body)["error"]
+    status, headers, body = http(conditional_service + "/api/reconstruct?digit=2", "POST", upload)
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    _check_clip(body, FEATURES)
+    status, headers, body = http(conditional_service + "/api/generate?digit=2&seed=4")
+    assert status == 200 and headers["x-digit"] == "2"
+    _check_clip(body, FEATURES)
 
 
 # --------------------------------------------------------------------------- the page in a browser
@@ -350,6 +381,7 @@ def test_page_plays_a_seven_an_upload_and_a_recording_in_headless_chromium(brows
     tools = browser
     tools.wait_for("document.querySelectorAll('#digits button').length === 10")
     assert tools.eval("document.querySelector('#digits button[data-digit=\"9\"]').disabled") is True
+    assert tools.eval("document.getElementById('recon-digit-label').hidden") is True  # not a conditional model
     assert "epoch 0" in tools.eval("document.getElementById('model').textContent")
 
     tools.eval("document.querySelector('#digits button[data-digit=\"7\"]').click()")

@@ -12,9 +12,12 @@ from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, Train
 DIGITS = tuple(range(9))
 
 
-def make_checkpoint(directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 11)) -> str:
-    """An untrained ``tiny`` VAE with the latent statistics of real clips of ``digits`` (no Ray, seconds)."""
-    from vae import checkpoint
+def make_checkpoint(directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 11), conditional: bool = False) -> str:
+    """An untrained ``tiny`` VAE with the latent statistics and ex-post mixtures of real clips of
+    ``digits`` (no Ray, seconds)."""
+    from dataclasses import replace
+
+    from vae import checkpoint, generation
     from vae.dataset import extract_clip
     from vae.models import build_vae
     from vae.training import latent_stats
@@ -27,7 +30,10 @@ def make_checkpoint(directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 1
         for path in [fsdd_dir / f"{d}_jackson_{t}.wav"]
     ]
     batch = {k: np.stack([r[k] for r in rows]) for k in ("spectrogram", "digit", "db_min", "db_max")}
-    run_cfg = RunConfig(features, preset(ModelConfig, "tiny"), PriorConfig(), TrainConfig(epochs=1)).validate()
+    model_cfg = replace(preset(ModelConfig, "tiny"), conditional=conditional)
+    run_cfg = RunConfig(features, model_cfg, PriorConfig(), TrainConfig(epochs=1)).validate()
     model = build_vae(features.shape, run_cfg.model, run_cfg.prior)
     stats = latent_stats(model, "normal", [batch])
-    return checkpoint.save(str(directory), model, None, 0, run_cfg, {"epoch": 0, "val_recon_mse": 0.1}, stats)
+    mu = generation.encode(checkpoint.LoadedModel("mem", run_cfg, model), batch["spectrogram"], batch["digit"])
+    expost = generation.fit_expost(mu, batch["digit"], run_cfg.sampling)
+    return checkpoint.save(str(directory), model, None, 0, run_cfg, {"epoch": 0, "val_recon_mse": 0.1}, stats, expost)

@@ -7,13 +7,15 @@ HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status":
   ``n`` (1 to ``ServeConfig.max_clips``). One clip comes back as ``audio/wav``; ``format=json``
   (the default when n > 1) returns ``{"digit", "seed", "n", "sample_rate", "clips": [{"wav",
   "spectrogram_png", "problem"}]}`` with WAV and PNG bytes base64-encoded.
-- ``POST /api/reconstruct?format=wav|json&trim=0|1``: the request body is an audio file (WAV,
-  FLAC, OGG), decoded, resampled and checked exactly as extraction does
+- ``POST /api/reconstruct?digit=D&format=wav|json&trim=0|1``: the request body is an audio file
+  (WAV, FLAC, OGG), decoded, resampled and checked exactly as extraction does
   (:func:`vae.features.decode_audio`, :func:`vae.features.waveform_to_spectrogram`); ``trim=1``
-  first cuts leading and trailing silence (for recordings made in the browser). The
+  first cuts leading and trailing silence (for recordings made in the browser); ``digit``, the
+  digit the clip says, is required by a conditional model (ignored otherwise). The
   reconstruction comes back as ``audio/wav``, or as JSON with both spectrograms and the
   log-spectral distance between input and reconstruction.
-- ``GET /api/model``: checkpoint, epoch, config, metrics, digits available, limits, batching counters.
+- ``GET /api/model``: checkpoint, epoch, config, metrics, digits available, whether the model is
+  conditional, where samples come from, limits, batching counters.
 - ``GET /healthz``: ``{"status": "ok"}`` once the model is loaded (load balancers, Kubernetes probes).
 - ``GET /``: the listening page (``index.html`` beside this file).
 
@@ -42,8 +44,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from vae.config import IngestConfig, ServeConfig, from_dict, to_dict
-from vae.training import N_DIGITS
+from vae.config import N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
 
 PAGE = Path(__file__).with_name("index.html")
 DEPLOYMENT = "VaeService"
@@ -71,6 +72,7 @@ class ReconstructItem:
     spectrogram: np.ndarray
     db_min: float
     db_max: float
+    digit: int | None  # what the clip says; a conditional model encodes and decodes with it
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -186,6 +188,7 @@ class VaeService:
         self.loaded = load(checkpoint)
         self.features = self.loaded.run_config.features
         self.digits = digits_available(self.loaded)
+        self.conditional = self.loaded.run_config.model.conditional
         self.page = PAGE.read_text()
         self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
         for handler in (self._generate_batch, self._reconstruct_batch):
@@ -198,7 +201,7 @@ class VaeService:
         from vae import generation
 
         spec = generation.sample(self.loaded, 1, seed=0)
-        generation.reconstruct(self.loaded, spec)
+        generation.reconstruct(self.loaded, spec, [self.digits[0] if self.digits else 0] if self.conditional else None)
         for size in self.config.vocoder_batch_sizes or (1,):
             generation.to_waveforms(self.loaded, np.repeat(spec, size, axis=0))
 
@@ -234,7 +237,8 @@ class VaeService:
     def _reconstruct(self, items: list[ReconstructItem]) -> list[Any]:
         from vae import generation
 
-        recon = generation.reconstruct(self.loaded, np.stack([item.spectrogram for item in items]))
+        digits = np.array([item.digit for item in items]) if self.conditional else None
+        recon = generation.reconstruct(self.loaded, np.stack([item.spectrogram for item in items]), digits)
         waves = self._to_waveforms(recon, [(item.db_min, item.db_max) for item in items])
         self._count("reconstruct", len(items), len(items))
         return list(zip(recon, waves))
@@ -276,6 +280,8 @@ class VaeService:
 
     @api.get("/api/model")
     async def model(self) -> dict[str, Any]:
+        from vae import generation
+
         cfg = self.config
         return {
             "checkpoint": self.loaded.uri,
@@ -283,6 +289,8 @@ class VaeService:
             "config": to_dict(self.loaded.run_config),
             "metrics": self.loaded.metrics,
             "digits_available": self.digits,
+            "conditional": self.conditional,
+            "sampler": generation.sampler(self.loaded),
             "sample_rate": self.features.sample_rate,
             "clip_seconds": self.features.clip_seconds,
             "limits": {"max_clips": cfg.max_clips, "max_upload_bytes": cfg.max_upload_bytes, "max_upload_seconds": cfg.max_upload_seconds},
@@ -318,11 +326,14 @@ class VaeService:
 
     @api.post("/api/reconstruct")
     async def reconstruct(self, request: Request) -> Response:
-        params = _params(request, ("format", "trim"))
+        params = _params(request, ("digit", "format", "trim"))
+        digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
+        if digit is None and self.conditional:
+            raise BadRequest(f"checkpoint {self.loaded.uri} is a conditional model: say which digit the clip is, with digit=D")
         fmt = _choice(params, "format", ("wav", "json"), "wav")
         trim = _flag(params, "trim")
         data = await _read_body(request, self.config.max_upload_bytes)
-        original, item, clip = await asyncio.to_thread(self._features, data, trim)
+        original, item, clip = await asyncio.to_thread(self._features, data, trim, digit)
 
         result = await self._reconstruct_batch(item)
         recon, y = result
@@ -348,7 +359,7 @@ class VaeService:
 
     # ------------------------------------------------------------------ helpers (worker thread)
 
-    def _features(self, data: bytes, trim: bool):
+    def _features(self, data: bytes, trim: bool, digit: int | None):
         """Extraction's decoding, resampling and checks; the waveform, the batch item and the clip."""
         from vae.features import AudioError, decode_audio, waveform_to_spectrogram
 
@@ -371,7 +382,7 @@ class VaeService:
             spec, db_min, db_max = waveform_to_spectrogram(y, self.features)
         except AudioError as exc:
             raise BadRequest(f"body is not usable audio: {exc.reason}") from None
-        return y, ReconstructItem(spec, db_min, db_max), clip
+        return y, ReconstructItem(spec, db_min, db_max, digit), clip
 
     def _wav(self, y: np.ndarray) -> bytes:
         from vae.features import wav_bytes
