@@ -3,6 +3,8 @@ independence, round-trip quality, shapes for both presets, bad input."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import librosa
 import numpy as np
 import pytest
@@ -117,3 +119,39 @@ def test_bad_input_is_named():
         vocoder.spectrograms_to_waveforms(good, cfg, n_iter=-1)
     with pytest.raises(ValueError, match="batch_size"):
         vocoder.spectrograms_to_waveforms(good, cfg, batch_size=0)
+
+
+def test_generation_to_waveforms_undoes_the_right_db_range(fsdd_dir):
+    """``to_waveforms`` hands every clip's dB range to the batched vocoder: the digit's training mean for
+    samples (``per_clip`` features), the source's for reconstructions, none for ``fixed`` features."""
+    from types import SimpleNamespace
+
+    from vae import generation
+
+    cfg = preset(FeatureConfig, "seed")
+    _, specs, lo, hi = _clips(fsdd_dir, cfg)
+    stats = {"digits": {"3": {"db_min": -75.0, "db_max": -5.0}}, "db_min": -70.0, "db_max": 0.0}
+    cfg = replace(cfg, griffin_lim_iters=2)  # the checkpoint's features set the iterations
+    loaded = SimpleNamespace(run_config=SimpleNamespace(features=cfg), latent_stats=stats)
+    n = len(specs)
+
+    def vocode(a, b):
+        return vocoder.spectrograms_to_waveforms(specs, cfg, np.full(n, a), np.full(n, b), seed=4)
+
+    def to_waveforms(**kw):
+        return np.stack(generation.to_waveforms(loaded, specs, seed=4, **kw))
+
+    np.testing.assert_array_equal(to_waveforms(digit=3), vocode(-75.0, -5.0))
+    np.testing.assert_array_equal(to_waveforms(), vocode(-70.0, 0.0))
+    np.testing.assert_array_equal(
+        to_waveforms(db_ranges=list(zip(lo, hi))), vocoder.spectrograms_to_waveforms(specs, cfg, lo, hi, seed=4)
+    )
+    with pytest.raises(generation.GenerationError, match="every spectrogram or for none"):
+        generation.to_waveforms(loaded, specs[:2], db_ranges=[(-80.0, 0.0), (None, None)])
+    fixed = preset(FeatureConfig, "default", griffin_lim_iters=2)
+    _, fixed_specs, _, _ = _clips(fsdd_dir, fixed)
+    fixed_loaded = SimpleNamespace(run_config=SimpleNamespace(features=fixed), latent_stats=stats)
+    np.testing.assert_array_equal(
+        np.stack(generation.to_waveforms(fixed_loaded, fixed_specs, digit=3)),
+        vocoder.spectrograms_to_waveforms(fixed_specs, fixed),
+    )
