@@ -316,10 +316,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         train_sums, steps_done = _train_epoch(steps, train_shard, run_cfg, epoch, rank, steps_per_epoch)
         train_time = time.perf_counter() - t0
+        val = _validate(steps, val_shard, run_cfg)
+        val_time = time.perf_counter() - t0 - train_time
         total = all_reduce({
             "train": train_sums,
             "train_clips": np.array([steps_done * tcfg.batch_size]),
-            "val": _validate(steps, val_shard, run_cfg),
+            "val": val,
             # Summed over workers, so every worker takes the same decisions from the same numbers.
             "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
         })
@@ -328,14 +330,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         last = out_of_time or epoch == tcfg.epochs
         metrics = _epoch_metrics(epoch, start_epoch, steps_done, total, train_time)
         metrics.update(initial_val_loss=initial_val_loss, kl_weight=run_cfg.prior.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
+        metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
         history.append(metrics)
 
         checkpoint = None
         if last or epoch % tcfg.checkpoint_every == 0:
+            t1 = time.perf_counter()
             latent = all_reduce({"latent": _encode_shard(steps, train_shard, run_cfg, rank, rows_per_rank, world)})["latent"]
-            metrics["epoch_time_s"] = float(time.perf_counter() - t0)
             if rank == 0:
+                metrics["epoch_time_s"] = float(time.perf_counter() - t0)  # as saved; final below
                 checkpoint = _checkpoint(model, optimizer, epoch, run_cfg, {**metrics, "history": history}, latent)
+            metrics["checkpoint_time_s"] = time.perf_counter() - t1
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
         if rank == 0:
             _say(
