@@ -206,6 +206,12 @@ class TrainConfig:
     # Ray placement of the workers: "PACK" fills a node first, "SPREAD" puts them on different nodes.
     placement_strategy: str = "PACK"
     seed: int = 0
+    # XLA-compile the train/eval steps where the strategy allows it (one worker): see
+    # vae.models.DistributedSteps. False keeps plain TensorFlow graphs.
+    jit_compile: bool = True
+    # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
+    # and a fit) after every this-many epochs, and always after the last one.
+    checkpoint_every: int = 1
     checkpoints_to_keep: int = 2
     max_failures: int = 2
     # Test-only fault switch: worker of this rank exits hard at the start of this epoch, once.
@@ -213,7 +219,7 @@ class TrainConfig:
     fault_rank: int = 1
 
     def validate(self) -> "TrainConfig":
-        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep")
+        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep", "checkpoint_every")
         if self.time_budget_s < 0:
             raise ConfigError(f"TrainConfig.time_budget_s={self.time_budget_s} must be >= 0 (0 = no limit)")
         if self.max_failures < -1:

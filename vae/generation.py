@@ -21,7 +21,7 @@ import numpy as np
 
 from vae.checkpoint import LoadedModel
 from vae.config import N_DIGITS, SamplingConfig
-from vae.features import spectrogram_to_waveform
+from vae.vocoder import spectrograms_to_waveforms
 
 
 class GenerationError(ValueError):
@@ -202,17 +202,20 @@ def to_waveforms(
     digit: int | None = None,
     seed: int = 0,
 ) -> list[np.ndarray]:
-    """Griffin-Lim waveforms at the feature config's sample rate, one per spectrogram.
+    """Griffin-Lim waveforms at the feature config's sample rate, one per spectrogram
+    (in batches: :func:`vae.vocoder.spectrograms_to_waveforms`; clip ``i`` gets seed ``seed + i``).
 
     ``db_ranges`` (one per spectrogram) is for reconstructions, whose source range
     is known; otherwise the training mean range is used.
     """
-    cfg = loaded.run_config.features
-    default = db_range(loaded, digit)
-    return [
-        spectrogram_to_waveform(spec, cfg, *(db_ranges[i] if db_ranges is not None else default), seed=seed + i)
-        for i, spec in enumerate(specs)
-    ]
+    ranges = db_ranges if db_ranges is not None else [db_range(loaded, digit)] * len(specs)
+    known = [lo is not None and hi is not None for lo, hi in ranges]
+    if any(known) and not all(known):
+        raise GenerationError("db_ranges must give a dB range for every spectrogram or for none")
+    lo = hi = None
+    if ranges and all(known):
+        lo, hi = np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+    return list(spectrograms_to_waveforms(specs, loaded.run_config.features, lo, hi, seed=seed))
 
 
 def check_audio(y: np.ndarray, silence_peak: float) -> str | None:

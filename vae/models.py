@@ -181,25 +181,35 @@ class VAE(keras.Model):
 TERMS = ("loss", "recon", "kl", "recon_mse")
 
 
+def _is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 class DistributedSteps:
     """The compiled steps one worker runs under a ``tf.distribute`` strategy (the default one in a
     single process): each returns per-term SUMS over its replica's clips, in :data:`TERMS` order.
 
     ``train``: loss summed over the replica's clips / the GLOBAL batch size, gradients all-reduced
     by the optimizer inside ``strategy.run``, so N workers x batch B take the step of one worker x N*B.
+
+    ``jit_compile``: XLA-compile the steps. Only without cross-worker collectives (one worker, or a
+    single process): XLA on CPU cannot compile the all-reduce of gradients and of synchronised
+    BatchNorm statistics, so under a multi-worker strategy the steps stay plain graphs.
     """
 
-    def __init__(self, model: VAE, optimizer, global_batch: int, strategy=None):
+    def __init__(self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False):
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
         self.strategy = strategy or tf.distribute.get_strategy()
+        jit = bool(jit_compile) and self.strategy.num_replicas_in_sync == 1 and not _is_multi_worker(self.strategy)
+        self.jit_compile = jit
         h, w = model.input_hw
         x = tf.TensorSpec([None, h, w], tf.float32)
         digits = tf.TensorSpec([None], tf.int32)
         eps = tf.TensorSpec([model.prior_cfg.kl_samples, None, model.model_cfg.latent_dim], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
-        self.train = tf.function(self._train, input_signature=[x, digits, eps, scalar])
-        self.evaluate = tf.function(self._evaluate, input_signature=[x, digits, eps])
-        self.encode = tf.function(self._encode, input_signature=[x, digits])
+        self.train = tf.function(self._train, input_signature=[x, digits, eps, scalar], jit_compile=jit)
+        self.evaluate = tf.function(self._evaluate, input_signature=[x, digits, eps], jit_compile=jit)
+        self.encode = tf.function(self._encode, input_signature=[x, digits], jit_compile=jit)
         self.all_reduce = tf.function(self._all_reduce)
 
     @staticmethod

@@ -14,6 +14,7 @@ across replicas, and the sampling noise of each clip a function of
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -265,8 +266,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import tensorflow as tf
 
-    from vae import checkpoint as ckpt_lib
-    from vae.generation import fit_expost
     from vae.models import DistributedSteps, build_vae
 
     run_cfg = from_dict(RunConfig, config["run_config"]).validate()
@@ -280,14 +279,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         pass  # TensorFlow already initialised in this process: keep its setting
     keras.utils.set_random_seed(tcfg.seed)
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # One worker needs no collectives, and without them the steps can be XLA-compiled.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
     steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
     with strategy.scope():
         model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
         optimizer = make_optimizer(tcfg, steps_per_epoch)
         optimizer.build(model.trainable_variables)
     start_epoch, restored_metrics = _restore(model, optimizer, tcfg, rank)
-    steps = DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy)
+    steps = DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile)
     rows_per_rank = -(-config["num_train_rows"] // world) + 1
     train_shard, val_shard = ray.train.get_dataset_shard(TRAIN), ray.train.get_dataset_shard(VAL)
 
@@ -316,46 +316,65 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         train_sums, steps_done = _train_epoch(steps, train_shard, run_cfg, epoch, rank, steps_per_epoch)
         train_time = time.perf_counter() - t0
+        val = _validate(steps, val_shard, run_cfg)
+        val_time = time.perf_counter() - t0 - train_time
         total = all_reduce({
             "train": train_sums,
             "train_clips": np.array([steps_done * tcfg.batch_size]),
-            "val": _validate(steps, val_shard, run_cfg),
-            "latent": _encode_shard(steps, train_shard, run_cfg, rank, rows_per_rank, world),
-            # Summed over workers, so every worker takes the same stop decision from the same numbers.
+            "val": val,
+            # Summed over workers, so every worker takes the same decisions from the same numbers.
             "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
         })
-        metrics = _epoch_metrics(epoch, start_epoch, steps_done, total, train_time)
-        metrics["initial_val_loss"] = initial_val_loss
-        metrics["kl_weight"] = run_cfg.prior.kl_weight(epoch)
-        metrics["epoch_time_s"] = float(time.perf_counter() - t0)
         elapsed, epoch_time = total["clock"] / world
         out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
-        metrics["stopped_by_time_budget"] = bool(out_of_time)
+        last = out_of_time or epoch == tcfg.epochs
+        metrics = _epoch_metrics(epoch, start_epoch, steps_done, total, train_time)
+        metrics.update(initial_val_loss=initial_val_loss, kl_weight=run_cfg.prior.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
+        metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
         history.append(metrics)
 
-        name = f"checkpoint_{epoch:04d}"
-        if rank != 0:
-            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
-            if out_of_time:
-                break
-            continue
-        latent = total["latent"]
-        table = latent.pop("latents")
-        used = table[:, -1] > 0.5
-        stats = latent_stats_from_sums(latent, run_cfg.prior.kind)
-        expost = fit_expost(table[used, :-2], table[used, -2], run_cfg.sampling, seed=tcfg.seed)
-        _say(
-            f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
-            f"{metrics['train_recon_mse']:.4g}, kl {metrics['train_kl']:.4g}) | val loss {metrics['val_loss']:.4g} "
-            f"(recon_mse {metrics['val_recon_mse']:.4g}, kl {metrics['val_kl']:.4g}) | "
-            f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
-        )
-        with tempfile.TemporaryDirectory(prefix="fsdd-vae-") as tmp:
-            ckpt_lib.save(tmp, model, optimizer, epoch, run_cfg, {**metrics, "history": history}, stats, expost)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+        checkpoint = None
+        if last or epoch % tcfg.checkpoint_every == 0:
+            t1 = time.perf_counter()
+            latent = all_reduce({"latent": _encode_shard(steps, train_shard, run_cfg, rank, rows_per_rank, world)})["latent"]
+            if rank == 0:
+                metrics["epoch_time_s"] = float(time.perf_counter() - t0)  # as saved; final below
+                checkpoint = _checkpoint(model, optimizer, epoch, run_cfg, {**metrics, "history": history}, latent)
+            metrics["checkpoint_time_s"] = time.perf_counter() - t1
+        metrics["epoch_time_s"] = float(time.perf_counter() - t0)
+        if rank == 0:
+            _say(
+                f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
+                f"{metrics['train_recon_mse']:.4g}, kl {metrics['train_kl']:.4g}) | val loss {metrics['val_loss']:.4g} "
+                f"(recon_mse {metrics['val_recon_mse']:.4g}, kl {metrics['val_kl']:.4g}) | "
+                f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
+            )
+        try:
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{epoch:04d}")
+        finally:
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint.path, ignore_errors=True)
         if out_of_time:
-            _say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
+            if rank == 0:
+                _say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
             break
+
+
+def _checkpoint(model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent: dict):
+    """A Ray checkpoint in a local temporary folder: weights, optimizer, configs, metrics, the latent
+    statistics and the ex-post mixtures of every worker's encodings (``latent``, all-reduced)."""
+    import ray.train
+
+    from vae import checkpoint as ckpt_lib
+    from vae.generation import fit_expost
+
+    table = latent.pop("latents")
+    used = table[:, -1] > 0.5
+    stats = latent_stats_from_sums(latent, run_cfg.prior.kind)
+    expost = fit_expost(table[used, :-2], table[used, -2], run_cfg.sampling, seed=run_cfg.train.seed)
+    directory = tempfile.mkdtemp(prefix="fsdd-vae-")
+    ckpt_lib.save(directory, model, optimizer, epoch, run_cfg, metrics, stats, expost)
+    return ray.train.Checkpoint.from_directory(directory)
 
 
 def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: int | None = None):
@@ -372,7 +391,7 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, seed=tcfg.seed)
     optimizer = make_optimizer(tcfg, n // tcfg.batch_size)
     optimizer.build(model.trainable_variables)
-    steps = DistributedSteps(model, optimizer, tcfg.batch_size)
+    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile)
     rng = np.random.default_rng(tcfg.seed)
     history = []
     for epoch in range(1, (epochs or tcfg.epochs) + 1):
