@@ -1,6 +1,6 @@
 """Load on the generation service: batched (@serve.batch) vs one request at a time, same run.
 
-    python -m benchmarks.serve_load [--checkpoint C] [--clients 16] [--seconds 15] [--rounds 2] [--num-cpus 2]
+    python -m benchmarks.serve_load [--checkpoint C] [--clients 16] [--seconds 8] [--rounds 2] [--num-cpus 2]
         [--max-batch-size 32] [--replicas 1]
 
 Starts a local Ray instance and Serve on 127.0.0.1 (a free port) and deploys the service
@@ -17,8 +17,8 @@ status 1 if any request failed.
 
 Without --checkpoint, an untrained ``default``-model checkpoint is built (latent statistics
 of real clips): serving cost does not depend on training. What batching can save is what
-one ``generation.to_waveforms`` call over a batch saves over the same clips one by one; while
-Griffin-Lim inverts clip by clip, the ratio stays near 1.
+one ``generation.to_waveforms`` call over a batch (the batched Griffin-Lim of
+``vae/vocoder.py``) saves over the same clips one by one.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def untrained_checkpoint(directory: str, fsdd_dir: Path, model: str) -> str:
     batch = {k: np.stack([r[k] for r in rows]) for k in ("spectrogram", "digit", "db_min", "db_max")}
     run_cfg = RunConfig(features, preset(ModelConfig, model), PriorConfig(), TrainConfig()).validate()
     vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
-    mu = generation.encode(checkpoint.LoadedModel("mem", run_cfg, vae), batch["spectrogram"])
+    mu = generation.encode(checkpoint.LoadedModel("mem", run_cfg, vae), batch["spectrogram"], batch["digit"])
     expost = generation.fit_expost(mu, batch["digit"], run_cfg.sampling)  # samples come from these, as a trained run's
     return checkpoint.save(directory, vae, None, 0, run_cfg, {"epoch": 0}, latent_stats(vae, "normal", [batch]), expost)
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained --model checkpoint)")
     p.add_argument("--model", default="default", help="ModelConfig preset of the untrained checkpoint")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=15.0, help="per endpoint, mode and round")
+    p.add_argument("--seconds", type=float, default=8.0, help="per endpoint, mode and round (default run: about 2 minutes)")
     p.add_argument("--rounds", type=int, default=2, help="the modes take turns this many times (shared machines drift)")
     p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray instance (at least 2 x --replicas)")
     p.add_argument("--max-batch-size", type=int, default=None, help="the batched mode's batch (default: ServeConfig's)")
@@ -165,18 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     fsdd = Path(args.fsdd_dir)
     tmp = tempfile.TemporaryDirectory(prefix="serve-load-")
     checkpoint = args.checkpoint or untrained_checkpoint(os.path.join(tmp.name, "checkpoint"), fsdd, args.model)
-    uploads = [(fsdd / f"{d}_{s}_{t}.wav").read_bytes() for d in range(10) for s in ("jackson", "theo", "yweweler") for t in range(3)]
+    uploads = [(d, (fsdd / f"{d}_{s}_{t}.wav").read_bytes()) for d in range(10) for s in ("jackson", "theo", "yweweler") for t in range(3)]
     batched = replace(ServeConfig(), num_replicas=args.replicas)
     if args.max_batch_size:
         batched = replace(batched, max_batch_size=args.max_batch_size, max_ongoing_requests=max(batched.max_ongoing_requests, 2 * args.max_batch_size))
     modes = {"batched": batched.validate(), "one_at_a_time": replace(batched, max_batch_size=1).validate()}
 
+    digits = list(range(10))  # the checkpoint's own, once it is deployed
+
     # Request streams of client i; a client also stops at MAX_REQUESTS, whatever the deadline.
+    # Uploads say their digit: a conditional model needs it (others ignore it).
     def generate(i: int):
-        return (("GET", f"/api/generate?digit={(i + k) % 10}&seed={1000 * i + k}", None) for k in range(MAX_REQUESTS))
+        return (("GET", f"/api/generate?digit={digits[(i + k) % len(digits)]}&seed={1000 * i + k}", None) for k in range(MAX_REQUESTS))
 
     def reconstruct(i: int):
-        return (("POST", "/api/reconstruct", uploads[(7 * i + k) % len(uploads)]) for k in range(MAX_REQUESTS))
+        return (("POST", f"/api/reconstruct?digit={d}", body) for d, body in (uploads[(7 * i + k) % len(uploads)] for k in range(MAX_REQUESTS)))
 
     phases = (
         ("generate", generate, "generate", args.clients),
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode, cfg in modes.items():
             serve.run(application(checkpoint, cfg), name=mode, route_prefix=f"/{mode}",
                       logging_config={"enable_access_log": False, "log_level": "WARNING"})  # fmt: skip
+            digits[:] = get_json(port, f"/{mode}/api/model")["digits_available"] or digits
             drive(port, f"/{mode}", generate, 2, 2.0, "generate")  # warm-up: connections, first calls
             drive(port, f"/{mode}", reconstruct, 2, 2.0, "reconstruct")
         print(f"Ray, Serve and both applications up on 127.0.0.1:{port} in {time.perf_counter() - t0:.1f} s; "

@@ -74,6 +74,9 @@ def test_batches_are_independent_and_seeded(fsdd_dir):
     assert np.abs(other_seed - batched[0]).max() > 0.05
     # The single-clip helper is a batch of one.
     np.testing.assert_array_equal(F.spectrogram_to_waveform(specs[2], cfg, seed=7), alone[2])
+    # One seed per clip (a service's batch of unrelated requests): clip i sounds as it does alone with seed[i].
+    seeds = [5 + i for i in range(len(specs))][::-1]
+    np.testing.assert_allclose(vocoder.spectrograms_to_waveforms(specs[::-1], cfg, seed=seeds, batch_size=4), alone[::-1], atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["default", "seed"])
@@ -119,6 +122,8 @@ def test_bad_input_is_named():
         vocoder.spectrograms_to_waveforms(good, cfg, n_iter=-1)
     with pytest.raises(ValueError, match="batch_size"):
         vocoder.spectrograms_to_waveforms(good, cfg, batch_size=0)
+    with pytest.raises(ValueError, match=r"seed needs one value per spectrogram \(2\)"):
+        vocoder.spectrograms_to_waveforms(good, cfg, seed=[1, 2, 3])
 
 
 def test_generation_to_waveforms_undoes_the_right_db_range(fsdd_dir):

@@ -17,6 +17,8 @@ frequencies when none is asked for).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from vae.checkpoint import LoadedModel
@@ -200,10 +202,11 @@ def to_waveforms(
     specs: np.ndarray,
     db_ranges: list[tuple[float | None, float | None]] | None = None,
     digit: int | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> list[np.ndarray]:
     """Griffin-Lim waveforms at the feature config's sample rate, one per spectrogram
-    (in batches: :func:`vae.vocoder.spectrograms_to_waveforms`; clip ``i`` gets seed ``seed + i``).
+    (in batches: :func:`vae.vocoder.spectrograms_to_waveforms`; clip ``i`` gets seed ``seed + i``,
+    or ``seed[i]`` given one per clip).
 
     ``db_ranges`` (one per spectrogram) is for reconstructions, whose source range
     is known; otherwise the training mean range is used.

@@ -14,7 +14,7 @@ TensorFlow is imported inside functions: feature extraction imports
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def spectrograms_to_waveforms(
     db_min: np.ndarray | None = None,
     db_max: np.ndarray | None = None,
     n_iter: int | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     jit_compile: bool = True,
@@ -40,6 +40,8 @@ def spectrograms_to_waveforms(
 
     ``db_min``/``db_max``: one dB range per clip to undo ``per_clip`` normalisation
     (see :func:`vae.features.spectrogram_to_db`), or ``None`` for the config's range.
+    ``seed``: clip ``i`` starts from seed ``seed + i``, or from ``seed[i]`` given one per clip
+    (a clip then sounds the same whatever else shares its batch).
     ``n_iter`` defaults to ``cfg.griffin_lim_iters``. ``progress(done, n)`` is called
     after each batch of ``batch_size`` clips. ``jit_compile=False`` runs the same
     graph without XLA (slower on CPU, see ``benchmarks/griffin_lim.py``).
@@ -66,19 +68,22 @@ def spectrograms_to_waveforms(
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    seeds = seed + np.arange(n) if np.ndim(seed) == 0 else np.asarray(seed, np.int64)
+    if seeds.shape != (n,):
+        raise ValueError(f"seed needs one value per spectrogram ({n}) or one for all, got shape {seeds.shape}")
 
     out = np.zeros((n, cfg.n_samples), dtype=np.float32)
     for a in range(0, n, batch_size):
         b = min(a + batch_size, n)
         lo, hi = (None, None) if db_min is None else (db_min[a:b], db_max[a:b])
         mag = db_to_magnitude(spectrogram_to_db(specs[a:b], cfg, lo, hi), cfg)
-        out[a:b] = _invert(mag, cfg, n_iter, seed + a, jit_compile)
+        out[a:b] = _invert(mag, cfg, n_iter, seeds[a:b], jit_compile)
         if progress is not None:
             progress(b, n)
     return out
 
 
-def _invert(mag: np.ndarray, cfg: FeatureConfig, n_iter: int, seed: int, jit_compile: bool) -> np.ndarray:
+def _invert(mag: np.ndarray, cfg: FeatureConfig, n_iter: int, seeds: np.ndarray, jit_compile: bool) -> np.ndarray:
     """One batch of linear STFT magnitudes ``[B, n_bins, n_frames]`` (Nyquist side trimmed
     as in the features) -> peak-normalised waveforms ``[B, cfg.n_samples]``."""
     import tensorflow as tf
@@ -87,17 +92,17 @@ def _invert(mag: np.ndarray, cfg: FeatureConfig, n_iter: int, seed: int, jit_com
     frames_major = np.zeros((len(mag), cfg.n_frames, n_full), dtype=np.float32)
     frames_major[:, :, : cfg.n_bins] = np.swapaxes(mag, 1, 2)
     run = _griffin_lim_fn(cfg.n_fft, cfg.hop_length, cfg.n_samples, cfg.n_frames, jit_compile)
-    y = run(tf.constant(frames_major), tf.constant(_initial_phase(len(mag), cfg, seed)), tf.constant(n_iter, tf.int32))
+    y = run(tf.constant(frames_major), tf.constant(_initial_phase(seeds, cfg)), tf.constant(n_iter, tf.int32))
     return np.stack([peak_normalise(v) for v in y.numpy()])
 
 
-def _initial_phase(n: int, cfg: FeatureConfig, seed: int) -> np.ndarray:
+def _initial_phase(seeds: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """``[n, n_frames, n_fft // 2 + 1]`` phases in [0, 2 pi): clip ``i`` draws what
-    ``librosa.griffinlim(random_state=seed + i)`` draws for its initial phase."""
+    ``librosa.griffinlim(random_state=seeds[i])`` draws for its initial phase."""
     shape = (cfg.n_fft // 2 + 1, cfg.n_frames)
-    out = np.zeros((n, cfg.n_frames, shape[0]), dtype=np.float32)
-    for i in range(n):
-        out[i] = 2 * np.pi * np.random.RandomState(seed + i).random(size=shape).T
+    out = np.zeros((len(seeds), cfg.n_frames, shape[0]), dtype=np.float32)
+    for i, seed in enumerate(seeds):
+        out[i] = 2 * np.pi * np.random.RandomState(int(seed)).random(size=shape).T
     return out
 
 

@@ -3,10 +3,12 @@
 HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status": N}``):
 
 - ``GET /api/generate?digit=D&seed=S&n=N&format=wav|json``: ``digit`` (0-9, optional: without it
-  the clip comes from the prior), ``seed`` (optional: drawn at random and returned in ``X-Seed``),
-  ``n`` (1 to ``ServeConfig.max_clips``). One clip comes back as ``audio/wav``; ``format=json``
-  (the default when n > 1) returns ``{"digit", "seed", "n", "sample_rate", "clips": [{"wav",
-  "spectrogram_png", "problem"}]}`` with WAV and PNG bytes base64-encoded.
+  a surprise, as :func:`vae.generation.sample` draws one; ``X-Clip-Digit`` says which digit it
+  stands for where the sampler draws one), ``seed`` (optional: drawn at random and returned in
+  ``X-Seed``; clip ``j`` of a request sounds the same in any batch), ``n`` (1 to
+  ``ServeConfig.max_clips``). One clip comes back as ``audio/wav``; ``format=json`` (the
+  default when n > 1) returns ``{"digit", "seed", "n", "sample_rate", "clips": [{"digit",
+  "wav", "spectrogram_png", "problem"}]}`` with WAV and PNG bytes base64-encoded.
 - ``POST /api/reconstruct?digit=D&format=wav|json&trim=0|1``: the request body is an audio file
   (WAV, FLAC, OGG), decoded, resampled and checked exactly as extraction does
   (:func:`vae.features.decode_audio`, :func:`vae.features.waveform_to_spectrogram`); ``trim=1``
@@ -181,14 +183,17 @@ def _b64(data: bytes) -> str:
 @serve.ingress(api)
 class VaeService:
     def __init__(self, checkpoint: str, config: dict[str, Any]):
+        from vae import generation
         from vae.checkpoint import load
-        from vae.generation import digits_available
 
         self.config = from_dict(ServeConfig, config).validate()
         self.loaded = load(checkpoint)
         self.features = self.loaded.run_config.features
-        self.digits = digits_available(self.loaded)
+        self.digits = generation.digits_available(self.loaded)
         self.conditional = self.loaded.run_config.model.conditional
+        # Whether a clip asked for without a digit still stands for one (drawn with the training
+        # frequencies): so with ex-post mixtures, a conditional decoder or the digit-tied prior.
+        self.draws_digit = generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.run_config.prior.kind == "tied"
         self.page = PAGE.read_text()
         self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
         for handler in (self._generate_batch, self._reconstruct_batch):
@@ -215,21 +220,24 @@ class VaeService:
         from vae import generation
 
         results: list[Any] = [None] * len(items)
-        specs, owners, ranges = [], [], []
+        specs, owners, ranges, seeds = [], [], [], []
         for i, item in enumerate(items):
             try:
-                spec = generation.sample(self.loaded, item.n, digit=item.digit, seed=item.seed)
+                z, drawn = generation.sample_latents(self.loaded, item.n, digit=item.digit, seed=item.seed)
+                spec = generation.decode(self.loaded, z, drawn)
             except generation.GenerationError as exc:
                 results[i] = BadRequest(str(exc))
                 continue
-            specs.append(spec)
+            digits = [int(d) if self.draws_digit else item.digit for d in drawn]
+            specs.append((spec, digits))
             owners.append(i)
-            ranges += [generation.db_range(self.loaded, item.digit)] * item.n
+            ranges += [generation.db_range(self.loaded, d) for d in digits]
+            seeds += [item.seed + j for j in range(item.n)]  # as jobs.generate --seed: the clip sounds the same in any batch
         if specs:
-            waves = self._to_waveforms(np.concatenate(specs), ranges)
+            waves = self._to_waveforms(np.concatenate([spec for spec, _ in specs]), ranges, seeds)
             start = 0
-            for i, spec in zip(owners, specs):
-                results[i] = (spec, waves[start : start + len(spec)])
+            for i, (spec, digits) in zip(owners, specs):
+                results[i] = (spec, waves[start : start + len(spec)], digits)
                 start += len(spec)
         self._count("generate", len(items), sum(len(s) for s in specs))
         return results
@@ -239,11 +247,11 @@ class VaeService:
 
         digits = np.array([item.digit for item in items]) if self.conditional else None
         recon = generation.reconstruct(self.loaded, np.stack([item.spectrogram for item in items]), digits)
-        waves = self._to_waveforms(recon, [(item.db_min, item.db_max) for item in items])
+        waves = self._to_waveforms(recon, [(item.db_min, item.db_max) for item in items], [0] * len(items))
         self._count("reconstruct", len(items), len(items))
         return list(zip(recon, waves))
 
-    def _to_waveforms(self, specs: np.ndarray, ranges: list) -> list[np.ndarray]:
+    def _to_waveforms(self, specs: np.ndarray, ranges: list, seeds: list[int]) -> list[np.ndarray]:
         """One :func:`vae.generation.to_waveforms` call for the whole batch, padded (repeating its
         last clip) to a size of ``ServeConfig.vocoder_batch_sizes``; the padding is dropped."""
         from vae import generation
@@ -252,8 +260,8 @@ class VaeService:
         extra = padded_size(n, self.config.vocoder_batch_sizes) - n
         if extra:
             specs = np.concatenate([specs, np.repeat(specs[-1:], extra, axis=0)])
-            ranges = list(ranges) + [ranges[-1]] * extra
-        return list(generation.to_waveforms(self.loaded, specs, db_ranges=ranges))[:n]
+            ranges, seeds = list(ranges) + [ranges[-1]] * extra, list(seeds) + [seeds[-1]] * extra
+        return list(generation.to_waveforms(self.loaded, specs, db_ranges=ranges, seed=seeds))[:n]
 
     def _count(self, kind: str, requests: int, clips: int) -> None:
         c = self.counters[kind]
@@ -315,12 +323,13 @@ class VaeService:
         result = await self._generate_batch(GenerateItem(digit, seed, n))
         if isinstance(result, Exception):
             raise result
-        specs, waves = result
+        specs, waves, digits = result
         headers = {"X-Seed": str(seed), "X-Digit": "prior" if digit is None else str(digit)}
         if fmt == "wav":
             wav = await asyncio.to_thread(self._wav, waves[0])
-            return Response(wav, media_type="audio/wav", headers={**headers, **self._problem_header(waves[0])})
-        clips = await asyncio.to_thread(lambda: [self._clip_json(spec, y) for spec, y in zip(specs, waves)])
+            drawn = {} if digits[0] is None else {"X-Clip-Digit": str(digits[0])}
+            return Response(wav, media_type="audio/wav", headers={**headers, **drawn, **self._problem_header(waves[0])})
+        clips = await asyncio.to_thread(lambda: [{"digit": d, **self._clip_json(spec, y)} for spec, y, d in zip(specs, waves, digits)])
         body = {"digit": digit, "seed": seed, "n": n, "sample_rate": self.features.sample_rate, "clips": clips}
         return JSONResponse(body, headers=headers)
 
