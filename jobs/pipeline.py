@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from jobs._cli import fail
 from vae.config import FEATURE_PRESETS, MODEL_PRESETS, ConfigError, EvalConfig, ModelConfig, RunConfig, preset
+from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
 from vae.storage import StorageError
 
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--train-only", action="store_true", help="train one model instead of sweeping")
     p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS))
     p.add_argument("--model", default="default", choices=sorted(MODEL_PRESETS), help="train-only: model preset")
-    p.add_argument("--prior", choices=["normal", "mixture"], help="train-only: prior")
+    p.add_argument("--prior", choices=sorted(PRIORS), help="train-only: prior")
     p.add_argument("--epochs", type=int, help="train-only: epochs")
     p.add_argument("--num-workers", type=int, default=1, help="train-only: Ray Train workers")
     p.add_argument("--workers-per-trial", type=int, default=1, help="sweep: Ray Train workers per trial")

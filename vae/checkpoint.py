@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vae import storage
-from vae.config import RunConfig, from_json, to_json
+from vae.config import RunConfig, saved_run_config, to_json
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.npz"
@@ -119,7 +119,7 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
             return json.load(f)
 
     with open(os.path.join(directory, CONFIG)) as f:
-        run_cfg = from_json(RunConfig, f.read()).validate()
+        run_cfg = saved_run_config(json.load(f)).validate()
     # Inference never needs float16: the weights load into a float32 model either way.
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=False)
     try:

@@ -201,6 +201,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_final_fraction: float = 0.05
     num_workers: int = 1
+    cpus_per_worker: float = 1.0  # Ray CPUs each Train worker holds
     use_gpu: bool = False
     mixed_precision: bool = False
     # Ray placement of the workers: "PACK" fills a node first, "SPREAD" puts them on different nodes.
@@ -219,7 +220,7 @@ class TrainConfig:
     fault_rank: int = 1
 
     def validate(self) -> "TrainConfig":
-        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep", "checkpoint_every")
+        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "cpus_per_worker", "checkpoints_to_keep", "checkpoint_every")
         if self.time_budget_s < 0:
             raise ConfigError(f"TrainConfig.time_budget_s={self.time_budget_s} must be >= 0 (0 = no limit)")
         if self.max_failures < -1:
@@ -428,6 +429,27 @@ def from_dict(cls: type[T], data: Mapping[str, Any], _path: str = "") -> T:
 
 def from_json(cls: type[T], text: str) -> T:
     return from_dict(cls, json.loads(text))
+
+
+# Keys a saved RunConfig may lack because it was written before they existed, at the value that
+# reproduces how it was trained and sampled (today's defaults differ).
+BEFORE_KEYS_EXISTED = {
+    "model": {"conditional": False},
+    "prior": {"reconstruction": "mse"},
+    "sampling": {"sampler": "prior"},
+}
+
+
+def saved_run_config(data: Mapping[str, Any]) -> "RunConfig":
+    """A RunConfig read back from a checkpoint or run folder, old ones included."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"RunConfig: expected a mapping, got {type(data).__name__}")
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for section, keys in BEFORE_KEYS_EXISTED.items():
+        if isinstance(data.setdefault(section, {}), dict):
+            for key, value in keys.items():
+                data[section].setdefault(key, value)
+    return from_dict(RunConfig, data)
 
 
 def _coerce(value: Any, default: Any, key: str) -> Any:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vae import storage
-from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, to_dict
+from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, saved_run_config, to_dict
 
 TRAIN, VAL = "train", "val"
 COLUMNS = ["id", "digit", "spectrogram", "db_min", "db_max"]
@@ -438,7 +438,10 @@ def build_trainer(
         train_loop,
         train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu, placement_strategy=tcfg.placement_strategy
+            num_workers=tcfg.num_workers,
+            use_gpu=tcfg.use_gpu,
+            resources_per_worker={"CPU": tcfg.cpus_per_worker, **({"GPU": 1} if tcfg.use_gpu else {})},
+            placement_strategy=tcfg.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -468,7 +471,7 @@ def stored_run_config(storage_uri: str, name: str) -> RunConfig | None:
     path = storage.join(storage_uri, name, RUN_CONFIG_FILE)
     if not storage.exists(path):
         return None
-    return from_dict(RunConfig, storage.read_json(path))
+    return saved_run_config(storage.read_json(path))
 
 
 def _check_same_architecture(stored: RunConfig, new: RunConfig, run_dir: str) -> None:

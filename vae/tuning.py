@@ -35,6 +35,7 @@ from vae.config import RunConfig, to_dict
 from vae.search_space import SearchSpace
 
 OBJECTIVE = "objective"
+TRIAL_DRIVER_CPU = 0.01
 TUNE_DIR, TRIALS_DIR, BEST_DIR, REPORT_DIR = "tune", "trials", "best", "report"
 SWEEP_FILE = "sweep.json"
 
@@ -116,6 +117,10 @@ def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_u
 
     trial_id = ray.tune.get_context().get_trial_id()
     run_cfg = space.run_config(params, from_dict(RunConfig, base))
+    # The trial's driver holds TRIAL_DRIVER_CPU; its workers take the rest of their CPUs, so
+    # N trials of W workers fit on N x W CPUs.
+    tcfg = run_cfg.train
+    run_cfg = replace(run_cfg, train=replace(tcfg, cpus_per_worker=tcfg.cpus_per_worker - TRIAL_DRIVER_CPU / tcfg.num_workers))
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"], run_cfg.train.seed)
@@ -213,7 +218,7 @@ def run_sweep(
     )
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
     # Tune refuses an empty request, so the driver asks for a token share of a CPU.
-    trainable = tune.with_resources(trainable, {"cpu": 0.01})
+    trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
     if max_concurrent is None:
         per_trial = "GPU" if use_gpu else "CPU"
         available = ray.cluster_resources().get(per_trial, 1)

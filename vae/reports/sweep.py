@@ -137,7 +137,7 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
     if not best_uri:
         return []
     from vae.checkpoint import CONFIG as CONFIG_FILE
-    from vae.config import RunConfig, from_dict
+    from vae.config import saved_run_config
     from vae.evaluation.audio import to_spectrograms
     from vae.features import decode_audio
 
@@ -145,7 +145,7 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
     samples_uri = storage.join(base, "samples")
     if not storage.exists(samples_uri):
         return []
-    cfg = from_dict(RunConfig, storage.read_json(storage.join(base, CONFIG_FILE))).features
+    cfg = saved_run_config(storage.read_json(storage.join(base, CONFIG_FILE))).features
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
     items = []
     for rel, uri in storage.walk_files(samples_uri):
