@@ -497,3 +497,12 @@ def test_serve_job_refuses_a_missing_checkpoint_before_starting_ray(tmp_path, ca
     assert serve_job.main(["--checkpoint", str(tmp_path / "nowhere")]) == 1
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "does not exist" in last["error"] and "nowhere" in last["error"]
+
+
+def test_a_checkpoint_written_before_new_config_keys_is_accepted_as_load_reads_it():
+    """``application()`` checks a checkpoint without loading it; it reads old configs as ``load`` does."""
+    from vae.checkpoint import check, load
+
+    legacy = str(Path(__file__).parent / "data" / "legacy_checkpoints" / "normal")
+    resolved, run_cfg = check(legacy)
+    assert resolved == legacy and run_cfg == load(legacy).run_config and run_cfg.sampling.sampler == "prior"

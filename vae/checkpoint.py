@@ -147,7 +147,7 @@ def check(uri: str) -> tuple[str, RunConfig]:
     if missing:
         raise CheckpointError(f"checkpoint {resolved} is missing {missing}")
     try:
-        return resolved, from_json(RunConfig, storage.read_text(storage.join(resolved, CONFIG))).validate()
+        return resolved, saved_run_config(json.loads(storage.read_text(storage.join(resolved, CONFIG)))).validate()
     except ValueError as exc:  # ConfigError and JSON errors
         raise CheckpointError(f"checkpoint {resolved}: {CONFIG} is not a valid run config: {exc}") from exc
 
