@@ -56,3 +56,19 @@ def test_missing_and_invalid_yaml_files(tmp_path):
     bad.write_text("params: [unclosed")
     with pytest.raises(SpaceError, match="not valid YAML"):
         load_space(bad)
+
+
+def test_start_with_points_are_complete_and_inside_the_space():
+    space = load_space("tune_spaces/cpu.yaml")
+    assert len(space.start_with) == 2 and all(set(p) == {q.key for q in space.params} for p in space.start_with)
+    base = {"params": {"model.latent_dim": {"choice": [8, 16]}, "train.learning_rate": {"loguniform": [1e-4, 1e-2]}}}
+    ok = parse_space({**base, "search": {"type": "random", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1e-3}]}})
+    assert ok.start_with == ({"model.latent_dim": 8, "train.learning_rate": 1e-3},)
+    with pytest.raises(SpaceError, match=r"start_with\[0\].*missing \['train.learning_rate'\]"):
+        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8}]}})
+    with pytest.raises(SpaceError, match=r"start_with\[0\].model.latent_dim"):
+        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 12, "train.learning_rate": 1e-3}]}})
+    with pytest.raises(SpaceError, match=r"start_with\[0\].train.learning_rate"):
+        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1.0}]}})
+    with pytest.raises(SpaceError, match="search.points"):
+        parse_space({**base, "search": {"type": "optuna", "points": []}})

@@ -12,7 +12,7 @@ and the sweep's scheduler and search algorithm::
       prior.recon_weight: {loguniform: [1.0e4, 1.0e8]}
       train.learning_rate: {loguniform: [3.0e-4, 3.0e-3]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
-    search: {type: optuna, seed: 0}
+    search: {type: optuna, seed: 0}   # optional: start_with: [{model.latent_dim: 32, ...}, ...]
     num_samples: 20
 
 Every error names the file and the key, and is raised before any trial starts.
@@ -93,6 +93,8 @@ class SearchSpace:
     search: Mapping[str, Any] = field(default_factory=lambda: {"type": "optuna"})
     num_samples: int = 8
     metric: str = "objective"
+    # Configurations the search tries first (every param given), e.g. today's default.
+    start_with: tuple[Mapping[str, Any], ...] = ()
 
     def tune_param_space(self) -> dict:
         return {p.key: p.to_tune() for p in self.params}
@@ -170,6 +172,10 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
     search = dict(raw.get("search") or {"type": "optuna"})
     if search.get("type") not in SEARCHERS:
         raise fail("search.type", f"{search.get('type')!r}; choose from {list(SEARCHERS)}")
+    unknown = set(search) - {"type", "seed", "start_with"}
+    if unknown:
+        raise fail(f"search.{sorted(unknown)[0]}", "unknown key; allowed: type, seed, start_with")
+    start_with = tuple(_parse_start(i, point, params, fail) for i, point in enumerate(search.pop("start_with", None) or []))
 
     num_samples = raw.get("num_samples", 8)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -178,7 +184,7 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
     if not isinstance(metric, str):
         raise fail("metric", "must be a string")
 
-    space = SearchSpace(src, model_preset, dict(fixed), tuple(params), scheduler, search, num_samples, metric)
+    space = SearchSpace(src, model_preset, dict(fixed), tuple(params), scheduler, search, num_samples, metric, start_with)
     # Every corner of the space must make a valid RunConfig: catch e.g. a negative learning rate now.
     for p in params:
         for value in p.grid(2):
@@ -190,7 +196,32 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         space.run_config({}, RunConfig())
     except ConfigError as exc:
         raise fail("fixed", str(exc)) from None
+    for i, point in enumerate(start_with):
+        try:
+            space.run_config(point, RunConfig())
+        except ConfigError as exc:
+            raise fail(f"search.start_with[{i}]", f"gives an invalid config: {exc}") from None
     return space
+
+
+def _parse_start(i: int, point: Any, params: list[Param], fail) -> dict:
+    where = f"search.start_with[{i}]"
+    if not isinstance(point, dict):
+        raise fail(where, "expected a mapping of searched keys to values")
+    keys = {p.key for p in params}
+    if set(point) != keys:
+        missing, extra = sorted(keys - set(point)), sorted(set(point) - keys)
+        raise fail(where, f"must give every searched key and only those; missing {missing}, not searched {extra}")
+    out = {}
+    for p in params:
+        value = _number(point[p.key])
+        inside = value in p.args if p.kind == "choice" else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and p.args[0] <= value <= p.args[1]
+        )
+        if not inside:
+            raise fail(f"{where}.{p.key}", f"{value!r} is outside the searched {p.kind} {list(p.args)}")
+        out[p.key] = value
+    return out
 
 
 def _number(value: Any) -> Any:

@@ -155,11 +155,15 @@ def _searcher(space: SearchSpace, max_concurrent: int):
     if cfg.get("type") == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=int(cfg.get("seed", 0)))
+        return OptunaSearch(seed=int(cfg.get("seed", 0)), points_to_evaluate=[dict(p) for p in space.start_with] or None)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune's max_concurrent_trials does not bound a BasicVariantGenerator passed in; it must bound itself.
-    return BasicVariantGenerator(random_state=int(cfg.get("seed", 0)), max_concurrent=max_concurrent)
+    return BasicVariantGenerator(
+        random_state=int(cfg.get("seed", 0)),
+        max_concurrent=max_concurrent,
+        points_to_evaluate=[dict(p) for p in space.start_with] or None,
+    )
 
 
 def run_sweep(
