@@ -38,6 +38,10 @@ class TrainingError(RuntimeError):
     """A run cannot start or did not finish; the message names the run and what to do."""
 
 
+class NothingToTrain(TrainingError):
+    """A resumed run has already trained the epochs asked for."""
+
+
 # --------------------------------------------------------------------------- pure helpers
 
 
@@ -174,14 +178,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer.build(model.trainable_variables)
 
     start_epoch, restored_metrics = 0, {}
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            start_epoch = ckpt_lib.restore_training_state(directory, model, optimizer)
-            restored_metrics = ckpt_lib.read_metrics(directory)
+    if ray.train.get_checkpoint() is not None:
+        # Ray hands over its latest checkpoint; go on from the newest one that verifies (that one, unless damaged).
+        start_epoch, restored_metrics, restored = ckpt_lib.restore_newest_intact(run_dir, model, optimizer, _say if rank == 0 else None)
         optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
         if rank == 0:
-            _say(f"resuming from {restored.path} after epoch {start_epoch}")
+            _say(f"resuming from {restored} after epoch {start_epoch}")
 
     x_spec = tf.TensorSpec([None, h, w], tf.float32)
     eps_spec = tf.TensorSpec([samples, None, latent_dim], tf.float32)
@@ -286,6 +288,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         name = f"checkpoint_{epoch:04d}"
         if rank == 0:
+            name = ckpt_lib.dir_name(run_dir, epoch)  # never the folder of a damaged checkpoint gone back past
             _say(
                 f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
                 f"{metrics['train_recon_mse']:.4g}, kl {metrics['train_kl']:.4g}) | val loss {metrics['val_loss']:.4g} "
@@ -388,6 +391,26 @@ def check_run(storage_uri: str, name: str, resume: bool) -> str:
     return run_dir
 
 
+def check_resume(run_dir: str, epochs: int) -> None:
+    """Before a resumed run starts: say which damaged checkpoints it goes back past, and refuse
+    when no checkpoint is intact or nothing is left to train."""
+    from vae.checkpoint import CheckpointError, newest_intact
+
+    try:
+        point = newest_intact(run_dir)
+    except CheckpointError as exc:
+        raise TrainingError(f"--resume of {run_dir}: {exc}") from None
+    if point is None:
+        return
+    for name, why in point.skipped:
+        print(f"--resume: {name} fails verification ({why}); going on from {point.uri} (epoch {point.epoch})", flush=True)
+    if epochs <= point.epoch:
+        raise NothingToTrain(
+            f"run {run_dir} has trained {point.epoch} epochs ({point.uri}): nothing left to train with "
+            f"{epochs} epochs in all; give more epochs (--epochs) to train on"
+        )
+
+
 def load_datasets(data_uri: str) -> dict[str, Any]:
     """The train and validation (``test`` split) Ray Datasets of a Parquet dataset, materialised once."""
     from vae.dataset import read_split
@@ -426,6 +449,7 @@ def fit(
         stored = stored_run_config(storage_uri, name)
         if stored is not None:
             _check_same_architecture(stored, run_cfg, run_dir)
+        check_resume(run_dir, tcfg.epochs)
     storage.write_json(storage.join(run_dir, RUN_CONFIG_FILE), to_dict(run_cfg))
 
     datasets = datasets or load_datasets(data_uri)
