@@ -145,6 +145,11 @@ def test_resume_goes_on_from_the_newest_intact_checkpoint(ray_local, small_parqu
     with pytest.raises(TrainingError, match="nothing left to train"):
         fit(_tiny(2), small_parquet, runs, "r", resume=True)
     assert open(os.path.join(run_dir, "run_config.json")).read() == config_before
+    # What jobs.pipeline --resume evaluates then: the intact checkpoint with the best validation score.
+    best = checkpoint.best_intact(run_dir, "val_recon_mse")
+    assert checkpoint.load(best).metrics["val_recon_mse"] == min(
+        checkpoint.load(os.path.join(run_dir, n)).metrics["val_recon_mse"]
+        for n in os.listdir(run_dir) if n.startswith("checkpoint_") and checkpoint.problem(os.path.join(run_dir, n)) is None)
 
     # No intact checkpoint at all: stop, and say what to do.
     for name in os.listdir(run_dir):

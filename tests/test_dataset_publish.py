@@ -97,11 +97,12 @@ def test_interrupted_or_killed_extraction_leaves_the_earlier_dataset_whole(where
 
     later = tmp_path / "later"
     ids = _link_takes(fsdd_dir, later, range(10))  # 500 clips: 100 blocks of 5, so the run is caught part-way
-    for sig in (signal.SIGINT, signal.SIGKILL):
+    # SIGTERM is what `ray job stop` sends first; once is enough (it takes the SIGINT path).
+    for sig in (signal.SIGINT, signal.SIGKILL) + ((signal.SIGTERM,) if where == "local" else ()):
         res = _interrupt_mid_run(str(later), dst, ray_local, sig)
         assert res.returncode != 0, f"{sig!r}: the job finished before the signal\n{res.stdout[-2000:]}"
         assert _snapshot(dst) == earlier, f"{sig!r} changed what readers get at {dst}"
-        if sig == signal.SIGINT:  # Ctrl-C is reported like every other failure: one line and a JSON error
+        if sig != signal.SIGKILL:  # Ctrl-C is reported like every other failure: one line and a JSON error
             assert res.returncode == 130, res.stderr[-3000:]
             assert "interrupted" in json.loads(res.stdout.strip().splitlines()[-1])["error"]
 
@@ -211,3 +212,27 @@ def test_clips_shorter_than_the_minimum_are_rejected_with_a_reason(ray_local, fs
     assert set(reasons) == {"1_theo_5.wav", "2_theo_5.wav"}
     assert all("too short" in r and "min_clip_seconds" in r for r in reasons.values()), reasons
     assert list(dataset.load_split_numpy(str(tmp_path / "out"), None, columns=["id"])["id"]) == ["6_yweweler_3"]
+
+
+def test_the_pipeline_reuses_only_a_published_dataset(ray_local, earlier_src, tmp_path, capsys):
+    from vae.pipeline import extract_features
+
+    out = extract_features(str(earlier_src), str(tmp_path / "s"), "default", DEFAULT)
+    assert "extracting" in capsys.readouterr().out
+    assert extract_features(str(earlier_src), str(tmp_path / "s"), "default", DEFAULT) == out
+    assert "reusing" in capsys.readouterr().out
+
+    # The same folder holding what an interrupted extraction of the old layout left: extracted again.
+    extracted = storage.published(out)
+    mixed = tmp_path / "mixed"
+    _write_legacy(out, mixed)
+    first = sorted(mixed.glob("part-*.parquet"))[0]
+    shutil.copy(first, mixed / first.name.replace(first.name.split("-")[1], "0123456789ab"))
+    shutil.rmtree(out)
+    shutil.copytree(mixed, out)
+    assert extract_features(str(earlier_src), str(tmp_path / "s"), "default", DEFAULT) == out
+    said = capsys.readouterr().out
+    assert "nothing to reuse" in said and "interrupted" in said
+    assert list(dataset.load_split_numpy(out, None, columns=["id"])["id"]) == sorted(EARLIER)
+    assert not list(Path(out).glob("part-*.parquet")), "the old layout's parts are gone once a version is published"
+    assert extracted != storage.published(out)

@@ -263,6 +263,19 @@ def newest_intact(run_dir: str) -> ResumePoint | None:
     )
 
 
+def best_intact(run_dir: str, metric: str) -> str:
+    """The intact checkpoint of the run at ``run_dir`` with the lowest ``metric`` in its metrics.json."""
+    scored = []
+    for name in _checkpoint_dirs(run_dir):
+        uri = storage.join(run_dir, name)
+        with local_copy(uri) as directory:
+            if problem(directory) is None:
+                scored.append((float(read_metrics(directory).get(metric, float("inf"))), uri))
+    if not scored:
+        raise CheckpointError(f"no intact checkpoint in {storage.resolve(run_dir).uri}")
+    return min(scored)[1]
+
+
 def restore_newest_intact(run_dir: str, model, optimizer, say: Callable[[str], None] | None = None) -> tuple[int, dict, str]:
     """In a Train worker that Ray handed a checkpoint: restore from the newest intact checkpoint of the
     run (Ray's latest, unless it fails verification); returns (epoch, its metrics, its URI)."""

@@ -119,7 +119,7 @@ def run_pipeline(
     from vae import checkpoint
     from vae.config import preset
     from vae.evaluation.run import evaluate_run
-    from vae.training import fit
+    from vae.training import SCORE_METRIC, NothingToTrain, fit
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -151,9 +151,14 @@ def run_pipeline(
     else:
         run_cfg = run_cfg or RunConfig()
         _log(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
-        result = fit(run_cfg, features, exp_uri, "train", resume=resume)
-        best = result.best_checkpoint
-        _log(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
+        try:
+            result = fit(run_cfg, features, exp_uri, "train", resume=resume)
+        except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation
+            best = checkpoint.best_intact(storage.join(exp_uri, "train"), SCORE_METRIC)
+            _log(f"train: {exc}; evaluating its best checkpoint {best}")
+        else:
+            best = result.best_checkpoint
+            _log(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
     lap("train" if space is None else "sweep")
 
     evaluation = storage.join(exp_uri, "evaluation")
