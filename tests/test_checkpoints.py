@@ -12,6 +12,7 @@ import pytest
 
 from vae import checkpoint, storage
 from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.generation import fit_expost
 from vae.models import build_vae
 from vae.training import TrainingError, fit, make_optimizer
 
@@ -28,8 +29,10 @@ def saved(tmp_path_factory) -> str:
     vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
     optimizer = make_optimizer(run_cfg.train)
     optimizer.build(vae.trainable_variables)
+    rng = np.random.default_rng(0)
+    expost = fit_expost(rng.normal(size=(200, run_cfg.model.latent_dim)), np.arange(200) % 10, run_cfg.sampling)
     directory = str(tmp_path_factory.mktemp("saved") / "checkpoint_0001")
-    checkpoint.save(directory, vae, optimizer, 1, run_cfg, {"epoch": 1}, {"prior": "normal", "digits": {}})
+    checkpoint.save(directory, vae, optimizer, 1, run_cfg, {"epoch": 1}, {"prior": "normal", "digits": {}}, expost)
     return directory
 
 
@@ -50,10 +53,13 @@ def _damage(path: str, how: str) -> None:
 def test_save_writes_a_manifest_last_that_load_verifies(saved):
     manifest = json.loads(open(os.path.join(saved, checkpoint.MANIFEST)).read())
     names = set(manifest["files"])
-    assert names == {checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.STATE, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.LATENT_STATS}
+    assert names == {
+        checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.STATE, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.LATENT_STATS, checkpoint.EXPOST
+    }
     for name, entry in manifest["files"].items():
         assert entry["bytes"] == os.path.getsize(os.path.join(saved, name)) and len(entry["sha256"]) == 64
-    assert checkpoint.load(saved).epoch == 1
+    loaded = checkpoint.load(saved)
+    assert loaded.epoch == 1 and set(loaded.expost["digits"]) == {str(d) for d in range(10)}
 
 
 DAMAGE = [
@@ -62,6 +68,7 @@ DAMAGE = [
     (checkpoint.WEIGHTS, "one byte"),
     (checkpoint.CONFIG, "invalid json"),
     (checkpoint.STATE, "empty"),
+    (checkpoint.EXPOST, "one byte"),
     (checkpoint.MANIFEST, "invalid json"),
 ]
 
@@ -116,7 +123,7 @@ def test_a_checkpoint_from_before_manifests_still_loads(saved, tmp_path):
 def test_rewriting_metrics_keeps_the_manifest_true(saved, tmp_path):
     ckpt = str(tmp_path / "ckpt")
     shutil.copytree(saved, ckpt)
-    checkpoint.write_metrics(ckpt, {"epoch": 1, "digit_accuracy": 0.5})
+    checkpoint.write_json(ckpt, checkpoint.METRICS, {"epoch": 1, "digit_accuracy": 0.5})
     assert checkpoint.load(ckpt).metrics["digit_accuracy"] == 0.5
 
 

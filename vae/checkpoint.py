@@ -6,6 +6,7 @@
 - ``config.json``        the RunConfig (features + model + prior + train);
 - ``metrics.json``       the metrics reported with it;
 - ``latent_stats.json``  per-digit latent mean/spread (and mixture occupancy) of the training encodings;
+- ``expost.json``        per-digit Gaussian mixtures of the training encodings (vae.generation.fit_expost);
 - ``manifest.json``      written last: name, size and SHA-256 of each file above.
 
 A checkpoint is whole or it is not a checkpoint: loading verifies the manifest and
@@ -42,6 +43,7 @@ STATE = "state.json"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LATENT_STATS = "latent_stats.json"
+EXPOST = "expost.json"
 MANIFEST = "manifest.json"
 # What every checkpoint written before manifests existed holds.
 LEGACY_REQUIRED = (WEIGHTS, CONFIG, STATE, METRICS, LATENT_STATS)
@@ -71,7 +73,9 @@ def _entry(path: str) -> dict[str, Any]:
     return {"bytes": os.path.getsize(path), "sha256": _digest(path)}
 
 
-def save(directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent_stats: dict) -> str:
+def save(
+    directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent_stats: dict, expost: dict | None = None
+) -> str:
     """Write a complete checkpoint into a local ``directory`` (created if needed), its manifest last."""
     os.makedirs(directory, exist_ok=True)
     model.save_weights(os.path.join(directory, WEIGHTS))
@@ -82,22 +86,25 @@ def save(directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metri
     _dump(os.path.join(directory, STATE), {"epoch": int(epoch)})
     _dump(os.path.join(directory, METRICS), metrics)
     _dump(os.path.join(directory, LATENT_STATS), latent_stats)
-    names = [n for n in (WEIGHTS, OPTIMIZER, CONFIG, STATE, METRICS, LATENT_STATS) if os.path.exists(os.path.join(directory, n))]
+    if expost is not None:
+        _dump(os.path.join(directory, EXPOST), expost)
+    names = [n for n in (WEIGHTS, OPTIMIZER, CONFIG, STATE, METRICS, LATENT_STATS, EXPOST) if os.path.exists(os.path.join(directory, n))]
     _dump(os.path.join(directory, MANIFEST), {"format": 1, "files": {n: _entry(os.path.join(directory, n)) for n in names}})
     return directory
 
 
-def write_metrics(uri: str, metrics: dict) -> None:
-    """Replace a checkpoint's ``metrics.json`` (local or s3://) and its manifest entry, manifest last."""
-    with tempfile.TemporaryDirectory(prefix="fsdd-vae-metrics-") as tmp:
-        path = os.path.join(tmp, METRICS)
-        _dump(path, metrics)
+def write_json(uri: str, name: str, obj: Any) -> None:
+    """Replace the JSON file ``name`` (e.g. ``metrics.json``) of the checkpoint ``uri`` (local or s3://)
+    and its manifest entry, manifest last."""
+    with tempfile.TemporaryDirectory(prefix="fsdd-vae-ckpt-json-") as tmp:
+        path = os.path.join(tmp, name)
+        _dump(path, obj)
         with open(path, "rb") as f:
-            storage.write_bytes(storage.join(uri, METRICS), f.read())
+            storage.write_bytes(storage.join(uri, name), f.read())
         manifest_uri = storage.join(uri, MANIFEST)
         if storage.exists(manifest_uri):
             manifest = storage.read_json(manifest_uri)
-            manifest["files"][METRICS] = _entry(path)
+            manifest["files"][name] = _entry(path)
             storage.write_json(manifest_uri, manifest)
 
 
@@ -297,6 +304,7 @@ class LoadedModel:
     latent_stats: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     epoch: int = 0
+    expost: dict = field(default_factory=dict)
 
 
 def load_local(directory: str, uri: str | None = None) -> LoadedModel:
@@ -313,7 +321,10 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
     # Inference never needs float16: the weights load into a float32 model either way.
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=False)
     _load_weights(model, directory, uri)
-    return LoadedModel(uri=uri or directory, run_config=run_cfg, model=model, latent_stats=latent_stats, metrics=metrics, epoch=epoch)
+    expost = _read_json(directory, EXPOST, uri, {})
+    return LoadedModel(
+        uri=uri or directory, run_config=run_cfg, model=model, latent_stats=latent_stats, metrics=metrics, epoch=epoch, expost=expost
+    )
 
 
 def load(uri: str) -> LoadedModel:
