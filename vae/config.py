@@ -51,6 +51,8 @@ class FeatureConfig:
     griffin_lim_iters: int = 64
     # Clips whose peak amplitude is below this (full scale = 1) are rejected as silent.
     silence_peak: float = 1e-3
+    # Clips shorter than this are rejected: no digit is said in 50 ms (FSDD's shortest clip is 0.14 s).
+    min_clip_seconds: float = 0.05
 
     @property
     def n_samples(self) -> int:
@@ -76,6 +78,10 @@ class FeatureConfig:
             raise ConfigError(f"FeatureConfig.db_floor={self.db_floor} must be below db_ceiling={self.db_ceiling}")
         if not 0 <= self.silence_peak < 1:
             raise ConfigError(f"FeatureConfig.silence_peak={self.silence_peak} must be in [0, 1)")
+        if not 0 <= self.min_clip_seconds < self.clip_seconds:
+            raise ConfigError(
+                f"FeatureConfig.min_clip_seconds={self.min_clip_seconds} must be in [0, clip_seconds={self.clip_seconds})"
+            )
         return self
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -146,7 +147,8 @@ def _plot_parallel(trials, keys: list[str], path: str) -> None:
 
 
 def _best_samples(best_uri: str | None, out: str) -> list[dict]:
-    """Copy best/samples/*.wav into the report and draw each one's spectrogram."""
+    """Copy best/samples/<digit>_*.wav into the report (under names from :func:`vae.storage.safe_name`:
+    storage keys never decide where a file goes) and draw each one's spectrogram."""
     if not best_uri:
         return []
     from vae.checkpoint import CONFIG as CONFIG_FILE
@@ -162,16 +164,20 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
     items = []
     for rel, uri in storage.walk_files(samples_uri):
-        if not rel.endswith(".wav"):
+        digit = re.match(r"(\d)_[^/]*\.wav$", rel)
+        if not digit:
             continue
-        data = storage.read_bytes(uri)
-        wav = os.path.join("samples", rel)
+        try:
+            data = storage.read_bytes(uri)
+        except storage.StorageError:
+            continue  # a key storage.resolve refuses (e.g. with '..' segments) is nothing publish_best wrote
+        wav = "samples/" + storage.safe_name(rel)
         with open(os.path.join(out, wav), "wb") as f:
             f.write(data)
         spec = to_spectrograms([decode_audio(data, cfg).waveform], cfg.sample_rate, cfg)[0]
         png = wav[:-4] + ".png"
         spectrogram_image(spec, os.path.join(out, png))
-        items.append({"digit": int(rel.split("_")[0]), "wav": wav, "png": png})
+        items.append({"digit": int(digit.group(1)), "wav": wav, "png": png})
     return sorted(items, key=lambda i: (i["digit"], i["wav"]))
 
 
