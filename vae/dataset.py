@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from vae import storage
 from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
-from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+from vae.features import AudioError, Clip, Resampler, decode_audio, waveform_to_spectrogram, waveforms_to_spectrograms
 
 FEATURES_KEY = "fsdd_vae.features"
 REJECTED_DIR = "_rejected"
@@ -131,7 +131,10 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
     """One clip's row. Raises ValueError (bad name) or AudioError (bad audio) naming the reason."""
     labels = parse_name(source)
     clip = decode_audio(data, cfg)
-    spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, cfg)
+    return _row(source, labels, clip, *waveform_to_spectrogram(clip.waveform, cfg))
+
+
+def _row(source: str, labels: Labels, clip: Clip, spec: np.ndarray, db_min: float, db_max: float) -> dict[str, Any]:
     return dict(
         asdict(labels),
         spectrogram=spec,
@@ -149,23 +152,50 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
 
 
 def extract_rows(items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig) -> tuple[list[dict], list[dict]]:
-    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises."""
-    rows, rejected = [], []
+    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
+
+    Clips are read and decoded one by one, then featurised together in one batched STFT.
+    """
+    resampler = Resampler(cfg.sample_rate)
+    decoded: list[tuple[str, Labels, Clip]] = []
+    rejected = []
     for item in items:
         source, reason = item["source"], item.get("reason") or ""
         if not reason:
             try:
-                parse_name(source)  # a bad name costs no read
-                rows.append(extract_clip(source, _read(fs, item["path"]), cfg))
+                labels = parse_name(source)  # a bad name costs no read
+                decoded.append((source, labels, decode_audio(_read(fs, item["path"]), cfg, resampler)))
                 continue
             except (AudioError, ValueError) as exc:
                 reason = str(exc)
             except OSError as exc:
                 reason = f"cannot read: {exc}"
             except Exception as exc:  # noqa: BLE001 - one bad clip must not kill the job
-                reason = f"unexpected {type(exc).__name__}: {exc}"
+                reason = _unexpected(exc)
         rejected.append({"source": source, "reason": reason})
+    try:
+        batch = waveforms_to_spectrograms([clip.waveform for _, _, clip in decoded], cfg)
+    except Exception:  # noqa: BLE001 - a clip broke the batch: featurise one by one to name it
+        batch = None
+    rows = []
+    for i, (source, labels, clip) in enumerate(decoded):
+        try:
+            if batch is None:
+                features = waveform_to_spectrogram(clip.waveform, cfg)
+            elif batch.errors[i] is not None:
+                raise batch.errors[i]
+            else:
+                features = batch.spec[i], float(batch.db_min[i]), float(batch.db_max[i])
+            rows.append(_row(source, labels, clip, *features))
+        except AudioError as exc:
+            rejected.append({"source": source, "reason": str(exc)})
+        except Exception as exc:  # noqa: BLE001
+            rejected.append({"source": source, "reason": _unexpected(exc)})
     return rows, rejected
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- writing
