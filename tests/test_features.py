@@ -71,15 +71,14 @@ def _librosa_features(data: bytes, cfg: FeatureConfig) -> tuple[np.ndarray, floa
 
 @pytest.mark.parametrize("name", ["default", "seed"])
 def test_batched_features_match_librosa_clip_by_clip(fsdd_dir, name):
-    """One batched STFT (numpy) and reused soxr streams give what librosa gives one clip at a time."""
+    """Batched decoding, resampling (soxr, clips as channels) and STFT (numpy) give what librosa gives one clip at a time."""
     cfg = preset(FeatureConfig, name)
     files = sorted(fsdd_dir.glob("*.wav"))[::125]  # 20 clips across digits and speakers
     datas = [f.read_bytes() for f in files]
     y, sr = sf.read(files[0], dtype="float32")
     up = F.resample(y, sr, 44100)
     datas += [_wav(np.stack([up, 0.5 * up], axis=1), 44100), _wav(F.resample(y, sr, 16000), 16000)]  # other rates, stereo
-    resampler = F.Resampler(cfg.sample_rate)
-    batch = F.waveforms_to_spectrograms([F.decode_audio(d, cfg, resampler).waveform for d in datas], cfg)
+    batch = F.waveforms_to_spectrograms([clip.waveform for clip in F.decode_audios(datas, cfg)], cfg)
     assert batch.spec.shape == (len(datas), *cfg.shape) and batch.spec.dtype == np.float32
     assert batch.errors == (None,) * len(datas)
     for i, data in enumerate(datas):
@@ -93,18 +92,18 @@ def test_batched_features_match_librosa_clip_by_clip(fsdd_dir, name):
         assert (lo, hi) == (batch.db_min[i], batch.db_max[i])
 
 
-def test_resampler_matches_librosa(fsdd_dir):
+def test_resample_many_matches_librosa(fsdd_dir):
+    """Clips of different lengths resampled together, as channels of one soxr call, each as librosa would."""
     import librosa
 
-    y, _ = sf.read(fsdd_dir / "4_jackson_12.wav", dtype="float32")
+    ys = [sf.read(f, dtype="float32")[0] for f in sorted(fsdd_dir.glob("4_*.wav"))[::7]]  # 36 clips, 16 per soxr call
     for orig, target in ((8000, 22050), (8000, 44100), (44100, 8000), (16000, 8000)):
-        x = librosa.resample(y, orig_sr=8000, target_sr=orig, res_type="soxr_hq") if orig != 8000 else y
-        resampler = F.Resampler(target)
-        for _ in range(2):  # the reused stream starts afresh for every clip
-            got = resampler(x, orig)
+        xs = [librosa.resample(y, orig_sr=8000, target_sr=orig, res_type="soxr_hq") for y in ys] if orig != 8000 else ys
+        got = F.resample_many(xs, orig, target)
+        for x, y in zip(xs, got):
             want = librosa.resample(x, orig_sr=orig, target_sr=target, res_type="soxr_hq")
-            assert got.dtype == np.float32 and got.shape == want.shape
-            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+            assert y.dtype == np.float32 and y.shape == want.shape
+            np.testing.assert_allclose(y, want, rtol=0, atol=1e-6)
 
 
 def test_batch_errors_are_per_clip(fsdd_dir):

@@ -11,7 +11,7 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -34,13 +34,43 @@ class Clip:
     duration_s: float  # of the source, before trimming to clip_seconds
 
 
-def decode_audio(data: bytes, cfg: FeatureConfig, resampler: "Resampler | None" = None) -> Clip:
-    """Decode WAV (or any libsndfile format) bytes to mono float32 at ``cfg.sample_rate``.
-
-    Raises :class:`AudioError` for empty, undecodable or silent input. Other
-    sample rates are resampled (pass one :class:`Resampler` for many clips) and
-    multi-channel audio is mixed down.
+def decode_audios(datas: Sequence[bytes], cfg: FeatureConfig) -> list[Clip | AudioError]:
+    """Decode WAV (or any libsndfile format) bytes to mono float32 at ``cfg.sample_rate``, clip by clip:
+    a :class:`Clip`, or the :class:`AudioError` saying why it has none (empty, undecodable or silent
+    input). Multi-channel audio is mixed down; clips at another rate are resampled together
+    (see :func:`resample_many`).
     """
+    out: list[Clip | AudioError | None] = [None] * len(datas)
+    by_rate: dict[int, list[tuple[int, np.ndarray, int, float]]] = {}
+    for i, data in enumerate(datas):
+        try:
+            y, sr, channels, duration_s = _decode_source(data)
+        except AudioError as exc:
+            out[i] = exc
+            continue
+        by_rate.setdefault(sr, []).append((i, y, channels, duration_s))
+    for sr, clips in by_rate.items():
+        ys = [y for _, y, _, _ in clips]
+        if sr != cfg.sample_rate:
+            ys = resample_many(ys, sr, cfg.sample_rate)
+        for (i, _, channels, duration_s), y in zip(clips, ys):
+            if float(np.max(np.abs(y))) < cfg.silence_peak:
+                out[i] = AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
+            else:
+                out[i] = Clip(y.astype(np.float32, copy=False), int(sr), int(channels), float(duration_s))
+    return out
+
+
+def decode_audio(data: bytes, cfg: FeatureConfig) -> Clip:
+    """One clip of :func:`decode_audios`; raises its :class:`AudioError`."""
+    clip = decode_audios([data], cfg)[0]
+    if isinstance(clip, AudioError):
+        raise clip
+    return clip
+
+
+def _decode_source(data: bytes) -> tuple[np.ndarray, int, int, float]:
+    """(mono float32 at the source rate, that rate, channels, seconds), or AudioError."""
     import soundfile as sf
 
     if not data:
@@ -60,11 +90,7 @@ def decode_audio(data: bytes, cfg: FeatureConfig, resampler: "Resampler | None" 
         raise AudioError("no audio samples")
     if not np.all(np.isfinite(y)):
         raise AudioError("non-finite samples")
-    if sr != cfg.sample_rate:
-        y = (resampler or Resampler(cfg.sample_rate))(y, sr)
-    if float(np.max(np.abs(y))) < cfg.silence_peak:
-        raise AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
-    return Clip(y.astype(np.float32), int(sr), int(channels), float(duration_s))
+    return y, int(sr), int(channels), float(duration_s)
 
 
 def _wav_truncation(data: bytes) -> str | None:
@@ -86,33 +112,42 @@ def _wav_truncation(data: bytes) -> str | None:
     return None
 
 
-class Resampler:
-    """Float32 mono waveforms at any rate -> ``target_sr``, exactly as
-    ``librosa.resample(res_type="soxr_hq")`` computes them (soxr HQ, ``ceil(len * ratio)``
-    samples). One soxr stream per source rate is reused from clip to clip: designing
-    the filter costs more than resampling a short clip."""
+# Clips per soxr call in :func:`resample_many`, of similar lengths: designing soxr's filter
+# costs more than resampling a short clip, so it is shared; more channels than this pad
+# more (measured on 64-clip blocks: 0.25 ms per clip, against 0.6 ms one clip at a time).
+_RESAMPLE_CLIPS = 16
 
-    def __init__(self, target_sr: int):
-        self.target_sr = target_sr
-        self._streams: dict[int, Any] = {}
 
-    def __call__(self, y: np.ndarray, orig_sr: int) -> np.ndarray:
-        y = np.ascontiguousarray(y, dtype=np.float32)
-        if orig_sr == self.target_sr:
-            return y
-        stream = self._streams.get(orig_sr)
-        if stream is None:
-            import soxr
+def resample_many(ys: Sequence[np.ndarray], orig_sr: int, target_sr: int) -> list[np.ndarray]:
+    """Mono waveforms at ``orig_sr`` -> float32 at ``target_sr``, each exactly as
+    ``librosa.resample(y, res_type="soxr_hq")`` gives it, with one soxr call per group of
+    clips of similar length, as the zero-padded channels of one signal: soxr flushes the
+    end of a clip with zeros anyway, so only its output length has to be applied, then
+    librosa's (``ceil(len * ratio)`` samples, zero-padded)."""
+    import soxr
 
-            stream = self._streams[orig_sr] = soxr.ResampleStream(orig_sr, self.target_sr, 1, dtype="float32", quality="soxr_hq")
-        stream.clear()
-        out = stream.resample_chunk(y, last=True)
-        n = int(math.ceil(len(y) * (float(self.target_sr) / orig_sr)))
-        return out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
+    ys = [np.asarray(y, dtype=np.float32) for y in ys]
+    if orig_sr == target_sr:
+        return ys
+    ratio = float(target_sr) / orig_sr
+    out: list[np.ndarray] = [np.empty(0, np.float32)] * len(ys)
+    order = sorted(range(len(ys)), key=lambda i: len(ys[i]))
+    for start in range(0, len(order), _RESAMPLE_CLIPS):
+        group = order[start : start + _RESAMPLE_CLIPS]
+        channels = np.zeros((max(len(ys[i]) for i in group), len(group)), dtype=np.float32)
+        for c, i in enumerate(group):
+            channels[: len(ys[i]), c] = ys[i]
+        resampled = soxr.resample(channels, orig_sr, target_sr, quality="soxr_hq")
+        for c, i in enumerate(group):
+            own = int(len(ys[i]) * float(target_sr) / orig_sr + 0.5)  # what soxr returns for this clip alone
+            n = int(math.ceil(len(ys[i]) * ratio))
+            y = resampled[: min(own, n), c]
+            out[i] = np.pad(y, (0, n - len(y)))
+    return out
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    return Resampler(target_sr)(y, orig_sr)
+    return resample_many([y], orig_sr, target_sr)[0]
 
 
 def fit_lengths(ys: Sequence[np.ndarray], cfg: FeatureConfig) -> np.ndarray:
