@@ -136,7 +136,7 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
 
 def _row(source: str, labels: Labels, clip: Clip, spec: np.ndarray, db_min: float, db_max: float) -> dict[str, Any]:
     return dict(
-        asdict(labels),
+        vars(labels),
         spectrogram=spec,
         source=source,
         source_sample_rate=clip.source_sample_rate,

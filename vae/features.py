@@ -170,9 +170,10 @@ def _stft_reference(cfg: FeatureConfig) -> float:
     return cfg.n_fft / 4.0
 
 
-# Clips per FFT call in :func:`magnitudes`: bounds its float64 temporaries to tens of MB
-# whatever the batch, and was the fastest measured (1 and 512 cost up to 2x more per clip).
-_STFT_CLIPS = 64
+# Clips featurised at once by :func:`waveforms_to_spectrograms`: big enough for numpy to
+# amortise its per-call cost, small enough that the float64 STFT temporaries (~16 MB for
+# ``seed``) stay in cache-friendly sizes whatever the block size.
+_FEATURE_CLIPS = 64
 
 
 def hann_window(n_fft: int) -> np.ndarray:
@@ -185,19 +186,15 @@ def magnitudes(ys: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
     What ``librosa.stft(y, n_fft, hop_length, window="hann", center=True)`` gives in
     librosa 0.11 (zero padding of ``n_fft // 2`` both sides, its default ``pad_mode="constant"``;
-    float64 FFT stored as complex64), for many clips per FFT call.
+    float64 FFT stored as complex64), for all clips in one FFT call.
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    ys = np.asarray(ys, dtype=np.float32)
-    pad, window = cfg.n_fft // 2, hann_window(cfg.n_fft)
-    out = np.empty((len(ys), cfg.n_frames, cfg.n_bins), dtype=np.float32)
-    for start in range(0, len(ys), _STFT_CLIPS):
-        padded = np.pad(ys[start : start + _STFT_CLIPS], ((0, 0), (pad, pad)))
-        frames = sliding_window_view(padded, cfg.n_fft, axis=-1)[:, :: cfg.hop_length]  # (clips, n_frames, n_fft)
-        stft = np.fft.rfft(frames * window, axis=-1)[..., : cfg.n_bins]
-        out[start : start + _STFT_CLIPS] = np.abs(stft.astype(np.complex64))
-    return np.ascontiguousarray(out.transpose(0, 2, 1))
+    pad = cfg.n_fft // 2
+    padded = np.pad(np.asarray(ys, dtype=np.float32), ((0, 0), (pad, pad)))
+    frames = sliding_window_view(padded, cfg.n_fft, axis=-1)[:, :: cfg.hop_length]  # (n, n_frames, n_fft)
+    stft = np.fft.rfft(frames * hann_window(cfg.n_fft), axis=-1)[..., : cfg.n_bins]
+    return np.ascontiguousarray(np.abs(stft.astype(np.complex64)).transpose(0, 2, 1))
 
 
 def magnitude(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -228,26 +225,29 @@ class Spectrograms:
 def waveforms_to_spectrograms(ys: Sequence[np.ndarray], cfg: FeatureConfig) -> Spectrograms:
     """Normalised spectrograms in [0, 1] of shape ``cfg.shape`` for waveforms of any length at
     ``cfg.sample_rate`` (see :func:`decode_audio`), with the dB range each was scaled from."""
-    errors: list[AudioError | None] = [None] * len(ys)
-    ys = [np.asarray(y, dtype=np.float32) for y in ys]
-    if cfg.peak_normalise_input:  # by the peak of the whole clip, before fitting it to clip_seconds
-        for i, y in enumerate(ys):
-            peak = float(np.max(np.abs(y))) if y.size else 0.0
-            if peak < cfg.silence_peak:
-                errors[i] = AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
-            else:
-                ys[i] = y / peak
-    db = magnitude_to_db(magnitudes(fit_lengths(ys, cfg), cfg), cfg)
-    if cfg.normalisation == "fixed":
-        db_min, db_max = np.full(len(ys), cfg.db_floor), np.full(len(ys), cfg.db_ceiling)
-    else:
-        db_min, db_max = db.min(axis=(1, 2)).astype(np.float64), db.max(axis=(1, 2)).astype(np.float64)
-        for i in np.flatnonzero(db_max - db_min < 1e-6):
-            errors[i] = errors[i] or AudioError("silent (flat spectrogram within the clip window)")
-    # float32 arithmetic, the range's width in float64 first: as one clip's float scalars would give.
-    width = np.where(db_max > db_min, db_max - db_min, 1.0).astype(np.float32)
-    spec = (db - db_min.astype(np.float32)[:, None, None]) / width[:, None, None]
-    return Spectrograms(spec.astype(np.float32, copy=False), db_min, db_max, tuple(errors))
+    n = len(ys)
+    spec = np.empty((n, *cfg.shape), dtype=np.float32)
+    db_min, db_max = np.full(n, cfg.db_floor), np.full(n, cfg.db_ceiling)
+    errors: list[AudioError | None] = [None] * n
+    for start in range(0, n, _FEATURE_CLIPS):
+        chunk = [np.asarray(y, dtype=np.float32) for y in ys[start : start + _FEATURE_CLIPS]]
+        if cfg.peak_normalise_input:  # by the peak of the whole clip, before fitting it to clip_seconds
+            for k, y in enumerate(chunk):
+                peak = float(np.max(np.abs(y))) if y.size else 0.0
+                if peak < cfg.silence_peak:
+                    errors[start + k] = AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
+                else:
+                    chunk[k] = y / peak
+        db = magnitude_to_db(magnitudes(fit_lengths(chunk, cfg), cfg), cfg)
+        rows = slice(start, start + len(chunk))
+        if cfg.normalisation == "per_clip":
+            db_min[rows], db_max[rows] = db.min(axis=(1, 2)), db.max(axis=(1, 2))
+        # float32 arithmetic, the range's width in float64 first: as one clip's float scalars would give.
+        width = np.where(db_max[rows] > db_min[rows], db_max[rows] - db_min[rows], 1.0).astype(np.float32)
+        spec[rows] = (db - db_min[rows].astype(np.float32)[:, None, None]) / width[:, None, None]
+    for i in np.flatnonzero(db_max - db_min < 1e-6):
+        errors[i] = errors[i] or AudioError("silent (flat spectrogram within the clip window)")
+    return Spectrograms(spec, db_min, db_max, tuple(errors))
 
 
 def waveform_to_spectrogram(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, float, float]:
