@@ -153,9 +153,15 @@ def whole_process(args: argparse.Namespace, work: str, inputs: str, n_files: int
                 runs[side].append(run_job(inputs, os.path.join(work, side), args.num_cpus, os.path.join(work, f"{side}.log"), repo))
                 assert runs[side][-1]["written"] == n_files and runs[side][-1]["rejected"] == 0, runs[side][-1]
         assert runs["loop"][-1]["clips"] == n_files
-        walls = ", ".join(f"{side} {runs[side][-1]['wall_s']:.2f} s" for side in sides)
-        print(f"round {r + 1} ({' then '.join(order)}): {walls}, ratio {runs['loop'][-1]['wall_s'] / runs['job'][-1]['wall_s']:.2f}x, "
-              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        lo = runs["loop"][-1]
+        print(f"round {r + 1} ({' then '.join(order)}), load average {os.getloadavg()[0]:.1f}: loop {lo['wall_s']:.2f} s "
+              f"(CPU {1e3 * lo['loop_cpu_s'] / lo['clips']:.2f} ms per clip)", end="")
+        for side in sides[1:]:
+            jb = runs[side][-1]
+            print(f"; {side} {jb['wall_s']:.2f} s = {lo['wall_s'] / jb['wall_s']:.2f}x (imports {jb['imports_s']:.2f} s, Ray start "
+                  f"{jb['ray_start_s']:.2f} s, extraction {jb['extraction_s']:.2f} s, exit {jb['exit_s']:.2f} s; "
+                  f"CPU {1e3 * jb['worker_cpu_s'] / jb['written']:.2f} ms per clip)", end="")
+        print(flush=True)
 
     def med(side: str, key: str) -> float:
         return float(np.median([row[key] for row in runs[side]]))
