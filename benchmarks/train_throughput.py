@@ -1,15 +1,20 @@
-"""Training throughput: one Ray Train worker running vae.training's step vs a plain Keras loop.
+"""Training throughput of one Ray Train worker: today's path against the training path of an
+earlier revision, measured in the same run on the same clips, with where the time goes.
 
-    python benchmarks/train_throughput.py --data PARQUET [--model default] [--batch-size 32]
-        [--epochs 2] [--clips 1024]
+    python benchmarks/train_throughput.py --data PARQUET [--model default] [--epochs 3] [--clips 2250]
+        [--baseline-rev 5c7c476] [--no-baseline]
 
-Both paths train the same model at the same batch size on the same clips of the
-train split, in this one run: first ``model.fit`` in this process (no Ray, no
-distribution strategy), then ``vae.training.fit`` with one worker
-(TensorflowTrainer, MultiWorkerMirroredStrategy, Ray Data shard feeding, the
-per-example-noise step). The first epoch of each is warm-up (tracing) and is not
-counted. Also prints the analytic forward FLOPs per clip of every model preset.
-The last stdout line is JSON.
+- baseline: ``--baseline-rev`` (default: the last revision before the training step was reworked)
+  checked out in a temporary git worktree, its own ``vae.training.fit`` run in a subprocess on the
+  same Parquet subset: per-clip noise, MultiWorkerMirroredStrategy even for one worker, no XLA,
+  latent statistics and a checkpoint after every epoch.
+- now: this checkout's ``vae.training.fit`` with the default TrainConfig (one worker without
+  collectives, XLA-compiled steps, a checkpoint every ``checkpoint_every`` epochs).
+- steps alone: the compiled train step in this process on one fixed batch, with and without XLA:
+  the ceiling that feeding and the per-epoch extras eat into.
+
+The first epoch of every run is warm-up (tracing, compilation) and is not counted. Prints the
+analytic forward FLOPs per clip of every model preset. The last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -17,12 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# The last revision before "Time to a good model": the training path the 1.5x target is measured against.
+BASELINE_REV = "5c7c476"
 
 
 def flops_table() -> dict[str, dict]:
@@ -39,44 +50,104 @@ def flops_table() -> dict[str, dict]:
             "input": list(shapes[features]),
             "gflops_per_clip": flops_per_clip(shapes[features], cfg) / 1e9,
             "largest_layer": f"{biggest.name} {biggest.macs / 1e6:.2f} MMAC",
-            "last_decoder_layer": f"{costs[-1].name} {costs[-1].macs / 1e6:.2f} MMAC",
         }
     return table
 
 
-def plain_keras(spectrograms: np.ndarray, run_cfg, epochs: int) -> float:
-    """Clips/s of ``model.fit`` in this process, warm-up epoch excluded."""
-    from vae.models import build_vae
-    from vae.training import make_optimizer
-
-    vae = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, seed=run_cfg.train.seed)
-    vae.compile(optimizer=make_optimizer(run_cfg.train))
-    batch = run_cfg.train.batch_size
-    n = (len(spectrograms) // batch) * batch
-    vae.fit(spectrograms[:n], batch_size=batch, epochs=1, verbose=0, shuffle=True)
-    t0 = time.perf_counter()
-    vae.fit(spectrograms[:n], batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
-    return n * epochs / (time.perf_counter() - t0)
-
-
-def ray_train(data: str, run_cfg, epochs: int) -> tuple[float, float]:
-    """(train-phase clips/s, whole-epoch clips/s incl. validation and latent statistics) of one Ray Train worker."""
-    from vae import checkpoint, storage
-    from vae.training import fit
-
-    run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=epochs + 1, num_workers=1, checkpoints_to_keep=epochs + 1))
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        result = fit(run_cfg, data, tmp, "throughput")
-        history = []
-        for uri in storage.list_files(result.run_dir, suffix=checkpoint.METRICS):
-            history.append(storage.read_json(uri))
+def summarise(history: list[dict]) -> dict:
+    """Train-phase and whole-epoch clips/s over the timed epochs, and seconds per phase per epoch."""
     timed = [m for m in history if m["epoch"] > 1]
     clips = sum(m["train_clips"] for m in timed)
-    return clips / sum(m["train_clips"] / m["train_clips_per_s"] for m in timed), clips / sum(m["epoch_time_s"] for m in timed)
+    train_s = sum(m["train_clips"] / m["train_clips_per_s"] for m in timed)
+    out = {"epochs": len(timed), "train_clips_per_s": clips / train_s, "epoch_clips_per_s": clips / sum(m["epoch_time_s"] for m in timed)}
+    for phase in ("train_time_s", "validate_time_s", "checkpoint_time_s", "epoch_time_s"):
+        if all(phase in m for m in timed):
+            out[phase] = float(np.mean([m[phase] for m in timed]))
+    return out
+
+
+def run_now(data: str, run_cfg, epochs: int) -> dict:
+    from vae import checkpoint, storage
+    from vae.raysetup import finish_ray, init_ray
+    from vae.training import fit
+
+    run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=epochs + 1, num_workers=1))
+    init_ray()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            result = fit(run_cfg, data, tmp, "throughput")
+            history = storage.read_json(storage.join(result.latest_checkpoint, checkpoint.METRICS))["history"]
+    finally:
+        finish_ray()
+    return summarise(history)
+
+
+BASELINE_SCRIPT = """
+import json, sys, tempfile
+from dataclasses import replace
+from vae import storage
+from vae.config import ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.dataset import read_feature_config
+from vae.raysetup import init_ray
+from vae.training import fit
+data, model, epochs, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cfg = RunConfig(features=read_feature_config(data), model=preset(ModelConfig, model), prior=PriorConfig(),
+                train=TrainConfig(epochs=epochs + 1, batch_size=batch, num_workers=1, checkpoints_to_keep=epochs + 1))
+init_ray()
+with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    result = fit(cfg, data, tmp, "throughput")
+    history = [storage.read_json(u) for u in storage.list_files(result.run_dir, suffix="metrics.json")]
+print(json.dumps(history))
+"""
+
+
+def run_baseline(rev: str, data: str, model: str, epochs: int, batch: int) -> dict:
+    """The training path of revision ``rev`` on the same data, in its own worktree and process."""
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        tree = os.path.join(tmp, "tree")
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", tree, rev], check=True, capture_output=True)
+        try:
+            env = {**os.environ, "PYTHONPATH": tree}
+            env.pop("RAY_ADDRESS", None)
+            proc = subprocess.run(
+                [sys.executable, "-c", BASELINE_SCRIPT, data, model, str(epochs), str(batch)],
+                cwd=tree, env=env, capture_output=True, text=True,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"baseline run at {rev} failed:\n{proc.stderr[-3000:]}")
+            history = json.loads(proc.stdout.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", tree], capture_output=True)
+    return summarise(sorted(history, key=lambda m: m["epoch"]))
+
+
+def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
+    """Clips/s of the compiled train step on one fixed batch, in this process."""
+    from vae.models import DistributedSteps, build_vae
+    from vae.training import make_optimizer
+
+    b, dim = run_cfg.train.batch_size, run_cfg.model.latent_dim
+    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior)
+    optimizer = make_optimizer(run_cfg.train)
+    optimizer.build(model.trainable_variables)
+    train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile).train
+    rng = np.random.default_rng(0)
+    args = (
+        rng.uniform(size=(b, *run_cfg.features.shape)).astype(np.float32),
+        (np.arange(b) % 10).astype(np.int32),
+        rng.standard_normal((run_cfg.prior.kl_samples, b, dim)).astype(np.float32),
+        np.float32(1.0),
+    )
+    for _ in range(3):
+        train(*args).numpy()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train(*args).numpy()
+    return steps * b / (time.perf_counter() - t0)
 
 
 def subset(data: str, clips: int, out: str) -> str:
-    """The first ``clips`` train rows (and all test rows) of ``data`` as a new Parquet, so both paths see the same clips."""
+    """The first ``clips`` train rows (and all test rows) of ``data`` as a new Parquet, so every path sees the same clips."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -96,47 +167,47 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="Parquet dataset from jobs.preprocess")
     p.add_argument("--model", default="default")
-    p.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig.batch_size")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs (one more runs first as warm-up)")
-    p.add_argument("--clips", type=int, default=1024, help="train clips used")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs (one more runs first as warm-up)")
+    p.add_argument("--clips", type=int, default=2250, help="train clips used")
+    p.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision whose training path is the baseline")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline run")
     args = p.parse_args(argv)
 
-    from vae.config import ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-    from vae.dataset import load_split_numpy, read_feature_config
-    from vae.raysetup import init_ray
+    from vae.config import ModelConfig, RunConfig, preset
+    from vae.dataset import read_feature_config
 
     flops = flops_table()
     for name, row in flops.items():
-        print(f"{name:8s} input {row['input']}: {row['gflops_per_clip'] * 1e3:8.2f} MFLOPs/clip forward; largest layer {row['largest_layer']}; "
-              f"last decoder layer {row['last_decoder_layer']}")
-    print(f"default / seed FLOPs: {flops['default']['gflops_per_clip'] / flops['seed']['gflops_per_clip']:.3f}")
+        print(f"{name:8s} input {row['input']}: {row['gflops_per_clip'] * 1e3:8.2f} MFLOPs/clip forward; largest layer {row['largest_layer']}")
 
-    train_cfg = TrainConfig() if args.batch_size is None else TrainConfig(batch_size=args.batch_size)
-    run_cfg = RunConfig(features=read_feature_config(args.data), model=preset(ModelConfig, args.model), prior=PriorConfig(), train=train_cfg)
+    run_cfg = RunConfig(features=read_feature_config(args.data), model=preset(ModelConfig, args.model))
+    results: dict = {"model": args.model, "batch_size": run_cfg.train.batch_size, "flops": flops}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         data = subset(args.data, args.clips, tmp)
-        spectrograms = load_split_numpy(data, "train", columns=["spectrogram"])["spectrogram"]
-        print(f"model {args.model}, batch {run_cfg.train.batch_size}, {len(spectrograms)} clips, {args.epochs} timed epochs; "
+        print(f"model {args.model}, batch {run_cfg.train.batch_size}, {args.clips} clips, {args.epochs} timed epochs; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-        # Plain, Ray, plain again: the machine may be shared, so the baseline brackets the Ray run.
-        before = plain_keras(spectrograms, run_cfg, args.epochs)
-        print(f"plain Keras model.fit (before): {before:8.1f} clips/s", flush=True)
-        init_ray()
-        ray_step, ray_epoch = ray_train(data, run_cfg, args.epochs)
-        import ray
+        if not args.no_baseline:
+            results["baseline"] = run_baseline(args.baseline_rev, data, args.model, args.epochs, run_cfg.train.batch_size)
+            print(f"baseline ({args.baseline_rev}): {json.dumps(results['baseline'])}", flush=True)
+        results["now"] = run_now(data, run_cfg, args.epochs)
+        print(f"now: {json.dumps(results['now'])}", flush=True)
+    for jit in (False, True):
+        results[f"step_alone_xla_{'on' if jit else 'off'}"] = step_alone(run_cfg, jit)
 
-        ray.shutdown()
-        print(f"Ray Train, 1 worker:            {ray_step:8.1f} clips/s", flush=True)
-        after = plain_keras(spectrograms, run_cfg, args.epochs)
-        print(f"plain Keras model.fit (after):  {after:8.1f} clips/s", flush=True)
-    plain = (before + after) / 2
-    ratio = ray_step / plain
-    print(f"plain Keras model.fit (mean):   {plain:8.1f} clips/s")
-    print(f"Ray Train, 1 worker (train):    {ray_step:8.1f} clips/s   ratio {ratio:.3f} ({'meets' if ratio >= 0.9 else 'MISSES'} the 0.90 bar)")
-    print(f"Ray Train, 1 worker (epoch incl. validation + latent statistics): {ray_epoch:8.1f} clips/s")
+    print(f"\n{'path':34s} {'train clips/s':>14s} {'epoch clips/s':>14s}   s/epoch: train  validate  checkpoint")
+    for key, label in (("baseline", f"baseline ({args.baseline_rev})"), ("now", "now")):
+        r = results.get(key)
+        if r:
+            phases = "  ".join(f"{r[k]:6.1f}" if k in r else "     -" for k in ("train_time_s", "validate_time_s", "checkpoint_time_s"))
+            print(f"{label:34s} {r['train_clips_per_s']:14.1f} {r['epoch_clips_per_s']:14.1f}   {phases}")
+    print(f"{'step alone, no XLA':34s} {results['step_alone_xla_off']:14.1f}")
+    print(f"{'step alone, XLA':34s} {results['step_alone_xla_on']:14.1f}")
+    if "baseline" in results:
+        results["ratio_train"] = results["now"]["train_clips_per_s"] / results["baseline"]["train_clips_per_s"]
+        results["ratio_epoch"] = results["now"]["epoch_clips_per_s"] / results["baseline"]["epoch_clips_per_s"]
+        print(f"now / baseline: {results['ratio_train']:.2f}x train phase, {results['ratio_epoch']:.2f}x whole epochs (target >= 1.5x)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    print(json.dumps({"model": args.model, "batch_size": run_cfg.train.batch_size, "plain_clips_per_s": plain, "plain_before": before, "plain_after": after,
-                      "ray_clips_per_s": ray_step, "ray_epoch_clips_per_s": ray_epoch, "ratio": ratio, "flops": flops}))
+    print(json.dumps(results))
     return 0
 
 

@@ -7,8 +7,8 @@ Writes DIR/metrics.json (each metric with its vocoder floor) and DIR/index.html
 with its PNG and WAV files beside it, referenced relatively. CKPT, PARQUET, DIR,
 RECOGNISER and the --wavs folder (extra clips, e.g. unseen voices) may be local
 or s3://. Without --classifier the sample metrics (digit accuracy, inception
-score, Frechet distance) are skipped. Runs in this process (Griffin-Lim spread
-over local processes); no Ray cluster is needed. The last stdout line is JSON.
+score, Frechet distance) are skipped. Runs in this process (Griffin-Lim
+batched in TensorFlow, vae.vocoder); no Ray cluster is needed. The last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-unconditional", type=int, default=EvalConfig.n_unconditional, help="prior samples for IS and FD")
     p.add_argument("--wavs", help="a folder of other WAVs (e.g. unseen voices) to measure reconstruction on")
     p.add_argument("--seed", type=int, default=EvalConfig.seed)
-    p.add_argument("--workers", type=int, default=None, help="processes for Griffin-Lim (default: all local cores)")
+    p.add_argument("--workers", type=int, default=None, help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)")
     return p.parse_args(argv)
 
 

@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="folder or s3:// prefix of .wav files")
     p.add_argument("--out", required=True, help="output folder (local or s3://)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--digit", type=int, help="the digit every input says (a conditional model needs it; "
+                   "otherwise it is read from names like 7_anna_0.wav)")
     return p.parse_args(argv)
 
 
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vae import generation
     from vae.checkpoint import CheckpointError, load
+    from vae.dataset import parse_name
     from vae.features import AudioError, decode_audio, fit_length, log_spectral_distance, waveform_to_spectrogram, wav_bytes
 
     try:
@@ -56,17 +59,24 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 clip = decode_audio(storage.read_bytes(uri), cfg)
                 spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, cfg)
+                digit = args.digit
+                if digit is None and loaded.run_config.model.conditional:
+                    try:
+                        digit = parse_name(uri).digit
+                    except ValueError as exc:
+                        raise AudioError(f"a conditional model needs the digit: pass --digit, or {exc}") from None
             except (AudioError, storage.StorageError) as exc:
                 reason = exc.reason if isinstance(exc, AudioError) else str(exc)
                 print(f"  skipped {uri}: {reason}", flush=True)
                 skipped.append({"file": uri, "reason": reason})
                 continue
-            batch.append((uri, clip.waveform, spec, (db_min, db_max)))
+            batch.append((uri, clip.waveform, spec, (db_min, db_max), digit))
         if not batch:
             continue
-        recon = generation.reconstruct(loaded, np.stack([b[2] for b in batch]))
+        digits = np.array([b[4] for b in batch]) if loaded.run_config.model.conditional else None
+        recon = generation.reconstruct(loaded, np.stack([b[2] for b in batch]), digits)
         waves = generation.to_waveforms(loaded, recon, db_ranges=[b[3] for b in batch])
-        for (uri, original, _, _), y in zip(batch, waves):
+        for (uri, original, *_), y in zip(batch, waves):
             rel = uri[len(base) :].lstrip("/") if input_is_dir else uri.rsplit("/", 1)[-1]
             out = storage.join(args.out, rel)
             try:

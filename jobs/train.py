@@ -20,7 +20,18 @@ import sys
 from dataclasses import replace
 
 from jobs._cli import fail
-from vae.config import MODEL_PRESETS, ConfigError, ModelConfig, PriorConfig, RunConfig, TrainConfig, from_dict, preset, to_dict
+from vae.config import (
+    MODEL_PRESETS,
+    ConfigError,
+    ModelConfig,
+    PriorConfig,
+    RunConfig,
+    SamplingConfig,
+    TrainConfig,
+    from_dict,
+    preset,
+    to_dict,
+)
 from vae.storage import StorageError
 
 # CLI option -> (config section, field)
@@ -29,8 +40,12 @@ OVERRIDES = {
     "components": ("prior", "components"),
     "reconstruction": ("prior", "reconstruction"),
     "recon_weight": ("prior", "recon_weight"),
+    "kl_warmup": ("prior", "kl_warmup_epochs"),
     "latent_dim": ("model", "latent_dim"),
+    "conditional": ("model", "conditional"),
+    "sampler": ("sampling", "sampler"),
     "epochs": ("train", "epochs"),
+    "time_budget": ("train", "time_budget_s"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "learning_rate"),
     "num_workers": ("train", "num_workers"),
@@ -52,12 +67,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", required=True, help="run name: checkpoints go to STORAGE/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run NAME from its latest checkpoint")
     p.add_argument("--model", choices=sorted(MODEL_PRESETS), help="ModelConfig preset (default: default)")
-    p.add_argument("--prior", choices=["normal", "mixture"])
+    from vae.losses import RECONSTRUCTIONS
+    from vae.priors import PRIORS
+
+    p.add_argument("--prior", choices=sorted(PRIORS), help="latent prior (vae/priors.py)")
     p.add_argument("--components", type=int, help="mixture components K")
-    p.add_argument("--reconstruction", choices=["mse", "bernoulli"])
+    p.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS), help="reconstruction term (vae/losses.py)")
     p.add_argument("--latent-dim", type=int)
-    p.add_argument("--recon-weight", type=float)
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="feed the digit to the encoder and the decoder")
+    p.add_argument("--recon-weight", type=float, help="weight of the mse/bernoulli reconstruction term")
+    p.add_argument("--kl-warmup", type=int, help="epochs over which the KL weight rises to 1")
+    p.add_argument("--sampler", choices=["expost", "prior"], help="where generated latents come from")
     p.add_argument("--epochs", type=int, help="total epochs of the run (with --resume: including those done)")
+    p.add_argument("--time-budget", type=float, help="seconds of training after which no new epoch starts (0: none)")
     p.add_argument("--batch-size", type=int, help="per worker; the global batch is this x --num-workers")
     p.add_argument("--lr", type=float)
     p.add_argument("--num-workers", type=int)
@@ -83,8 +106,8 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfi
         if args.model is not None and preset(ModelConfig, args.model) != stored.model:
             raise ConfigError(f"--model {args.model} differs from the model of the run being resumed")
     else:
-        base = RunConfig(model=preset(ModelConfig, args.model or "default"), prior=PriorConfig(), train=TrainConfig())
-    sections = {name: to_dict(getattr(base, name)) for name in ("model", "prior", "train")}
+        base = RunConfig(model=preset(ModelConfig, args.model or "default"))
+    sections = {name: to_dict(getattr(base, name)) for name in ("model", "prior", "train", "sampling")}
     for option, (section, key) in OVERRIDES.items():
         value = getattr(args, option)
         if value is not None:
@@ -94,6 +117,7 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfi
         model=from_dict(ModelConfig, sections["model"]),
         prior=from_dict(PriorConfig, sections["prior"]),
         train=from_dict(TrainConfig, sections["train"]),
+        sampling=from_dict(SamplingConfig, sections["sampling"]),
     )
 
 

@@ -8,7 +8,7 @@ on the real spectrograms and on their Griffin-Lim resynthesis (so vocoder
 artefacts are not mistaken for content), then scores the ``test`` split clean and
 resynthesised. Writes OUT/config.json (features + recogniser config),
 OUT/model.weights.h5 and OUT/metrics.json. Runs in this process (Griffin-Lim
-spread over local processes); no Ray cluster is needed. Exits 1, after saving,
+batched in TensorFlow, vae.vocoder); no Ray cluster is needed. Exits 1, after saving,
 when the clean test accuracy is below --min-accuracy. The last stdout line is JSON.
 """
 
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gl-iters", type=int, help=f"Griffin-Lim iterations of the augmentation (default {RecogniserConfig.gl_iters})")
     p.add_argument("--no-gl-augment", action="store_true", help="train on the real spectrograms only")
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, default=None, help="processes for Griffin-Lim (default: all local cores)")
+    p.add_argument("--workers", type=int, default=None, help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)")
     p.add_argument("--min-accuracy", type=float, default=0.95, help="exit 1 if the test accuracy is below this")
     return p.parse_args(argv)
 

@@ -5,38 +5,55 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from vae import checkpoint, generation, storage
-from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, SamplingConfig, TrainConfig, preset
 from vae.dataset import load_split_numpy, read_feature_config
-from vae.models import build_vae
-from vae.training import latent_stats, make_optimizer
+from vae.training import latent_stats, train_in_process
 
 from jobs import generate as generate_job
 from jobs import reconstruct as reconstruct_job
 
+REPO = Path(__file__).resolve().parents[1]
 
-@pytest.fixture(scope="module", params=["normal", "mixture"])
+
+# (prior kind, conditional model, where samples come from): the original setup, the mixture prior
+# with occupancy weights, ex-post mixtures on an unconditional model, and a conditional model with
+# a digit-tied prior and the calibrated decoder.
+VARIANTS = {
+    "normal-prior": ("normal", False, "prior", "mse"),
+    "mixture-prior": ("mixture", False, "prior", "mse"),
+    "normal-expost": ("normal", False, "expost", "mse"),
+    "tied-conditional-expost": ("tied", True, "expost", "gaussian"),
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def trained_checkpoint(request, small_parquet, tmp_path_factory) -> str:
-    """A tiny VAE trained for a few epochs in one process on the small Parquet, saved as a checkpoint."""
+    """A tiny VAE trained for a few epochs in one process on the small Parquet, saved as a checkpoint
+    with its latent statistics and ex-post mixtures."""
+    kind, conditional, sampler, reconstruction = VARIANTS[request.param]
     features = read_feature_config(small_parquet)
     run_cfg = RunConfig(
         features=features,
-        model=preset(ModelConfig, "tiny"),
-        prior=PriorConfig(kind=request.param, components=3),
+        model=replace(preset(ModelConfig, "tiny"), conditional=conditional),
+        prior=PriorConfig(kind=kind, components=3, reconstruction=reconstruction),
         train=TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3),
+        sampling=SamplingConfig(sampler=sampler),
     ).validate()
     train = load_split_numpy(small_parquet, "train")
-    vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
-    vae.compile(optimizer=make_optimizer(run_cfg.train))
-    vae.fit(train["spectrogram"], batch_size=16, epochs=3, verbose=0)
-    stats = latent_stats(vae, request.param, [train])
+    vae, optimizer, _ = train_in_process(run_cfg, train)
+    stats = latent_stats(vae, kind, [train])
+    mu = generation.encode(checkpoint.LoadedModel("mem", run_cfg, vae), train["spectrogram"], train["digit"])
+    expost = generation.fit_expost(mu, train["digit"], run_cfg.sampling)
     directory = str(tmp_path_factory.mktemp(f"ckpt_{request.param}") / "checkpoint_0003")
-    checkpoint.save(directory, vae, vae.optimizer, 3, run_cfg, {"epoch": 3}, stats)
+    checkpoint.save(directory, vae, optimizer, 3, run_cfg, {"epoch": 3}, stats, expost)
     return directory
 
 
@@ -70,17 +87,54 @@ def test_generate_a_digit_writes_digit_files_from_that_digits_latent_region(trai
     assert result["digit"] == 7 and result["problems"] == []
 
     loaded = checkpoint.load(trained_checkpoint)
-    z7 = generation.sample_latents(loaded, 400, digit=7, seed=0)
-    stats = loaded.latent_stats["digits"]["7"]
+    z7, digits = generation.sample_latents(loaded, 400, digit=7, seed=0)
+    assert np.all(digits == 7)
+    mean, std = _expected_digit_latents(loaded, 7)
+    np.testing.assert_allclose(z7.mean(axis=0), mean, atol=4 * std.max() / np.sqrt(400) + 1e-6)
+
+
+def _expected_digit_latents(loaded, digit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and per-dimension std of the latents a checkpoint should draw for ``digit``."""
+    stats = loaded.latent_stats["digits"][str(digit)]
+    if generation.sampler(loaded) == "expost":
+        # The digit's own ex-post mixture.
+        mixture = loaded.expost["digits"][str(digit)]
+        w, means, covs = (np.asarray(mixture[k]) for k in ("weights", "means", "covariances"))
+        mean = w @ means
+        second = np.einsum("k,kd->d", w, np.diagonal(covs, axis1=1, axis2=2) + means**2)
+        return mean, np.sqrt(second - mean**2)
     if loaded.run_config.prior.kind == "normal":
-        np.testing.assert_allclose(z7.mean(axis=0), stats["mean"], atol=4 * max(stats["spread"]) / np.sqrt(400) + 1e-6)
-    else:
-        # Draws from the components the digit's training clips fall in, weighted by their occupancy.
-        occ = np.asarray(stats["occupancy"])
-        means, scales = loaded.model.prior.means.numpy(), loaded.model.prior.scales().numpy()
-        mean = occ @ means
-        std = np.sqrt(occ @ (scales**2 + means**2) - mean**2)
-        np.testing.assert_allclose(z7.mean(axis=0), mean, atol=4 * std.max() / np.sqrt(400))
+        return np.asarray(stats["mean"]), np.asarray(stats["spread"])
+    # Draws from the components the digit's training clips fall in, weighted by their occupancy.
+    occ = np.asarray(stats["occupancy"])
+    means, scales = loaded.model.prior.means.numpy(), loaded.model.prior.scales().numpy()
+    mean = occ @ means
+    return mean, np.sqrt(occ @ (scales**2 + means**2) - mean**2)
+
+
+def test_checkpoints_say_which_sampler_they_use_and_carry_their_ex_post_mixtures(trained_checkpoint):
+    loaded = checkpoint.load(trained_checkpoint)
+    assert generation.sampler(loaded) == loaded.run_config.sampling.sampler
+    assert sorted(loaded.expost["digits"], key=int) == [str(d) for d in range(10)]
+    # Unconditional draws take each digit with its training frequency, from that digit's region.
+    z, digits = generation.sample_latents(loaded, 2000, seed=3)
+    counts = np.bincount(digits, minlength=10) / 2000
+    np.testing.assert_allclose(counts, 0.1, atol=0.03)
+    if generation.sampler(loaded) == "expost":
+        for d in (0, 5):
+            mean, std = _expected_digit_latents(loaded, d)
+            np.testing.assert_allclose(z[digits == d].mean(axis=0), mean, atol=5 * std.max() / np.sqrt((digits == d).sum()))
+
+
+def test_a_conditional_model_decodes_with_the_digit_asked_for(trained_checkpoint):
+    loaded = checkpoint.load(trained_checkpoint)
+    if not loaded.run_config.model.conditional:
+        pytest.skip("unconditional model")
+    z = np.zeros((2, loaded.run_config.model.latent_dim), np.float32)
+    three, eight = generation.decode(loaded, z, 3), generation.decode(loaded, z, 8)
+    assert not np.allclose(three, eight)  # the same z says another digit
+    with pytest.raises(generation.GenerationError, match="conditional"):
+        generation.decode(loaded, z)
 
 
 def test_generate_a_digit_the_checkpoint_never_saw_is_a_clear_error(trained_checkpoint, tmp_path, capsys):
@@ -146,3 +200,24 @@ def test_per_clip_features_are_inverted_with_the_training_db_range():
     assert generation.db_range(loaded, digit=4) == (-70.0, 5.0)
     fixed = checkpoint.LoadedModel(uri="mem", run_config=RunConfig(), model=None)
     assert generation.db_range(fixed) == (None, None)
+
+
+@pytest.mark.parametrize("kind", ["normal", "mixture"])
+def test_checkpoints_written_before_conditional_models_still_load_and_generate(kind, tmp_path, capsys):
+    """tests/data/legacy_checkpoints/: tiny checkpoints written by the code at 5c7c476 (no ex-post
+    mixtures, no sampling section in config.json): they load, say they sample from the prior the
+    original way, and generate a digit and from the prior."""
+    legacy = str(REPO / "tests" / "data" / "legacy_checkpoints" / kind)
+    loaded = checkpoint.load(legacy)
+    assert loaded.run_config.prior.kind == kind and not loaded.run_config.model.conditional
+    assert loaded.expost == {} and generation.sampler(loaded) == "prior"
+    mean, std = _expected_digit_latents(loaded, 4)
+    z4, _ = generation.sample_latents(loaded, 400, digit=4, seed=0)
+    np.testing.assert_allclose(z4.mean(axis=0), mean, atol=4 * std.max() / np.sqrt(400) + 1e-6)
+
+    for digit in (["--digit", "4"], []):
+        out = tmp_path / f"gen{len(digit)}"
+        assert generate_job.main(["--checkpoint", legacy, "--out", str(out), "--n", "2", "--no-png", *digit]) == 0
+        assert _last_json(capsys)["problems"] == []
+        for wav in out.iterdir():
+            _check_wav(wav.read_bytes(), loaded.run_config.features)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from vae import checkpoint, storage
 from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.models import build_vae, flops_per_clip, layer_costs
-from vae.training import make_optimizer
+from vae.training import make_optimizer, train_in_process
 
 
 @pytest.mark.parametrize("features,model", [("default", "default"), ("default", "tiny"), ("seed", "seed")])
@@ -82,9 +82,9 @@ def test_per_example_losses_are_per_clip_and_add_up():
     shape = preset(FeatureConfig, "default").shape
     vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(recon_weight=10.0))
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
-    terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False)
+    terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
     assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in ("loss", "recon", "kl", "recon_mse")}
-    np.testing.assert_allclose(terms["loss"], terms["recon"] + terms["kl"], rtol=1e-6)
+    np.testing.assert_allclose(terms["loss"], terms["recon"] + 0.5 * terms["kl"], rtol=1e-6)
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
 
@@ -99,7 +99,7 @@ def test_mixed_precision_computes_in_float16_and_outputs_float32():
     assert np.all(np.isfinite(vae.per_example_losses(x)["loss"].numpy()))
 
 
-def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object]:
+def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object, object]:
     """A tiny model moved away from its initial weights by a few real optimizer steps, saved."""
     features = preset(FeatureConfig, "default")
     run_cfg = RunConfig(
@@ -108,18 +108,17 @@ def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object]:
         prior=PriorConfig(kind=prior_kind, components=3),
         train=TrainConfig(epochs=1, batch_size=4),
     ).validate()
-    vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
-    vae.compile(optimizer=make_optimizer(run_cfg.train))
-    x = np.random.default_rng(1).uniform(size=(8, *features.shape)).astype(np.float32)
-    vae.fit(x, batch_size=4, epochs=2, verbose=0)
+    rng = np.random.default_rng(1)
+    train = {"id": np.arange(8).astype(str), "digit": np.arange(8) % 10, "spectrogram": rng.uniform(size=(8, *features.shape)).astype(np.float32)}
+    vae, optimizer, _ = train_in_process(run_cfg, train, epochs=2)
     directory = str(tmp_path / "ckpt")
-    checkpoint.save(directory, vae, vae.optimizer, 2, run_cfg, {"val_recon_mse": 0.1}, {"prior": prior_kind, "digits": {}})
-    return directory, vae
+    checkpoint.save(directory, vae, optimizer, 2, run_cfg, {"val_recon_mse": 0.1}, {"prior": prior_kind, "digits": {}})
+    return directory, vae, optimizer
 
 
 @pytest.mark.parametrize("prior_kind", ["normal", "mixture"])
 def test_reloaded_checkpoint_gives_identical_decoder_outputs(tmp_path, prior_kind):
-    directory, vae = _trained_checkpoint(tmp_path, prior_kind)
+    directory, vae, _ = _trained_checkpoint(tmp_path, prior_kind)
     z = np.random.default_rng(2).normal(size=(5, vae.model_cfg.latent_dim)).astype(np.float32)
 
     loaded = checkpoint.load(directory)
@@ -132,7 +131,7 @@ def test_reloaded_checkpoint_gives_identical_decoder_outputs(tmp_path, prior_kin
 
 
 def test_checkpoint_loads_from_s3_and_restores_optimizer_state(tmp_path, make_bucket):
-    directory, vae = _trained_checkpoint(tmp_path, "mixture")
+    directory, vae, trained_optimizer = _trained_checkpoint(tmp_path, "mixture")
     uri = make_bucket("models-test") + "/run/checkpoint_0002"
     storage.copy_tree(directory, uri)
     z = np.random.default_rng(3).normal(size=(4, vae.model_cfg.latent_dim)).astype(np.float32)
@@ -144,8 +143,8 @@ def test_checkpoint_loads_from_s3_and_restores_optimizer_state(tmp_path, make_bu
     optimizer = make_optimizer(loaded.run_config.train)
     optimizer.build(loaded.model.trainable_variables)
     assert checkpoint.restore_training_state(directory, loaded.model, optimizer) == 2
-    assert int(optimizer.iterations.numpy()) == int(vae.optimizer.iterations.numpy()) == 4
-    for a, b in zip(optimizer.variables, vae.optimizer.variables):
+    assert int(optimizer.iterations.numpy()) == int(trained_optimizer.iterations.numpy()) == 4
+    for a, b in zip(optimizer.variables, trained_optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
 
 

@@ -12,9 +12,11 @@ from scipy.stats import multivariate_normal
 
 from vae import losses
 from vae.config import PriorConfig
-from vae.priors import MixturePrior, NormalPrior, analytic_normal_kl, build_prior
+from vae.priors import PRIORS, UNIT_RAW_SCALE, MixturePrior, NormalPrior, TiedPrior, analytic_normal_kl, build_prior
 
-UNIT_RAW_SCALE = math.log(math.e - 1.0)  # softplus^-1(1)
+
+def mixture(latent_dim: int, components: int) -> MixturePrior:
+    return MixturePrior(latent_dim, PriorConfig(kind="mixture", components=components))
 
 
 def _posterior(batch=5, dim=4, seed=0):
@@ -30,7 +32,7 @@ def _samples(mu, log_var, n, seed=1):
 
 
 def test_mixture_monte_carlo_kl_matches_analytic_kl_for_one_standard_normal_component():
-    prior = MixturePrior(latent_dim=4, components=1)
+    prior = mixture(4, 1)
     prior.means.assign(np.zeros((1, 4), np.float32))
     prior.raw_scales.assign(np.full((1, 4), UNIT_RAW_SCALE, np.float32))
     mu, log_var = _posterior()
@@ -42,13 +44,13 @@ def test_mixture_monte_carlo_kl_matches_analytic_kl_for_one_standard_normal_comp
     assert np.all(analytic > 0.1)
     np.testing.assert_allclose(mc, analytic, rtol=0.03, atol=0.02)
     # ... and the analytic prior's KL is that same formula, whatever samples it is given.
-    np.testing.assert_allclose(NormalPrior(4).kl(mu, log_var, None).numpy(), analytic, rtol=1e-6)
+    np.testing.assert_allclose(NormalPrior(4, PriorConfig()).kl(mu, log_var, None).numpy(), analytic, rtol=1e-6)
 
 
 def test_mixture_log_prob_is_the_gaussian_mixture_density():
     k, d = 3, 2
     rng = np.random.default_rng(3)
-    prior = MixturePrior(latent_dim=d, components=k)
+    prior = mixture(d, k)
     logits, means, raw = rng.normal(size=k), rng.normal(0, 2, (k, d)), rng.normal(size=(k, d))
     prior.logits.assign(logits.astype(np.float32))
     prior.means.assign(means.astype(np.float32))
@@ -65,7 +67,7 @@ def test_mixture_log_prob_is_the_gaussian_mixture_density():
 
 
 def test_mixture_sampling_follows_the_given_component_weights_and_assign_recovers_them():
-    prior = MixturePrior(latent_dim=3, components=4)
+    prior = mixture(3, 4)
     prior.means.assign(np.array([[-20, 0, 0], [0, 20, 0], [20, 0, 0], [0, -20, 0]], np.float32))
 
     z = prior.sample(200, seed=5, weights=np.array([0.0, 0.0, 1.0, 0.0]))
@@ -77,7 +79,7 @@ def test_mixture_sampling_follows_the_given_component_weights_and_assign_recover
 
 
 def test_mixture_parameters_receive_gradients_from_the_kl():
-    prior = MixturePrior(latent_dim=2, components=3)
+    prior = mixture(2, 3)
     mu, log_var = _posterior(batch=4, dim=2)
     with tf.GradientTape() as tape:
         kl = tf.reduce_mean(prior.kl(mu, log_var, _samples(mu, log_var, 2)))
@@ -94,16 +96,78 @@ def test_normal_prior_kl_is_zero_at_the_prior_and_positive_elsewhere():
     assert prior.sample(6, seed=0).shape == (6, 3)
 
 
+def test_tied_prior_kl_is_the_analytic_kl_to_the_component_of_each_clips_digit():
+    prior = build_prior(PriorConfig(kind="tied"), 2)
+    assert isinstance(prior, TiedPrior) and prior.components == 10 and prior.uses_digits
+    rng = np.random.default_rng(4)
+    means, raw = rng.normal(0, 2, (10, 2)).astype(np.float32), rng.normal(size=(10, 2)).astype(np.float32)
+    prior.means.assign(means)
+    prior.raw_scales.assign(raw)
+    scales = np.log1p(np.exp(raw)) + 1e-5
+    mu, log_var = _posterior(batch=3, dim=2)
+    digits = np.array([7, 0, 7])
+
+    kl = prior.kl(mu, log_var, None, digits).numpy()
+
+    var_q, var_p = np.exp(log_var), scales[digits] ** 2
+    reference = 0.5 * np.sum(np.log(var_p / var_q) + (var_q + (mu - means[digits]) ** 2) / var_p - 1.0, axis=1)
+    np.testing.assert_allclose(kl, reference, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="digit"):
+        prior.kl(mu, log_var, None)
+
+
+def test_tied_prior_samples_a_digit_from_its_own_component_and_assign_finds_it():
+    prior = build_prior(PriorConfig(kind="tied"), 3)
+    prior.means.assign((np.eye(10, 3) * 0 + np.arange(10)[:, None] * 30.0).astype(np.float32))
+    z = prior.sample(50, seed=1, digit=6)
+    np.testing.assert_allclose(z.mean(axis=0), [180.0] * 3, atol=1.0)
+    assert np.all(prior.assign(z) == 6)
+    # Unconditional draws mix every digit's component; the weights are not trained.
+    assert set(prior.assign(prior.sample(300, seed=2)).tolist()) == set(range(10))
+    assert not prior.logits.trainable
+
+
+def test_every_prior_kind_is_registered_and_built_by_name():
+    assert sorted(PRIORS) == ["mixture", "normal", "tied"]
+    for kind in PRIORS:
+        prior = build_prior(PriorConfig(kind=kind, components=4), 5)
+        assert prior.kind == kind and prior.sample(3, seed=0).shape == (3, 5)
+    with pytest.raises(ValueError, match="PriorConfig.kind"):
+        build_prior(PriorConfig(kind="vamp"), 2)
+
+
 def test_reconstruction_terms_are_weighted_per_clip_means():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
     x_hat = rng.uniform(0.05, 0.95, size=(3, 8, 6, 1)).astype(np.float32)
 
-    mse = losses.reconstruction_term("mse", x, x_hat, 1000.0).numpy()
+    mse = losses.build_reconstruction(PriorConfig(reconstruction="mse", recon_weight=1000.0))(x, x_hat).numpy()
     np.testing.assert_allclose(mse, 1000.0 * ((x - x_hat) ** 2).reshape(3, -1).mean(axis=1), rtol=1e-5)
 
     bce = -(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat)).reshape(3, -1).mean(axis=1)
-    np.testing.assert_allclose(losses.reconstruction_term("bernoulli", x, x_hat, 2.0).numpy(), 2.0 * bce, rtol=1e-5)
+    bernoulli = losses.build_reconstruction(PriorConfig(reconstruction="bernoulli", recon_weight=2.0))(x, x_hat).numpy()
+    np.testing.assert_allclose(bernoulli, 2.0 * bce, rtol=1e-5)
 
     with pytest.raises(ValueError, match="PriorConfig.reconstruction"):
-        losses.reconstruction_term("l1", x, x_hat, 1.0)
+        losses.build_reconstruction(PriorConfig(reconstruction="l1"))
+
+
+def test_calibrated_gaussian_is_the_summed_gaussian_negative_log_likelihood_with_a_learned_scale():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
+    x_hat = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
+    term = losses.build_reconstruction(PriorConfig(reconstruction="gaussian", gaussian_init_scale=0.2))
+    from scipy.stats import norm
+
+    reference = -norm(x_hat.reshape(3, -1), 0.2).logpdf(x.reshape(3, -1)).sum(axis=1)
+    np.testing.assert_allclose(term(x, x_hat).numpy(), reference, rtol=1e-5)
+
+    # The scale is a trainable weight, and its maximum-likelihood value is the RMS error.
+    assert [w.name for w in term.trainable_weights] == ["log_scale"]
+    rms = float(np.sqrt(np.mean((x - x_hat) ** 2)))
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(term(x, x_hat)) / x[0].size
+        (grad,) = tape.gradient(loss, term.trainable_weights)
+        term.log_scale.assign_sub(0.5 * grad)
+    assert float(term.scale()) == pytest.approx(rms, rel=1e-3)

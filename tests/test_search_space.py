@@ -14,11 +14,13 @@ def test_shipped_spaces_load(path):
     assert cfg.validate() is cfg
 
 
-def test_components_zero_means_standard_normal_prior():
+def test_prior_kind_loss_and_sampler_are_plain_config_keys():
     space = load_space("tune_spaces/smoke.yaml")
-    assert space.run_config({"prior.components": 0}, RunConfig()).prior.kind == "normal"
-    mixture = space.run_config({"prior.components": 2}, RunConfig()).prior
-    assert (mixture.kind, mixture.components) == ("mixture", 2)
+    cfg = space.run_config({"prior.kind": "mixture", "prior.reconstruction": "gaussian", "model.conditional": True}, RunConfig())
+    assert (cfg.prior.kind, cfg.prior.components, cfg.prior.reconstruction, cfg.model.conditional) == ("mixture", 2, "gaussian", True)
+    assert load_space("tune_spaces/cpu.yaml").run_config({"sampling.sampler": "prior"}, RunConfig()).sampling.sampler == "prior"
+    with pytest.raises(SpaceError, match="prior.kind"):
+        parse_space({"params": {"prior.kind": {"choice": ["normal", "wishart"]}}})
 
 
 def test_fixed_values_and_model_preset_apply():

@@ -5,7 +5,8 @@
 - ``state.json``         ``{"epoch": completed epochs}``;
 - ``config.json``        the RunConfig (features + model + prior + train);
 - ``metrics.json``       the metrics reported with it;
-- ``latent_stats.json``  per-digit latent mean/spread (and mixture occupancy) of the training encodings.
+- ``latent_stats.json``  per-digit latent mean/spread (and mixture occupancy) of the training encodings;
+- ``expost.json``        per-digit Gaussian mixtures of the training encodings (vae.generation.fit_expost).
 
 The model is rebuilt from ``config.json`` and the weights loaded into it, so a
 checkpoint needs no pickled code.
@@ -30,6 +31,7 @@ STATE = "state.json"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LATENT_STATS = "latent_stats.json"
+EXPOST = "expost.json"
 REQUIRED = (WEIGHTS, CONFIG)
 
 
@@ -43,7 +45,9 @@ def _dump(path: str, obj: Any) -> None:
         f.write("\n")
 
 
-def save(directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent_stats: dict) -> str:
+def save(
+    directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent_stats: dict, expost: dict | None = None
+) -> str:
     """Write a complete checkpoint into a local ``directory`` (created if needed)."""
     os.makedirs(directory, exist_ok=True)
     model.save_weights(os.path.join(directory, WEIGHTS))
@@ -54,6 +58,8 @@ def save(directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metri
     _dump(os.path.join(directory, STATE), {"epoch": int(epoch)})
     _dump(os.path.join(directory, METRICS), metrics)
     _dump(os.path.join(directory, LATENT_STATS), latent_stats)
+    if expost is not None:
+        _dump(os.path.join(directory, EXPOST), expost)
     return directory
 
 
@@ -97,6 +103,7 @@ class LoadedModel:
     latent_stats: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     epoch: int = 0
+    expost: dict = field(default_factory=dict)
 
 
 def load_local(directory: str, uri: str | None = None) -> LoadedModel:
@@ -126,6 +133,7 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
         latent_stats=read(LATENT_STATS, {}),
         metrics=read(METRICS, {}),
         epoch=int(read(STATE, {"epoch": 0})["epoch"]),
+        expost=read(EXPOST, {}),
     )
 
 

@@ -17,6 +17,8 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
+N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is this wide
+
 
 class ConfigError(ValueError):
     """A config value is missing, of the wrong type or out of range; the message names the key."""
@@ -110,6 +112,8 @@ class ModelConfig:
     # "batch": BatchNormalization synchronised across replicas; "none": no normalisation.
     normalisation: str = "batch"
     activation: str = "relu"
+    # Digit-conditional VAE: the digit (one-hot) is an input of the encoder and of the decoder.
+    conditional: bool = False
 
     def validate(self) -> "ModelConfig":
         if not (len(self.filters) == len(self.kernels) == len(self.strides)) or not self.filters:
@@ -148,20 +152,38 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 class PriorConfig:
     """The latent prior and the loss that goes with it."""
 
-    kind: str = "normal"  # "normal": N(0, I), analytic KL; "mixture": learnable GMM, Monte Carlo KL
-    components: int = 10
-    reconstruction: str = "mse"  # "mse" or "bernoulli"
-    # Times the per-clip MEAN reconstruction term: for mse, a Gaussian likelihood of variance
-    # n_pixels / (2 * recon_weight); 1e5 on 128 x 96 is sigma ~ 0.25 (the original's 1e6 on 256 x 64: 0.09).
-    # 1e3 collapses the posterior (KL ~ 6 nats, digits unrecognisable): see README.
+    # "normal": N(0, I), analytic KL; "mixture": learnable GMM, Monte Carlo KL;
+    # "tied": one learnable Gaussian per digit, p(z | digit), analytic KL (vae/priors.py).
+    kind: str = "normal"
+    components: int = 10  # of "mixture" ("tied" has one per digit)
+    reconstruction: str = "mse"  # "mse", "bernoulli" or "gaussian" (learned variance): vae/losses.py
+    # Times the per-clip MEAN reconstruction term of "mse" and "bernoulli": for mse, a Gaussian
+    # likelihood of variance n_pixels / (2 * recon_weight); 1e5 on 128 x 96 is sigma ~ 0.25 (the
+    # original's 1e6 on 256 x 64: 0.09). 1e3 collapses the posterior (KL ~ 6 nats): see README.
     recon_weight: float = 1e5
+    # "gaussian": the learned sigma's starting value (in units of the [0, 1] spectrogram).
+    gaussian_init_scale: float = 0.1
     kl_samples: int = 1  # Monte Carlo samples for the mixture KL
+    # The KL term's weight rises linearly from 1/(warm-up + 1) to 1 over the first this-many
+    # epochs (0: full weight from the start).
+    kl_warmup_epochs: int = 0
 
     def validate(self) -> "PriorConfig":
-        _choice(self, "kind", ("normal", "mixture"))
-        _choice(self, "reconstruction", ("mse", "bernoulli"))
-        _positive(self, "components", "recon_weight", "kl_samples")
+        from vae.losses import RECONSTRUCTIONS
+        from vae.priors import PRIORS
+
+        _choice(self, "kind", tuple(sorted(PRIORS)))
+        _choice(self, "reconstruction", tuple(sorted(RECONSTRUCTIONS)))
+        _positive(self, "components", "recon_weight", "kl_samples", "gaussian_init_scale")
+        if self.kl_warmup_epochs < 0:
+            raise ConfigError(f"PriorConfig.kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
         return self
+
+    def kl_weight(self, epoch: int) -> float:
+        """The KL term's weight in training epoch ``epoch`` (1-based)."""
+        if self.kl_warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, epoch / (self.kl_warmup_epochs + 1))
 
 
 # --------------------------------------------------------------------------- training
@@ -170,14 +192,26 @@ class PriorConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
+    # Stop after the epoch that would otherwise end past this many seconds of training (0: no
+    # limit), so a run fits a wall-clock budget on any machine; `epochs` stays the upper bound.
+    time_budget_s: float = 0.0
     batch_size: int = 32  # per worker; the global batch is batch_size * num_workers
     learning_rate: float = 5e-4  # 1e-3 spiked (KL blow-ups) three times in 35 epochs of `default`
+    # "constant", or "cosine": from learning_rate down to lr_final_fraction of it over `epochs`.
+    lr_schedule: str = "constant"
+    lr_final_fraction: float = 0.05
     num_workers: int = 1
     use_gpu: bool = False
     mixed_precision: bool = False
     # Ray placement of the workers: "PACK" fills a node first, "SPREAD" puts them on different nodes.
     placement_strategy: str = "PACK"
     seed: int = 0
+    # XLA-compile the train/eval steps where the strategy allows it (one worker): see
+    # vae.models.DistributedSteps. False keeps plain TensorFlow graphs.
+    jit_compile: bool = True
+    # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
+    # and a fit) after every this-many epochs, and always after the last one.
+    checkpoint_every: int = 1
     checkpoints_to_keep: int = 2
     max_failures: int = 2
     # Test-only fault switch: worker of this rank exits hard at the start of this epoch, once.
@@ -185,12 +219,38 @@ class TrainConfig:
     fault_rank: int = 1
 
     def validate(self) -> "TrainConfig":
-        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep")
+        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "checkpoints_to_keep", "checkpoint_every")
+        if self.time_budget_s < 0:
+            raise ConfigError(f"TrainConfig.time_budget_s={self.time_budget_s} must be >= 0 (0 = no limit)")
         if self.max_failures < -1:
             raise ConfigError(f"TrainConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         _choice(self, "placement_strategy", ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
+        _choice(self, "lr_schedule", ("constant", "cosine"))
+        if not 0 <= self.lr_final_fraction <= 1:
+            raise ConfigError(f"TrainConfig.lr_final_fraction={self.lr_final_fraction} must be in [0, 1]")
         if self.mixed_precision and not self.use_gpu:
             raise ConfigError("TrainConfig.mixed_precision needs use_gpu: float16 on CPU is slower, not faster")
+        return self
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Where generated latents are drawn from (vae/generation.py).
+
+    "expost": per-digit Gaussian mixtures fitted to the training posterior means after each
+    epoch and stored with the checkpoint (ex-post density estimation, Ghosh et al. 2020);
+    "prior": the model's prior (p(z | digit) where the prior or the decoder knows digits, else
+    the original's per-digit mean and spread of the training encodings).
+    """
+
+    sampler: str = "expost"
+    expost_components: int = 3  # the most per digit; fewer when the Bayesian information criterion says so
+    expost_covariance: str = "full"  # sklearn GaussianMixture covariance_type: "full" or "diag"
+
+    def validate(self) -> "SamplingConfig":
+        _choice(self, "sampler", ("expost", "prior"))
+        _choice(self, "expost_covariance", ("full", "diag"))
+        _positive(self, "expost_components")
         return self
 
 
@@ -202,12 +262,14 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def validate(self) -> "RunConfig":
         self.features.validate()
         self.model.validate()
         self.prior.validate()
         self.train.validate()
+        self.sampling.validate()
         return self
 
 

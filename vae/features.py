@@ -276,28 +276,6 @@ def db_to_magnitude(db: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return (10.0 ** (db / 20.0) * ref).astype(np.float32)
 
 
-def griffin_lim(mag: np.ndarray, cfg: FeatureConfig, n_iter: int | None = None, seed: int = 0) -> np.ndarray:
-    """Phase reconstruction from a trimmed magnitude (n_bins, n_frames); peak-normalised waveform."""
-    import librosa
-
-    full = np.zeros((cfg.n_fft // 2 + 1, mag.shape[1]), dtype=np.float32)
-    full[: mag.shape[0]] = mag
-    y = librosa.griffinlim(
-        full,
-        n_iter=cfg.griffin_lim_iters if n_iter is None else n_iter,
-        hop_length=cfg.hop_length,
-        win_length=cfg.n_fft,
-        n_fft=cfg.n_fft,
-        window="hann",
-        center=True,
-        length=cfg.n_samples,
-        momentum=0.99,
-        init="random",
-        random_state=seed,
-    )
-    return peak_normalise(y)
-
-
 def peak_normalise(y: np.ndarray, peak: float = 0.99) -> np.ndarray:
     m = float(np.max(np.abs(y))) if y.size else 0.0
     if not np.isfinite(m) or m == 0.0:
@@ -313,13 +291,19 @@ def spectrogram_to_waveform(
     n_iter: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
-    """Normalised spectrogram -> waveform at ``cfg.sample_rate`` by Griffin-Lim, peak-normalised."""
+    """One normalised spectrogram -> waveform at ``cfg.sample_rate`` by Griffin-Lim, peak-normalised.
+
+    A batch of one for :func:`vae.vocoder.spectrograms_to_waveforms`; give that many clips at once.
+    """
+    from vae.vocoder import spectrograms_to_waveforms
+
     spec = np.asarray(spec, dtype=np.float32)
     if spec.ndim == 3:
         spec = spec[..., 0]
     if spec.shape != cfg.shape:
         raise ValueError(f"spectrogram shape {spec.shape} does not match FeatureConfig shape {cfg.shape}")
-    return griffin_lim(db_to_magnitude(spectrogram_to_db(spec, cfg, db_min, db_max), cfg), cfg, n_iter, seed)
+    ranges = (None, None) if db_min is None and db_max is None else ([db_min], [db_max])
+    return spectrograms_to_waveforms(spec[None], cfg, *ranges, n_iter=n_iter, seed=seed)[0]
 
 
 def log_spectral_distance(a: np.ndarray, b: np.ndarray, cfg: FeatureConfig) -> float:

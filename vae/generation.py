@@ -1,12 +1,18 @@
 """Latents -> spectrograms -> waveforms from a loaded checkpoint.
 
-Digit-conditional sampling uses the per-digit statistics of the training
-encodings stored with the checkpoint (``latent_stats.json``):
+Where latents come from (``SamplingConfig.sampler``, reported with every metric):
 
-- ``normal`` prior (the original's approach): the digit's mean latent plus
-  Gaussian noise scaled by that digit's per-dimension spread;
-- ``mixture`` prior: a component drawn with the digit's occupancy (the share of
-  its training clips assigned to each component), then a draw from that component.
+- ``expost``: per-digit Gaussian mixtures fitted to the training posterior means and stored
+  with the checkpoint (``expost.json``; ex-post density estimation, Ghosh et al. 2020). A digit's
+  samples come from its own mixture; unconditional samples first draw a digit with the
+  training frequencies.
+- ``prior``: the model's prior. For a digit: the ``tied`` prior's component of that digit; a
+  conditional model's N(0, I) with the digit given to the decoder; a ``mixture`` prior's
+  components weighted by the digit's occupancy; otherwise the original research approach, the
+  digit's mean training latent plus Gaussian noise of that digit's spread.
+
+A conditional model always decodes with the digit asked for (drawn with the training
+frequencies when none is asked for).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from vae.checkpoint import LoadedModel
-from vae.features import spectrogram_to_waveform
+from vae.config import N_DIGITS, SamplingConfig
+from vae.vocoder import spectrograms_to_waveforms
 
 
 class GenerationError(ValueError):
@@ -34,39 +41,147 @@ def _digit_stats(loaded: LoadedModel, digit: int) -> dict:
     return stats
 
 
-def sample_latents(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> np.ndarray:
-    """[n, latent_dim] latents from the prior, or from ``digit``'s region of latent space."""
-    prior = loaded.model.prior
-    if digit is None:
-        return prior.sample(n, seed=seed)
+# --------------------------------------------------------------------------- ex-post mixtures
+
+
+def fit_expost(latents: np.ndarray, digits: np.ndarray, cfg: SamplingConfig, seed: int = 0) -> dict:
+    """Per-digit Gaussian mixtures of posterior means ``latents`` [n, D], as JSON-able data.
+
+    For each digit, 1 to ``cfg.expost_components`` components, the count chosen by the
+    Bayesian information criterion (never more than a tenth of the digit's clips)."""
+    from threadpoolctl import threadpool_limits
+
+    latents, digits = np.asarray(latents, np.float64), np.asarray(digits, np.int64)
+    out = {"covariance": cfg.expost_covariance, "digits": {}}
+    # Small problems: BLAS threads only add overhead here, and fight the trainer's threads.
+    with threadpool_limits(1):
+        for d in range(N_DIGITS):
+            z = latents[digits == d]
+            if len(z) >= 2:
+                out["digits"][str(d)] = _fit_mixture(z, cfg, seed)
+    return out
+
+
+def _fit_mixture(z: np.ndarray, cfg: SamplingConfig, seed: int) -> dict:
+    from sklearn.mixture import GaussianMixture
+
+    fits = [
+        GaussianMixture(k, covariance_type=cfg.expost_covariance, reg_covar=1e-4, random_state=seed).fit(z)
+        for k in range(1, max(1, min(cfg.expost_components, len(z) // 10)) + 1)
+    ]
+    gm = min(fits, key=lambda fit: fit.bic(z))
+    return {"count": int(len(z)), "weights": gm.weights_.tolist(), "means": gm.means_.tolist(), "covariances": gm.covariances_.tolist()}
+
+
+def _expost_draw(mixture: dict, covariance: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    weights = np.asarray(mixture["weights"], np.float64)
+    means, covs = np.asarray(mixture["means"]), np.asarray(mixture["covariances"])
+    ks = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    noise = rng.standard_normal((n, means.shape[1]))
+    if covariance == "diag":
+        return means[ks] + np.sqrt(covs[ks]) * noise
+    chol = np.linalg.cholesky(covs)
+    return means[ks] + np.einsum("nij,nj->ni", chol[ks], noise)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sampler(loaded: LoadedModel) -> str:
+    """The sampler this checkpoint's samples come from: its configured one, or ``prior`` when an
+    ``expost`` checkpoint carries no fitted mixtures (checkpoints written before they existed)."""
+    wanted = loaded.run_config.sampling.sampler
+    return "expost" if wanted == "expost" and loaded.expost.get("digits") else "prior"
+
+
+def sample_digits(loaded: LoadedModel, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` digits drawn with the training frequencies (from the latent statistics)."""
+    counts = np.zeros(N_DIGITS)
+    for d, stats in loaded.latent_stats.get("digits", {}).items():
+        counts[int(d)] = stats.get("count", 0)
+    if counts.sum() == 0:
+        counts[:] = 1.0
+    return np.random.default_rng([seed, 1]).choice(N_DIGITS, size=n, p=counts / counts.sum())
+
+
+def sample_latents(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` latents [n, latent_dim] and the digit each stands for: ``digit``'s own, or digits
+    drawn with the training frequencies when ``digit`` is None."""
+    if digit is not None:
+        _digit_stats(loaded, digit)  # a digit the model never saw is an error, whatever the sampler
+        digits = np.full(n, int(digit), np.int64)
+    else:
+        digits = sample_digits(loaded, n, seed)
+    prior, kind = loaded.model.prior, loaded.run_config.prior.kind
+    if sampler(loaded) == "expost":
+        rng = np.random.default_rng(seed)
+        z = np.zeros((n, loaded.run_config.model.latent_dim), np.float32)
+        for d in np.unique(digits):
+            rows = digits == d
+            mixture = loaded.expost["digits"].get(str(int(d)))
+            if mixture is None:
+                raise GenerationError(f"checkpoint {loaded.uri} has no ex-post mixture for digit {d}")
+            z[rows] = _expost_draw(mixture, loaded.expost["covariance"], int(rows.sum()), rng)
+        return z, digits
+    if digit is None or kind == "tied" or loaded.run_config.model.conditional:
+        if kind == "tied":
+            z = np.zeros((n, loaded.run_config.model.latent_dim), np.float32)
+            for i, d in enumerate(np.unique(digits)):
+                rows = digits == d
+                z[rows] = prior.sample(int(rows.sum()), seed=seed + 7919 * i, digit=int(d))
+            return z, digits
+        return prior.sample(n, seed=seed), digits
     stats = _digit_stats(loaded, digit)
-    if loaded.run_config.prior.kind == "mixture":
-        return prior.sample(n, seed=seed, weights=np.asarray(stats["occupancy"]))
+    if kind == "mixture":
+        return prior.sample(n, seed=seed, weights=np.asarray(stats["occupancy"])), digits
     rng = np.random.default_rng(seed)
     mean, spread = np.asarray(stats["mean"], np.float32), np.asarray(stats["spread"], np.float32)
-    return (mean + spread * rng.standard_normal((n, mean.size))).astype(np.float32)
+    return (mean + spread * rng.standard_normal((n, mean.size))).astype(np.float32), digits
 
 
-def decode(loaded: LoadedModel, z: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Spectrograms [n, n_bins, n_frames] in [0, 1]."""
-    out = [loaded.model.decode(z[i : i + batch_size], training=False).numpy() for i in range(0, len(z), batch_size)]
+def _batches(n: int, batch_size: int):
+    return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
+
+
+def _digits_or_none(loaded: LoadedModel, digits, n: int):
+    if not loaded.run_config.model.conditional:
+        return None
+    if digits is None:
+        raise GenerationError(f"checkpoint {loaded.uri} is a conditional model: every clip needs its digit")
+    return np.broadcast_to(np.asarray(digits, np.int64), (n,))
+
+
+def decode(loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: int = 64) -> np.ndarray:
+    """Spectrograms [n, n_bins, n_frames] in [0, 1]; ``digits`` (one per latent, or one for all)
+    are needed by a conditional model and ignored otherwise."""
+    digits = _digits_or_none(loaded, digits, len(z))
+    out = [
+        loaded.model.decode(z[b], None if digits is None else digits[b], training=False).numpy()
+        for b in _batches(len(z), batch_size)
+    ]
     return np.concatenate(out)[..., 0] if out else np.zeros((0, *loaded.run_config.features.shape), np.float32)
 
 
 def sample(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> np.ndarray:
-    return decode(loaded, sample_latents(loaded, n, digit, seed))
+    z, digits = sample_latents(loaded, n, digit, seed)
+    return decode(loaded, z, digits)
 
 
-def encode(loaded: LoadedModel, specs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def encode(loaded: LoadedModel, specs: np.ndarray, digits=None, batch_size: int = 64) -> np.ndarray:
     """Posterior means [n, latent_dim] of spectrograms [n, n_bins, n_frames]."""
     specs = np.asarray(specs, np.float32)
-    out = [loaded.model.encode(specs[i : i + batch_size], training=False)[0].numpy() for i in range(0, len(specs), batch_size)]
+    digits = _digits_or_none(loaded, digits, len(specs))
+    out = [
+        loaded.model.encode(specs[b], None if digits is None else digits[b], training=False)[0].numpy()
+        for b in _batches(len(specs), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, loaded.run_config.model.latent_dim), np.float32)
 
 
-def reconstruct(loaded: LoadedModel, specs: np.ndarray) -> np.ndarray:
-    """Spectrograms through encoder (posterior mean) and decoder."""
-    return decode(loaded, encode(loaded, specs))
+def reconstruct(loaded: LoadedModel, specs: np.ndarray, digits=None) -> np.ndarray:
+    """Spectrograms through encoder (posterior mean) and decoder; a conditional model needs each
+    clip's digit."""
+    return decode(loaded, encode(loaded, specs, digits), digits)
 
 
 def db_range(loaded: LoadedModel, digit: int | None = None) -> tuple[float | None, float | None]:
@@ -87,17 +202,20 @@ def to_waveforms(
     digit: int | None = None,
     seed: int = 0,
 ) -> list[np.ndarray]:
-    """Griffin-Lim waveforms at the feature config's sample rate, one per spectrogram.
+    """Griffin-Lim waveforms at the feature config's sample rate, one per spectrogram
+    (in batches: :func:`vae.vocoder.spectrograms_to_waveforms`; clip ``i`` gets seed ``seed + i``).
 
     ``db_ranges`` (one per spectrogram) is for reconstructions, whose source range
     is known; otherwise the training mean range is used.
     """
-    cfg = loaded.run_config.features
-    default = db_range(loaded, digit)
-    return [
-        spectrogram_to_waveform(spec, cfg, *(db_ranges[i] if db_ranges is not None else default), seed=seed + i)
-        for i, spec in enumerate(specs)
-    ]
+    ranges = db_ranges if db_ranges is not None else [db_range(loaded, digit)] * len(specs)
+    known = [lo is not None and hi is not None for lo, hi in ranges]
+    if any(known) and not all(known):
+        raise GenerationError("db_ranges must give a dB range for every spectrogram or for none")
+    lo = hi = None
+    if ranges and all(known):
+        lo, hi = np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+    return list(spectrograms_to_waveforms(specs, loaded.run_config.features, lo, hi, seed=seed))
 
 
 def check_audio(y: np.ndarray, silence_peak: float) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae import losses
-from vae.config import ModelConfig, PriorConfig
+from vae.config import N_DIGITS, ModelConfig, PriorConfig
 from vae.priors import build_prior
 
 
@@ -44,25 +44,38 @@ def _norm_act(x, cfg: ModelConfig, name: str, dtype: str):
     return x
 
 
+def _digit_input():
+    return keras.Input(shape=(N_DIGITS,), name="digit_one_hot")
+
+
 def build_encoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
+    """[spectrogram (, one-hot digit)] -> [mu, log_var]; the digit joins the flattened conv features."""
     dtype = _policy(mixed_precision)
-    inputs = keras.Input(shape=(*input_hw, 1), name="spectrogram")
-    x = inputs
+    inputs = [keras.Input(shape=(*input_hw, 1), name="spectrogram")]
+    x = inputs[0]
     for i, (f, k, s) in enumerate(zip(cfg.filters, cfg.kernels, cfg.stride_pairs())):
         x = keras.layers.Conv2D(int(f), int(k), strides=s, padding="same", name=f"encoder_conv_{i}", dtype=dtype)(x)
         x = _norm_act(x, cfg, f"encoder_{i}", dtype)
     x = keras.layers.Flatten(name="encoder_flatten", dtype=dtype)(x)
+    if cfg.conditional:
+        inputs.append(_digit_input())
+        x = keras.layers.Concatenate(name="encoder_with_digit", dtype=dtype)([x, keras.ops.cast(inputs[1], x.dtype)])
     mu = keras.layers.Dense(cfg.latent_dim, name="mu", dtype="float32")(x)
     log_var = keras.layers.Dense(cfg.latent_dim, name="log_variance", dtype="float32")(x)
-    return keras.Model(inputs, [mu, log_var], name="encoder")
+    return keras.Model(inputs if cfg.conditional else inputs[0], [mu, log_var], name="encoder")
 
 
 def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
+    """[z (, one-hot digit)] -> spectrogram in [0, 1]; the digit joins z."""
     dtype = _policy(mixed_precision)
     before = encoded_shape(input_hw, cfg)
     strides = cfg.stride_pairs()
-    z = keras.Input(shape=(cfg.latent_dim,), name="z")
-    x = keras.layers.Dense(int(np.prod(before)), name="decoder_dense", dtype=dtype)(z)
+    inputs = [keras.Input(shape=(cfg.latent_dim,), name="z")]
+    x = inputs[0]
+    if cfg.conditional:
+        inputs.append(_digit_input())
+        x = keras.layers.Concatenate(name="z_with_digit")(inputs)
+    x = keras.layers.Dense(int(np.prod(before)), name="decoder_dense", dtype=dtype)(x)
     x = keras.layers.Reshape(before, name="decoder_reshape", dtype=dtype)(x)
     for i in reversed(range(1, len(cfg.filters))):
         x = keras.layers.Conv2DTranspose(
@@ -75,7 +88,7 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
         # Input sizes not divisible by the stride product: upsampling overshoots, crop back.
         x = keras.layers.Cropping2D(((0, out_h - input_hw[0]), (0, out_w - input_hw[1])), name="decoder_crop", dtype=dtype)(x)
     x = keras.layers.Activation("sigmoid", name="decoder_sigmoid", dtype="float32")(x)
-    return keras.Model(z, x, name="decoder")
+    return keras.Model(inputs if cfg.conditional else inputs[0], x, name="decoder")
 
 
 class Sampling(keras.layers.Layer):
@@ -92,7 +105,8 @@ class Sampling(keras.layers.Layer):
 
 
 class VAE(keras.Model):
-    """Encoder, decoder and prior; ``per_example_losses`` feeds both ``fit`` and the distributed step."""
+    """Encoder, decoder, prior and reconstruction term. ``per_example_losses`` is the negative ELBO
+    per clip, which :class:`DistributedSteps` sums and divides by the global batch."""
 
     def __init__(
         self,
@@ -109,20 +123,19 @@ class VAE(keras.Model):
         self.encoder = build_encoder(self.input_hw, model_cfg, mixed_precision)
         self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)
         self.prior = build_prior(prior_cfg, model_cfg.latent_dim)
+        self.reconstruction = losses.build_reconstruction(prior_cfg)
         self.sampling = Sampling(seed, name="sampling")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.recon_tracker = keras.metrics.Mean(name="recon")
-        self.kl_tracker = keras.metrics.Mean(name="kl")
-        self.recon_mse_tracker = keras.metrics.Mean(name="recon_mse")
 
     @property
-    def metrics(self):
-        return [self.loss_tracker, self.recon_tracker, self.kl_tracker, self.recon_mse_tracker]
+    def uses_digits(self) -> bool:
+        """Whether training needs each clip's digit (a conditional model or a digit-tied prior)."""
+        return bool(self.model_cfg.conditional or self.prior.uses_digits)
 
     def build_all(self) -> "VAE":
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
-        self.per_example_losses(x, eps=tf.zeros((self.prior_cfg.kl_samples, 1, self.model_cfg.latent_dim)))
+        eps = tf.zeros((self.prior_cfg.kl_samples, 1, self.model_cfg.latent_dim))
+        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps)
         self.built = True
         return self
 
@@ -131,47 +144,101 @@ class VAE(keras.Model):
         x = tf.convert_to_tensor(x)
         return x[..., None] if x.shape.rank == 3 else x
 
-    def encode(self, x, training: bool = False):
-        mu, log_var = self.encoder(self._as_image(x), training=training)
+    def _with_digits(self, first, digits):
+        if not self.model_cfg.conditional:
+            return first
+        if digits is None:
+            raise ValueError("a conditional model needs the digit of every clip")
+        return [first, tf.one_hot(tf.cast(digits, tf.int32), N_DIGITS)]
+
+    def encode(self, x, digits=None, training: bool = False):
+        mu, log_var = self.encoder(self._with_digits(self._as_image(x), digits), training=training)
         # A guard, not a model choice: a posterior std beyond e^3 (the prior's is 1) is never useful,
         # and an unbounded log-variance overflows exp() in the KL and the sample after a bad step.
         return mu, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
 
-    def decode(self, z, training: bool = False):
-        return self.decoder(z, training=training)
+    def decode(self, z, digits=None, training: bool = False):
+        return self.decoder(self._with_digits(tf.convert_to_tensor(z), digits), training=training)
 
-    def call(self, x, training: bool = False):
+    def call(self, x, digits=None, training: bool = False):
         """Deterministic reconstruction through the posterior mean."""
-        mu, _ = self.encode(x, training=training)
-        return self.decode(mu, training=training)
+        mu, _ = self.encode(x, digits, training=training)
+        return self.decode(mu, digits, training=training)
 
-    def per_example_losses(self, x, eps=None, training: bool = True) -> dict[str, tf.Tensor]:
-        """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None."""
+    def per_example_losses(self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0) -> dict[str, tf.Tensor]:
+        """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None.
+
+        loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it)."""
         x = self._as_image(x)
-        mu, log_var = self.encode(x, training=training)
+        mu, log_var = self.encode(x, digits, training=training)
         z = self.sampling(mu, log_var, eps, samples=self.prior_cfg.kl_samples)
-        x_hat = self.decode(z[0], training=training)
-        recon = losses.reconstruction_term(self.prior_cfg.reconstruction, x, x_hat, self.prior_cfg.recon_weight)
-        kl = self.prior.kl(mu, log_var, z)
-        return {"loss": recon + kl, "recon": recon, "kl": kl, "recon_mse": losses.per_example_mse(x, x_hat)}
+        x_hat = self.decode(z[0], digits, training=training)
+        recon = self.reconstruction(x, x_hat)
+        kl = self.prior.kl(mu, log_var, z, digits)
+        return {"loss": recon + kl_weight * kl, "recon": recon, "kl": kl, "recon_mse": losses.per_example_mse(x, x_hat)}
 
-    def _track(self, terms):
-        for tracker, key in zip(self.metrics, ("loss", "recon", "kl", "recon_mse")):
-            tracker.update_state(terms[key])
-        return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
-        with tf.GradientTape() as tape:
-            terms = self.per_example_losses(x, training=True)
-            loss = tf.reduce_mean(terms["loss"])
-        grads = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-        return self._track(terms)
+TERMS = ("loss", "recon", "kl", "recon_mse")
 
-    def test_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
-        return self._track(self.per_example_losses(x, training=False))
+
+def _is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+class DistributedSteps:
+    """The compiled steps one worker runs under a ``tf.distribute`` strategy (the default one in a
+    single process): each returns per-term SUMS over its replica's clips, in :data:`TERMS` order.
+
+    ``train``: loss summed over the replica's clips / the GLOBAL batch size, gradients all-reduced
+    by the optimizer inside ``strategy.run``, so N workers x batch B take the step of one worker x N*B.
+
+    ``jit_compile``: XLA-compile the steps. Only without cross-worker collectives (one worker, or a
+    single process): XLA on CPU cannot compile the all-reduce of gradients and of synchronised
+    BatchNorm statistics, so under a multi-worker strategy the steps stay plain graphs.
+    """
+
+    def __init__(self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False):
+        self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        jit = bool(jit_compile) and self.strategy.num_replicas_in_sync == 1 and not _is_multi_worker(self.strategy)
+        self.jit_compile = jit
+        h, w = model.input_hw
+        x = tf.TensorSpec([None, h, w], tf.float32)
+        digits = tf.TensorSpec([None], tf.int32)
+        eps = tf.TensorSpec([model.prior_cfg.kl_samples, None, model.model_cfg.latent_dim], tf.float32)
+        scalar = tf.TensorSpec([], tf.float32)
+        self.train = tf.function(self._train, input_signature=[x, digits, eps, scalar], jit_compile=jit)
+        self.evaluate = tf.function(self._evaluate, input_signature=[x, digits, eps], jit_compile=jit)
+        self.encode = tf.function(self._encode, input_signature=[x, digits], jit_compile=jit)
+        self.all_reduce = tf.function(self._all_reduce)
+
+    @staticmethod
+    def _sums(terms):
+        return tf.stack([tf.reduce_sum(terms[key]) for key in TERMS])
+
+    def _train(self, x, digits, eps, kl_weight):
+        model, optimizer = self.model, self.optimizer
+
+        def replica_step(x, digits, eps, kl_weight):
+            with tf.GradientTape() as tape:
+                terms = model.per_example_losses(x, digits, eps, training=True, kl_weight=kl_weight)
+                loss = tf.reduce_sum(terms["loss"]) / self.global_batch
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return self._sums(terms)
+
+        per_replica = self.strategy.run(replica_step, args=(x, digits, eps, kl_weight))
+        return self.strategy.experimental_local_results(per_replica)[0]
+
+    def _evaluate(self, x, digits, eps):
+        return self._sums(self.model.per_example_losses(x, digits, eps, training=False))
+
+    def _encode(self, x, digits):
+        return self.model.encode(x, digits, training=False)[0]
+
+    def _all_reduce(self, v):
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(v,)), axis=None)
 
 
 def build_vae(input_hw, model_cfg: ModelConfig, prior_cfg: PriorConfig, mixed_precision: bool = False, seed: int = 0) -> VAE:

@@ -1,19 +1,21 @@
-"""Latent priors: ``normal`` N(0, I) with analytic KL, ``mixture`` a learnable Gaussian mixture.
+"""Latent priors, one class each, registered by kind in :data:`PRIORS`.
 
-Both are Keras layers (the mixture's parameters train with the model and are
-saved with its weights) with one API:
+- ``normal``: N(0, I), analytic KL (the original VAE).
+- ``mixture``: K learnable diagonal Gaussians with learnable weights; KL by Monte Carlo.
+- ``tied``: one learnable diagonal Gaussian per digit, p(z | digit); KL analytic against
+  the component of the clip's own digit, so digit d's encodings gather around component d
+  and a draw from it is a draw from digit d's region.
 
-- ``kl(mu, log_var, z)``: per-example KL(q(z|x) || p(z)), shape [batch]; ``z`` holds
-  posterior samples [samples, batch, dim] (the analytic prior ignores them);
-- ``log_prob(z)``;
-- ``sample(n, seed, weights=None)``: numpy draws, optionally restricted to mixture
-  components with the given weights (per-digit generation);
-- ``assign(z)``: the mixture component each encoding falls in.
+Densities, sampling and component assignment go through TensorFlow Probability
+(``tfp.distributions``) inside Keras 3 layers, so the parameters train with the model and
+are saved with its weights. All share one API:
 
-The mixture density is exactly tfp's ``MixtureSameFamily(Categorical(logits),
-MultivariateNormalDiag(means, softplus(raw_scales)))``, written out in TF ops:
-TFP 0.25 refuses to import alongside TensorFlow unless the legacy ``tf-keras``
-package is installed, and this project does not depend on it.
+- ``kl(mu, log_var, z, digits)``: per-example KL(q(z|x) || p(z)), shape [batch]; ``z`` holds
+  posterior samples [samples, batch, dim] (analytic priors ignore them);
+- ``log_prob(z)``: the marginal log-density;
+- ``sample(n, seed, digit=None, weights=None)``: numpy draws; ``digit`` restricts a prior that
+  knows digits to that digit, ``weights`` (length K) replaces a mixture's own weights;
+- ``assign(z)``: the component each latent falls in (all 0 for ``normal``).
 """
 
 from __future__ import annotations
@@ -24,9 +26,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae.config import PriorConfig
+from vae.config import N_DIGITS, PriorConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
+# softplus(UNIT_RAW_SCALE) = 1: components start with unit scales.
+UNIT_RAW_SCALE = math.log(math.e - 1.0)
+
+
+def _tfd():
+    import tensorflow_probability as tfp
+
+    return tfp.distributions
 
 
 def diag_normal_log_prob(z: tf.Tensor, mean: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor:
@@ -39,80 +49,134 @@ def analytic_normal_kl(mu: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor:
     return -0.5 * tf.reduce_sum(1.0 + log_var - tf.square(mu) - tf.exp(log_var), axis=-1)
 
 
-class NormalPrior(keras.layers.Layer):
-    kind = "normal"
+def _stateless_seed(seed: int) -> tf.Tensor:
+    return tf.constant([int(seed) % (2**31 - 1), 0], tf.int32)
 
-    def __init__(self, latent_dim: int, **kwargs):
+
+class Prior(keras.layers.Layer):
+    """What every prior answers; subclasses set ``kind`` and register in :data:`PRIORS`."""
+
+    kind = ""
+    uses_digits = False  # True when kl() needs each clip's digit
+
+    def __init__(self, latent_dim: int, cfg: PriorConfig, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.latent_dim = int(latent_dim)
+        self.components = 1
 
-    def kl(self, mu: tf.Tensor, log_var: tf.Tensor, z: tf.Tensor | None = None) -> tf.Tensor:
-        return analytic_normal_kl(tf.cast(mu, tf.float32), tf.cast(log_var, tf.float32))
+    def kl(self, mu, log_var, z, digits=None) -> tf.Tensor:
+        raise NotImplementedError
 
-    def log_prob(self, z: tf.Tensor) -> tf.Tensor:
-        z = tf.cast(z, tf.float32)
-        return -0.5 * tf.reduce_sum(LOG_2PI + tf.square(z), axis=-1)
+    def distribution(self, weights=None):
+        raise NotImplementedError
 
-    def sample(self, n: int, seed: int = 0, weights: np.ndarray | None = None) -> np.ndarray:
-        return np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype(np.float32)
+    def log_prob(self, z) -> tf.Tensor:
+        return self.distribution().log_prob(tf.cast(z, tf.float32))
 
-    def assign(self, z: np.ndarray) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, digit: int | None = None, weights=None) -> np.ndarray:
+        return self.distribution(weights).sample(int(n), seed=_stateless_seed(seed)).numpy().astype(np.float32)
+
+    def assign(self, z) -> np.ndarray:
         return np.zeros(len(z), dtype=np.int64)
 
 
-class MixturePrior(keras.layers.Layer):
-    """K diagonal Gaussians with trainable logits, means and softplus scales."""
+class NormalPrior(Prior):
+    kind = "normal"
 
-    kind = "mixture"
+    def kl(self, mu, log_var, z=None, digits=None):
+        return analytic_normal_kl(tf.cast(mu, tf.float32), tf.cast(log_var, tf.float32))
 
-    def __init__(self, latent_dim: int, components: int, **kwargs):
-        super().__init__(dtype="float32", **kwargs)
-        self.latent_dim, self.components = int(latent_dim), int(components)
+    def distribution(self, weights=None):
+        tfd = _tfd()
+        return tfd.MultivariateNormalDiag(loc=tf.zeros(self.latent_dim), scale_diag=tf.ones(self.latent_dim))
+
+
+class _Components(Prior):
+    """K learnable diagonal Gaussians: ``means`` [K, D], ``scales`` = softplus(``raw_scales``)."""
+
+    def __init__(self, latent_dim: int, cfg: PriorConfig, components: int, learn_weights: bool = True, **kwargs):
+        super().__init__(latent_dim, cfg, **kwargs)
+        self.components = int(components)
         k, d = self.components, self.latent_dim
-        self.logits = self.add_weight(name="logits", shape=(k,), initializer="zeros")
+        self.logits = self.add_weight(name="logits", shape=(k,), initializer="zeros", trainable=learn_weights)
         self.means = self.add_weight(name="means", shape=(k, d), initializer=keras.initializers.RandomNormal(stddev=1.0))
-        # softplus(0.5413) = 1: unit scales at the start.
-        self.raw_scales = self.add_weight(name="raw_scales", shape=(k, d), initializer=keras.initializers.Constant(0.5413))
+        self.raw_scales = self.add_weight(name="raw_scales", shape=(k, d), initializer=keras.initializers.Constant(UNIT_RAW_SCALE))
 
     def scales(self) -> tf.Tensor:
         return tf.math.softplus(self.raw_scales) + 1e-5
 
-    def component_log_probs(self, z: tf.Tensor) -> tf.Tensor:
+    def component_distribution(self):
+        return _tfd().MultivariateNormalDiag(loc=self.means, scale_diag=self.scales())
+
+    def distribution(self, weights=None):
+        tfd = _tfd()
+        if weights is None:
+            mixing = tfd.Categorical(logits=self.logits)
+        else:
+            w = np.asarray(weights, np.float64)
+            if w.shape != (self.components,) or not np.all(w >= 0) or w.sum() <= 0:
+                raise ValueError(f"mixture weights must be {self.components} non-negative numbers, not all 0; got {w.tolist()}")
+            mixing = tfd.Categorical(probs=tf.constant(w / w.sum(), tf.float32))
+        return tfd.MixtureSameFamily(mixing, self.component_distribution())
+
+    def component_log_probs(self, z) -> tf.Tensor:
         """log(pi_k) + log N(z; m_k, s_k) for every component: [..., K]."""
         z = tf.cast(z, tf.float32)[..., None, :]
-        log_var = 2.0 * tf.math.log(self.scales())
-        return tf.nn.log_softmax(self.logits) + diag_normal_log_prob(z, self.means, log_var)
+        return tf.nn.log_softmax(self.logits) + self.component_distribution().log_prob(z)
 
-    def log_prob(self, z: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_logsumexp(self.component_log_probs(z), axis=-1)
+    def responsibilities(self, z) -> tf.Tensor:
+        return tf.nn.softmax(self.component_log_probs(z), axis=-1)
 
-    def kl(self, mu: tf.Tensor, log_var: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    def assign(self, z) -> np.ndarray:
+        return np.argmax(self.component_log_probs(tf.convert_to_tensor(z)).numpy(), axis=-1).astype(np.int64)
+
+
+class MixturePrior(_Components):
+    """A learnable Gaussian mixture (MixtureSameFamily of Categorical and MultivariateNormalDiag)."""
+
+    kind = "mixture"
+
+    def __init__(self, latent_dim: int, cfg: PriorConfig, **kwargs):
+        super().__init__(latent_dim, cfg, cfg.components, **kwargs)
+
+    def kl(self, mu, log_var, z, digits=None):
         """Monte Carlo KL: mean over the samples in ``z`` [S, B, D] of log q(z|x) - log p(z)."""
         mu, log_var, z = (tf.cast(t, tf.float32) for t in (mu, log_var, z))
         log_q = diag_normal_log_prob(z, mu, log_var)
         return tf.reduce_mean(log_q - self.log_prob(z), axis=0)
 
-    def responsibilities(self, z: tf.Tensor) -> tf.Tensor:
-        return tf.nn.softmax(self.component_log_probs(z), axis=-1)
 
-    def assign(self, z: np.ndarray) -> np.ndarray:
-        return np.argmax(self.component_log_probs(tf.convert_to_tensor(z)).numpy(), axis=-1)
+class TiedPrior(_Components):
+    """p(z | digit d) = N(m_d, diag(s_d^2)), one learnable component per digit; p(z) mixes them
+    equally (FSDD is balanced; generation draws digits with the training frequencies)."""
 
-    def sample(self, n: int, seed: int = 0, weights: np.ndarray | None = None) -> np.ndarray:
-        """Draw ``n`` latents; ``weights`` (length K) replaces the learnt mixing weights."""
-        rng = np.random.default_rng(seed)
-        if weights is None:
-            weights = tf.nn.softmax(self.logits).numpy()
-        weights = np.asarray(weights, dtype=np.float64)
-        weights = weights / weights.sum()
-        ks = rng.choice(self.components, size=n, p=weights)
-        means, scales = self.means.numpy(), self.scales().numpy()
-        return (means[ks] + scales[ks] * rng.standard_normal((n, self.latent_dim))).astype(np.float32)
+    kind = "tied"
+    uses_digits = True
+
+    def __init__(self, latent_dim: int, cfg: PriorConfig, **kwargs):
+        super().__init__(latent_dim, cfg, N_DIGITS, learn_weights=False, **kwargs)
+
+    def kl(self, mu, log_var, z, digits=None):
+        """Analytic KL(q(z|x) || p(z | digit of x))."""
+        if digits is None:
+            raise ValueError("the tied prior needs each clip's digit")
+        tfd = _tfd()
+        digits = tf.cast(digits, tf.int32)
+        mu, log_var = tf.cast(mu, tf.float32), tf.cast(log_var, tf.float32)
+        q = tfd.MultivariateNormalDiag(loc=mu, scale_diag=tf.exp(0.5 * log_var))
+        p = tfd.MultivariateNormalDiag(loc=tf.gather(self.means, digits), scale_diag=tf.gather(self.scales(), digits))
+        return tfd.kl_divergence(q, p)
+
+    def sample(self, n: int, seed: int = 0, digit: int | None = None, weights=None) -> np.ndarray:
+        if digit is not None:
+            weights = np.eye(self.components)[int(digit)]
+        return super().sample(n, seed, weights=weights)
 
 
-def build_prior(cfg: PriorConfig, latent_dim: int) -> keras.layers.Layer:
-    if cfg.kind == "normal":
-        return NormalPrior(latent_dim, name="prior")
-    if cfg.kind == "mixture":
-        return MixturePrior(latent_dim, cfg.components, name="prior")
-    raise ValueError(f"PriorConfig.kind={cfg.kind!r}; choose from ['normal', 'mixture']")
+PRIORS: dict[str, type[Prior]] = {cls.kind: cls for cls in (NormalPrior, MixturePrior, TiedPrior)}
+
+
+def build_prior(cfg: PriorConfig, latent_dim: int) -> Prior:
+    if cfg.kind not in PRIORS:
+        raise ValueError(f"PriorConfig.kind={cfg.kind!r}; choose from {sorted(PRIORS)}")
+    return PRIORS[cfg.kind](latent_dim, cfg, name="prior")

@@ -8,7 +8,7 @@ and the sweep's scheduler and search algorithm::
     fixed: {train.epochs: 20, train.batch_size: 32}
     params:
       model.latent_dim: {choice: [16, 32, 64, 128]}
-      prior.components: {choice: [0, 2, 5, 10, 20]}   # 0 = standard normal prior
+      prior.kind: {choice: [normal, mixture]}
       prior.recon_weight: {loguniform: [1.0e4, 1.0e8]}
       train.learning_rate: {loguniform: [3.0e-4, 3.0e-3]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
@@ -34,6 +34,7 @@ from vae.config import (
     ModelConfig,
     PriorConfig,
     RunConfig,
+    SamplingConfig,
     TrainConfig,
     from_dict,
     preset,
@@ -44,9 +45,7 @@ DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
 SEARCHERS = ("optuna", "random")
 TOP_LEVEL = ("base", "fixed", "params", "scheduler", "search", "num_samples", "metric", "description")
-SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "train": TrainConfig}
-# Sweep knobs that are not config fields: the number of mixture components, 0 meaning N(0, I).
-COMPONENTS_KEY = "prior.components"
+SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "train": TrainConfig, "sampling": SamplingConfig}
 
 
 class SpaceError(ConfigError):
@@ -110,11 +109,6 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
     data = to_dict(cfg)
     for key, value in overrides.items():
         section, name = key.split(".", 1)
-        if key == COMPONENTS_KEY:
-            value = int(value)
-            data["prior"]["kind"] = "normal" if value == 0 else "mixture"
-            data["prior"]["components"] = max(value, 1)
-            continue
         data[section][name] = value
     return from_dict(RunConfig, data).validate()
 
@@ -216,7 +210,7 @@ def _check_key(key: Any, where: str, fail) -> None:
     if section not in SECTIONS:
         raise fail(where, f"unknown section {section!r}; choose from {sorted(SECTIONS)}")
     names = {f.name for f in dataclasses.fields(SECTIONS[section])}
-    if key != COMPONENTS_KEY and name not in names:
+    if name not in names:
         raise fail(where, f"unknown config key {name!r} in {section}; known: {sorted(names)}")
 
 

@@ -14,6 +14,7 @@ across replicas, and the sampling noise of each clip a function of
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,11 +25,10 @@ from typing import Any, Callable
 import numpy as np
 
 from vae import storage
-from vae.config import ConfigError, RunConfig, from_dict, to_dict
+from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, to_dict
 
 TRAIN, VAL = "train", "val"
 COLUMNS = ["id", "digit", "spectrogram", "db_min", "db_max"]
-N_DIGITS = 10
 SCORE_METRIC = "val_recon_mse"
 RUN_CONFIG_FILE = "run_config.json"
 SHUFFLE_BUFFER = 256
@@ -48,10 +48,17 @@ def example_noise(ids, epoch: int, seed: int, samples: int, dim: int) -> np.ndar
     return np.stack(eps, axis=1).astype(np.float32)
 
 
-def make_optimizer(train_cfg):
+def make_optimizer(train_cfg, steps_per_epoch: int = 1):
+    """Adam at ``learning_rate``, constant or (``lr_schedule="cosine"``) decaying along a cosine
+    to ``lr_final_fraction`` of it over ``epochs`` epochs of ``steps_per_epoch`` steps."""
     import keras
 
-    opt = keras.optimizers.Adam(train_cfg.learning_rate)
+    lr = train_cfg.learning_rate
+    if train_cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            lr, decay_steps=max(1, train_cfg.epochs * steps_per_epoch), alpha=train_cfg.lr_final_fraction
+        )
+    opt = keras.optimizers.Adam(lr)
     return keras.optimizers.LossScaleOptimizer(opt) if train_cfg.mixed_precision else opt
 
 
@@ -81,10 +88,11 @@ def add_latent_sums(sums: dict[str, np.ndarray], mu: np.ndarray, batch: dict[str
 
 def latent_stats(model, prior_kind: str, batches) -> dict[str, Any]:
     """Latent statistics of a model over an iterable of numpy batches, in one process (no Ray)."""
-    sums = empty_latent_sums(model.model_cfg.latent_dim, model.prior_cfg.components)
+    sums = empty_latent_sums(model.model_cfg.latent_dim, model.prior.components)
     for batch in batches:
-        mu = model.encode(np.asarray(batch["spectrogram"], np.float32), training=False)[0].numpy()
-        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if prior_kind == "mixture" else None)
+        digits = batch["digit"] if model.model_cfg.conditional else None
+        mu = model.encode(np.asarray(batch["spectrogram"], np.float32), digits, training=False)[0].numpy()
+        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if prior_kind != "normal" else None)
     return latent_stats_from_sums(sums, prior_kind)
 
 
@@ -100,7 +108,7 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
         var = np.maximum(sums["mu_sq"][d] / n - mean**2, 0.0)
         entry = {"count": int(n), "mean": mean.tolist(), "spread": np.sqrt(var).tolist()}
         entry["db_min"], entry["db_max"] = float(sums["db_min"][d] / n), float(sums["db_max"][d] / n)
-        if prior_kind == "mixture":
+        if prior_kind != "normal":
             entry["occupancy"] = (sums["components"][d] / n).tolist()
         out["digits"][str(d)] = entry
     total = float(count.sum())
@@ -141,19 +149,127 @@ def _maybe_fault(train_cfg, epoch: int, rank: int, run_dir: str) -> None:
     os._exit(1)
 
 
+def pack(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Named arrays as one float64 vector, so one all-reduce carries them all."""
+    return np.concatenate([np.asarray(v, np.float64).ravel() for v in arrays.values()])
+
+
+def unpack(vector: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`pack`: ``vector`` cut into arrays of the names and shapes of ``like``."""
+    out, offset = {}, 0
+    for key, value in like.items():
+        size = int(np.size(value))
+        out[key] = np.asarray(vector[offset : offset + size]).reshape(np.shape(value))
+        offset += size
+    if offset != len(vector):
+        raise ValueError(f"packed vector has {len(vector)} values, the layout {offset}")
+    return out
+
+
+def _restore(model, optimizer, tcfg, rank: int) -> tuple[int, dict]:
+    """Epochs done and metrics of the checkpoint Ray hands this run (after a failure or --resume)."""
+    import ray.train
+
+    from vae import checkpoint as ckpt_lib
+
+    restored = ray.train.get_checkpoint()
+    if restored is None:
+        return 0, {}
+    with restored.as_directory() as directory:
+        start_epoch = ckpt_lib.restore_training_state(directory, model, optimizer)
+        metrics = ckpt_lib.read_metrics(directory)
+    if tcfg.lr_schedule == "constant":
+        optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
+    if rank == 0:
+        _say(f"resuming from {restored.path} after epoch {start_epoch}")
+    return start_epoch, metrics
+
+
+def _train_epoch(steps, shard, run_cfg, epoch: int, rank: int, steps_per_epoch: int) -> tuple[np.ndarray, int]:
+    """One pass over this worker's shard: summed loss terms and the number of steps."""
+    import tensorflow as tf
+
+    from vae.models import TERMS
+
+    tcfg, dim = run_cfg.train, run_cfg.model.latent_dim
+    kl_weight = tf.constant(run_cfg.prior.kl_weight(epoch), tf.float32)
+    sums, n = np.zeros(len(TERMS)), 0
+    batches = shard.iter_batches(
+        batch_size=tcfg.batch_size,
+        batch_format="numpy",
+        drop_last=True,
+        local_shuffle_buffer_size=SHUFFLE_BUFFER,
+        local_shuffle_seed=tcfg.seed * 100003 + epoch * 7919 + rank,
+    )
+    for batch in batches:
+        # Equal shards give every worker the same number of full batches; the cap is a guard
+        # (a worker stepping alone would wait forever in the gradient all-reduce).
+        if n >= steps_per_epoch:
+            continue
+        eps = example_noise(batch["id"], epoch, tcfg.seed, run_cfg.prior.kl_samples, dim)
+        sums += steps.train(batch["spectrogram"], batch["digit"].astype(np.int32), eps, kl_weight).numpy()
+        n += 1
+        if rank == 0 and n % 20 == 0:
+            _say(f"epoch {epoch}: step {n}/{steps_per_epoch}")
+    return sums, n
+
+
+def _validate(steps, shard, run_cfg) -> dict[str, np.ndarray]:
+    """Summed loss terms and the clip count over this worker's validation shard."""
+    from vae.models import TERMS
+
+    tcfg = run_cfg.train
+    sums, count = np.zeros(len(TERMS)), 0
+    for batch in shard.iter_batches(batch_size=tcfg.batch_size, batch_format="numpy"):
+        eps = example_noise(batch["id"], 0, tcfg.seed, run_cfg.prior.kl_samples, run_cfg.model.latent_dim)
+        sums += steps.evaluate(batch["spectrogram"], batch["digit"].astype(np.int32), eps).numpy()
+        count += len(batch["id"])
+    return {"sums": sums, "count": np.array([count])}
+
+
+def _encode_shard(steps, shard, run_cfg, rank: int, rows_per_rank: int, world: int) -> dict[str, np.ndarray]:
+    """Latent sums by digit over this worker's train shard, and its posterior means placed in
+    this rank's block of a zero table, so that the all-reduce (a sum) gathers every worker's."""
+    model = steps.model
+    sums = empty_latent_sums(run_cfg.model.latent_dim, model.prior.components)
+    table = np.zeros((world * rows_per_rank, run_cfg.model.latent_dim + 2))  # mu, digit, "row used"
+    row = rank * rows_per_rank
+    for batch in shard.iter_batches(batch_size=max(run_cfg.train.batch_size, 64), batch_format="numpy"):
+        mu = steps.encode(batch["spectrogram"], batch["digit"].astype(np.int32)).numpy()
+        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if model.prior.kind != "normal" else None)
+        if row + len(mu) > (rank + 1) * rows_per_rank:
+            raise TrainingError(f"worker {rank}'s train shard holds more than the {rows_per_rank} rows expected")
+        table[row : row + len(mu)] = np.column_stack([mu, batch["digit"], np.ones(len(mu))])
+        row += len(mu)
+    return {**sums, "latents": table}
+
+
+def _epoch_metrics(epoch: int, start_epoch: int, steps_done: int, total: dict, train_time: float) -> dict[str, Any]:
+    from vae.models import TERMS
+
+    n_train, val_count = float(total["train_clips"][0]), float(total["val"]["count"][0])
+    metrics = {"epoch": epoch, "resumed_from_epoch": start_epoch, "steps": steps_done, "train_clips": int(n_train), "val_clips": int(val_count)}
+    metrics.update({f"train_{key}": float(v) for key, v in zip(TERMS, total["train"] / max(n_train, 1))})
+    # A diverged epoch must rank last among checkpoints, not poison the ordering with NaN.
+    val_mean = total["val"]["sums"] / max(val_count, 1)
+    metrics.update({f"val_{key}": float(v) if np.isfinite(v) else float("inf") for key, v in zip(TERMS, val_mean)})
+    metrics["train_clips_per_s"] = float(n_train / train_time)
+    return metrics
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: resume if Ray hands over a checkpoint, then per epoch train on this
-    worker's 'train' shard, validate on its 'val' shard, collect latent statistics, all-reduce
-    everything, and report metrics (plus a checkpoint from rank 0). ``config``: :func:`loop_config`."""
+    worker's 'train' shard, validate on its 'val' shard, encode the train shard, all-reduce
+    everything, and report metrics, plus from rank 0 a checkpoint with the latent statistics
+    and the ex-post mixtures fitted to every worker's encodings. ``config``: :func:`loop_config`."""
     import keras
     import ray.train
     import tensorflow as tf
 
-    from vae import checkpoint as ckpt_lib
-    from vae.models import build_vae
+    from vae.models import DistributedSteps, build_vae
 
     run_cfg = from_dict(RunConfig, config["run_config"]).validate()
-    run_dir, tcfg, pcfg = config["run_dir"], run_cfg.train, run_cfg.prior
+    run_dir, tcfg = config["run_dir"], run_cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     threads = max(1, (os.cpu_count() or 1) // max(1, ctx.get_local_world_size()))
@@ -163,128 +279,69 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         pass  # TensorFlow already initialised in this process: keep its setting
     keras.utils.set_random_seed(tcfg.seed)
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    global_batch = tcfg.batch_size * world
+    # One worker needs no collectives, and without them the steps can be XLA-compiled.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
     steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
-    latent_dim, samples, k = run_cfg.model.latent_dim, pcfg.kl_samples, pcfg.components
-    h, w = run_cfg.features.shape
     with strategy.scope():
-        model = build_vae((h, w), run_cfg.model, pcfg, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
-        optimizer = make_optimizer(tcfg)
+        model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
+        optimizer = make_optimizer(tcfg, steps_per_epoch)
         optimizer.build(model.trainable_variables)
-
-    start_epoch, restored_metrics = 0, {}
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            start_epoch = ckpt_lib.restore_training_state(directory, model, optimizer)
-            restored_metrics = ckpt_lib.read_metrics(directory)
-        optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
-        if rank == 0:
-            _say(f"resuming from {restored.path} after epoch {start_epoch}")
-
-    x_spec = tf.TensorSpec([None, h, w], tf.float32)
-    eps_spec = tf.TensorSpec([samples, None, latent_dim], tf.float32)
-    term_keys = ("loss", "recon", "kl", "recon_mse")
-
-    @tf.function(input_signature=[x_spec, eps_spec])
-    def train_step(x, eps):
-        def replica_step(x, eps):
-            with tf.GradientTape() as tape:
-                terms = model.per_example_losses(x, eps, training=True)
-                loss = tf.reduce_sum(terms["loss"]) / global_batch
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return tf.stack([tf.reduce_sum(terms[key]) for key in term_keys])
-
-        return strategy.experimental_local_results(strategy.run(replica_step, args=(x, eps)))[0]
-
-    @tf.function(input_signature=[x_spec, eps_spec])
-    def eval_step(x, eps):
-        terms = model.per_example_losses(x, eps, training=False)
-        return tf.stack([tf.reduce_sum(terms[key]) for key in term_keys])
-
-    @tf.function(input_signature=[x_spec])
-    def encode_step(x):
-        mu, _ = model.encode(x, training=False)
-        return mu
-
-    @tf.function
-    def all_reduce(v):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(v,)), axis=None)
-
+    start_epoch, restored_metrics = _restore(model, optimizer, tcfg, rank)
+    steps = DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile)
+    rows_per_rank = -(-config["num_train_rows"] // world) + 1
     train_shard, val_shard = ray.train.get_dataset_shard(TRAIN), ray.train.get_dataset_shard(VAL)
 
-    def validate() -> np.ndarray:
-        """Summed loss terms and clip count over this worker's validation shard."""
-        sums = np.zeros(len(term_keys) + 1)
-        for batch in val_shard.iter_batches(batch_size=tcfg.batch_size, batch_format="numpy"):
-            eps = example_noise(batch["id"], 0, tcfg.seed, samples, latent_dim)
-            sums[:-1] += eval_step(tf.constant(batch["spectrogram"], tf.float32), tf.constant(eps)).numpy()
-            sums[-1] += len(batch["id"])
-        return sums
+    def all_reduce(parts: dict) -> dict:
+        flat = {k: v for k, v in parts.items() if not isinstance(v, dict)}
+        nested = {f"{k}.{kk}": vv for k, v in parts.items() if isinstance(v, dict) for kk, vv in v.items()}
+        layout = {**flat, **nested}
+        total = unpack(steps.all_reduce(tf.constant(pack(layout))).numpy(), layout)
+        out = {k: total[k] for k in flat}
+        for key in nested:
+            outer, inner = key.split(".", 1)
+            out.setdefault(outer, {})[inner] = total[key]
+        return out
 
     if start_epoch == 0:
         # The untrained model's validation loss: the baseline every later epoch is compared with.
-        initial = all_reduce(tf.constant(validate(), tf.float64)).numpy()
-        initial_val_loss = float(initial[0] / max(initial[-1], 1))
+        initial = all_reduce({"val": _validate(steps, val_shard, run_cfg)})["val"]
+        initial_val_loss = float(initial["sums"][0] / max(initial["count"][0], 1))
     else:
         initial_val_loss = restored_metrics.get("initial_val_loss")
     # Every epoch's metrics, carried by each checkpoint: curves survive keeping only the best few.
     history = list(restored_metrics.get("history", []))
+    started = time.perf_counter()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         _maybe_fault(tcfg, epoch, rank, run_dir)
         t0 = time.perf_counter()
-        train_sums, steps = np.zeros(len(term_keys)), 0
-        batches = train_shard.iter_batches(
-            batch_size=tcfg.batch_size,
-            batch_format="numpy",
-            drop_last=True,
-            local_shuffle_buffer_size=SHUFFLE_BUFFER,
-            local_shuffle_seed=tcfg.seed * 100003 + epoch * 7919 + rank,
-        )
-        for batch in batches:
-            # Equal shards give every worker the same number of full batches; the cap is a guard
-            # (a worker stepping alone would wait forever in the gradient all-reduce).
-            if steps >= steps_per_epoch:
-                continue
-            eps = example_noise(batch["id"], epoch, tcfg.seed, samples, latent_dim)
-            train_sums += train_step(tf.constant(batch["spectrogram"], tf.float32), tf.constant(eps)).numpy()
-            steps += 1
-            if rank == 0 and steps % 20 == 0:
-                _say(f"epoch {epoch}: step {steps}/{steps_per_epoch}")
+        train_sums, steps_done = _train_epoch(steps, train_shard, run_cfg, epoch, rank, steps_per_epoch)
         train_time = time.perf_counter() - t0
-
-        val_sums = validate()
-
-        lat = empty_latent_sums(latent_dim, k)
-        for batch in train_shard.iter_batches(batch_size=max(tcfg.batch_size, 64), batch_format="numpy"):
-            mu = encode_step(tf.constant(batch["spectrogram"], tf.float32)).numpy()
-            add_latent_sums(lat, mu, batch, model.prior.assign(mu) if pcfg.kind == "mixture" else None)
-
-        local = np.concatenate([train_sums, [steps * tcfg.batch_size], val_sums] + [v.ravel() for v in lat.values()])
-        total = all_reduce(tf.constant(local, tf.float64)).numpy()
-        n_train, n_term = total[len(term_keys)], len(term_keys)
-        train_mean = total[:n_term] / n_train
-        val_part = total[n_term + 1 : 2 * n_term + 2]
-        val_mean = val_part[:-1] / max(val_part[-1], 1)
-        offset, reduced = 2 * n_term + 2, {}
-        for key, value in lat.items():
-            reduced[key] = total[offset : offset + value.size].reshape(value.shape)
-            offset += value.size
-
-        metrics = {"epoch": epoch, "resumed_from_epoch": start_epoch, "steps": steps, "train_clips": int(n_train), "val_clips": int(val_part[-1])}
-        metrics.update({f"train_{key}": float(v) for key, v in zip(term_keys, train_mean)})
-        # A diverged epoch must rank last among checkpoints, not poison the ordering with NaN.
-        metrics.update({f"val_{key}": float(v) if np.isfinite(v) else float("inf") for key, v in zip(term_keys, val_mean)})
-        metrics["initial_val_loss"] = initial_val_loss
-        metrics["train_clips_per_s"] = float(n_train / train_time)
-        metrics["epoch_time_s"] = float(time.perf_counter() - t0)
-        stats = latent_stats_from_sums(reduced, pcfg.kind)
+        val = _validate(steps, val_shard, run_cfg)
+        val_time = time.perf_counter() - t0 - train_time
+        total = all_reduce({
+            "train": train_sums,
+            "train_clips": np.array([steps_done * tcfg.batch_size]),
+            "val": val,
+            # Summed over workers, so every worker takes the same decisions from the same numbers.
+            "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
+        })
+        elapsed, epoch_time = total["clock"] / world
+        out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
+        last = out_of_time or epoch == tcfg.epochs
+        metrics = _epoch_metrics(epoch, start_epoch, steps_done, total, train_time)
+        metrics.update(initial_val_loss=initial_val_loss, kl_weight=run_cfg.prior.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
+        metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
         history.append(metrics)
 
-        name = f"checkpoint_{epoch:04d}"
+        checkpoint = None
+        if last or epoch % tcfg.checkpoint_every == 0:
+            t1 = time.perf_counter()
+            latent = all_reduce({"latent": _encode_shard(steps, train_shard, run_cfg, rank, rows_per_rank, world)})["latent"]
+            if rank == 0:
+                metrics["epoch_time_s"] = float(time.perf_counter() - t0)  # as saved; final below
+                checkpoint = _checkpoint(model, optimizer, epoch, run_cfg, {**metrics, "history": history}, latent)
+            metrics["checkpoint_time_s"] = time.perf_counter() - t1
+        metrics["epoch_time_s"] = float(time.perf_counter() - t0)
         if rank == 0:
             _say(
                 f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
@@ -292,11 +349,61 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"(recon_mse {metrics['val_recon_mse']:.4g}, kl {metrics['val_kl']:.4g}) | "
                 f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
             )
-            with tempfile.TemporaryDirectory(prefix="fsdd-vae-") as tmp:
-                ckpt_lib.save(tmp, model, optimizer, epoch, run_cfg, {**metrics, "history": history}, stats)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
-        else:
-            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        try:
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{epoch:04d}")
+        finally:
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint.path, ignore_errors=True)
+        if out_of_time:
+            if rank == 0:
+                _say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
+            break
+
+
+def _checkpoint(model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent: dict):
+    """A Ray checkpoint in a local temporary folder: weights, optimizer, configs, metrics, the latent
+    statistics and the ex-post mixtures of every worker's encodings (``latent``, all-reduced)."""
+    import ray.train
+
+    from vae import checkpoint as ckpt_lib
+    from vae.generation import fit_expost
+
+    table = latent.pop("latents")
+    used = table[:, -1] > 0.5
+    stats = latent_stats_from_sums(latent, run_cfg.prior.kind)
+    expost = fit_expost(table[used, :-2], table[used, -2], run_cfg.sampling, seed=run_cfg.train.seed)
+    directory = tempfile.mkdtemp(prefix="fsdd-vae-")
+    ckpt_lib.save(directory, model, optimizer, epoch, run_cfg, metrics, stats, expost)
+    return ray.train.Checkpoint.from_directory(directory)
+
+
+def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: int | None = None):
+    """Train a model in this process with the same steps as the workers (no Ray, the default
+    strategy): for tests, benchmarks and notebooks. ``train``: numpy columns id, digit, spectrogram.
+    Returns (model, optimizer, per-epoch mean loss terms)."""
+    import keras
+
+    from vae.models import TERMS, DistributedSteps, build_vae
+
+    tcfg = run_cfg.train
+    keras.utils.set_random_seed(tcfg.seed)
+    n = len(train["id"]) // tcfg.batch_size * tcfg.batch_size
+    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, seed=tcfg.seed)
+    optimizer = make_optimizer(tcfg, n // tcfg.batch_size)
+    optimizer.build(model.trainable_variables)
+    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile)
+    rng = np.random.default_rng(tcfg.seed)
+    history = []
+    for epoch in range(1, (epochs or tcfg.epochs) + 1):
+        order = rng.permutation(len(train["id"]))[:n]
+        kl_weight = np.float32(run_cfg.prior.kl_weight(epoch))
+        sums = np.zeros(len(TERMS))
+        for i in range(0, n, tcfg.batch_size):
+            rows = order[i : i + tcfg.batch_size]
+            eps = example_noise(train["id"][rows], epoch, tcfg.seed, run_cfg.prior.kl_samples, run_cfg.model.latent_dim)
+            sums += steps.train(train["spectrogram"][rows], train["digit"][rows].astype(np.int32), eps, kl_weight).numpy()
+        history.append(dict(zip(TERMS, (sums / max(n, 1)).tolist())))
+    return model, optimizer, history
 
 
 # --------------------------------------------------------------------------- driver side

@@ -56,18 +56,24 @@ def data_variance(data_uri: str, split: str = "test") -> float:
 
 def sample_accuracy(checkpoint_uri: str, recogniser, n_per_digit: int, seed: int = 0) -> float:
     """Share of digit-conditional samples (as audio) that the recogniser hears as the digit asked for."""
-    from vae import checkpoint, generation
+    from vae import checkpoint
 
     loaded = checkpoint.load(checkpoint_uri)
-    digits, waves = [], []
-    for d in range(10):
-        specs = generation.sample(loaded, n_per_digit, digit=d, seed=seed + d)
-        waves.extend(generation.to_waveforms(loaded, specs, digit=d))
-        digits.extend([d] * n_per_digit)
+    waves, digits = _digit_waves(loaded, n_per_digit, seed)
     from vae.evaluation.metrics import digit_accuracy
 
     heard = recogniser.listen(waves, loaded.run_config.features.sample_rate)
     return digit_accuracy(heard.probs, np.asarray(digits))
+
+
+def _digit_waves(loaded, n_per_digit: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``n_per_digit`` waveforms of each digit (digit ``d`` sampled with seed ``seed + d``), all
+    through Griffin-Lim at once, and their digits."""
+    from vae import generation
+
+    specs = np.concatenate([generation.sample(loaded, n_per_digit, digit=d, seed=seed + d) for d in range(10)])
+    digits = np.repeat(np.arange(10), n_per_digit)
+    return generation.to_waveforms(loaded, specs, db_ranges=[generation.db_range(loaded, d) for d in digits]), digits
 
 
 def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_digit: int, seed: int):
@@ -351,7 +357,7 @@ def _stored_uri(path: str) -> str:
 
 def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:
     """Copy the best checkpoint plus a few WAV samples per digit to ``best/``, all-or-nothing."""
-    from vae import checkpoint, generation
+    from vae import checkpoint
     from vae.features import write_wav
 
     with tempfile.TemporaryDirectory(prefix="fsdd-vae-best-") as tmp:
@@ -360,10 +366,9 @@ def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:
         cfg = loaded.run_config.features
         samples = os.path.join(tmp, "samples")
         os.makedirs(samples)
-        for d in range(10):
-            specs = generation.sample(loaded, n_samples, digit=d, seed=d)
-            for i, y in enumerate(generation.to_waveforms(loaded, specs, digit=d)):
-                write_wav(os.path.join(samples, f"{d}_{i}.wav"), y, cfg)
+        waves, digits = _digit_waves(loaded, n_samples, seed=0)
+        for j, (d, y) in enumerate(zip(digits, waves)):
+            write_wav(os.path.join(samples, f"{d}_{j % n_samples}.wav"), y, cfg)
         with open(os.path.join(tmp, "sweep_best.json"), "w") as f:
             json.dump({k: best[k] for k in ("trial_id", "params", "checkpoint", "metrics")}, f, indent=2, default=str)
         return storage.publish(tmp, storage.join(exp_uri, BEST_DIR))

@@ -134,8 +134,8 @@ def evaluate(
     specs, digits = test["spectrogram"], test["digit"].astype(np.int64)
 
     originals = read_originals(test["source"], feats)
-    latents = generation.encode(loaded, specs)
-    recon_specs = generation.decode(loaded, latents)
+    latents = generation.encode(loaded, specs, digits)
+    recon_specs = generation.decode(loaded, latents, digits)
     # audio.resynthesise(..., seed=s) gives clip i the Griffin-Lim seed s + i, exactly as
     # generation.to_waveforms does, in parallel processes.
     reconstructions = audio.resynthesise(recon_specs, feats, *ranges, workers=workers, label="reconstructions, griffin-lim")
@@ -143,6 +143,8 @@ def evaluate(
 
     m: dict[str, Any] = {
         "test_clips": int(len(digits)),
+        # Where every generated latent came from (vae.generation): "expost" or "prior".
+        "sampler": generation.sampler(loaded),
         "recon_lsd_db": M.recon_lsd_db(originals, reconstructions, feats),
         "recon_lsd_db_floor": M.recon_lsd_db(originals, floor, feats),
         "recon_mse": M.recon_mse(originals, reconstructions, feats),
@@ -281,26 +283,33 @@ def component_table(components: np.ndarray, digits: np.ndarray, k: int) -> np.nd
 
 
 def _unseen_voices(loaded, wavs_uri: str, workers: int | None, notes: list[str]) -> dict[str, Any]:
-    """Reconstruction quality on every WAV under ``wavs_uri`` (undecodable files are skipped and noted)."""
+    """Reconstruction quality on every WAV under ``wavs_uri`` (undecodable files are skipped and noted;
+    a conditional model also skips files whose name does not give the digit)."""
     from vae import generation
+    from vae.dataset import parse_name
     from vae.features import AudioError, decode_audio, fit_length, waveform_to_spectrogram
 
     feats = loaded.run_config.features
     files = storage.list_files(wavs_uri, suffix=".wav")
-    waves, specs, lo, hi = [], [], [], []
+    waves, specs, lo, hi, digits = [], [], [], [], []
     for uri in files:
         try:
+            digit = parse_name(uri).digit if loaded.run_config.model.conditional else None
             y = fit_length(decode_audio(storage.read_bytes(uri), feats).waveform, feats)
             s, a, b = waveform_to_spectrogram(y, feats)
         except AudioError as exc:
             notes.append(f"{uri} skipped: {exc.reason}")
             continue
-        waves.append(y), specs.append(s), lo.append(a), hi.append(b)
+        except ValueError as exc:  # parse_name: the file name does not give the digit
+            notes.append(f"{uri} skipped: a conditional model needs the digit: {exc}")
+            continue
+        waves.append(y), specs.append(s), lo.append(a), hi.append(b), digits.append(digit)
     if not waves:
         raise ValueError(f"no usable .wav file under {wavs_uri} ({len(files)} found)")
     waves, specs = np.stack(waves), np.stack(specs)
     ranges = (np.array(lo), np.array(hi)) if feats.normalisation == "per_clip" else (None, None)
-    recon = audio.resynthesise(generation.reconstruct(loaded, specs), feats, *ranges, workers=workers, label="unseen voices, griffin-lim")
+    digits = np.asarray(digits) if loaded.run_config.model.conditional else None
+    recon = audio.resynthesise(generation.reconstruct(loaded, specs, digits), feats, *ranges, workers=workers, label="unseen voices, griffin-lim")
     floor = audio.resynthesise(specs, feats, *ranges, workers=workers, label="unseen voices floor, griffin-lim")
     return {
         "wavs": storage.resolve(wavs_uri).uri,
