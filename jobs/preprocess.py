@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         except StorageError as exc:
             raise StorageError(f"output {args.output}: {exc}") from exc
         print(f"{len(files)} .wav files under {args.input}; features {args.features} {cfg.shape}", flush=True)
-        init_ray(args.num_cpus)
+        # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
+        # on 2 cores its processes delay the start of a local instance.
+        init_ray(args.num_cpus, include_dashboard=False)
         summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
     except (StorageError, ExtractError, ConfigError) as exc:
         return fail("preprocess", str(exc))

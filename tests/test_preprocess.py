@@ -72,6 +72,29 @@ def test_parse_name_and_split():
             dataset.parse_name(bad)
 
 
+def test_extraction_path_imports_no_heavy_library(fsdd_dir):
+    """The job's modules and a block's featurisation (what every Ray worker runs) import neither
+    librosa, SciPy, numba, TensorFlow nor matplotlib: seconds of start-up per process."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import jobs.preprocess
+        from vae import dataset, storage
+        from vae.config import FeatureConfig, preset
+        files = sys.argv[1:]
+        for name in ("seed", "default"):
+            rows, rejected = dataset.extract_rows(dataset.input_items(files), storage.resolve(files[0]).fs, preset(FeatureConfig, name))
+            assert len(rows) == len(files) and not rejected, rejected
+        heavy = ("librosa", "scipy", "numba", "tensorflow", "keras", "matplotlib")
+        print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))))
+        """
+    )
+    files = [str(fsdd_dir / f"{stem}.wav") for stem in GOOD[:3]]
+    out = subprocess.run([sys.executable, "-c", script, *files], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
 def test_small_parquet_reads_back_with_plain_pyarrow_and_pandas(small_parquet):
     """In a fresh interpreter that never imports Ray: labels, splits, tensor shape, feature metadata."""
     script = textwrap.dedent(

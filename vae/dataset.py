@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from vae import storage
 from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
-from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+from vae.features import AudioError, Clip, decode_audio, decode_audios, waveform_to_spectrogram, waveforms_to_spectrograms
 
 FEATURES_KEY = "fsdd_vae.features"
 REJECTED_DIR = "_rejected"
@@ -147,9 +147,12 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
     labels = parse_name(source)
     clip = decode_audio(data, cfg)
     check_duration(clip.duration_s, cfg)
-    spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, cfg)
+    return _row(source, labels, clip, *waveform_to_spectrogram(clip.waveform, cfg))
+
+
+def _row(source: str, labels: Labels, clip: Clip, spec: np.ndarray, db_min: float, db_max: float) -> dict[str, Any]:
     return dict(
-        asdict(labels),
+        vars(labels),
         spectrogram=spec,
         source=source,
         source_sample_rate=clip.source_sample_rate,
@@ -171,23 +174,66 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
 
 
 def extract_rows(items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig) -> tuple[list[dict], list[dict]]:
-    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises."""
-    rows, rejected = [], []
+    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
+
+    The clips are read one by one, then decoded, resampled and featurised together
+    (:func:`vae.features.decode_audios`, :func:`vae.features.waveforms_to_spectrograms`).
+    """
+    rejected, named, datas = [], [], []
     for item in items:
         source, reason = item["source"], item.get("reason") or ""
         if not reason:
             try:
-                parse_name(source)  # a bad name costs no read
-                rows.append(extract_clip(source, _read(fs, item["path"]), cfg))
+                labels = parse_name(source)  # a bad name costs no read
+                datas.append(_read(fs, item["path"]))
+                named.append((source, labels))
                 continue
-            except (AudioError, ValueError) as exc:
+            except ValueError as exc:
                 reason = str(exc)
             except OSError as exc:
                 reason = f"cannot read: {exc}"
             except Exception as exc:  # noqa: BLE001 - one bad clip must not kill the job
-                reason = f"unexpected {type(exc).__name__}: {exc}"
+                reason = _unexpected(exc)
         rejected.append({"source": source, "reason": reason})
+
+    try:
+        clips = decode_audios(datas, cfg)
+    except Exception:  # noqa: BLE001 - an input broke the batch: one by one, to name it
+        clips = [_attempt(decode_audio, data, cfg) for data in datas]
+    for i, clip in enumerate(clips):
+        if isinstance(clip, Clip):
+            clips[i] = _attempt(check_duration, clip.duration_s, cfg) or clip
+    decoded = [i for i, clip in enumerate(clips) if isinstance(clip, Clip)]
+    waveforms = [clips[i].waveform for i in decoded]
+    try:
+        batch = waveforms_to_spectrograms(waveforms, cfg)
+        features = [batch.errors[k] or (batch.spec[k], float(batch.db_min[k]), float(batch.db_max[k])) for k in range(len(decoded))]
+    except Exception:  # noqa: BLE001
+        features = [_attempt(waveform_to_spectrogram, y, cfg) for y in waveforms]
+    for i, result in zip(decoded, features):  # clips[i] becomes clip i's row, or why it has none
+        clips[i] = result if isinstance(result, Exception) else _row(*named[i], clips[i], *result)
+
+    rows = []
+    for (source, _), result in zip(named, clips):
+        if isinstance(result, AudioError):
+            rejected.append({"source": source, "reason": str(result)})
+        elif isinstance(result, Exception):
+            rejected.append({"source": source, "reason": _unexpected(result)})
+        else:
+            rows.append(result)
     return rows, rejected
+
+
+def _attempt(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``, or the exception it raised."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- writing
