@@ -152,14 +152,13 @@ def subset(data: str, clips: int, out: str) -> str:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from vae.dataset import parquet_files
+    from vae.dataset import parquet_files, write_dataset
 
     loc, files = parquet_files(data)
     table = pa.concat_tables([pq.read_table(f, filesystem=loc.fs) for f in files]).sort_by("id")
     train = table.filter(pc.equal(table.column("split"), "train")).slice(0, clips)
     test = table.filter(pc.equal(table.column("split"), "test"))
-    os.makedirs(out, exist_ok=True)
-    pq.write_table(pa.concat_tables([train, test]), os.path.join(out, "part-0.parquet"))
+    write_dataset(out, pa.concat_tables([train, test]), input=data)
     return out
 
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     files, problems = [], []
     waves = generation.to_waveforms(loaded, specs, digit=args.digit, seed=args.seed)
     for i, (spec, y) in enumerate(zip(specs, waves)):
-        stem = f"{args.digit}_{i}" if args.digit is not None else f"sample_{i}"
+        stem = storage.safe_name(f"{args.digit}_{i}" if args.digit is not None else f"sample_{i}")
         wav = storage.join(args.out, stem + ".wav")
         try:
             storage.write_bytes(wav, wav_bytes(y, cfg))

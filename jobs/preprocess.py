@@ -3,15 +3,19 @@
     python -m jobs.preprocess --input SRC --output DST [--features PRESET]
 
 SRC and DST are local folders or ``s3://bucket/prefix`` (endpoint and credentials
-from the standard AWS_* environment variables). Bad inputs go to DST/_rejected
-with their reason. Ends with ``N clips written, M rejected`` and a JSON line;
-exit status 0 when at least one clip was written.
+from the standard AWS_* environment variables). The dataset is published at DST
+all-or-nothing (see vae.dataset); an interrupted run (Ctrl-C, SIGTERM, a kill)
+leaves what DST held before. Bad inputs go to the dataset's _rejected with their
+reason. Ends with ``N clips written, M rejected`` and a JSON line (``dataset``: the
+published version folder); exit status 0 when at least one clip was written,
+130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import asdict
 
@@ -32,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # `ray job stop` sends SIGTERM: clean up exactly as for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -43,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         except StorageError as exc:
             raise StorageError(f"output {args.output}: {exc}") from exc
         print(f"{len(files)} .wav files under {args.input}; features {args.features} {cfg.shape}", flush=True)
-        init_ray(args.num_cpus)
+        # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
+        # on 2 cores its processes delay the start of a local instance.
+        init_ray(args.num_cpus, include_dashboard=False)
         summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
     except (StorageError, ExtractError, ConfigError) as exc:
         return fail("preprocess", str(exc))
+    except KeyboardInterrupt:
+        fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
+        return 130
 
     for r in summary.rejected_examples:
         print(f"  rejected {r['source']}: {r['reason']}")
@@ -56,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     result = asdict(summary)
     del result["features"], result["rejected_examples"]
     if summary.written == 0:
-        return fail("preprocess", f"nothing could be written: all {summary.rejected} inputs under {args.input} were rejected, see {summary.rejected_output}")
+        return fail(
+            "preprocess",
+            f"nothing could be written: all {summary.rejected} inputs under {args.input} were rejected, see "
+            f"{summary.rejected_output}; nothing published, the dataset at {args.output} (if any) is as it was",
+        )
     print(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     sys.exit(main())

@@ -2,7 +2,8 @@
 
     python -m jobs.reconstruct --checkpoint CKPT --input WAV_DIR --out DIR
 
-Every .wav under WAV_DIR is written to DIR under the same relative name. Files
+Every .wav under WAV_DIR is written to DIR under the same relative name (each part
+made safe by vae.storage.safe_name: a name from the input never leaves DIR). Files
 that cannot be read as audio (corrupt, empty, silent) are skipped with a message
 naming them. CKPT, WAV_DIR and DIR may be local or s3://. The last stdout line is
 JSON with the counts, the skipped files and the mean log-spectral distance (dB)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         waves = generation.to_waveforms(loaded, recon, db_ranges=[b[3] for b in batch])
         for (uri, original, *_), y in zip(batch, waves):
             rel = uri[len(base) :].lstrip("/") if input_is_dir else uri.rsplit("/", 1)[-1]
-            out = storage.join(args.out, rel)
+            out = storage.join(args.out, storage.safe_relpath(rel))
             try:
                 storage.write_bytes(out, wav_bytes(y, cfg))
             except storage.StorageError as exc:

@@ -125,14 +125,14 @@ def evaluate_best(result, data: str, classifier: str | None) -> dict:
     """Score the best checkpoint on audio (vae.evaluation) and record it beside the training metrics:
     in the checkpoint's metrics.json and in RUN/metrics.json, so runs and sweep trials compare on it."""
     from vae import storage
-    from vae.checkpoint import METRICS, load
+    from vae.checkpoint import METRICS, load, write_json
     from vae.evaluation.run import evaluate_run
 
     out = storage.join(result.run_dir, "evaluation")
-    evaluation = evaluate_run(load(result.best_checkpoint), data, out_uri=out, classifier_uri=classifier)
-    ckpt_metrics = storage.join(result.best_checkpoint, METRICS)
-    merged = {**storage.read_json(ckpt_metrics), **evaluation}
-    storage.write_json(ckpt_metrics, merged)
+    loaded = load(result.best_checkpoint)
+    evaluation = evaluate_run(loaded, data, out_uri=out, classifier_uri=classifier)
+    merged = {**loaded.metrics, **evaluation}
+    write_json(result.best_checkpoint, METRICS, merged)
     storage.write_json(storage.join(result.run_dir, METRICS), {"best_checkpoint": result.best_checkpoint, **merged})
     print(f"evaluation: {out}/index.html")
     return evaluation
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
+    from vae.checkpoint import CheckpointError
     from vae.dataset import read_feature_config
     from vae.raysetup import init_ray
     from vae.training import TrainingError, check_run, fit, stored_run_config
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate or args.classifier:
         try:
             evaluation = evaluate_best(result, args.data, args.classifier)
-        except (ValueError, StorageError) as exc:
+        except (ValueError, StorageError, CheckpointError) as exc:
             return fail("train", f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
     m = result.best_metrics
     print(

@@ -9,6 +9,8 @@ group) against a real HTTP EC2/IAM endpoint served by moto. Only launching insta
 from __future__ import annotations
 
 import copy
+import fnmatch
+import json
 import logging
 import re
 import shlex
@@ -259,9 +261,12 @@ def test_kuberay_every_ray_process_gets_the_token_and_s3_identity():
         secrets.add(by_name["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"])
     assert len(secrets) == 1, f"all Ray processes must share one token secret, got {secrets}"
 
-    (account,) = [d for d in docs if d.get("kind") == "ServiceAccount"]
-    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-    assert all(p["spec"]["serviceAccountName"] == account["metadata"]["name"] for p in pods)
+    roles = {d["metadata"]["name"]: d["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+             for d in docs if d.get("kind") == "ServiceAccount"}
+    head_role = roles[cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"]]
+    assert head_role.endswith(":role/fsdd-vae-head"), head_role
+    for group in cluster["workerGroupSpecs"]:  # workers on a role of their own, which cannot write tune/
+        assert roles[group["template"]["spec"]["serviceAccountName"]].endswith(":role/fsdd-vae-worker"), group["groupName"]
 
 
 def test_cluster_images_pin_the_tested_ray():
@@ -340,3 +345,118 @@ def test_kuberay_rayservice_workers_fit_the_replicas():
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", "replicas run on workers"
     cpus = sum(g["minReplicas"] * int(_containers(g["template"])[0]["resources"]["limits"]["cpu"]) for g in cluster["workerGroupSpecs"])
     assert cpus >= serve_cfg.num_replicas * serve_cfg.num_cpus_per_replica, "the minimum workers hold every replica"
+
+
+# --------------------------------------------------------------------------- least-privilege IAM (cluster/iam/)
+
+IAM = REPO / "cluster" / "iam"
+
+
+def _policy(name: str) -> dict:
+    return json.loads((IAM / f"{name}.json").read_text())
+
+
+def _statements(*names: str) -> list[dict]:
+    return [s for n in names for s in _policy(n)["Statement"]]
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _allowed(statements: list[dict], action: str, resource: str) -> bool:
+    """IAM's verdict for one request by ARN pattern alone: an explicit Deny wins, then any Allow.
+    (Conditions are checked separately below.)"""
+    def matches(s):
+        return any(fnmatch.fnmatchcase(action, a) for a in _as_list(s["Action"])) and any(
+            fnmatch.fnmatchcase(resource, r) for r in _as_list(s["Resource"]))
+
+    hits = [s for s in statements if matches(s)]
+    return bool(hits) and not any(s["Effect"] == "Deny" for s in hits)
+
+
+def _project_prefixes() -> tuple[str, str, str]:
+    """(bucket, storage prefix, input prefix) of the documented submit command in cluster/aws.yaml."""
+    args = _commented_command(AWS_YAML.read_text(), "ray job submit")
+    storage_uri, input_uri = args[args.index("--storage") + 1], args[args.index("--input") + 1]
+    bucket, storage_prefix = storage_uri[len("s3://"):].split("/", 1)
+    assert input_uri.startswith(f"s3://{bucket}/")
+    return bucket, storage_prefix, input_uri[len(f"s3://{bucket}/"):]
+
+
+@pytest.mark.parametrize("path", sorted(IAM.glob("*.json")), ids=lambda p: p.name)
+def test_iam_policies_are_well_formed(path):
+    doc = json.loads(path.read_text())
+    assert doc["Version"] == "2012-10-17" and doc["Statement"]
+    sids = [s["Sid"] for s in doc["Statement"]]
+    assert len(set(sids)) == len(sids), "Sids must be unique"
+    for s in doc["Statement"]:
+        assert set(s) <= {"Sid", "Effect", "Action", "Resource", "Condition", "Principal"}, s
+        assert s["Effect"] in ("Allow", "Deny")
+        for action in _as_list(s["Action"]):
+            service, _, name = action.partition(":")
+            assert service in ("s3", "ec2", "iam", "sts") and name and "*" not in name, f"{path.name}: {action}"
+        assert ("Principal" in s) == (path.name == "ec2-trust.json") and ("Resource" in s) != ("Principal" in s)
+
+
+def test_storage_access_is_scoped_to_the_project_prefixes():
+    bucket, storage_prefix, input_prefix = _project_prefixes()
+    statements = _statements("storage-policy")
+    for s in statements:
+        for arn in _as_list(s["Resource"]):
+            arn = arn.replace("BUCKET", bucket)
+            if s["Action"] == "s3:ListBucket":
+                assert arn == f"arn:aws:s3:::{bucket}"
+                prefixes = s["Condition"]["StringLikeIfExists"]["s3:prefix"]
+                assert set(prefixes) == {storage_prefix, f"{storage_prefix}/*", input_prefix, f"{input_prefix}/*"}
+            else:
+                assert arn in (f"arn:aws:s3:::{bucket}/{storage_prefix}/*", f"arn:aws:s3:::{bucket}/{input_prefix}/*"), arn
+    s3 = [s for s in statements if s["Action"] != "s3:ListBucket"]
+    obj = lambda key: f"arn:aws:s3:::BUCKET/{key}"  # noqa: E731
+    assert _allowed(s3, "s3:PutObject", obj(f"{storage_prefix}/sweep1/trials/t/checkpoint_0001/model.weights.h5"))
+    assert _allowed(s3, "s3:GetObject", obj(f"{input_prefix}/0_george_0.wav"))
+    assert not _allowed(s3, "s3:PutObject", obj(f"{input_prefix}/0_george_0.wav")), "the recordings are read-only"
+    for key in ("other-project/x", f"{storage_prefix}-other/x", "fsdd/other/x"):
+        assert not _allowed(s3, "s3:GetObject", obj(key)) and not _allowed(s3, "s3:PutObject", obj(key)), key
+
+
+def test_gpu_workers_have_no_ec2_or_passrole_and_cannot_write_what_the_head_unpickles():
+    _, storage_prefix, _ = _project_prefixes()
+    cfg = _aws_config()
+    profiles = {name: n["node_config"]["IamInstanceProfile"]["Name"] for name, n in cfg["available_node_types"].items()}
+    head, worker = profiles[cfg["head_node_type"]], profiles["gpu_worker"]
+    assert head != worker, "GPU workers must not run with the head's role"
+    # The documented setup gives each profile the role of the same name and these policies.
+    text = AWS_YAML.read_text()
+    assert "attach fsdd-vae-head autoscaler-policy; attach fsdd-vae-worker worker-deny-policy" in text
+    assert (head, worker) == ("fsdd-vae-head", "fsdd-vae-worker")
+    worker_statements = _statements("storage-policy", "worker-deny-policy")
+    assert not [a for s in worker_statements for a in _as_list(s["Action"]) if not a.startswith("s3:")]
+    obj = lambda key: f"arn:aws:s3:::BUCKET/{storage_prefix}/{key}"  # noqa: E731
+    for key in ("sweep1/tune/experiment_state-2024.json", "sweep1/tune/searcher-state.pkl", "sweep1/best/PUBLISHED.json"):
+        assert not _allowed(worker_statements, "s3:PutObject", obj(key)), key
+        assert _allowed(worker_statements, "s3:GetObject", obj(key)), key
+    for key in ("sweep1/trials/t1/checkpoint_0001/manifest.json", "features/default-abc/_v1/part-x-0.parquet"):
+        assert _allowed(worker_statements, "s3:PutObject", obj(key)), key
+
+
+def test_the_head_launches_and_terminates_only_this_clusters_workers():
+    cluster_name = _aws_config()["cluster_name"]
+    statements = _policy("autoscaler-policy")["Statement"]
+    for s in statements:
+        actions = _as_list(s["Action"])
+        if all(a.startswith("ec2:Describe") for a in actions):
+            continue  # EC2 cannot scope Describe* calls to resources
+        if actions == ["iam:PassRole"] or actions == "iam:PassRole":
+            continue
+        for a in actions:
+            assert a in ("ec2:RunInstances", "ec2:CreateTags", "ec2:TerminateInstances"), a
+        if "ec2:TerminateInstances" in actions or s["Sid"] == "AutoscalerLaunchesOnlyTaggedClusterInstances":
+            tag = next(iter(s["Condition"]["StringEquals"].items()))
+            assert tag[0].endswith("/ray-cluster-name") and tag[1] == cluster_name, s["Sid"]
+        elif "ec2:CreateTags" in actions:
+            assert s["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+    (pass_role,) = [s for s in statements if "iam:PassRole" in _as_list(s["Action"])]
+    assert pass_role["Resource"] == "arn:aws:iam::ACCOUNT_ID:role/fsdd-vae-worker", "PassRole of the worker role only"
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    assert not _allowed(statements, "iam:PassRole", "arn:aws:iam::ACCOUNT_ID:role/fsdd-vae-head")

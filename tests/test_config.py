@@ -63,3 +63,13 @@ def test_bad_values_name_the_key(cls, data, culprit):
 def test_invalid_configs_are_rejected(make, culprit):
     with pytest.raises(ConfigError, match=culprit):
         make()
+
+
+def test_demo_config_trains_the_default_for_its_budget():
+    from vae.config import DemoConfig
+
+    cfg = DemoConfig(max_epochs=7, train_budget_s=60, seed=3).run_config()
+    assert (cfg.train.epochs, cfg.train.time_budget_s, cfg.train.seed) == (7, 60, 3)
+    assert (cfg.model, cfg.prior, cfg.sampling) == (RunConfig().model, RunConfig().prior, RunConfig().sampling)
+    with pytest.raises(ConfigError, match="train_budget_s"):
+        DemoConfig(train_budget_s=0).validate()

@@ -142,7 +142,7 @@ def test_generate_a_digit_the_checkpoint_never_saw_is_a_clear_error(trained_chec
     shutil.copytree(trained_checkpoint, copy)
     stats = json.loads((copy / checkpoint.LATENT_STATS).read_text())
     del stats["digits"]["9"]
-    (copy / checkpoint.LATENT_STATS).write_text(json.dumps(stats))
+    checkpoint.write_json(str(copy), checkpoint.LATENT_STATS, stats)
 
     assert generate_job.main(["--checkpoint", str(copy), "--out", str(tmp_path / "out"), "--n", "1", "--digit", "9"]) == 1
     assert "digit 9" in _last_json(capsys)["error"]

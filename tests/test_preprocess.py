@@ -72,6 +72,29 @@ def test_parse_name_and_split():
             dataset.parse_name(bad)
 
 
+def test_extraction_path_imports_no_heavy_library(fsdd_dir):
+    """The job's modules and a block's featurisation (what every Ray worker runs) import neither
+    librosa, SciPy, numba, TensorFlow nor matplotlib: seconds of start-up per process."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import jobs.preprocess
+        from vae import dataset, storage
+        from vae.config import FeatureConfig, preset
+        files = sys.argv[1:]
+        for name in ("seed", "default"):
+            rows, rejected = dataset.extract_rows(dataset.input_items(files), storage.resolve(files[0]).fs, preset(FeatureConfig, name))
+            assert len(rows) == len(files) and not rejected, rejected
+        heavy = ("librosa", "scipy", "numba", "tensorflow", "keras", "matplotlib")
+        print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))))
+        """
+    )
+    files = [str(fsdd_dir / f"{stem}.wav") for stem in GOOD[:3]]
+    out = subprocess.run([sys.executable, "-c", script, *files], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
 def test_small_parquet_reads_back_with_plain_pyarrow_and_pandas(small_parquet):
     """In a fresh interpreter that never imports Ray: labels, splits, tensor shape, feature metadata."""
     script = textwrap.dedent(
@@ -102,7 +125,8 @@ def test_small_parquet_reads_back_with_plain_pyarrow_and_pandas(small_parquet):
         )))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script, small_parquet], capture_output=True, text=True)
+    # Plain readers read the published version folder; the dataset folder itself fails loudly, never half.
+    out = subprocess.run([sys.executable, "-c", script, storage.published(small_parquet)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ray_imported"] is False
@@ -143,7 +167,7 @@ def test_small_parquet_library_readers(small_parquet, fsdd_dir):
     assert np.isclose(sum(float(b["spectrogram"].sum()) for b in batches), float(train["spectrogram"].sum()), rtol=1e-6)
 
     assert dataset.load_rejected(small_parquet) == []
-    summary = storage.read_json(os.path.join(small_parquet, dataset.SUMMARY_FILE))
+    summary = storage.read_json(storage.join(storage.published(small_parquet), dataset.SUMMARY_FILE))
     assert (summary["written"], summary["rejected"], summary["train"], summary["test"]) == (250, 0, 150, 100)
     with pytest.raises(ValueError, match="validation"):
         dataset.load_split_numpy(small_parquet, "validation")
@@ -164,10 +188,11 @@ def test_every_bad_input_is_rejected_with_its_reason(ray_local, fsdd_dir, tmp_pa
     summary = dataset.extract(str(src), str(dst), DEFAULT, progress=None)
 
     assert (summary.written, summary.rejected) == (len(GOOD) + 1, len(expected))
-    clips = pq.read_table(dst).to_pandas()
+    assert summary.dataset == storage.published(str(dst))
+    clips = pq.read_table(summary.dataset).to_pandas()
     assert sorted(clips.id) == sorted([*GOOD, "9_theo_20"])
     assert clips.set_index("id").loc["9_theo_20", "source_sample_rate"] == 44100
-    rejected = pq.read_table(dst / "_rejected").to_pylist()
+    rejected = pq.read_table(os.path.join(summary.dataset, "_rejected")).to_pylist()
     assert sorted(r["source"] for r in rejected) == sorted(str(src / name) for name in expected)
     for r in rejected:
         name = os.path.relpath(r["source"], src)
@@ -178,9 +203,11 @@ def test_every_bad_input_is_rejected_with_its_reason(ray_local, fsdd_dir, tmp_pa
         (src / name).unlink()
     again = dataset.extract(str(src), str(dst), DEFAULT, progress=None)
     assert (again.written, again.rejected) == (len(GOOD) + 1, 0)
-    assert pq.read_table(dst).num_rows == len(GOOD) + 1
+    assert pq.read_table(again.dataset).num_rows == len(GOOD) + 1
     assert dataset.load_rejected(str(dst)) == []
-    assert all(again.run_id in f for f in os.listdir(dst) if f.endswith(".parquet"))
+    assert all(again.run_id in f for f in os.listdir(again.dataset) if f.endswith(".parquet"))
+    # The first run's version stays for readers still on it, and is not what readers of dst get.
+    assert storage.list_versions(str(dst)) == sorted([os.path.basename(summary.dataset), os.path.basename(again.dataset)])
 
 
 def test_cli_on_a_slice(ray_local, fsdd_dir, tmp_path):
@@ -195,7 +222,8 @@ def test_cli_on_a_slice(ray_local, fsdd_dir, tmp_path):
     assert any(line.startswith("extract: ") for line in lines), "no progress lines"
     result = json.loads(lines[-1])
     assert (result["output"], result["written"], result["rejected"]) == (str(dst), len(GOOD), 1)
-    assert pq.read_table(result["output"]).num_rows == len(GOOD)
+    assert pq.read_table(result["dataset"]).num_rows == len(GOOD)
+    assert dataset.parquet_files(result["output"])[0].uri == result["dataset"]
 
 
 def test_cli_fails_clearly(ray_local, fsdd_dir, tmp_path):
@@ -210,7 +238,11 @@ def test_cli_fails_clearly(ray_local, fsdd_dir, tmp_path):
     res = _run_job(["--input", str(only_bad), "--output", str(tmp_path / "out")], env={"RAY_ADDRESS": ray_local})
     assert res.returncode != 0 and "nothing could be written" in res.stderr
     assert "0 clips written, 1 rejected" in res.stdout
-    assert dataset.load_rejected(str(tmp_path / "out")) == [{"source": str(only_bad / "1_theo_1.wav"), "reason": "empty file"}]
+    assert not (tmp_path / "out" / storage.PUBLISHED_POINTER).exists(), "a dataset of no clips was published"
+    (version,) = storage.list_versions(str(tmp_path / "out"))  # kept, unpublished, for its reasons
+    assert storage.join(str(tmp_path / "out"), version, "_rejected") in res.stderr
+    rejected = dataset.load_rejected(storage.join(str(tmp_path / "out"), version))
+    assert rejected == [{"source": str(only_bad / "1_theo_1.wav"), "reason": "empty file"}]
 
 
 def test_unreachable_s3_fails_fast_naming_the_path(tmp_path, fsdd_dir, free_port):
@@ -233,7 +265,8 @@ def test_s3_in_and_out_gives_the_same_rows(ray_local, make_bucket, fsdd_dir, tmp
     remote = dataset.extract(f"{bucket}/recordings", f"{bucket}/features", DEFAULT, progress=None)
 
     assert (remote.written, remote.rejected) == (local.written, local.rejected) == (len(GOOD), 1)
-    assert storage.exists(f"{bucket}/features/_summary.json")
+    assert storage.exists(f"{bucket}/features/{storage.PUBLISHED_POINTER}")
+    assert storage.exists(storage.join(remote.dataset, "_summary.json"))
     a = dataset.load_split_numpy(str(tmp_path / "out"), None)
     b = dataset.load_split_numpy(f"{bucket}/features", None)
     assert b["source"][0].startswith(f"{bucket}/recordings/")

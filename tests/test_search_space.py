@@ -56,3 +56,60 @@ def test_missing_and_invalid_yaml_files(tmp_path):
     bad.write_text("params: [unclosed")
     with pytest.raises(SpaceError, match="not valid YAML"):
         load_space(bad)
+
+
+def test_start_with_points_are_complete_and_inside_the_space():
+    space = load_space("tune_spaces/cpu.yaml")
+    assert len(space.start_with) == 2 and all(set(p) == {q.key for q in space.params} for p in space.start_with)
+    base = {"params": {"model.latent_dim": {"choice": [8, 16]}, "train.learning_rate": {"loguniform": [1e-4, 1e-2]}}}
+    ok = parse_space({**base, "search": {"type": "random", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1e-3}]}})
+    assert ok.start_with == ({"model.latent_dim": 8, "train.learning_rate": 1e-3},)
+    with pytest.raises(SpaceError, match=r"start_with\[0\].*missing \['train.learning_rate'\]"):
+        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8}]}})
+    with pytest.raises(SpaceError, match=r"start_with\[0\].model.latent_dim"):
+        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 12, "train.learning_rate": 1e-3}]}})
+    with pytest.raises(SpaceError, match=r"start_with\[0\].train.learning_rate"):
+        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1.0}]}})
+    with pytest.raises(SpaceError, match="search.points"):
+        parse_space({**base, "search": {"type": "optuna", "points": []}})
+
+
+BASE = {"fixed": {"train.epochs": 4}, "params": {"model.latent_dim": {"choice": [8]}}}
+
+
+@pytest.mark.parametrize(
+    "extra, culprit",
+    [
+        ({"scheduler": {"type": "asha", "grace_periood": 2}}, "scheduler.grace_periood"),
+        ({"scheduler": {"type": "fifo", "grace_period": 2}}, "scheduler.grace_period"),
+        ({"search": {"type": "optuna", "sed": 3}}, "search.sed"),
+        ({"metric": "val_loss"}, "metric"),
+        ({"scheduler": {"type": "asha", "grace_period": 0.5}}, "scheduler.grace_period"),
+        ({"scheduler": {"type": "asha", "grace_period": 0}}, "scheduler.grace_period"),
+        ({"scheduler": {"type": "asha", "grace_period": True}}, "scheduler.grace_period"),
+        ({"scheduler": {"type": "asha", "grace_period": 5}}, "scheduler.grace_period"),  # > train.epochs (4)
+        ({"scheduler": {"type": "asha", "max_t": 9}}, "scheduler.max_t"),
+        ({"scheduler": {"type": "asha", "max_t": 2, "grace_period": 3}}, "scheduler.grace_period"),
+        ({"scheduler": {"type": "asha", "reduction_factor": 1}}, "scheduler.reduction_factor"),
+        ({"scheduler": {"type": "asha", "reduction_factor": "3"}}, "scheduler.reduction_factor"),
+        ({"scheduler": "asha"}, "scheduler"),
+        ({"search": {"type": "random", "seed": -1}}, "search.seed"),
+        ({"search": {"type": "optuna", "seed": 1.5}}, "search.seed"),
+        ({"params": {"prior.components": {"choice": [0, -2]}}}, "params.prior.components"),
+        ({"params": {"prior.components": {"choice": [2.5]}}}, "params.prior.components"),
+        ({"params": {"prior.components": {"loguniform": [1, 20]}}}, "params.prior.components"),
+        ({"fixed": {}, "params": {"train.epochs": {"choice": [2, 4]}}}, "params.train.epochs"),
+        ({"fixed": {"train.epochs": 4, "prior.components": -1}}, "fixed"),
+    ],
+)
+def test_every_part_of_a_space_is_validated(extra, culprit):
+    with pytest.raises(SpaceError) as err:
+        parse_space({**BASE, **extra}, "bad.yaml")
+    assert f"bad.yaml: {culprit}:" in str(err.value)
+
+
+def test_scheduler_bounds_follow_the_fixed_epochs():
+    space = parse_space({**BASE, "scheduler": {"type": "asha", "grace_period": 4, "max_t": 4, "reduction_factor": 1.5}})
+    assert space.scheduler["grace_period"] == 4
+    assert parse_space({"params": {"train.epochs": {"choice": [2, 4]}}, "scheduler": {"type": "fifo"}}).params
+    assert not hasattr(space, "metric")

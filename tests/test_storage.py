@@ -36,3 +36,61 @@ def test_publish_is_versioned_and_keeps_one_previous_version(tmp_path):
     assert seen == ["0", "1", "2"]
     assert len(storage.list_versions(dst)) == 2
     assert storage.published(str(src)) == str(src)
+
+
+MALFORMED = ["s3:///x", "s3://", "s3://b", "s3://Bad_Bucket/x", "s3://bucket//k", "s3://bucket/a/../b", "s3:/x", "dir\0name", "gs://bucket/x"]
+
+
+@pytest.mark.parametrize("uri", MALFORMED)
+def test_malformed_uris_are_one_storage_error_naming_them(uri):
+    with pytest.raises(storage.StorageError) as info:
+        storage.resolve(uri)
+    assert repr(uri) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_malformed_uris_give_every_job_the_one_line_error_of_other_bad_paths(tmp_path, capsys):
+    import json
+
+    from jobs import evaluate, generate, preprocess, reconstruct, report, train
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "1_theo_1.wav").write_bytes(b"RIFF")
+    for uri in MALFORMED[:3] + MALFORMED[4:8]:
+        for main, args in (
+            (preprocess.main, ["--input", uri, "--output", str(tmp_path / "o")]),
+            (preprocess.main, ["--input", str(tmp_path / "src"), "--output", uri]),
+            (train.main, ["--data", str(tmp_path), "--storage", uri, "--name", "r"]),
+            (generate.main, ["--checkpoint", uri, "--out", str(tmp_path / "o")]),
+            (generate.main, ["--checkpoint", str(tmp_path), "--out", uri]),
+            (reconstruct.main, ["--checkpoint", str(tmp_path), "--input", uri, "--out", str(tmp_path / "o")]),
+            (evaluate.main, ["--checkpoint", str(tmp_path), "--data", str(tmp_path), "--out", uri]),
+            (report.main, ["--experiment", uri]),
+        ):
+            assert main(args) == 1, (main.__module__, args)
+            out, err = capsys.readouterr()
+            assert repr(uri) in json.loads(out.strip().splitlines()[-1])["error"], (main.__module__, uri, out)
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_pointer_naming_anything_but_its_own_version_folder_is_refused(tmp_path):
+    dst = str(tmp_path / "best")
+    for version in ("../../elsewhere", "/etc", "v1/../../x", 7):
+        storage.write_json(storage.join(dst, storage.PUBLISHED_POINTER), {"version": version})
+        with pytest.raises(storage.StorageError, match="does not name a version folder"):
+            storage.published(dst)
+
+
+def test_safe_names_stay_inside_their_folder(tmp_path):
+    hostile = ["../../../../elsewhere/PWNED_1", "/etc/passwd", "a/b", "a\\b", "nul\0byte", "..", ".", "", ".hidden", "x" * 5000,
+               "<script>alert(1)</script>", "spaces and\nnewlines"]
+    names = [storage.safe_name(h) for h in hostile]
+    assert len(set(names)) == len(hostile), "different inputs must keep different names"
+    for h, name in zip(hostile, names):
+        assert name and len(name) <= 100 and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name
+        path = tmp_path / name
+        path.write_text("x")  # a legal file name on its own
+        assert path.resolve().parent == tmp_path.resolve()
+    assert storage.safe_name("0_george_5") == "0_george_5" and storage.safe_name("real_0_anna-b_3.png") == "real_0_anna-b_3.png"
+    for rel in ("../../x.wav", "/abs/x.wav", "a/../../b.wav", "sub//x.wav"):
+        assert (tmp_path / storage.safe_relpath(rel)).resolve().is_relative_to(tmp_path.resolve())
+    assert storage.safe_relpath("sub/3_theo_4.wav") == "sub/3_theo_4.wav"

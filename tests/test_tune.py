@@ -55,6 +55,23 @@ def test_malformed_space_fails_before_any_trial(tmp_path):
     assert time.time() - t0 < 60
 
 
+def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parquet, tmp_path, capsys):
+    """Bad settings of the scheduler (grace_period above train.epochs) or data that is not a published
+    dataset: one clear error, no experiment folder, and the same --name can be used at once."""
+    from jobs import tune as tune_job
+
+    space = tmp_path / "space.yaml"
+    space.write_text("fixed: {train.epochs: 2}\nparams:\n  model.latent_dim: {choice: [2]}\nscheduler: {type: asha, grace_period: 3}\n")
+    storage_dir = tmp_path / "sweeps"
+    assert tune_job.main(["--data", small_parquet, "--storage", str(storage_dir), "--space", str(space), "--name", "x"]) == 1
+    assert "scheduler.grace_period" in last_json(capsys.readouterr().out)["error"]
+    (tmp_path / "not-a-dataset").mkdir()
+    assert tune_job.main(["--data", str(tmp_path / "not-a-dataset"), "--storage", str(storage_dir),
+                          "--space", "tune_spaces/smoke.yaml", "--name", "x"]) == 1
+    assert "not-a-dataset" in last_json(capsys.readouterr().out)["error"]
+    assert not (storage_dir / "x").exists()
+
+
 @pytest.fixture(scope="module")
 def smoke_sweep(ray_local, small_parquet, make_bucket):
     bucket = make_bucket("sweeps")

@@ -6,19 +6,31 @@
 - ``config.json``        the RunConfig (features + model + prior + train);
 - ``metrics.json``       the metrics reported with it;
 - ``latent_stats.json``  per-digit latent mean/spread (and mixture occupancy) of the training encodings;
-- ``expost.json``        per-digit Gaussian mixtures of the training encodings (vae.generation.fit_expost).
+- ``expost.json``        per-digit Gaussian mixtures of the training encodings (vae.generation.fit_expost);
+- ``manifest.json``      written last: name, size and SHA-256 of each file above.
 
-The model is rebuilt from ``config.json`` and the weights loaded into it, so a
-checkpoint needs no pickled code.
+A checkpoint is whole or it is not a checkpoint: loading verifies the manifest and
+names the first file that is missing or differs; anything that still cannot be
+loaded is one :class:`CheckpointError` naming the checkpoint and the file. A
+checkpoint written before manifests existed loads if it holds every file above
+but the manifest. The model is rebuilt from ``config.json`` and the weights loaded
+into it, so a checkpoint needs no pickled code (``optimizer.npz`` is read with
+``allow_pickle=False``).
+
+``--resume`` goes on from the newest checkpoint of the run that verifies
+(:func:`newest_intact`), so a damaged latest checkpoint costs an epoch, not the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -32,11 +44,15 @@ CONFIG = "config.json"
 METRICS = "metrics.json"
 LATENT_STATS = "latent_stats.json"
 EXPOST = "expost.json"
-REQUIRED = (WEIGHTS, CONFIG)
+MANIFEST = "manifest.json"
+# What every checkpoint written before manifests existed holds.
+LEGACY_REQUIRED = (WEIGHTS, CONFIG, STATE, METRICS, LATENT_STATS)
+# checkpoint_<epoch>, with -<k> when a resumed run would otherwise reuse the name of a damaged one.
+_DIR_NAME = re.compile(r"checkpoint_(\d+)(?:-(\d+))?")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or does not match its config; the message names it."""
+    """A checkpoint is missing, incomplete, damaged or does not match its config; the message names it and the file."""
 
 
 def _dump(path: str, obj: Any) -> None:
@@ -45,10 +61,22 @@ def _dump(path: str, obj: Any) -> None:
         f.write("\n")
 
 
+def _digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _entry(path: str) -> dict[str, Any]:
+    return {"bytes": os.path.getsize(path), "sha256": _digest(path)}
+
+
 def save(
     directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent_stats: dict, expost: dict | None = None
 ) -> str:
-    """Write a complete checkpoint into a local ``directory`` (created if needed)."""
+    """Write a complete checkpoint into a local ``directory`` (created if needed), its manifest last."""
     os.makedirs(directory, exist_ok=True)
     model.save_weights(os.path.join(directory, WEIGHTS))
     if optimizer is not None:
@@ -60,39 +88,212 @@ def save(
     _dump(os.path.join(directory, LATENT_STATS), latent_stats)
     if expost is not None:
         _dump(os.path.join(directory, EXPOST), expost)
+    names = [n for n in (WEIGHTS, OPTIMIZER, CONFIG, STATE, METRICS, LATENT_STATS, EXPOST) if os.path.exists(os.path.join(directory, n))]
+    _dump(os.path.join(directory, MANIFEST), {"format": 1, "files": {n: _entry(os.path.join(directory, n)) for n in names}})
     return directory
+
+
+def write_json(uri: str, name: str, obj: Any) -> None:
+    """Replace the JSON file ``name`` (e.g. ``metrics.json``) of the checkpoint ``uri`` (local or s3://)
+    and its manifest entry, manifest last."""
+    with tempfile.TemporaryDirectory(prefix="fsdd-vae-ckpt-json-") as tmp:
+        path = os.path.join(tmp, name)
+        _dump(path, obj)
+        with open(path, "rb") as f:
+            storage.write_bytes(storage.join(uri, name), f.read())
+        manifest_uri = storage.join(uri, MANIFEST)
+        if storage.exists(manifest_uri):
+            manifest = storage.read_json(manifest_uri)
+            manifest["files"][name] = _entry(path)
+            storage.write_json(manifest_uri, manifest)
+
+
+def problem(directory: str) -> str | None:
+    """Why the local checkpoint ``directory`` is not whole (naming the first bad file), or None.
+
+    With a manifest: every file it lists must exist with its size and SHA-256.
+    Without one (written before manifests existed): every file of :data:`LEGACY_REQUIRED` must exist.
+    """
+    manifest_path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(manifest_path):
+        missing = [n for n in LEGACY_REQUIRED if not os.path.exists(os.path.join(directory, n))]
+        return f"{MANIFEST} and {', '.join(missing)} missing: not a complete checkpoint" if missing else None
+    try:
+        with open(manifest_path) as f:
+            files = json.load(f)["files"]
+        entries = [(str(name), int(e["bytes"]), str(e["sha256"])) for name, e in files.items()]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{MANIFEST} is not a valid manifest ({type(exc).__name__}: {exc})"
+    for name in (WEIGHTS, CONFIG):
+        if name not in files:
+            return f"{MANIFEST} does not list {name}"
+    for name, size, sha in entries:
+        path = os.path.join(directory, storage.safe_name(name))
+        if not os.path.isfile(path):
+            return f"{name} is missing"
+        if os.path.getsize(path) != size:
+            return f"{name} has {os.path.getsize(path)} bytes, its manifest says {size}"
+        if _digest(path) != sha:
+            return f"{name} differs from its manifest (SHA-256)"
+    return None
+
+
+def verify(directory: str, uri: str | None = None) -> None:
+    """Raise :class:`CheckpointError` naming the checkpoint and the first bad file unless it is whole."""
+    why = problem(directory)
+    if why:
+        raise CheckpointError(f"checkpoint {uri or directory} is damaged or incomplete: {why}")
+
+
+def _read_json(directory: str, name: str, uri: str | None, default: Any = None) -> Any:
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        if default is not None:
+            return default
+        raise CheckpointError(f"checkpoint {uri or directory}: {name} is missing")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {uri or directory}: {name} is not valid JSON: {exc}") from None
+
+
+def _epoch(directory: str, uri: str | None) -> int:
+    state = _read_json(directory, STATE, uri)
+    try:
+        return int(state["epoch"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {uri or directory}: {STATE} holds no epoch: {state!r}") from None
+
+
+def _load_weights(model, directory: str, uri: str | None) -> None:
+    try:
+        model.load_weights(os.path.join(directory, WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many types for a bad file
+        raise CheckpointError(
+            f"checkpoint {uri or directory}: {WEIGHTS} cannot be loaded into the model of its {CONFIG}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def restore_training_state(directory: str, model, optimizer) -> int:
     """Load weights and optimizer state from a local checkpoint into built objects; return its epoch."""
-    _check_complete(directory)
-    model.load_weights(os.path.join(directory, WEIGHTS))
+    verify(directory)
+    epoch = _epoch(directory, None)
+    _load_weights(model, directory, None)
     opt_path = os.path.join(directory, OPTIMIZER)
     if optimizer is not None and os.path.exists(opt_path):
-        with np.load(opt_path) as saved:
-            values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        try:
+            with np.load(opt_path, allow_pickle=False) as saved:
+                values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {directory}: {OPTIMIZER} cannot be read: {exc}") from None
         if len(values) != len(optimizer.variables):
             raise CheckpointError(
                 f"{opt_path}: holds {len(values)} optimizer variables, the optimizer has {len(optimizer.variables)}"
             )
         for var, value in zip(optimizer.variables, values):
             var.assign(value)
-    with open(os.path.join(directory, STATE)) as f:
-        return int(json.load(f)["epoch"])
+    return epoch
 
 
 def read_metrics(directory: str) -> dict:
-    path = os.path.join(directory, METRICS)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    return _read_json(directory, METRICS, None, default={})
 
 
-def _check_complete(directory: str) -> None:
-    missing = [name for name in REQUIRED if not os.path.exists(os.path.join(directory, name))]
-    if missing:
-        raise CheckpointError(f"checkpoint {directory} is missing {missing}")
+# --------------------------------------------------------------------------- resuming
+
+
+def dir_name(run_dir: str, epoch: int) -> str:
+    """The folder name for a new checkpoint of ``epoch`` in ``run_dir``: ``checkpoint_<epoch>``, or with
+    ``-<k>`` when that folder exists (a damaged checkpoint a resumed run went back past)."""
+    name, k = f"checkpoint_{epoch:04d}", 0
+    while storage.exists(storage.join(run_dir, name)):
+        k += 1
+        name = f"checkpoint_{epoch:04d}-{k}"
+    return name
+
+
+def _checkpoint_dirs(run_dir: str) -> list[str]:
+    """Names of the ``checkpoint_*`` folders of a run, newest epoch first."""
+    import pyarrow.fs as pafs
+
+    loc = storage.resolve(run_dir)
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    except OSError as exc:
+        raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
+    found = [(_DIR_NAME.fullmatch(i.base_name), i.base_name) for i in infos if i.type == pafs.FileType.Directory]
+    return [name for m, name in sorted(((m, n) for m, n in found if m), key=lambda mn: (-int(mn[0].group(1)), -int(mn[0].group(2) or 0)))]
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local directory holding the checkpoint ``uri`` (itself when local, a temporary copy from s3://)."""
+    if not storage.is_s3(uri):
+        yield storage.resolve(uri).path
+        return
+    with tempfile.TemporaryDirectory(prefix="fsdd-vae-ckpt-") as tmp:
+        storage.copy_tree(uri, tmp)
+        yield tmp
+
+
+@dataclass
+class ResumePoint:
+    uri: str
+    epoch: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (newer checkpoint, why it was passed over)
+
+
+def newest_intact(run_dir: str) -> ResumePoint | None:
+    """The newest checkpoint of the run at ``run_dir`` that verifies, with the newer ones passed over and why.
+
+    None when the run has no checkpoint folder at all; :class:`CheckpointError` saying
+    what to do when it has some and none is intact.
+    """
+    skipped = []
+    for name in _checkpoint_dirs(run_dir):
+        uri = storage.join(run_dir, name)
+        with local_copy(uri) as directory:
+            why = problem(directory)
+            if why is None:
+                try:
+                    return ResumePoint(uri, _epoch(directory, uri), skipped)
+                except CheckpointError as exc:
+                    why = str(exc)
+        skipped.append((name, why))
+    if not skipped:
+        return None
+    raise CheckpointError(
+        f"no intact checkpoint in {storage.resolve(run_dir).uri} ("
+        + "; ".join(f"{name}: {why}" for name, why in skipped)
+        + f"): its training cannot be continued; start afresh under another --name, or delete {storage.resolve(run_dir).uri} first"
+    )
+
+
+def best_intact(run_dir: str, metric: str) -> str:
+    """The intact checkpoint of the run at ``run_dir`` with the lowest ``metric`` in its metrics.json."""
+    scored = []
+    for name in _checkpoint_dirs(run_dir):
+        uri = storage.join(run_dir, name)
+        with local_copy(uri) as directory:
+            if problem(directory) is None:
+                scored.append((float(read_metrics(directory).get(metric, float("inf"))), uri))
+    if not scored:
+        raise CheckpointError(f"no intact checkpoint in {storage.resolve(run_dir).uri}")
+    return min(scored)[1]
+
+
+def restore_newest_intact(run_dir: str, model, optimizer, say: Callable[[str], None] | None = None) -> tuple[int, dict, str]:
+    """In a Train worker that Ray handed a checkpoint: restore from the newest intact checkpoint of the
+    run (Ray's latest, unless it fails verification); returns (epoch, its metrics, its URI)."""
+    point = newest_intact(run_dir)
+    if point is None:
+        raise CheckpointError(f"Ray Train handed over a checkpoint, but {run_dir} holds no checkpoint folder")
+    for name, why in point.skipped:
+        if say:
+            say(f"{name} fails verification ({why}); resuming from {point.uri}")
+    with local_copy(point.uri) as directory:
+        return restore_training_state(directory, model, optimizer), read_metrics(directory), point.uri
 
 
 @dataclass
@@ -107,33 +308,22 @@ class LoadedModel:
 
 
 def load_local(directory: str, uri: str | None = None) -> LoadedModel:
+    """Load a verified local checkpoint; every failure is a :class:`CheckpointError` naming it and the file."""
     from vae.models import build_vae
 
-    _check_complete(directory)
-
-    def read(name: str, default: Any) -> Any:
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            return default
-        with open(path) as f:
-            return json.load(f)
-
-    with open(os.path.join(directory, CONFIG)) as f:
-        run_cfg = saved_run_config(json.load(f)).validate()
+    verify(directory, uri)
+    try:
+        run_cfg = saved_run_config(_read_json(directory, CONFIG, uri)).validate()
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {uri or directory}: {CONFIG} is not a valid RunConfig: {exc}") from None
+    epoch = _epoch(directory, uri)
+    latent_stats, metrics = _read_json(directory, LATENT_STATS, uri, {}), _read_json(directory, METRICS, uri, {})
     # Inference never needs float16: the weights load into a float32 model either way.
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=False)
-    try:
-        model.load_weights(os.path.join(directory, WEIGHTS))
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{uri or directory}: weights do not fit the model in its config.json: {exc}") from exc
+    _load_weights(model, directory, uri)
+    expost = _read_json(directory, EXPOST, uri, {})
     return LoadedModel(
-        uri=uri or directory,
-        run_config=run_cfg,
-        model=model,
-        latent_stats=read(LATENT_STATS, {}),
-        metrics=read(METRICS, {}),
-        epoch=int(read(STATE, {"epoch": 0})["epoch"]),
-        expost=read(EXPOST, {}),
+        uri=uri or directory, run_config=run_cfg, model=model, latent_stats=latent_stats, metrics=metrics, epoch=epoch, expost=expost
     )
 
 
@@ -162,8 +352,7 @@ def load(uri: str) -> LoadedModel:
         uri = storage.published(uri)
     if not storage.exists(uri):
         raise CheckpointError(f"checkpoint {uri} does not exist")
-    if not storage.is_s3(uri):
-        return load_local(storage.resolve(uri).path, uri)
-    with tempfile.TemporaryDirectory(prefix="fsdd-vae-ckpt-") as tmp:
-        storage.copy_tree(uri, tmp)
-        return load_local(tmp, uri)
+    if not storage.is_dir(uri):
+        raise CheckpointError(f"checkpoint {uri} is a file; a checkpoint is a folder")
+    with local_copy(uri) as directory:
+        return load_local(directory, uri)

@@ -51,6 +51,8 @@ class FeatureConfig:
     griffin_lim_iters: int = 64
     # Clips whose peak amplitude is below this (full scale = 1) are rejected as silent.
     silence_peak: float = 1e-3
+    # Clips shorter than this are rejected: no digit is said in 50 ms (FSDD's shortest clip is 0.14 s).
+    min_clip_seconds: float = 0.05
 
     @property
     def n_samples(self) -> int:
@@ -76,6 +78,10 @@ class FeatureConfig:
             raise ConfigError(f"FeatureConfig.db_floor={self.db_floor} must be below db_ceiling={self.db_ceiling}")
         if not 0 <= self.silence_peak < 1:
             raise ConfigError(f"FeatureConfig.silence_peak={self.silence_peak} must be in [0, 1)")
+        if not 0 <= self.min_clip_seconds < self.clip_seconds:
+            raise ConfigError(
+                f"FeatureConfig.min_clip_seconds={self.min_clip_seconds} must be in [0, clip_seconds={self.clip_seconds})"
+            )
         return self
 
 
@@ -380,6 +386,26 @@ class IngestConfig:
         if self.pad_seconds < 0:
             raise ConfigError(f"IngestConfig.pad_seconds={self.pad_seconds} must be >= 0")
         return self
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``make demo`` trains: the default RunConfig for as many epochs as fit its budget, so a
+    faster machine (or a faster step) buys a better model in the same ~15 minutes on 2 cores; the
+    rest of them go to extraction, the recogniser and evaluation."""
+
+    max_epochs: int = 200
+    train_budget_s: float = 600.0
+    seed: int = 0
+
+    def validate(self) -> "DemoConfig":
+        _positive(self, "max_epochs", "train_budget_s")
+        return self
+
+    def run_config(self) -> RunConfig:
+        base = RunConfig()
+        train = dataclasses.replace(base.train, epochs=self.max_epochs, time_budget_s=self.train_budget_s, seed=self.seed)
+        return dataclasses.replace(base, train=train).validate()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -2,9 +2,18 @@
 
 What :func:`extract` writes at ``DST`` (a local folder or ``s3://bucket/prefix``)::
 
-    DST/part-<run>-<block>.parquet            one row per clip, schema :func:`clip_schema`
-    DST/_rejected/part-<run>-<block>.parquet  one row per bad input: source, reason
-    DST/_summary.json                         counts, run id, input, FeatureConfig
+    DST/PUBLISHED.json                                  {"version": V, ...}: the dataset to read
+    DST/V/part-<run>-<block>.parquet                    one row per clip, schema :func:`clip_schema`
+    DST/V/_rejected/part-<run>-<block>.parquet          one row per bad input: source, reason
+    DST/V/_summary.json                                 counts, run id, input, FeatureConfig, part files
+
+A dataset is published all-or-nothing: every part and the summary are written into
+a fresh version folder ``V`` (``_v<time>-<random>``), and only then does the one-object
+pointer ``PUBLISHED.json`` switch to it (:func:`vae.storage.switch`). An extraction that
+is interrupted, killed or fails leaves the published dataset as it was; two at once
+into one ``DST``: the last to finish wins, whole. The readers here read only a
+published dataset (or a folder of the layout written before publishing existed,
+if it holds exactly one finished run) and fail naming the folder otherwise.
 
 The FeatureConfig is also JSON in every part file's schema metadata under
 :data:`FEATURES_KEY`, so a reader can invert a row without being told the preset.
@@ -12,9 +21,10 @@ The spectrogram column is Arrow's canonical ``arrow.fixed_shape_tensor``: plain
 pyarrow reads it as a :class:`pyarrow.FixedShapeTensorArray`
 (``to_numpy_ndarray()`` gives ``(rows, n_bins, n_frames)`` float32); pandas gives
 one flat float32 array per row (reshape with ``FeatureConfig.shape``), or keeps the
-tensor type with ``dtype_backend="pyarrow"``. Files whose names start with ``_``
-are ignored by pyarrow and pandas dataset readers, so ``pd.read_parquet(DST)``
-reads the clips only.
+tensor type with ``dtype_backend="pyarrow"``. Plain pyarrow and pandas read the
+version folder (the ``dataset`` field of the job's JSON line, or
+``DST/<PUBLISHED.json's version>``); files and folders whose names start with ``_``
+are ignored by their dataset readers, so ``pd.read_parquet(DST/V)`` reads the clips only.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import pyarrow.parquet as pq
 
 from vae import storage
 from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
-from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+from vae.features import AudioError, Clip, decode_audio, decode_audios, waveform_to_spectrogram, waveforms_to_spectrograms
 
 FEATURES_KEY = "fsdd_vae.features"
 REJECTED_DIR = "_rejected"
@@ -46,7 +56,9 @@ SUMMARY_FILE = "_summary.json"
 SPLITS = ("train", "test")
 # FSDD's official split: takes 0-4 of every speaker and digit are the test set.
 FIRST_TRAIN_TAKE = 5
-_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav", re.IGNORECASE)
+# {digit}_{speaker}_{take}.wav; a speaker is letters, digits and hyphens (not first), at most 64:
+# safe as a path segment and in HTML as it is.
+_NAME = re.compile(r"(\d)_([A-Za-z0-9][A-Za-z0-9-]{0,63})_(\d+)\.wav", re.IGNORECASE)
 _PART = re.compile(r"part-([0-9a-f]+)-[^/]*\.parquet$")
 # Clips per input block of the pipeline: small enough that work spreads over the
 # cluster and progress moves, large enough that per-task overhead stays negligible.
@@ -77,7 +89,10 @@ def parse_name(path: str) -> Labels:
     name = posixpath.basename(str(path).replace("\\", "/"))
     m = _NAME.fullmatch(name)
     if not m:
-        raise ValueError(f"name {name!r} does not match {{digit}}_{{speaker}}_{{take}}.wav")
+        raise ValueError(
+            f"name {name!r} does not match {{digit}}_{{speaker}}_{{take}}.wav "
+            "(speaker: up to 64 letters, digits and hyphens, starting with a letter or digit)"
+        )
     digit, speaker, take = int(m.group(1)), m.group(2), int(m.group(3))
     split = "test" if take < FIRST_TRAIN_TAKE else "train"
     return Labels(name[: -len(".wav")], digit, speaker, take, split)
@@ -131,9 +146,13 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
     """One clip's row. Raises ValueError (bad name) or AudioError (bad audio) naming the reason."""
     labels = parse_name(source)
     clip = decode_audio(data, cfg)
-    spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, cfg)
+    check_duration(clip.duration_s, cfg)
+    return _row(source, labels, clip, *waveform_to_spectrogram(clip.waveform, cfg))
+
+
+def _row(source: str, labels: Labels, clip: Clip, spec: np.ndarray, db_min: float, db_max: float) -> dict[str, Any]:
     return dict(
-        asdict(labels),
+        vars(labels),
         spectrogram=spec,
         source=source,
         source_sample_rate=clip.source_sample_rate,
@@ -143,29 +162,78 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
     )
 
 
+def check_duration(duration_s: float, cfg: FeatureConfig) -> None:
+    """Raise AudioError for a clip shorter than ``cfg.min_clip_seconds`` (a 1-sample or 10 ms file is no digit)."""
+    if duration_s < cfg.min_clip_seconds:
+        raise AudioError(f"too short: {duration_s * 1000:.1f} ms, below FeatureConfig.min_clip_seconds={cfg.min_clip_seconds:g} s")
+
+
 def _read(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as f:
         return f.read()
 
 
 def extract_rows(items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig) -> tuple[list[dict], list[dict]]:
-    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises."""
-    rows, rejected = [], []
+    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
+
+    The clips are read one by one, then decoded, resampled and featurised together
+    (:func:`vae.features.decode_audios`, :func:`vae.features.waveforms_to_spectrograms`).
+    """
+    rejected, named, datas = [], [], []
     for item in items:
         source, reason = item["source"], item.get("reason") or ""
         if not reason:
             try:
-                parse_name(source)  # a bad name costs no read
-                rows.append(extract_clip(source, _read(fs, item["path"]), cfg))
+                labels = parse_name(source)  # a bad name costs no read
+                datas.append(_read(fs, item["path"]))
+                named.append((source, labels))
                 continue
-            except (AudioError, ValueError) as exc:
+            except ValueError as exc:
                 reason = str(exc)
             except OSError as exc:
                 reason = f"cannot read: {exc}"
             except Exception as exc:  # noqa: BLE001 - one bad clip must not kill the job
-                reason = f"unexpected {type(exc).__name__}: {exc}"
+                reason = _unexpected(exc)
         rejected.append({"source": source, "reason": reason})
+
+    try:
+        clips = decode_audios(datas, cfg)
+    except Exception:  # noqa: BLE001 - an input broke the batch: one by one, to name it
+        clips = [_attempt(decode_audio, data, cfg) for data in datas]
+    for i, clip in enumerate(clips):
+        if isinstance(clip, Clip):
+            clips[i] = _attempt(check_duration, clip.duration_s, cfg) or clip
+    decoded = [i for i, clip in enumerate(clips) if isinstance(clip, Clip)]
+    waveforms = [clips[i].waveform for i in decoded]
+    try:
+        batch = waveforms_to_spectrograms(waveforms, cfg)
+        features = [batch.errors[k] or (batch.spec[k], float(batch.db_min[k]), float(batch.db_max[k])) for k in range(len(decoded))]
+    except Exception:  # noqa: BLE001
+        features = [_attempt(waveform_to_spectrogram, y, cfg) for y in waveforms]
+    for i, result in zip(decoded, features):  # clips[i] becomes clip i's row, or why it has none
+        clips[i] = result if isinstance(result, Exception) else _row(*named[i], clips[i], *result)
+
+    rows = []
+    for (source, _), result in zip(named, clips):
+        if isinstance(result, AudioError):
+            rejected.append({"source": source, "reason": str(result)})
+        elif isinstance(result, Exception):
+            rejected.append({"source": source, "reason": _unexpected(result)})
+        else:
+            rows.append(result)
     return rows, rejected
+
+
+def _attempt(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``, or the exception it raised."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- writing
@@ -217,15 +285,41 @@ def _part_files(loc: storage.Location) -> list[str]:
     return sorted(i.path for i in infos if i.type == pafs.FileType.File and _PART.search(i.base_name))
 
 
-def _remove_parts(out: storage.Location, run_id: str, of_this_run: bool) -> None:
-    """Delete the part files at ``out`` (and its _rejected) of this run, or of every other run."""
-    for loc in (out, out.join(REJECTED_DIR)):
-        for path in _part_files(loc):
-            if (_PART.search(posixpath.basename(path)).group(1) == run_id) == of_this_run:
-                try:
-                    loc.fs.delete_file(path)
-                except OSError as exc:
-                    raise storage.StorageError(f"cannot delete {path} under {loc.uri}: {exc}") from exc
+def _part_rows(loc: storage.Location, files: list[str]) -> dict[str, int]:
+    """Rows of each part file, from its Parquet footer, by file name."""
+    try:
+        return {posixpath.basename(f): pq.read_metadata(f, filesystem=loc.fs).num_rows for f in files}
+    except OSError as exc:
+        raise storage.StorageError(f"cannot read the Parquet footers under {loc.uri}: {exc}") from exc
+
+
+def _check_staged(stage: storage.Location, written: int, rejected: int) -> dict[str, int]:
+    """The staged parts (name -> rows), after checking they hold exactly the rows the tasks reported."""
+    parts = _part_rows(stage, _part_files(stage))
+    rejected_rows = sum(_part_rows(stage.join(REJECTED_DIR), _part_files(stage.join(REJECTED_DIR))).values())
+    if sum(parts.values()) != written or rejected_rows != rejected:
+        raise ExtractError(
+            f"{stage.uri} holds {sum(parts.values())} clips and {rejected_rows} rejections, the extraction wrote "
+            f"{written} and {rejected}: another extraction into the same output removed or changed it; nothing was published"
+        )
+    return parts
+
+
+def _discard(stage: storage.Location) -> None:
+    """Best effort: the caller's own error is the one to report, and a leftover is removed by the next publish."""
+    try:
+        storage.delete_tree(stage.uri)
+    except storage.StorageError:
+        pass
+
+
+def _remove_unpublished_layout(out: storage.Location) -> None:
+    """After the first publish into a folder of the layout before publishing existed, remove that
+    layout's parts, ``_rejected/`` and summary from the folder itself (readers follow the pointer now)."""
+    for path in _part_files(out):
+        storage.delete_tree(out.join(posixpath.basename(path)).uri)
+    for name in (REJECTED_DIR, SUMMARY_FILE):
+        storage.delete_tree(out.join(name).uri)
 
 
 # --------------------------------------------------------------------------- the job
@@ -243,6 +337,7 @@ class ExtractSummary:
     seconds: float
     run_id: str
     worker_cpu_s: float  # CPU time of the extraction tasks, summed over workers
+    dataset: str = ""  # the published version folder; "" when nothing was written and nothing published
     rejected_examples: list[dict[str, str]] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=dict)
 
@@ -294,9 +389,13 @@ def extract(
     """Run the Ray Data extraction from ``src`` (folder, ``s3://`` prefix or list of files) into ``dst``.
 
     Uses this process's Ray (see :func:`vae.raysetup.init_ray`). Bad inputs are
-    written to ``dst/_rejected`` with their reason, never raised. Files of earlier
-    runs at ``dst`` are replaced only once this run has succeeded; a failed run
-    removes its own partial files and raises ExtractError naming ``dst``.
+    written to ``_rejected`` with their reason, never raised. Everything is written
+    into a fresh version folder under ``dst`` that is published (see the module
+    docstring) only when complete and holding at least one clip; until then readers
+    of ``dst`` get the dataset published before, if any. A failed or interrupted
+    run removes its version folder and raises (ExtractError naming ``dst`` for an error).
+    When every input is rejected nothing is published and the version folder stays,
+    with the reasons in its ``_rejected`` (``summary.rejected_output``).
     """
     import ray
 
@@ -306,7 +405,9 @@ def extract(
     src_uri = storage.resolve(src).uri if isinstance(src, (str, os.PathLike)) else f"{len(files)} listed files"
     out = storage.resolve(dst)
     storage.check_reachable(out.uri)
-    storage.makedirs(out.join(REJECTED_DIR).uri)
+    version = storage.new_version(hidden=True)
+    stage = out.join(version)
+    storage.makedirs(stage.join(REJECTED_DIR).uri)
     in_fs = storage.resolve(files[0]).fs
     run_id = uuid.uuid4().hex[:12]
 
@@ -317,7 +418,7 @@ def extract(
     # batch_size=None: one batch per input block, so each block is one task writing one file.
     ds = ds.map_batches(
         _extract_and_write,
-        fn_kwargs=dict(fs=in_fs, cfg=cfg, out=out, run_id=run_id),
+        fn_kwargs=dict(fs=in_fs, cfg=cfg, out=stage, run_id=run_id),
         batch_size=None,
         batch_format="numpy",
     )
@@ -327,7 +428,7 @@ def extract(
     # on 2 CPUs). Set on this dataset's own context copy only.
     ds.context.op_resource_reservation_enabled = False
     if progress:
-        progress(f"extract: {len(files)} inputs in {num_blocks} blocks -> {out.uri}")
+        progress(f"extract: {len(files)} inputs in {num_blocks} blocks -> {stage.uri}")
     written = train = test = 0
     cpu_s = 0.0
     rejected: list[dict[str, str]] = []
@@ -342,56 +443,115 @@ def extract(
                 last_report = time.perf_counter()
                 progress(f"extract: {done}/{len(files)} inputs done, {written} written, {len(rejected)} rejected, {last_report - started:.1f} s")
         if not rejected:  # _rejected/ is always a readable, possibly empty, dataset
-            _write_table(REJECTED_SCHEMA.empty_table(), out.join(REJECTED_DIR, f"part-{run_id}-empty.parquet"))
-    except Exception as exc:
-        try:
-            _remove_parts(out, run_id, of_this_run=True)
-        except storage.StorageError:
-            pass  # best effort: the original error is the one to report
-        raise ExtractError(f"extraction into {out.uri} failed, earlier output there left as it was: {exc}") from exc
-    _remove_parts(out, run_id, of_this_run=False)
-
-    rejected.sort(key=lambda r: r["source"])
-    summary = ExtractSummary(
-        input=src_uri,
-        output=out.uri,
-        rejected_output=out.join(REJECTED_DIR).uri,
-        written=written,
-        rejected=len(rejected),
-        train=train,
-        test=test,
-        seconds=round(time.perf_counter() - started, 3),
-        run_id=run_id,
-        worker_cpu_s=round(cpu_s, 3),
-        rejected_examples=rejected[:5],
-        features=to_dict(cfg),
-    )
-    storage.write_json(out.join(SUMMARY_FILE).uri, {k: v for k, v in asdict(summary).items() if k != "rejected_examples"})
+            _write_table(REJECTED_SCHEMA.empty_table(), stage.join(REJECTED_DIR, f"part-{run_id}-empty.parquet"))
+        parts = _check_staged(stage, written, len(rejected))
+        rejected.sort(key=lambda r: r["source"])
+        summary = ExtractSummary(
+            input=src_uri,
+            output=out.uri,
+            rejected_output=stage.join(REJECTED_DIR).uri,
+            written=written,
+            rejected=len(rejected),
+            train=train,
+            test=test,
+            seconds=round(time.perf_counter() - started, 3),
+            run_id=run_id,
+            worker_cpu_s=round(cpu_s, 3),
+            dataset=stage.uri if written else "",
+            rejected_examples=rejected[:5],
+            features=to_dict(cfg),
+        )
+        record = {k: v for k, v in asdict(summary).items() if k != "rejected_examples"}
+        storage.write_json(stage.join(SUMMARY_FILE).uri, {**record, "parts": parts})
+        if written:
+            storage.switch(out.uri, version)
+    except BaseException as exc:  # KeyboardInterrupt too: Ctrl-C must not leave a half-written version behind
+        _discard(stage)
+        if isinstance(exc, Exception) and not isinstance(exc, ExtractError):
+            raise ExtractError(f"extraction into {out.uri} failed, the dataset published there left as it was: {exc}") from exc
+        raise
+    if written:
+        _remove_unpublished_layout(out)
     return summary
+
+
+def write_dataset(dst: str, clips: pa.Table, input: str = "") -> str:
+    """Publish an Arrow table of clips (schema :func:`clip_schema`, e.g. a subset of another dataset)
+    at ``dst`` as one part, the way :func:`extract` publishes; returns the version folder."""
+    out = storage.resolve(dst)
+    version = storage.new_version(hidden=True)
+    stage = out.join(version)
+    storage.makedirs(stage.join(REJECTED_DIR).uri)
+    run_id = uuid.uuid4().hex[:12]
+    name = f"part-{run_id}-0.parquet"
+    _write_table(clips, stage.join(name))
+    _write_table(REJECTED_SCHEMA.empty_table(), stage.join(REJECTED_DIR, name))
+    splits = Counter(clips.column("split").to_pylist())
+    features = json.loads((clips.schema.metadata or {}).get(FEATURES_KEY.encode(), b"{}"))
+    summary = dict(input=input, output=out.uri, rejected_output=stage.join(REJECTED_DIR).uri, written=clips.num_rows,
+                   rejected=0, train=splits["train"], test=splits["test"], run_id=run_id, dataset=stage.uri,
+                   features=features, parts={name: clips.num_rows})
+    storage.write_json(stage.join(SUMMARY_FILE).uri, summary)
+    storage.switch(out.uri, version)
+    return stage.uri
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def parquet_files(uri: str) -> tuple[storage.Location, list[str]]:
-    """The clip files of a dataset written by :func:`extract` (``_rejected`` excluded), as paths in its filesystem.
+def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, Any]]:
+    """The folder holding the clips of the dataset at ``uri``, its part files (paths in its
+    filesystem) and its summary. Raises StorageError naming ``uri`` unless it is one whole dataset:
 
-    ``uri`` may also name a single Parquet file.
+    - a folder with ``PUBLISHED.json`` (:func:`extract`): its published version, whose part files
+      must be exactly those its summary lists;
+    - a version folder itself, checked the same way;
+    - a folder of the layout written before publishing existed (parts, ``_rejected/`` and
+      ``_summary.json`` in the folder itself): read only if every part belongs to the run its
+      summary names and together they hold the rows it counts, which an extraction interrupted
+      part-way never leaves;
+    - a single Parquet file (no summary).
     """
     loc = storage.resolve(uri)
     if not storage.exists(loc.uri):
         raise storage.StorageError(f"{loc.uri} does not exist")
     if not storage.is_dir(loc.uri):
-        return loc, [loc.path]
-    try:
-        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path))
-    except OSError as exc:
-        raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
-    files = sorted(
-        i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(("_", "."))
-    )
+        return loc, [loc.path], {}
+    folder = storage.resolve(storage.published(loc.uri))
+    files = _part_files(folder)
+    redo = f"extract it again with python -m jobs.preprocess --output {loc.uri}"
+    if not storage.exists(folder.join(SUMMARY_FILE).uri):
+        if folder.uri != loc.uri:
+            raise storage.StorageError(f"{loc.uri}: its published version {folder.uri} has no {SUMMARY_FILE}: damaged; {redo}")
+        if files:
+            raise storage.StorageError(
+                f"{loc.uri} holds Parquet parts but no published dataset (no {storage.PUBLISHED_POINTER} or {SUMMARY_FILE}): "
+                f"an extraction into it was interrupted; {redo}"
+            )
+        raise storage.StorageError(f"{loc.uri} holds no published dataset (no {storage.PUBLISHED_POINTER}): {redo}")
+    summary = storage.read_json(folder.join(SUMMARY_FILE).uri)
+    names = {posixpath.basename(f) for f in files}
+    if "parts" in summary:
+        if names != set(summary["parts"]):
+            missing, extra = sorted(set(summary["parts"]) - names), sorted(names - set(summary["parts"]))
+            raise storage.StorageError(f"{folder.uri} is damaged: parts missing {missing[:3]}, unexpected {extra[:3]}; {redo}")
+    else:
+        runs = {_PART.search(n).group(1) for n in names}
+        rows = sum(_part_rows(folder, files).values()) if runs == {summary.get("run_id")} else None
+        if rows != summary.get("written"):
+            raise storage.StorageError(
+                f"{loc.uri} is not one whole dataset: parts of {len(runs)} extraction run(s) holding "
+                f"{'an unknown number of' if rows is None else rows} rows, its {SUMMARY_FILE} counts "
+                f"{summary.get('written')} rows of run {summary.get('run_id')}: left by an interrupted extraction; {redo}"
+            )
     if not files:
-        raise storage.StorageError(f"no Parquet files in {loc.uri}")
+        raise storage.StorageError(f"{folder.uri} holds no clips; {redo}")
+    return folder, files, summary
+
+
+def parquet_files(uri: str) -> tuple[storage.Location, list[str]]:
+    """The clip files of the dataset at ``uri`` (see :func:`published_dataset`), as paths in its filesystem."""
+    loc, files, _ = published_dataset(uri)
     return loc, files
 
 
@@ -459,10 +619,11 @@ def load_split_numpy(uri: str, split: str | None, columns: Sequence[str] | None 
 
 
 def load_rejected(uri: str) -> list[dict[str, str]]:
-    """The ``source``/``reason`` rows of ``uri/_rejected``, sorted by source."""
-    loc = storage.resolve(uri).join(REJECTED_DIR)
-    files = _part_files(loc)
+    """The ``source``/``reason`` rows of the dataset's ``_rejected``, sorted by source. ``uri`` may also
+    be a version folder that was not published (an extraction whose every input was rejected)."""
+    folder = storage.resolve(storage.published(uri)).join(REJECTED_DIR)
+    files = _part_files(folder)
     if not files:
-        raise storage.StorageError(f"no Parquet files in {loc.uri}")
-    table = pa.concat_tables([pq.read_table(f, filesystem=loc.fs, schema=REJECTED_SCHEMA) for f in files])
+        raise storage.StorageError(f"no Parquet files in {folder.uri}")
+    table = pa.concat_tables([pq.read_table(f, filesystem=folder.fs, schema=REJECTED_SCHEMA) for f in files])
     return sorted(table.to_pylist(), key=lambda r: r["source"])

@@ -8,8 +8,8 @@ Layout under ``<storage>``::
     <EXP>/{tune,trials,best,report}/     a sweep (see vae.tuning)
     <EXP>/evaluation/                    metrics.json + index.html of the final model
 
-A stage whose output is already complete is skipped: extraction when the same
-input files (names and sizes) and FeatureConfig were extracted before, the
+A stage whose output is already complete is skipped: extraction when a dataset
+of the same input files (names and sizes) and FeatureConfig is published, the
 recogniser when one exists for those features.
 """
 
@@ -22,9 +22,6 @@ from typing import Any
 
 from vae import storage
 from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, to_json
-
-DONE_MARKER = "_pipeline_done.json"
-
 
 def _log(msg: str) -> None:
     print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -43,23 +40,24 @@ def input_fingerprint(src: str, cfg: FeatureConfig) -> str:
 
 
 def extract_features(src: str, storage_uri: str, preset_name: str, cfg: FeatureConfig) -> str:
-    from vae.dataset import extract
+    """The dataset of ``src`` with ``cfg`` under ``storage_uri/features/``: reused when one with at
+    least one clip is published there already (same input files and features), extracted otherwise."""
+    from vae.dataset import extract, published_dataset
 
     out = storage.join(storage_uri, "features", f"{preset_name}-{input_fingerprint(src, cfg)}")
-    marker = storage.join(out, DONE_MARKER)
-    if storage.exists(marker):
-        done = storage.read_json(marker)
+    try:
+        _, _, done = published_dataset(out)
+    except storage.StorageError as exc:
+        if storage.exists(out):
+            _log(f"features: nothing to reuse at {out} ({exc}); extracting again")
+    else:
         _log(f"features: reusing {out} ({done['written']} clips, {done['rejected']} rejected): same input and features")
         return out
-    if storage.exists(out):
-        _log(f"features: {out} is incomplete (no {DONE_MARKER}); extracting again")
-        storage.delete_tree(out)
     _log(f"features: extracting {src} -> {out}")
     summary = extract(src, out, cfg)
     print(f"{summary.written} clips written, {summary.rejected} rejected", flush=True)
     if summary.written == 0:
         raise RuntimeError(f"no clip of {src} could be extracted; see {summary.rejected_output}")
-    storage.write_json(marker, {"source": src, "written": summary.written, "rejected": summary.rejected})
     return out
 
 
@@ -121,7 +119,7 @@ def run_pipeline(
     from vae import checkpoint
     from vae.config import preset
     from vae.evaluation.run import evaluate_run
-    from vae.training import fit
+    from vae.training import SCORE_METRIC, NothingToTrain, fit
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -153,9 +151,14 @@ def run_pipeline(
     else:
         run_cfg = run_cfg or RunConfig()
         _log(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
-        result = fit(run_cfg, features, exp_uri, "train", resume=resume)
-        best = result.best_checkpoint
-        _log(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
+        try:
+            result = fit(run_cfg, features, exp_uri, "train", resume=resume)
+        except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation
+            best = checkpoint.best_intact(storage.join(exp_uri, "train"), SCORE_METRIC)
+            _log(f"train: {exc}; evaluating its best checkpoint {best}")
+        else:
+            best = result.best_checkpoint
+            _log(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
     lap("train" if space is None else "sweep")
 
     evaluation = storage.join(exp_uri, "evaluation")

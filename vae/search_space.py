@@ -12,10 +12,16 @@ and the sweep's scheduler and search algorithm::
       prior.recon_weight: {loguniform: [1.0e4, 1.0e8]}
       train.learning_rate: {loguniform: [3.0e-4, 3.0e-3]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
-    search: {type: optuna, seed: 0}
+    search: {type: optuna, seed: 0}   # optional: start_with: [{model.latent_dim: 32, ...}, ...]
     num_samples: 20
 
-Every error names the file and the key, and is raised before any trial starts.
+Scheduler settings (:data:`SCHEDULER_KEYS`): ``asha`` takes ``grace_period`` and
+``max_t`` (integer epochs, 1 <= grace_period <= max_t <= train.epochs; max_t defaults
+to train.epochs) and ``reduction_factor`` (> 1); ``fifo`` takes none. Search settings:
+``seed`` (an integer >= 0) and ``start_with`` (configurations tried first, each giving every
+searched key a value inside the space). A sweep always minimises the weight-independent objective
+(``vae.tuning``), so there is no ``metric`` key. Every error names the file and the
+key, and is raised before anything is written or any trial starts.
 """
 
 from __future__ import annotations
@@ -44,8 +50,13 @@ from vae.config import (
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
 SEARCHERS = ("optuna", "random")
-TOP_LEVEL = ("base", "fixed", "params", "scheduler", "search", "num_samples", "metric", "description")
+TOP_LEVEL = ("base", "fixed", "params", "scheduler", "search", "num_samples", "description")
+SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "max_t"), "fifo": ("type",)}
+SEARCH_KEYS = {"optuna": ("type", "seed", "start_with"), "random": ("type", "seed", "start_with")}
+# prior.components takes whole numbers only: these distributions give them.
+INTEGER_DISTRIBUTIONS = ("choice", "randint", "lograndint")
 SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "train": TrainConfig, "sampling": SamplingConfig}
+COMPONENTS_KEY = "prior.components"
 
 
 class SpaceError(ConfigError):
@@ -92,7 +103,8 @@ class SearchSpace:
     scheduler: Mapping[str, Any] = field(default_factory=lambda: {"type": "asha"})
     search: Mapping[str, Any] = field(default_factory=lambda: {"type": "optuna"})
     num_samples: int = 8
-    metric: str = "objective"
+    # Configurations the search tries first (every searched key given), e.g. today's default.
+    start_with: tuple[Mapping[str, Any], ...] = ()
 
     def tune_param_space(self) -> dict:
         return {p.key: p.to_tune() for p in self.params}
@@ -109,6 +121,10 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
     data = to_dict(cfg)
     for key, value in overrides.items():
         section, name = key.split(".", 1)
+        if key == COMPONENTS_KEY:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+                raise ConfigError(f"{COMPONENTS_KEY}={value!r} must be a whole number >= 1")
+            value = int(value)
         data[section][name] = value
     return from_dict(RunConfig, data).validate()
 
@@ -133,6 +149,9 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
     if not isinstance(raw, dict):
         raise fail("(top level)", "expected a mapping")
     for key in raw:
+        if key == "metric":
+            raise fail("metric", "not part of the format: a sweep always minimises the weight-independent objective "
+                                 "(val_recon_mse / val_variance + 1 - digit_accuracy, see vae.tuning)")
         if key not in TOP_LEVEL:
             raise fail(str(key), f"unknown key; allowed: {list(TOP_LEVEL)}")
 
@@ -160,25 +179,26 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         if key in fixed:
             raise fail(where, "is both fixed and searched")
         params.append(_parse_param(key, spec, where, fail))
-
-    scheduler = dict(raw.get("scheduler") or {"type": "asha"})
-    if scheduler.get("type") not in SCHEDULERS:
-        raise fail("scheduler.type", f"{scheduler.get('type')!r}; choose from {list(SCHEDULERS)}")
-    for k, v in scheduler.items():
-        if k in ("grace_period", "reduction_factor", "max_t") and (not isinstance(v, (int, float)) or v <= 0):
-            raise fail(f"scheduler.{k}", f"must be a positive number, got {v!r}")
-    search = dict(raw.get("search") or {"type": "optuna"})
-    if search.get("type") not in SEARCHERS:
-        raise fail("search.type", f"{search.get('type')!r}; choose from {list(SEARCHERS)}")
+        if key == COMPONENTS_KEY and params[-1].kind not in INTEGER_DISTRIBUTIONS:
+            raise fail(where, f"takes whole numbers: use one of {list(INTEGER_DISTRIBUTIONS)}, not {params[-1].kind}")
 
     num_samples = raw.get("num_samples", 8)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise fail("num_samples", f"must be a positive integer, got {num_samples!r}")
-    metric = raw.get("metric", "objective")
-    if not isinstance(metric, str):
-        raise fail("metric", "must be a string")
+    scheduler = _settings(raw, "scheduler", SCHEDULER_KEYS, "asha", fail)
+    search = _settings(raw, "search", SEARCH_KEYS, "optuna", fail)
+    if "seed" in search and not _whole(search["seed"], 0):
+        raise fail("search.seed", f"must be an integer >= 0, got {search['seed']!r}")
+    start_with = search.pop("start_with", None) or []
+    if not isinstance(start_with, list):
+        raise fail("search.start_with", "expected a list of configurations")
+    start_with = tuple(_parse_start(i, point, params, fail) for i, point in enumerate(start_with))
 
-    space = SearchSpace(src, model_preset, dict(fixed), tuple(params), scheduler, search, num_samples, metric)
+    space = SearchSpace(src, model_preset, dict(fixed), tuple(params), scheduler, search, num_samples, start_with)
+    try:
+        epochs = space.run_config({}, RunConfig()).train.epochs
+    except ConfigError as exc:
+        raise fail("fixed", str(exc)) from None
     # Every corner of the space must make a valid RunConfig: catch e.g. a negative learning rate now.
     for p in params:
         for value in p.grid(2):
@@ -186,11 +206,70 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
                 space.run_config({p.key: value}, RunConfig())
             except ConfigError as exc:
                 raise fail(f"params.{p.key}", f"value {value!r} gives an invalid config: {exc}") from None
-    try:
-        space.run_config({}, RunConfig())
-    except ConfigError as exc:
-        raise fail("fixed", str(exc)) from None
+    for i, point in enumerate(start_with):
+        try:
+            space.run_config(point, RunConfig())
+        except ConfigError as exc:
+            raise fail(f"search.start_with[{i}]", f"gives an invalid config: {exc}") from None
+    if scheduler["type"] == "asha":
+        _check_asha(scheduler, epochs, [p.key for p in params], fail)
     return space
+
+
+def _parse_start(i: int, point: Any, params: list[Param], fail) -> dict:
+    where = f"search.start_with[{i}]"
+    if not isinstance(point, dict):
+        raise fail(where, "expected a mapping of searched keys to values")
+    keys = {p.key for p in params}
+    if set(point) != keys:
+        missing, extra = sorted(keys - set(point)), sorted(set(point) - keys)
+        raise fail(where, f"must give every searched key and only those; missing {missing}, not searched {extra}")
+    out = {}
+    for p in params:
+        value = _number(point[p.key])
+        inside = value in p.args if p.kind == "choice" else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and p.args[0] <= value <= p.args[1]
+        )
+        if not inside:
+            raise fail(f"{where}.{p.key}", f"{value!r} is outside the searched {p.kind} {list(p.args)}")
+        out[p.key] = value
+    return out
+
+
+def _whole(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _settings(raw: dict, section: str, allowed: dict[str, tuple[str, ...]], default: str, fail) -> dict:
+    """The ``scheduler`` or ``search`` mapping: a known type and only the keys that type takes."""
+    settings = raw.get(section)
+    settings = {"type": default} if settings is None else settings
+    if not isinstance(settings, dict):
+        raise fail(section, f"expected a mapping such as {{type: {default}}}, got {settings!r}")
+    settings = {"type": default, **settings}
+    kind = settings["type"]
+    if kind not in allowed:
+        raise fail(f"{section}.type", f"{kind!r}; choose from {list(allowed)}")
+    for key in settings:
+        if key not in allowed[kind]:
+            raise fail(f"{section}.{key}", f"unknown setting of {section} type {kind!r}; allowed: {list(allowed[kind])}")
+    return settings
+
+
+def _check_asha(scheduler: dict, epochs: int, searched: list[str], fail) -> None:
+    """ASHA's settings against the epochs every trial runs (Ray asserts only some of this, and only once running)."""
+    if "train.epochs" in searched:
+        raise fail("params.train.epochs", "cannot be searched with the asha scheduler: its rungs need one epoch count "
+                                          "(fix train.epochs; the scheduler stops weak trials early)")
+    max_t = scheduler.get("max_t", epochs)
+    if not _whole(max_t, 1) or max_t > epochs:
+        raise fail("scheduler.max_t", f"must be an integer from 1 to train.epochs={epochs}, got {max_t!r}")
+    grace = scheduler.get("grace_period", 1)
+    if not _whole(grace, 1) or grace > max_t:
+        raise fail("scheduler.grace_period", f"must be an integer from 1 to max_t={max_t} (train.epochs={epochs}), got {grace!r}")
+    factor = scheduler.get("reduction_factor", 3)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
+        raise fail("scheduler.reduction_factor", f"must be a number above 1, got {factor!r}")
 
 
 def _number(value: Any) -> Any:

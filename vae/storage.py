@@ -7,9 +7,12 @@ S3 endpoint and credentials come from the standard AWS environment variables
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -58,18 +61,57 @@ class Location:
         return Location(self.fs, sep_join(self.path, *parts), sep_join(self.uri, *parts))
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 def resolve(uri: str | os.PathLike) -> Location:
-    """Map ``s3://bucket/key`` or a local path to a :class:`Location`."""
+    """Map ``s3://bucket/key`` or a local path to a :class:`Location`.
+
+    Raises :class:`StorageError` naming ``uri`` when it cannot be a path: another
+    scheme, an S3 URI without a valid bucket name, empty or ``.``/``..`` key
+    segments (``s3:///x``, ``s3://b//k``), or a NUL character.
+    """
     uri = os.fspath(uri)
+    if "\0" in uri:
+        raise StorageError(f"{uri!r}: a path cannot contain a NUL character")
     if is_s3(uri):
-        path = uri[len("s3://") :].rstrip("/")
-        if not path:
-            raise StorageError(f"{uri!r}: an s3:// path needs a bucket name")
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        if not _BUCKET.fullmatch(bucket):
+            raise StorageError(f"{uri!r}: an s3:// path needs a bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+        key = key.rstrip("/")
+        if key and any(part in ("", ".", "..") for part in key.split("/")):
+            raise StorageError(f"{uri!r}: malformed s3:// path (empty, '.' or '..' segment in the key)")
+        path = f"{bucket}/{key}" if key else bucket
         return Location(s3_filesystem(), path, "s3://" + path)
-    if "://" in uri and not uri.startswith("file://"):
-        raise StorageError(f"{uri!r}: only local paths and s3:// are supported")
+    if ("://" in uri and not uri.startswith("file://")) or uri.lower().startswith("s3:"):
+        raise StorageError(f"{uri!r}: only local paths and s3://bucket/key are supported")
     path = os.path.abspath(uri[len("file://") :] if uri.startswith("file://") else uri)
     return Location(pafs.LocalFileSystem(), path, path)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, max_len: int = 100) -> str:
+    """A file name made from data (an id, a speaker, a storage key) that stays inside the folder it is joined to.
+
+    Letters, digits, ``.``, ``_`` and ``-`` are kept, every other run of characters
+    (``/``, ``\\``, NUL, spaces, ...) becomes ``_``, and leading dots go (never ``..``
+    or hidden). A name that had to change or is longer than ``max_len`` ends in 8 hex
+    digits of the original's SHA-1, so different inputs keep different names.
+    """
+    text = str(text)
+    name = _UNSAFE.sub("_", text).lstrip(".")
+    if name == text and 0 < len(name) <= max_len:
+        return name
+    digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{name[: max_len - 9]}-{digest}" if name else digest
+
+
+def safe_relpath(rel: str, max_len: int = 100) -> str:
+    """A relative path from data (``a/b.wav``) with every segment through :func:`safe_name`: it cannot climb out."""
+    parts = [safe_name(p, max_len) for p in str(rel).replace("\\", "/").split("/") if p]
+    return "/".join(parts) or safe_name(rel, max_len)
 
 
 def join(uri: str, *parts: str) -> str:
@@ -222,42 +264,75 @@ def check_reachable(uri: str) -> None:
 
 
 PUBLISHED_POINTER = "PUBLISHED.json"
+# v<UTC date>-<time>-<microseconds>-<random>; names sort by start time. "_" hides a version from
+# pyarrow/pandas dataset discovery; the middle field is absent in versions made before it existed.
+_VERSION = re.compile(r"_?v\d{8}-\d{6}(-\d{6})?-[0-9a-f]{8}")
+
+
+def new_version(hidden: bool = False) -> str:
+    """A fresh version name; later calls sort after earlier ones (by their UTC start time)."""
+    now = time.time()
+    stamp = time.strftime("v%Y%m%d-%H%M%S", time.gmtime(now)) + f"-{int(now % 1 * 1e6):06d}"
+    return ("_" if hidden else "") + f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
 def publish(src_dir: str, dst: str) -> str:
     """Publish a finished directory at ``dst`` all-or-nothing, for local paths and S3 alike.
 
-    The files go to a fresh ``dst/<version>/`` first; only then is the one-object
-    pointer ``dst/PUBLISHED.json`` written (a single PUT or rename is atomic), and
-    versions older than the previous one are removed. A reader that goes through :func:`published`
-    therefore sees the previous complete version or the new complete one, never
-    a mix. Returns the URI of the published version.
+    The files go to a fresh ``dst/<version>/`` first; only then does :func:`switch`
+    point ``dst`` at it. Returns the URI of the published version.
     """
-    import time
+    version = new_version()
+    copy_tree(src_dir, join(dst, version))
+    switch(dst, version)
+    return join(dst, version)
 
-    version = time.strftime("v%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    target = join(dst, version)
-    copy_tree(src_dir, target)
-    previous = _pointer(dst)
-    write_json(join(dst, PUBLISHED_POINTER), {"version": version, "published_at": time.time()})
-    # The previous version stays until the next publish, for readers still on it.
-    for old in list_versions(dst):
-        if old not in (version, previous):
-            delete_tree(join(dst, old))
-    return target
+
+def switch(dst: str, version: str) -> None:
+    """Make the finished ``dst/<version>`` the published one, then remove the versions it supersedes.
+
+    The one-object pointer ``dst/PUBLISHED.json`` is the switch (a single PUT or
+    rename is atomic), so a reader that goes through :func:`published` sees the
+    previous complete version or the new complete one, never a mix. The previous
+    version stays for readers still on it; other versions that started before
+    this one (superseded, or abandoned by an interrupted writer) are removed.
+    Versions that started later belong to writers still at work and are left alone.
+    """
+    try:
+        previous = _pointer(dst)
+    except StorageError:
+        previous = None  # a damaged pointer is replaced, not trusted
+    write_json(join(dst, PUBLISHED_POINTER), {"version": version, "previous": previous, "published_at": time.time()})
+    try:
+        for old in list_versions(dst):
+            if old not in (version, previous) and old.lstrip("_") < version.lstrip("_"):
+                delete_tree(join(dst, old))
+    except StorageError:
+        pass  # published already; what is left is removed by the next switch
 
 
 def list_versions(dst: str) -> list[str]:
+    """Names of the version folders under ``dst`` (published, previous, in progress or abandoned)."""
     loc = resolve(dst)
     if _info(loc).type != pafs.FileType.Directory:
         return []
-    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("v"))
+    try:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=False))
+    except OSError as exc:
+        raise StorageError(f"cannot list {loc.uri}: {exc}") from exc
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and _VERSION.fullmatch(i.base_name))
 
 
 def _pointer(dst: str) -> str | None:
+    """The version ``dst/PUBLISHED.json`` names, checked to be a version folder of ``dst`` itself."""
     pointer = join(dst, PUBLISHED_POINTER)
-    return read_json(pointer)["version"] if exists(pointer) else None
+    if not exists(pointer):
+        return None
+    doc = read_json(pointer)
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise StorageError(f"{pointer} does not name a version folder of {resolve(dst).uri}: {version!r}")
+    return version
 
 
 def published(uri: str) -> str:

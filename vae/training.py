@@ -38,6 +38,10 @@ class TrainingError(RuntimeError):
     """A run cannot start or did not finish; the message names the run and what to do."""
 
 
+class NothingToTrain(TrainingError):
+    """A resumed run has already trained the epochs asked for."""
+
+
 # --------------------------------------------------------------------------- pure helpers
 
 
@@ -166,22 +170,20 @@ def unpack(vector: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndar
     return out
 
 
-def _restore(model, optimizer, tcfg, rank: int) -> tuple[int, dict]:
-    """Epochs done and metrics of the checkpoint Ray hands this run (after a failure or --resume)."""
+def _restore(model, optimizer, tcfg, rank: int, run_dir: str) -> tuple[int, dict]:
+    """Epochs done and metrics of the checkpoint this run goes on from (after a failure or --resume)."""
     import ray.train
 
     from vae import checkpoint as ckpt_lib
 
-    restored = ray.train.get_checkpoint()
-    if restored is None:
+    if ray.train.get_checkpoint() is None:
         return 0, {}
-    with restored.as_directory() as directory:
-        start_epoch = ckpt_lib.restore_training_state(directory, model, optimizer)
-        metrics = ckpt_lib.read_metrics(directory)
+    # Ray hands over its latest checkpoint; go on from the newest one that verifies (that one, unless damaged).
+    start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(run_dir, model, optimizer, _say if rank == 0 else None)
     if tcfg.lr_schedule == "constant":
         optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
     if rank == 0:
-        _say(f"resuming from {restored.path} after epoch {start_epoch}")
+        _say(f"resuming from {restored} after epoch {start_epoch}")
     return start_epoch, metrics
 
 
@@ -266,6 +268,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import tensorflow as tf
 
+    from vae import checkpoint as ckpt_lib
     from vae.models import DistributedSteps, build_vae
 
     run_cfg = from_dict(RunConfig, config["run_config"]).validate()
@@ -286,7 +289,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
         optimizer = make_optimizer(tcfg, steps_per_epoch)
         optimizer.build(model.trainable_variables)
-    start_epoch, restored_metrics = _restore(model, optimizer, tcfg, rank)
+    start_epoch, restored_metrics = _restore(model, optimizer, tcfg, rank, run_dir)
     steps = DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile)
     rows_per_rank = -(-config["num_train_rows"] // world) + 1
     train_shard, val_shard = ray.train.get_dataset_shard(TRAIN), ray.train.get_dataset_shard(VAL)
@@ -342,6 +345,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 checkpoint = _checkpoint(model, optimizer, epoch, run_cfg, {**metrics, "history": history}, latent)
             metrics["checkpoint_time_s"] = time.perf_counter() - t1
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
+        name = f"checkpoint_{epoch:04d}"
+        if checkpoint is not None:
+            name = ckpt_lib.dir_name(run_dir, epoch)  # never the folder of a damaged checkpoint gone back past
         if rank == 0:
             _say(
                 f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
@@ -350,7 +356,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
             )
         try:
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{epoch:04d}")
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         finally:
             if checkpoint is not None:
                 shutil.rmtree(checkpoint.path, ignore_errors=True)
@@ -498,6 +504,26 @@ def check_run(storage_uri: str, name: str, resume: bool) -> str:
     return run_dir
 
 
+def check_resume(run_dir: str, epochs: int) -> None:
+    """Before a resumed run starts: say which damaged checkpoints it goes back past, and refuse
+    when no checkpoint is intact or nothing is left to train."""
+    from vae.checkpoint import CheckpointError, newest_intact
+
+    try:
+        point = newest_intact(run_dir)
+    except CheckpointError as exc:
+        raise TrainingError(f"--resume of {run_dir}: {exc}") from None
+    if point is None:
+        return
+    for name, why in point.skipped:
+        print(f"--resume: {name} fails verification ({why}); going on from {point.uri} (epoch {point.epoch})", flush=True)
+    if epochs <= point.epoch:
+        raise NothingToTrain(
+            f"run {run_dir} has trained {point.epoch} epochs ({point.uri}): nothing left to train with "
+            f"{epochs} epochs in all; give more epochs (--epochs) to train on"
+        )
+
+
 def load_datasets(data_uri: str) -> dict[str, Any]:
     """The train and validation (``test`` split) Ray Datasets of a Parquet dataset, materialised once."""
     from vae.dataset import read_split
@@ -536,6 +562,7 @@ def fit(
         stored = stored_run_config(storage_uri, name)
         if stored is not None:
             _check_same_architecture(stored, run_cfg, run_dir)
+        check_resume(run_dir, tcfg.epochs)
     storage.write_json(storage.join(run_dir, RUN_CONFIG_FILE), to_dict(run_cfg))
 
     datasets = datasets or load_datasets(data_uri)

@@ -113,7 +113,7 @@ def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_u
     import ray.tune
 
     from vae.config import from_dict
-    from vae.training import fit
+    from vae.training import NothingToTrain, fit
 
     trial_id = ray.tune.get_context().get_trial_id()
     run_cfg = space.run_config(params, from_dict(RunConfig, base))
@@ -124,7 +124,10 @@ def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_u
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"], run_cfg.train.seed)
-    fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[callback], datasets=datasets)
+    try:
+        fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[callback], datasets=datasets)
+    except NothingToTrain:
+        return  # a resumed sweep restarted a trial whose training had finished: its results are in
 
 
 @dataclass
@@ -155,11 +158,15 @@ def _searcher(space: SearchSpace, max_concurrent: int):
     if cfg.get("type") == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=int(cfg.get("seed", 0)))
+        return OptunaSearch(seed=int(cfg.get("seed", 0)), points_to_evaluate=[dict(p) for p in space.start_with] or None)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune's max_concurrent_trials does not bound a BasicVariantGenerator passed in; it must bound itself.
-    return BasicVariantGenerator(random_state=int(cfg.get("seed", 0)), max_concurrent=max_concurrent)
+    return BasicVariantGenerator(
+        random_state=int(cfg.get("seed", 0)),
+        max_concurrent=max_concurrent,
+        points_to_evaluate=[dict(p) for p in space.start_with] or None,
+    )
 
 
 def run_sweep(
@@ -191,9 +198,22 @@ def run_sweep(
         if not storage.exists(sweep_file):
             raise FileNotFoundError(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
         sweep = storage.read_json(sweep_file)
-    else:
-        if storage.exists(exp_uri):
-            raise FileExistsError(f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name")
+    elif storage.exists(exp_uri):
+        raise FileExistsError(f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name")
+
+    # Everything that can be checked is checked before the first file is written, so a sweep that
+    # cannot start leaves nothing behind and its --name stays free.
+    epochs = space.run_config({}, base).train.epochs
+    if max_concurrent is None:
+        per_trial = "GPU" if use_gpu else "CPU"
+        available = ray.cluster_resources().get(per_trial, 1)
+        max_concurrent = max(1, int(available // workers_per_trial))
+    scheduler, searcher = _scheduler(space, epochs), _searcher(space, max_concurrent)
+    from vae.training import load_datasets
+
+    # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
+    datasets = load_datasets(data_uri)
+    if not resume:
         sweep = {
             "space": space.source,
             "data": data_uri,
@@ -208,21 +228,12 @@ def run_sweep(
         }
         storage.write_json(sweep_file, sweep)
 
-    epochs = space.run_config({}, base).train.epochs
-    from vae.training import load_datasets
-
-    # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
-    datasets = load_datasets(data_uri)
     trainable = tune.with_parameters(
         _trial, space=space, base=sweep["base"], data_uri=data_uri, exp_uri=exp_uri, sweep=sweep, datasets=datasets
     )
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
     # Tune refuses an empty request, so the driver asks for a token share of a CPU.
     trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
-    if max_concurrent is None:
-        per_trial = "GPU" if use_gpu else "CPU"
-        available = ray.cluster_resources().get(per_trial, 1)
-        max_concurrent = max(1, int(available // workers_per_trial))
     loc = storage.resolve(exp_uri)
     fs = loc.fs if storage.is_s3(loc.uri) else None
     tune_path = storage.resolve(tune_uri).path
@@ -240,8 +251,8 @@ def run_sweep(
                 mode="min",
                 num_samples=int(sweep["num_samples"]),
                 max_concurrent_trials=max_concurrent,
-                scheduler=_scheduler(space, epochs),
-                search_alg=_searcher(space, max_concurrent),
+                scheduler=scheduler,
+                search_alg=searcher,
             ),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,

@@ -133,7 +133,7 @@ def evaluate(
     ranges = (test["db_min"], test["db_max"]) if per_clip else (None, None)
     specs, digits = test["spectrogram"], test["digit"].astype(np.int64)
 
-    originals = read_originals(test["source"], feats)
+    originals = read_originals(test["source"], feats, test["id"])
     latents = generation.encode(loaded, specs, digits)
     recon_specs = generation.decode(loaded, latents, digits)
     # audio.resynthesise(..., seed=s) gives clip i the Griffin-Lim seed s + i, exactly as
@@ -242,12 +242,29 @@ def metrics_document(ev: Evaluation) -> dict[str, Any]:
 # --------------------------------------------------------------------------- pieces
 
 
-def read_originals(sources, feats) -> np.ndarray:
-    """The source WAVs of the test clips at the features' sample rate, trimmed/padded to ``clip_seconds``."""
+def check_source(source: str, clip_id: str) -> None:
+    """Raise ValueError unless ``source`` can be the recording of clip ``clip_id``: a local path or s3://
+    URI without ``..``, named ``<clip_id>.wav`` (a dataset's ``source`` is read, so it may not point anywhere)."""
+    from vae.dataset import parse_name
+
+    try:
+        uri = storage.resolve(source).uri
+        named = parse_name(source).id
+    except (storage.StorageError, ValueError) as exc:
+        raise ValueError(f"clip {clip_id!r}: its source {source!r} cannot be its recording: {exc}") from None
+    if named != clip_id or (not storage.is_s3(uri) and uri != source):
+        raise ValueError(f"clip {clip_id!r}: its source {source!r} is not <id>.wav at a plain path; the dataset is not one jobs.preprocess wrote")
+
+
+def read_originals(sources, feats, ids=None) -> np.ndarray:
+    """The source WAVs of the test clips at the features' sample rate, trimmed/padded to ``clip_seconds``.
+    With ``ids``, each source is first checked to be its clip's recording (:func:`check_source`)."""
     from vae.features import AudioError, decode_audio, fit_length
 
     out = np.zeros((len(sources), feats.n_samples), np.float32)
     for i, src in enumerate(sources):
+        if ids is not None:
+            check_source(str(src), str(ids[i]))
         try:
             out[i] = fit_length(decode_audio(storage.read_bytes(str(src)), feats).waveform, feats)
         except AudioError as exc:

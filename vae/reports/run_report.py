@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from vae import storage
 from vae.config import to_dict
 from vae.evaluation.audio import to_spectrograms
 from vae.features import write_wav
@@ -101,8 +102,8 @@ def write_run_report(ev, folder: str) -> str:
 
     # ---------------------------------------------------------------- curves
     page.heading("Training curves", anchor="curves")
-    if ev.history:
-        keys = [k for k in CURVE_KEYS if any(f"train_{k}" in r or f"val_{k}" in r for r in ev.history)]
+    keys = [k for k in CURVE_KEYS if any(f"train_{k}" in r or f"val_{k}" in r for r in ev.history)]
+    if keys:
         plots.curves(ev.history, keys, plot("curves.png"))
         page.image("plots/curves.png", "training and validation curves")
         last = int(ev.history[-1]["epoch"])
@@ -157,6 +158,7 @@ def project(latents: np.ndarray, perplexity: float, seed: int) -> tuple[np.ndarr
 
 
 def _clip(folder: str, stem: str, spec: np.ndarray, wave: np.ndarray, feats, caption: str, bad: bool = False) -> Cell:
+    stem = storage.safe_name(stem)  # stems carry clip ids from the data: never a path of their own
     png, wav = f"clips/{stem}.png", f"clips/{stem}.wav"
     plots.spectrogram_image(spec, os.path.join(folder, png), scale=1)
     write_wav(os.path.join(folder, wav), wave, feats)

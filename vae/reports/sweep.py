@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -75,8 +76,17 @@ def _param_values(trials, key):
 
 
 def _is_log(values) -> bool:
-    nums = [v for v in values if isinstance(v, (int, float)) and v > 0]
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
     return len(nums) > 1 and max(nums) / min(nums) >= 100
+
+
+def _axis(values) -> tuple[np.ndarray, list[str] | None]:
+    """Values to plot on one axis: numbers as they are, anything else (prior kinds, booleans) as
+    the positions of its sorted distinct labels, returned with those labels."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=float), None
+    labels = sorted({str(v) for v in values})
+    return np.asarray([labels.index(str(v)) for v in values], dtype=float), labels
 
 
 def _plot_effects(trials, keys: list[str], path: str) -> None:
@@ -88,10 +98,14 @@ def _plot_effects(trials, keys: list[str], path: str) -> None:
     scored = [t for t in trials if t.best_row()]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        xs = [t.params.get(key) for t in scored]
+        raw = [t.params.get(key) for t in scored]
+        xs, labels = _axis(raw)
         ys = [t.best_row()["objective"] for t in scored]
         ax.scatter(xs, ys, c=ys, cmap="viridis")
-        if _is_log(xs):
+        if labels is not None:
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels)
+        elif _is_log(raw):
             ax.set_xscale("log")
         ax.set_xlabel(_short(key))
         ax.set_ylabel("best objective (lower is better)")
@@ -110,9 +124,9 @@ def _plot_parallel(trials, keys: list[str], path: str) -> None:
     axes_keys = keys + ["objective"]
     cols = []
     for key in axes_keys:
-        vals = [t.best_row()["objective"] if key == "objective" else t.params.get(key) for t in scored]
-        vals = np.asarray([float(v) for v in vals], dtype=float)
-        if key != "objective" and _is_log(vals):
+        raw = [t.best_row()["objective"] if key == "objective" else t.params.get(key) for t in scored]
+        vals, labels = _axis(raw)
+        if labels is None and key != "objective" and _is_log(raw):
             vals = np.log10(vals)
         lo, hi = (vals.min(), vals.max()) if len(vals) else (0, 1)
         cols.append((vals - lo) / (hi - lo) if hi > lo else np.full_like(vals, 0.5))
@@ -133,7 +147,8 @@ def _plot_parallel(trials, keys: list[str], path: str) -> None:
 
 
 def _best_samples(best_uri: str | None, out: str) -> list[dict]:
-    """Copy best/samples/*.wav into the report and draw each one's spectrogram."""
+    """Copy best/samples/<digit>_*.wav into the report (under names from :func:`vae.storage.safe_name`:
+    storage keys never decide where a file goes) and draw each one's spectrogram."""
     if not best_uri:
         return []
     from vae.checkpoint import CONFIG as CONFIG_FILE
@@ -149,16 +164,20 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
     items = []
     for rel, uri in storage.walk_files(samples_uri):
-        if not rel.endswith(".wav"):
+        digit = re.match(r"(\d)_[^/]*\.wav$", rel)
+        if not digit:
             continue
-        data = storage.read_bytes(uri)
-        wav = os.path.join("samples", rel)
+        try:
+            data = storage.read_bytes(uri)
+        except storage.StorageError:
+            continue  # a key storage.resolve refuses (e.g. with '..' segments) is nothing publish_best wrote
+        wav = "samples/" + storage.safe_name(rel)
         with open(os.path.join(out, wav), "wb") as f:
             f.write(data)
         spec = to_spectrograms([decode_audio(data, cfg).waveform], cfg.sample_rate, cfg)[0]
         png = wav[:-4] + ".png"
         spectrogram_image(spec, os.path.join(out, png))
-        items.append({"digit": int(rel.split("_")[0]), "wav": wav, "png": png})
+        items.append({"digit": int(digit.group(1)), "wav": wav, "png": png})
     return sorted(items, key=lambda i: (i["digit"], i["wav"]))
 
 
