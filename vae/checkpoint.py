@@ -333,7 +333,9 @@ def check(uri: str) -> tuple[str, RunConfig]:
     if not storage.exists(uri):
         raise CheckpointError(f"checkpoint {uri} does not exist")
     resolved = storage.published(uri)
-    missing = [name for name in REQUIRED if not storage.exists(storage.join(resolved, name))]
+    manifest = storage.join(resolved, MANIFEST)  # load verifies sizes and hashes; here, presence
+    required = list(storage.read_json(manifest).get("files", {})) if storage.exists(manifest) else LEGACY_REQUIRED
+    missing = [name for name in required if not storage.exists(storage.join(resolved, name))]
     if missing:
         raise CheckpointError(f"checkpoint {resolved} is missing {missing}")
     try:
