@@ -19,8 +19,9 @@ def test_presets_build_for_the_feature_shape(features, model):
     vae = build_vae(shape, cfg, PriorConfig())
 
     x = np.random.default_rng(0).uniform(size=(2, *shape)).astype(np.float32)
-    mu, log_var = vae.encode(x)
-    out = vae(x)
+    digits = np.array([0, 7]) if cfg.conditional else None
+    mu, log_var = vae.encode(x, digits)
+    out = vae(x, digits)
 
     assert mu.shape == log_var.shape == (2, cfg.latent_dim)
     assert out.shape == (2, *shape, 1)
@@ -73,14 +74,14 @@ def test_default_costs_at_most_a_tenth_of_seed():
 
 
 def test_input_sizes_not_divisible_by_the_strides_are_cropped_back():
-    cfg = ModelConfig(filters=(4, 8), kernels=(3, 3), strides=(2, (2, 3)), latent_dim=3).validate()
+    cfg = ModelConfig(filters=(4, 8), kernels=(3, 3), strides=(2, (2, 3)), latent_dim=3, conditional=False).validate()
     vae = build_vae((30, 25), cfg, PriorConfig())
     assert vae(np.zeros((1, 30, 25), np.float32)).shape == (1, 30, 25, 1)
 
 
 def test_per_example_losses_are_per_clip_and_add_up():
     shape = preset(FeatureConfig, "default").shape
-    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(recon_weight=10.0))
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(reconstruction="mse", recon_weight=10.0))
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
     assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in ("loss", "recon", "kl", "recon_mse")}

@@ -271,9 +271,10 @@ def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
         out.append(LayerCost(f"encoder_conv_{i}", (h, w, int(f)), h * w * k * k * c * int(f)))
         c = int(f)
     flat = h * w * c
-    out.append(LayerCost("mu", (cfg.latent_dim,), flat * cfg.latent_dim))
-    out.append(LayerCost("log_variance", (cfg.latent_dim,), flat * cfg.latent_dim))
-    out.append(LayerCost("decoder_dense", (flat,), cfg.latent_dim * flat))
+    label = N_DIGITS if cfg.conditional else 0  # the one-hot digit beside the features and beside z
+    out.append(LayerCost("mu", (cfg.latent_dim,), (flat + label) * cfg.latent_dim))
+    out.append(LayerCost("log_variance", (cfg.latent_dim,), (flat + label) * cfg.latent_dim))
+    out.append(LayerCost("decoder_dense", (flat,), (cfg.latent_dim + label) * flat))
     for i in list(reversed(range(1, len(cfg.filters)))) + [0]:
         c_out = int(cfg.filters[i]) if i > 0 else 1
         k = int(cfg.kernels[i])
