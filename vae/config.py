@@ -217,8 +217,9 @@ class TrainConfig:
     placement_strategy: str = "PACK"
     seed: int = 0
     # XLA-compile the train/eval steps where the strategy allows it (one worker): see
-    # vae.models.DistributedSteps. False keeps plain TensorFlow graphs.
-    jit_compile: bool = True
+    # vae.models.DistributedSteps. Off by default: on 2 CPU cores the XLA step of `default` ran at
+    # 106 clips/s against 133 without (benchmarks/train_throughput.py); try it on GPUs.
+    jit_compile: bool = False
     # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
     # and a fit) after every this-many epochs, and always after the last one.
     checkpoint_every: int = 1
