@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
         # on 2 cores its processes delay the start of a local instance.
         init_ray(args.num_cpus, include_dashboard=False)
+        signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
         summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
     except (StorageError, ExtractError, ConfigError) as exc:
         return fail("preprocess", str(exc))
