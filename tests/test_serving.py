@@ -326,13 +326,20 @@ class DevTools:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 120):
+        """Poll ``expression`` until it is truthy. While a navigation is under way the old or a blank
+        document may answer, so an exception counts as "not yet" until the deadline."""
         deadline = time.monotonic() + timeout
+        last = None
         while time.monotonic() < deadline:
-            value = self.eval(expression)
-            if value:
-                return value
+            try:
+                value = last = self.eval(expression)
+            except AssertionError as error:
+                last = error
+            else:
+                if value:
+                    return value
             time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {expression}: last {self.eval(expression.split('&&')[0])!r}")
+        raise AssertionError(f"timed out waiting for {expression}: last {last!r}")
 
 
 @pytest.fixture
