@@ -22,7 +22,8 @@ import time
 from jobs._cli import fail
 from vae import storage
 from vae.config import DemoConfig
-from vae.fetch import FetchError, fetch_fsdd
+from vae.errors import UserError
+from vae.fetch import fetch_fsdd
 
 def locate_data(fsdd_dir: str | None, download_to: str) -> str:
     """``fsdd_dir`` when given (it must exist), else the recordings fetched into ``download_to``."""
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray()
         name = time.strftime("demo-%Y%m%d-%H%M%S")
         result = run_pipeline(data_dir, args.out, name, run_cfg=cfg)
-    except (FetchError, storage.StorageError, RuntimeError, ValueError) as exc:  # ConfigError is a ValueError
+    except (UserError, RuntimeError, ValueError) as exc:  # ConfigError is a ValueError
         return fail("demo", str(exc))
     finish_ray()
     summary = result.summary()

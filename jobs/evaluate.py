@@ -18,8 +18,9 @@ import json
 import sys
 
 from jobs._cli import fail
-from vae.config import ConfigError, EvalConfig
-from vae.storage import StorageError
+from vae.config import EvalConfig
+from vae.errors import UserError
+
 
 HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db", "recon_mse")
 
@@ -43,16 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
     from vae import storage
-    from vae.checkpoint import CheckpointError, load
+    from vae.checkpoint import load
     from vae.evaluation.run import evaluate_run
-    from vae.features import AudioError
 
     try:
-        config = replace(EvalConfig(), n_unconditional=args.n_unconditional, seed=args.seed).validate()
+        config = replace(EvalConfig(), n_per_digit=args.n_per_digit, n_unconditional=args.n_unconditional, seed=args.seed).validate()
         storage.check_reachable(args.out)
         loaded = load(args.checkpoint)
-        m = evaluate_run(loaded, args.data, args.out, args.classifier, args.n_per_digit, config, args.wavs, args.workers)
-    except (CheckpointError, ConfigError, StorageError, AudioError, ValueError) as exc:
+        m = evaluate_run(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers)
+    except (UserError, ValueError) as exc:
         return fail("evaluate", str(exc))
     for name in HEADLINE:
         if name in m:

@@ -17,6 +17,7 @@ import sys
 
 from jobs._cli import fail
 from vae import storage
+from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.n <= 0:
         return fail("generate", f"--n must be positive, got {args.n}")
     from vae import generation
-    from vae.checkpoint import CheckpointError, load
+    from vae.checkpoint import load
     from vae.features import wav_bytes
 
     try:
         storage.check_reachable(args.out)
         loaded = load(args.checkpoint)
         specs = generation.sample(loaded, args.n, digit=args.digit, seed=args.seed)
-    except (CheckpointError, storage.StorageError, generation.GenerationError) as exc:
+    except UserError as exc:
         return fail("generate", str(exc))
     cfg = loaded.run_config.features
     what = f"digit {args.digit}" if args.digit is not None else "the prior"

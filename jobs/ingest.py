@@ -20,7 +20,8 @@ from dataclasses import replace
 
 from jobs._cli import fail
 from vae import storage
-from vae.config import ConfigError, IngestConfig
+from vae.config import IngestConfig
+from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail("ingest", str(exc))
     except AudioError as exc:
         return fail("ingest", f"{args.input}: {exc.reason}")
-    except (IngestError, ConfigError, storage.StorageError) as exc:
+    except UserError as exc:
         return fail("ingest", str(exc))
 
     print(f"{len(utterances)} utterances in {args.input} ({len(y) / rate:.1f} s at {rate} Hz):", flush=True)
     print(_table([u.segment for u in utterances], [u.name for u in utterances]), flush=True)
     try:
         files = write_clips(utterances, y, rate, args.out)
-    except (IngestError, storage.StorageError) as exc:
+    except UserError as exc:
         return fail("ingest", str(exc))
     print(f"{len(files)} clips written to {args.out}")
     print(

@@ -16,10 +16,10 @@ import sys
 from dataclasses import replace
 
 from jobs._cli import fail
-from vae.config import FEATURE_PRESETS, MODEL_PRESETS, ConfigError, EvalConfig, ModelConfig, RunConfig, preset
+from vae.config import FEATURE_PRESETS, MODEL_PRESETS, EvalConfig, ModelConfig, RunConfig, preset
+from vae.errors import UserError
 from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
-from vae.storage import StorageError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep_options=sweep_options, with_recogniser=not args.no_recogniser, resume=args.resume,
             n_per_digit=args.n_per_digit,
         )
-    except (ConfigError, StorageError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (UserError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         return fail("pipeline", str(exc))
     finish_ray()
     print(f"best checkpoint: {result.best_checkpoint}")

@@ -20,8 +20,9 @@ import sys
 from dataclasses import asdict
 
 from jobs._cli import fail
-from vae.config import FEATURE_PRESETS, ConfigError, FeatureConfig, preset
-from vae.dataset import ExtractError, extract, list_inputs
+from vae.config import FEATURE_PRESETS, FeatureConfig, preset
+from vae.dataset import extract, list_inputs
+from vae.errors import UserError
 from vae.raysetup import init_ray
 from vae.storage import StorageError, check_reachable
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.num_cpus, include_dashboard=False)
         signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
         summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
-    except (StorageError, ExtractError, ConfigError) as exc:
+    except UserError as exc:
         return fail("preprocess", str(exc))
     except KeyboardInterrupt:
         fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")

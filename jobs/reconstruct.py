@@ -20,6 +20,7 @@ import numpy as np
 
 from jobs._cli import fail
 from vae import storage
+from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vae import generation
-    from vae.checkpoint import CheckpointError, load
+    from vae.checkpoint import load
     from vae.dataset import parse_name
     from vae.features import AudioError, decode_audio, fit_length, log_spectral_distance, waveform_to_spectrogram, wav_bytes
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail("reconstruct", f"no .wav files under {args.input}")
         storage.check_reachable(args.out)
         loaded = load(args.checkpoint)
-    except (CheckpointError, storage.StorageError) as exc:
+    except UserError as exc:
         return fail("reconstruct", str(exc))
     cfg = loaded.run_config.features
     base = storage.resolve(args.input).uri
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         digit = parse_name(uri).digit
                     except ValueError as exc:
                         raise AudioError(f"a conditional model needs the digit: pass --digit, or {exc}") from None
-            except (AudioError, storage.StorageError) as exc:
+            except UserError as exc:
                 reason = exc.reason if isinstance(exc, AudioError) else str(exc)
                 print(f"  skipped {uri}: {reason}", flush=True)
                 skipped.append({"file": uri, "reason": reason})

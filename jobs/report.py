@@ -13,7 +13,7 @@ import json
 import sys
 
 from jobs._cli import fail
-from vae.storage import StorageError
+from vae.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         trials = load_trials(args.experiment)
         best = best_epoch(trials)
         report = build_sweep_report(args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None)
-    except (StorageError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         return fail("report", str(exc))
     print(f"{len(trials)} trials; report: {report}/index.html")
     print(json.dumps({"report": f"{report}/index.html", "trials": len(trials)}))

@@ -22,6 +22,7 @@ import threading
 
 from jobs._cli import fail
 from vae.config import ConfigError, ServeConfig
+from vae.errors import UserError
 
 APP_NAME = "fsdd-vae"
 
@@ -56,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from dataclasses import replace
 
-    from vae.checkpoint import CheckpointError, check
+    from vae.checkpoint import check
     from vae.raysetup import finish_ray, init_ray
-    from vae.storage import StorageError
 
     try:
         config = replace(
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--port must be 1-65535, got {args.port}")
         # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
         resolved, run_cfg = check(args.checkpoint)
-    except (ConfigError, CheckpointError, StorageError) as exc:
+    except UserError as exc:
         return fail("serve", str(exc))
     print(f"checkpoint {resolved}: {run_cfg.prior.kind} prior, features {run_cfg.features.shape}", flush=True)
 

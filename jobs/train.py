@@ -32,7 +32,7 @@ from vae.config import (
     preset,
     to_dict,
 )
-from vae.storage import StorageError
+from vae.errors import UserError
 
 # CLI option -> (config section, field)
 OVERRIDES = {
@@ -142,10 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
 
-    from vae.checkpoint import CheckpointError
     from vae.dataset import read_feature_config
     from vae.raysetup import init_ray
-    from vae.training import TrainingError, check_run, fit, stored_run_config
+    from vae.training import check_run, fit, stored_run_config
 
     owns_ray = not ray.is_initialized()
     try:
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         init_ray(args.num_cpus)
         result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume)
-    except (ConfigError, StorageError, TrainingError) as exc:
+    except UserError as exc:
         return fail("train", str(exc))
     finally:
         if owns_ray and ray.is_initialized():
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate or args.classifier:
         try:
             evaluation = evaluate_best(result, args.data, args.classifier)
-        except (ValueError, StorageError, CheckpointError) as exc:
+        except (UserError, ValueError) as exc:
             return fail("train", f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
     m = result.best_metrics
     print(

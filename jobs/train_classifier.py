@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 
 from jobs._cli import fail
-from vae.config import ConfigError, RecogniserConfig
-from vae.storage import StorageError
+from vae.config import RecogniserConfig
+from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = recogniser.train_from_parquet(args.data, config, workers=args.workers)
         rec.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
         out = recogniser.save(rec, args.out)
-    except (ConfigError, StorageError, ValueError) as exc:
+    except (UserError, ValueError) as exc:
         return fail("train_classifier", str(exc))
     m = rec.metrics
     print(

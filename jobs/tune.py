@@ -17,9 +17,9 @@ import sys
 
 from jobs._cli import fail
 from vae.config import ConfigError
+from vae.errors import UserError
 from vae.raysetup import finish_ray, init_ray
 from vae.search_space import load_space
-from vae.storage import StorageError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             recogniser_uri=args.classifier,
             n_per_digit=args.n_per_digit,
         )
-    except (ConfigError, StorageError, FileNotFoundError, FileExistsError) as exc:
+    except (UserError, FileNotFoundError, FileExistsError) as exc:
         return fail("tune", str(exc))
     finish_ray()
     print(f"{result.trials} trials; best: {result.best_uri or 'none'}; report: {result.report_uri}/index.html")

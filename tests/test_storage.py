@@ -94,3 +94,16 @@ def test_safe_names_stay_inside_their_folder(tmp_path):
     for rel in ("../../x.wav", "/abs/x.wav", "a/../../b.wav", "sub//x.wav"):
         assert (tmp_path / storage.safe_relpath(rel)).resolve().is_relative_to(tmp_path.resolve())
     assert storage.safe_relpath("sub/3_theo_4.wav") == "sub/3_theo_4.wav"
+
+
+def test_ray_paths_become_uris_of_the_storage_they_live_on():
+    import pyarrow.fs as pafs
+
+    s3 = pafs.S3FileSystem(region="us-east-1", endpoint_override="http://127.0.0.1:1", scheme="http")
+    assert storage.ray_uri("bucket/exp/checkpoint_0001", s3) == "s3://bucket/exp/checkpoint_0001"
+    assert storage.ray_uri("/bucket/exp/checkpoint_0001", s3) == "s3://bucket/exp/checkpoint_0001"
+    assert storage.ray_uri("/runs/exp/checkpoint_0001", pafs.LocalFileSystem()) == "/runs/exp/checkpoint_0001"
+    # Tune's result rows carry the path alone.
+    assert storage.ray_uri("bucket/exp/checkpoint_0001") == "s3://bucket/exp/checkpoint_0001"
+    assert storage.ray_uri("/runs/exp/checkpoint_0001") == "/runs/exp/checkpoint_0001"
+    assert storage.ray_uri("s3://bucket/k") == "s3://bucket/k"

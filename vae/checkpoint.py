@@ -36,6 +36,7 @@ import numpy as np
 
 from vae import storage
 from vae.config import RunConfig, saved_run_config, to_json
+from vae.errors import UserError
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.npz"
@@ -51,7 +52,7 @@ LEGACY_REQUIRED = (WEIGHTS, CONFIG, STATE, METRICS, LATENT_STATS)
 _DIR_NAME = re.compile(r"checkpoint_(\d+)(?:-(\d+))?")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, incomplete, damaged or does not match its config; the message names it and the file."""
 
 

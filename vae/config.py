@@ -15,12 +15,14 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, TypeVar
 
+from vae.errors import UserError
+
 T = TypeVar("T")
 
 N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is this wide
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is missing, of the wrong type or out of range; the message names the key."""
 
 

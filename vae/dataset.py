@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 
 from vae import storage
 from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
+from vae.errors import UserError
 from vae.features import AudioError, Clip, decode_audio, decode_audios, waveform_to_spectrogram, waveforms_to_spectrograms
 
 FEATURES_KEY = "fsdd_vae.features"
@@ -65,7 +66,7 @@ _PART = re.compile(r"part-([0-9a-f]+)-[^/]*\.parquet$")
 _CLIPS_PER_BLOCK = 64
 
 
-class ExtractError(RuntimeError):
+class ExtractError(UserError, RuntimeError):
     """The extraction cannot run or produced nothing; the message names the input or output path."""
 
 

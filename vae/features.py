@@ -16,9 +16,10 @@ from typing import Sequence
 import numpy as np
 
 from vae.config import FeatureConfig
+from vae.errors import UserError
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """A clip cannot be turned into features; ``reason`` says why in a few words."""
 
     def __init__(self, reason: str):

@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
+from vae.errors import UserError
+
 FSDD_VERSION = "v1.0.10"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/{FSDD_VERSION}.tar.gz"
 # SHA-256 of the archive at FSDD_URL. Not pinned: this project was written without
@@ -30,7 +32,7 @@ LICENSE = "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)"
 OFFLINE_HINT = "point FSDD_DIR at a local copy of the recordings folder (e.g. FSDD_DIR=/data/fsdd/recordings)"
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """The dataset could not be downloaded or verified; the message says what to do instead."""
 
 

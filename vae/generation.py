@@ -23,10 +23,11 @@ import numpy as np
 
 from vae.checkpoint import LoadedModel
 from vae.config import N_DIGITS, SamplingConfig
+from vae.errors import UserError
 from vae.vocoder import spectrograms_to_waveforms
 
 
-class GenerationError(ValueError):
+class GenerationError(UserError, ValueError):
     """A generation request the checkpoint cannot serve; the message says why."""
 
 

@@ -21,10 +21,11 @@ import numpy as np
 from vae import storage
 from vae.config import FeatureConfig, IngestConfig
 from vae.dataset import parse_name
+from vae.errors import UserError
 from vae.features import decode_audio
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """The recording or the arguments cannot give labelled clips; the message says why."""
 
 

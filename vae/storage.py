@@ -20,13 +20,28 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from vae.errors import UserError
 
-class StorageError(OSError):
+
+class StorageError(UserError, OSError):
     """A storage path cannot be reached, read or written; the message names the path."""
 
 
 def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
+
+
+def ray_uri(path: str, filesystem: pafs.FileSystem | None = None) -> str:
+    """A path as Ray Train and Tune report it (a checkpoint's, a trial's) as a URI of this module.
+    Ray drops the scheme, so an S3 path starts with its bucket: the ``filesystem`` Ray gives with
+    it decides; without one, an absolute path is local and any other an S3 key."""
+    if is_s3(path):
+        return path
+    if filesystem is not None:
+        on_s3 = isinstance(filesystem, pafs.S3FileSystem) or "S3" in type(filesystem).__name__
+    else:
+        on_s3 = not os.path.isabs(path)
+    return "s3://" + path.lstrip("/") if on_s3 else path
 
 
 def s3_filesystem() -> pafs.S3FileSystem:

@@ -26,6 +26,7 @@ import numpy as np
 
 from vae import storage
 from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, saved_run_config, to_dict
+from vae.errors import UserError
 
 TRAIN, VAL = "train", "val"
 COLUMNS = ["id", "digit", "spectrogram", "db_min", "db_max"]
@@ -33,7 +34,7 @@ SCORE_METRIC = "val_recon_mse"
 RUN_CONFIG_FILE = "run_config.json"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A run cannot start or did not finish; the message names the run and what to do."""
 
 
@@ -438,11 +439,6 @@ def _ray_storage(storage_uri: str) -> tuple[str, Any]:
     return loc.path, (loc.fs if storage.is_s3(loc.uri) else None)
 
 
-def checkpoint_uri(checkpoint, storage_uri: str) -> str:
-    """A Ray ``Checkpoint`` as a URI of the same kind as the storage it lives in."""
-    return "s3://" + checkpoint.path.lstrip("/") if storage.is_s3(storage_uri) else checkpoint.path
-
-
 def build_trainer(
     run_cfg: RunConfig,
     datasets: dict[str, Any],
@@ -604,9 +600,9 @@ def fit(
     best, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][SCORE_METRIC])
     return FitResult(
         run_dir=run_dir,
-        best_checkpoint=checkpoint_uri(best, storage_uri),
+        best_checkpoint=storage.ray_uri(best.path, best.filesystem),
         best_metrics=dict(best_metrics),
-        latest_checkpoint=checkpoint_uri(result.checkpoint, storage_uri) if result.checkpoint else "",
+        latest_checkpoint=storage.ray_uri(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else "",
         latest_metrics=dict(result.metrics or {}),
         run_config=run_cfg,
     )

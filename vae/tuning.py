@@ -94,18 +94,13 @@ def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_d
                     from vae.evaluation import recogniser
 
                     self._recogniser = recogniser.load(recogniser_uri)
-                accuracy = sample_accuracy(_checkpoint_uri(checkpoint), self._recogniser, n_per_digit, seed)
+                accuracy = sample_accuracy(storage.ray_uri(checkpoint.path, checkpoint.filesystem), self._recogniser, n_per_digit, seed)
                 first["digit_accuracy"] = accuracy
             first["val_unexplained_variance"] = first["val_recon_mse"] / val_variance
             first[OBJECTIVE] = objective(first["val_recon_mse"], val_variance, accuracy)
             super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
     return ObjectiveReportCallback()
-
-
-def _checkpoint_uri(checkpoint) -> str:
-    fs_type = type(checkpoint.filesystem).__name__ if checkpoint.filesystem is not None else ""
-    return ("s3://" + checkpoint.path.lstrip("/")) if "S3" in fs_type else checkpoint.path
 
 
 def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_uri: str, sweep: dict, datasets: dict) -> None:
@@ -358,17 +353,10 @@ def best_epoch(trials: list[TrialRecord]) -> dict | None:
             if _finite(row.get(OBJECTIVE)) and ckpt:
                 candidates.append((row[OBJECTIVE], t, row))
     for _, t, row in sorted(candidates, key=lambda c: c[0]):
-        uri = _stored_uri(row["checkpoint_path"])
+        uri = storage.ray_uri(row["checkpoint_path"])
         if storage.exists(uri):
             return {"trial_id": t.trial_id, "params": t.params, "checkpoint": uri, "metrics": row}
     return None
-
-
-def _stored_uri(path: str) -> str:
-    """Ray reports checkpoint paths without a scheme; S3 paths start with the bucket name."""
-    if path.startswith("s3://") or os.path.isabs(path):
-        return path
-    return "s3://" + path
 
 
 def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:

@@ -79,7 +79,7 @@ def evaluate_run(
     data_uri: str,
     out_uri: str | None = None,
     classifier_uri: str | None = None,
-    n_per_digit: int = EvalConfig.n_per_digit,
+    n_per_digit: int | None = None,
     config: EvalConfig | None = None,
     wavs_uri: str | None = None,
     workers: int | None = None,
@@ -88,10 +88,14 @@ def evaluate_run(
 
     With ``classifier_uri`` (a recogniser checkpoint) the sample metrics are computed
     too; with ``out_uri`` (folder or s3://) ``metrics.json`` and the HTML report are
-    written there, metrics first so a failing plot loses no number.
+    written there, metrics first so a failing plot loses no number. ``n_per_digit``, when given,
+    overrides ``config.n_per_digit``; otherwise the config's (default: :class:`EvalConfig`'s) holds.
     """
     started = time.perf_counter()
-    ev = evaluate(loaded, data_uri, classifier_uri, replace(config or EvalConfig(), n_per_digit=n_per_digit), wavs_uri, workers)
+    config = config or EvalConfig()
+    if n_per_digit is not None:
+        config = replace(config, n_per_digit=n_per_digit).validate()
+    ev = evaluate(loaded, data_uri, classifier_uri, config, wavs_uri, workers)
     ev.metrics["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     if out_uri is not None:
         write(ev, out_uri)
