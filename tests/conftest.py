@@ -24,6 +24,17 @@ S3_ENV = {
 SMALL_TAKES = (0, 1, 5, 6, 7)
 
 
+# Tests that use any of these (directly or through another fixture) are marked ``slow``: they start
+# Ray, a browser or a job, or need the full dataset. ``make test-fast`` runs the rest.
+HEAVY_FIXTURES = frozenset({"ray_local", "full_parquet", "recogniser_dir", "browser"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -73,11 +73,14 @@ def _pin_api_server(kwargs: dict[str, Any]) -> str:
 
 
 def _quiet_ray_data() -> None:
-    """Keep Ray Data's progress bars (long work shows progress) but drop its per-run banners."""
+    """Ray Data's progress bars on a terminal only (in a log they are redrawn as hundreds of lines;
+    the jobs print their own progress lines), and none of its per-run banners."""
+    import sys
+
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
