@@ -13,7 +13,7 @@ import pytest
 
 from vae import checkpoint, storage
 from vae.config import ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.training import TrainingError, fit, make_optimizer
+from vae.training import TrainingError, batches, epoch_order, fit, make_optimizer, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
@@ -137,3 +137,36 @@ def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(ray_
     # Every epoch's metrics travel with the checkpoint, across the resume.
     assert [r["epoch"] for r in loaded.metrics["history"]] == [1, 2]
     assert loaded.metrics["history"][-1]["val_recon_mse"] == loaded.metrics["val_recon_mse"]
+
+
+# --------------------------------------------------------------------------- the worker loop's pure parts
+
+
+def test_pack_and_unpack_round_trip_nested_named_arrays():
+    tree = {
+        "train": np.array([1.0, 2.0, 3.0, 4.0]),
+        "val": {"sums": np.arange(4.0), "count": np.array([7])},
+        "latent": {"mu": np.arange(6.0).reshape(2, 3), "count": np.zeros(2)},
+    }
+    vector = pack(tree)
+    assert vector.shape == (4 + 4 + 1 + 6 + 2,) and vector.dtype == np.float64
+    back = unpack(vector * 2, tree)
+    assert back.keys() == tree.keys() and back["val"].keys() == tree["val"].keys()
+    assert back["latent"]["mu"].shape == (2, 3)
+    np.testing.assert_array_equal(back["latent"]["mu"], tree["latent"]["mu"] * 2)
+    np.testing.assert_array_equal(back["val"]["count"], [14])
+    with pytest.raises(ValueError, match="packed vector has 18 values, the layout 17"):
+        unpack(np.zeros(18), tree)
+
+
+def test_each_epoch_takes_full_batches_of_a_seeded_permutation_of_the_shard():
+    first, again = epoch_order(10, 3, 3, seed=0, epoch=1), epoch_order(10, 3, 3, seed=0, epoch=1)
+    np.testing.assert_array_equal(first, again)
+    assert len(first) == 9 and len(set(first.tolist())) == 9 and set(first.tolist()) <= set(range(10))
+    assert not np.array_equal(first, epoch_order(10, 3, 3, seed=0, epoch=2))
+    assert not np.array_equal(first, epoch_order(10, 3, 3, seed=0, epoch=1, rank=1))
+    with pytest.raises(TrainingError, match="worker 1's shard holds 5 clips, fewer than the 2 batches of 3"):
+        epoch_order(5, 2, 3, seed=0, epoch=1, rank=1)
+    data = {"id": np.arange(7), "x": np.arange(7) * 10}
+    assert [len(b["id"]) for b in batches(data, 3)] == [3, 3, 1]
+    assert [b["x"].tolist() for b in batches(data, 2, np.array([6, 0]))] == [[60, 0]]

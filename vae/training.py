@@ -153,24 +153,105 @@ def _maybe_fault(train_cfg, epoch: int, rank: int, run_dir: str) -> None:
     os._exit(1)
 
 
-def pack(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Named arrays as one float64 vector, so one all-reduce carries them all."""
-    return np.concatenate([np.asarray(v, np.float64).ravel() for v in arrays.values()])
+def pack(tree: dict[str, Any]) -> np.ndarray:
+    """Named arrays (dicts of them nested to any depth) as one float64 vector, so one all-reduce carries them all."""
+    leaves = []
+
+    def collect(node: dict[str, Any]) -> None:
+        for value in node.values():
+            collect(value) if isinstance(value, dict) else leaves.append(np.asarray(value, np.float64).ravel())
+
+    collect(tree)
+    return np.concatenate(leaves) if leaves else np.zeros(0)
 
 
-def unpack(vector: np.ndarray, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The inverse of :func:`pack`: ``vector`` cut into arrays of the names and shapes of ``like``."""
-    out, offset = {}, 0
-    for key, value in like.items():
-        size = int(np.size(value))
-        out[key] = np.asarray(vector[offset : offset + size]).reshape(np.shape(value))
-        offset += size
+def unpack(vector: np.ndarray, like: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`pack`: ``vector`` cut into arrays of the names, nesting and shapes of ``like``."""
+    offset = 0
+
+    def cut(node: dict[str, Any]) -> dict[str, Any]:
+        nonlocal offset
+        out = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                out[key] = cut(value)
+                continue
+            size = int(np.size(value))
+            out[key] = np.asarray(vector[offset : offset + size]).reshape(np.shape(value))
+            offset += size
+        return out
+
+    out = cut(like)
     if offset != len(vector):
         raise ValueError(f"packed vector has {len(vector)} values, the layout {offset}")
     return out
 
 
-def _restore(model, optimizer, tcfg, rank: int, run_dir: str) -> tuple[int, dict]:
+@dataclass
+class Worker:
+    """What one Ray Train worker holds for a run: its place, the model and its compiled steps, its shards."""
+
+    run_cfg: RunConfig
+    run_dir: str
+    rank: int
+    world: int
+    steps: Any  # vae.models.DistributedSteps: the model, its optimizer and the compiled steps
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    steps_per_epoch: int
+    rows_per_rank: int  # this worker's block of the table every worker's encodings are gathered in
+
+    def all_reduce(self, parts: dict[str, Any]) -> dict[str, Any]:
+        """``parts`` (nested named arrays) summed over every worker, in one collective."""
+        import tensorflow as tf
+
+        return unpack(self.steps.all_reduce(tf.constant(pack(parts))).numpy(), parts)
+
+    def say(self, message: str) -> None:
+        if self.rank == 0:
+            _say(message)
+
+
+def start_worker(config: dict[str, Any]) -> Worker:
+    """Build this worker's model, optimizer and steps under the strategy its world size needs, and read its shards."""
+    import keras
+    import ray.train
+    import tensorflow as tf
+
+    from vae.models import DistributedSteps, build_vae
+
+    run_cfg = from_dict(RunConfig, config["run_config"]).validate()
+    tcfg = run_cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = max(1, (os.cpu_count() or 1) // max(1, ctx.get_local_world_size()))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this process: keep its setting
+    keras.utils.set_random_seed(tcfg.seed)
+
+    # One worker needs no collectives, and without them the steps can be XLA-compiled.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
+    steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
+    with strategy.scope():
+        model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
+        optimizer = make_optimizer(tcfg, steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+    return Worker(
+        run_cfg=run_cfg,
+        run_dir=config["run_dir"],
+        rank=rank,
+        world=world,
+        steps=DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile),
+        train=load_shard(ray.train.get_dataset_shard(TRAIN)),
+        val=load_shard(ray.train.get_dataset_shard(VAL)),
+        steps_per_epoch=steps_per_epoch,
+        rows_per_rank=-(-config["num_train_rows"] // world) + 1,
+    )
+
+
+def restore(worker: Worker) -> tuple[int, dict]:
     """Epochs done and metrics of the checkpoint this run goes on from (after a failure or --resume)."""
     import ray.train
 
@@ -179,11 +260,11 @@ def _restore(model, optimizer, tcfg, rank: int, run_dir: str) -> tuple[int, dict
     if ray.train.get_checkpoint() is None:
         return 0, {}
     # Ray hands over its latest checkpoint; go on from the newest one that verifies (that one, unless damaged).
-    start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(run_dir, model, optimizer, _say if rank == 0 else None)
+    steps, tcfg = worker.steps, worker.run_cfg.train
+    start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(worker.run_dir, steps.model, steps.optimizer, worker.say)
     if tcfg.lr_schedule == "constant":
-        optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
-    if rank == 0:
-        _say(f"resuming from {restored} after epoch {start_epoch}")
+        steps.optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
+    worker.say(f"resuming from {restored} after epoch {start_epoch}")
     return start_epoch, metrics
 
 
@@ -255,28 +336,28 @@ def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
     return {"sums": sums, "count": np.array([shard_rows(data)])}
 
 
-def _encode_shard(steps, data, run_cfg, rank: int, rows_per_rank: int, world: int) -> dict[str, np.ndarray]:
+def _encode_shard(worker: Worker) -> dict[str, np.ndarray]:
     """Latent sums by digit over this worker's train shard, and its posterior means placed in
     this rank's block of a zero table, so that the all-reduce (a sum) gathers every worker's."""
-    model = steps.model
+    run_cfg, model, rank, block = worker.run_cfg, worker.steps.model, worker.rank, worker.rows_per_rank
     sums = empty_latent_sums(run_cfg.model.latent_dim, model.prior.components)
-    table = np.zeros((world * rows_per_rank, run_cfg.model.latent_dim + 2))  # mu, digit, "row used"
-    row = rank * rows_per_rank
-    for batch in batches(data, max(run_cfg.train.batch_size, 64)):
-        mu = steps.encode(batch["spectrogram"], batch["digit"].astype(np.int32)).numpy()
+    table = np.zeros((worker.world * block, run_cfg.model.latent_dim + 2))  # mu, digit, "row used"
+    row = rank * block
+    for batch in batches(worker.train, max(run_cfg.train.batch_size, 64)):
+        mu = worker.steps.encode(batch["spectrogram"], batch["digit"].astype(np.int32)).numpy()
         add_latent_sums(sums, mu, batch, model.prior.assign(mu) if model.prior.kind != "normal" else None)
-        if row + len(mu) > (rank + 1) * rows_per_rank:
-            raise TrainingError(f"worker {rank}'s train shard holds more than the {rows_per_rank} rows expected")
+        if row + len(mu) > (rank + 1) * block:
+            raise TrainingError(f"worker {rank}'s train shard holds more than the {block} rows expected")
         table[row : row + len(mu)] = np.column_stack([mu, batch["digit"], np.ones(len(mu))])
         row += len(mu)
     return {**sums, "latents": table}
 
 
-def _epoch_metrics(epoch: int, start_epoch: int, steps_done: int, total: dict, train_time: float) -> dict[str, Any]:
+def _epoch_metrics(epoch: int, steps_done: int, total: dict, train_time: float) -> dict[str, Any]:
     from vae.models import TERMS
 
     n_train, val_count = float(total["train_clips"][0]), float(total["val"]["count"][0])
-    metrics = {"epoch": epoch, "resumed_from_epoch": start_epoch, "steps": steps_done, "train_clips": int(n_train), "val_clips": int(val_count)}
+    metrics = {"epoch": epoch, "steps": steps_done, "train_clips": int(n_train), "val_clips": int(val_count)}
     metrics.update({f"train_{key}": float(v) for key, v in zip(TERMS, total["train"] / max(n_train, 1))})
     # A diverged epoch must rank last among checkpoints, not poison the ordering with NaN.
     val_mean = total["val"]["sums"] / max(val_count, 1)
@@ -285,111 +366,99 @@ def _epoch_metrics(epoch: int, start_epoch: int, steps_done: int, total: dict, t
     return metrics
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: resume if Ray hands over a checkpoint, then per epoch train on this
-    worker's 'train' shard, validate on its 'val' shard, encode the train shard, all-reduce
-    everything, and report metrics, plus from rank 0 a checkpoint with the latent statistics
-    and the ex-post mixtures fitted to every worker's encodings. ``config``: :func:`loop_config`."""
-    import keras
+def initial_val_loss(worker: Worker) -> float:
+    """The untrained model's validation loss: the baseline every later epoch is compared with."""
+    val = worker.all_reduce(_validate(worker.steps, worker.val, worker.run_cfg))
+    return float(val["sums"][0] / max(val["count"][0], 1))
+
+
+def run_epoch(worker: Worker, epoch: int, started: float) -> tuple[dict[str, Any], bool]:
+    """Train one epoch on this worker's shard and validate: the epoch's metrics, summed over every
+    worker (so every worker takes the same decisions from the same numbers), and whether the time
+    budget (counted from ``started``) is spent before another epoch could finish."""
+    run_cfg, tcfg = worker.run_cfg, worker.run_cfg.train
+    t0 = time.perf_counter()
+    train_sums, steps_done = _train_epoch(worker.steps, worker.train, run_cfg, epoch, worker.rank, worker.steps_per_epoch)
+    train_time = time.perf_counter() - t0
+    val = _validate(worker.steps, worker.val, run_cfg)
+    val_time = time.perf_counter() - t0 - train_time
+    total = worker.all_reduce({
+        "train": train_sums,
+        "train_clips": np.array([steps_done * tcfg.batch_size]),
+        "val": val,
+        "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
+    })
+    elapsed, epoch_time = total["clock"] / worker.world
+    out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
+    metrics = _epoch_metrics(epoch, steps_done, total, train_time)
+    metrics.update(kl_weight=run_cfg.prior.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
+    metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
+    return metrics, bool(out_of_time)
+
+
+def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], history: list[dict], epoch_started: float):
+    """Gather every worker's encodings; rank 0 writes the checkpoint (other ranks get None)."""
+    t0 = time.perf_counter()
+    latent = worker.all_reduce(_encode_shard(worker))
+    checkpoint = None
+    if worker.rank == 0:
+        metrics["epoch_time_s"] = float(time.perf_counter() - epoch_started)  # as saved; the reported one is final
+        steps = worker.steps
+        checkpoint = _checkpoint(steps.model, steps.optimizer, epoch, worker.run_cfg, {**metrics, "history": history}, latent)
+    metrics["checkpoint_time_s"] = time.perf_counter() - t0
+    return checkpoint
+
+
+def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
+    return (
+        f"epoch {epoch}/{epochs}: train loss {m['train_loss']:.4g} (recon_mse {m['train_recon_mse']:.4g}, "
+        f"kl {m['train_kl']:.4g}) | val loss {m['val_loss']:.4g} (recon_mse {m['val_recon_mse']:.4g}, "
+        f"kl {m['val_kl']:.4g}) | {m['train_clips_per_s']:.1f} clips/s, {m['epoch_time_s']:.1f} s"
+    )
+
+
+def report(worker: Worker, epoch: int, metrics: dict[str, Any], checkpoint) -> None:
+    """Hand the epoch's metrics (and rank 0's checkpoint) to Ray Train, then drop the local copy."""
     import ray.train
-    import tensorflow as tf
 
     from vae import checkpoint as ckpt_lib
-    from vae.models import DistributedSteps, build_vae
 
-    run_cfg = from_dict(RunConfig, config["run_config"]).validate()
-    run_dir, tcfg = config["run_dir"], run_cfg.train
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = max(1, (os.cpu_count() or 1) // max(1, ctx.get_local_world_size()))
+    name = f"checkpoint_{epoch:04d}"
+    if checkpoint is not None:
+        name = ckpt_lib.dir_name(worker.run_dir, epoch)  # never the folder of a damaged checkpoint gone back past
+    worker.say(_epoch_line(epoch, worker.run_cfg.train.epochs, metrics))
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # TensorFlow already initialised in this process: keep its setting
-    keras.utils.set_random_seed(tcfg.seed)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+    finally:
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint.path, ignore_errors=True)
 
-    # One worker needs no collectives, and without them the steps can be XLA-compiled.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
-    steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
-    with strategy.scope():
-        model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
-        optimizer = make_optimizer(tcfg, steps_per_epoch)
-        optimizer.build(model.trainable_variables)
-    start_epoch, restored_metrics = _restore(model, optimizer, tcfg, rank, run_dir)
-    steps = DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile)
-    rows_per_rank = -(-config["num_train_rows"] // world) + 1
-    train_shard, val_shard = load_shard(ray.train.get_dataset_shard(TRAIN)), load_shard(ray.train.get_dataset_shard(VAL))
 
-    def all_reduce(parts: dict) -> dict:
-        flat = {k: v for k, v in parts.items() if not isinstance(v, dict)}
-        nested = {f"{k}.{kk}": vv for k, v in parts.items() if isinstance(v, dict) for kk, vv in v.items()}
-        layout = {**flat, **nested}
-        total = unpack(steps.all_reduce(tf.constant(pack(layout))).numpy(), layout)
-        out = {k: total[k] for k in flat}
-        for key in nested:
-            outer, inner = key.split(".", 1)
-            out.setdefault(outer, {})[inner] = total[key]
-        return out
-
-    if start_epoch == 0:
-        # The untrained model's validation loss: the baseline every later epoch is compared with.
-        initial = all_reduce({"val": _validate(steps, val_shard, run_cfg)})["val"]
-        initial_val_loss = float(initial["sums"][0] / max(initial["count"][0], 1))
-    else:
-        initial_val_loss = restored_metrics.get("initial_val_loss")
-    # Every epoch's metrics, carried by each checkpoint: curves survive keeping only the best few.
-    history = list(restored_metrics.get("history", []))
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: resume if Ray hands over a checkpoint, then per epoch train on this
+    worker's 'train' shard, validate on its 'val' shard, all-reduce, and report metrics, with at
+    checkpoint epochs (from rank 0) a checkpoint holding the latent statistics and the ex-post
+    mixtures fitted to every worker's encodings. ``config``: :func:`loop_config`."""
+    worker = start_worker(config)
+    tcfg = worker.run_cfg.train
+    start_epoch, restored = restore(worker)
+    baseline = initial_val_loss(worker) if start_epoch == 0 else restored.get("initial_val_loss")
+    history = list(restored.get("history", []))  # every epoch's metrics: curves survive keeping only the best few
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
-        _maybe_fault(tcfg, epoch, rank, run_dir)
+        _maybe_fault(tcfg, epoch, worker.rank, worker.run_dir)
         t0 = time.perf_counter()
-        train_sums, steps_done = _train_epoch(steps, train_shard, run_cfg, epoch, rank, steps_per_epoch)
-        train_time = time.perf_counter() - t0
-        val = _validate(steps, val_shard, run_cfg)
-        val_time = time.perf_counter() - t0 - train_time
-        total = all_reduce({
-            "train": train_sums,
-            "train_clips": np.array([steps_done * tcfg.batch_size]),
-            "val": val,
-            # Summed over workers, so every worker takes the same decisions from the same numbers.
-            "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
-        })
-        elapsed, epoch_time = total["clock"] / world
-        out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
-        last = out_of_time or epoch == tcfg.epochs
-        metrics = _epoch_metrics(epoch, start_epoch, steps_done, total, train_time)
-        metrics.update(initial_val_loss=initial_val_loss, kl_weight=run_cfg.prior.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
-        metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
+        metrics, out_of_time = run_epoch(worker, epoch, started)
+        metrics.update(resumed_from_epoch=start_epoch, initial_val_loss=baseline)
         history.append(metrics)
-
         checkpoint = None
-        if last or epoch % tcfg.checkpoint_every == 0:
-            t1 = time.perf_counter()
-            latent = all_reduce({"latent": _encode_shard(steps, train_shard, run_cfg, rank, rows_per_rank, world)})["latent"]
-            if rank == 0:
-                metrics["epoch_time_s"] = float(time.perf_counter() - t0)  # as saved; final below
-                checkpoint = _checkpoint(model, optimizer, epoch, run_cfg, {**metrics, "history": history}, latent)
-            metrics["checkpoint_time_s"] = time.perf_counter() - t1
+        if out_of_time or epoch == tcfg.epochs or epoch % tcfg.checkpoint_every == 0:
+            checkpoint = checkpoint_epoch(worker, epoch, metrics, history, t0)
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
-        name = f"checkpoint_{epoch:04d}"
-        if checkpoint is not None:
-            name = ckpt_lib.dir_name(run_dir, epoch)  # never the folder of a damaged checkpoint gone back past
-        if rank == 0:
-            _say(
-                f"epoch {epoch}/{tcfg.epochs}: train loss {metrics['train_loss']:.4g} (recon_mse "
-                f"{metrics['train_recon_mse']:.4g}, kl {metrics['train_kl']:.4g}) | val loss {metrics['val_loss']:.4g} "
-                f"(recon_mse {metrics['val_recon_mse']:.4g}, kl {metrics['val_kl']:.4g}) | "
-                f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
-            )
-        try:
-            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
-        finally:
-            if checkpoint is not None:
-                shutil.rmtree(checkpoint.path, ignore_errors=True)
+        report(worker, epoch, metrics, checkpoint)
         if out_of_time:
-            if rank == 0:
-                _say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
-            break
+            worker.say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
+            return
 
 
 def _checkpoint(model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent: dict):

@@ -303,37 +303,37 @@ def _finite(value: Any) -> bool:
 
 
 def load_trials(exp_uri: str) -> list[TrialRecord]:
-    """Every trial of an experiment, from its storage only (works for any past sweep)."""
+    """Every trial of an experiment, read back from its storage alone through Ray Tune's public
+    ``ExperimentAnalysis`` (works for any past sweep, local or on S3)."""
+    from ray.tune import ExperimentAnalysis
+
     tune_uri = storage.join(exp_uri, TUNE_DIR)
     if not storage.exists(tune_uri):
         raise FileNotFoundError(f"{exp_uri} is not a sweep: {tune_uri} does not exist")
-    statuses: dict[str, tuple[str, str | None]] = {}
-    states = sorted(f for f in storage.list_files(tune_uri, ".json", recursive=False) if "experiment_state" in f)
-    if states:
-        for trial_json, runtime in storage.read_json(states[-1]).get("trial_data", []):
-            t = json.loads(trial_json)
-            rt = json.loads(runtime) if isinstance(runtime, str) else runtime
-            err = None
-            if rt.get("error_filename"):
-                err_uri = storage.join(tune_uri, t["relative_logdir"], rt["error_filename"])
-                err = storage.read_text(err_uri).strip().splitlines()[-1] if storage.exists(err_uri) else "error"
-            statuses[t["trial_id"]] = (t.get("status", "UNKNOWN"), err)
+    loc = storage.resolve(tune_uri)
+    try:
+        analysis = ExperimentAnalysis(loc.path, storage_filesystem=loc.fs)
+    except ValueError as exc:
+        raise FileNotFoundError(f"{exp_uri}: Ray Tune saved no experiment state in {tune_uri} yet ({exc})") from None
     records = []
-    for params_uri in storage.list_files(tune_uri, "params.json"):
-        trial_dir = params_uri.rsplit("/", 1)[0]
-        params = storage.read_json(params_uri)
-        history = []
-        result_uri = storage.join(trial_dir, "result.json")
-        if storage.exists(result_uri):
-            for line in storage.read_text(result_uri).splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    row.pop("config", None)
-                    history.append(row)
-        trial_id = history[-1]["trial_id"] if history else trial_dir.rsplit("/", 1)[-1].split("_")[1]
-        status, err = statuses.get(trial_id, ("UNKNOWN", None))
-        records.append(TrialRecord(trial_id, status, params, _dedupe_epochs(history), err))
+    for trial in analysis.trials:
+        frame = analysis.trial_dataframes.get(trial.trial_id)
+        rows = [] if frame is None else frame.to_dict("records")
+        history = [_result_row(row) for row in rows]
+        error = trial.get_error()
+        error = str(error).strip().splitlines()[-1] if error else None
+        records.append(TrialRecord(trial.trial_id, trial.status, dict(trial.config), _dedupe_epochs(history), error))
     return sorted(records, key=lambda r: (r.best_row() or {}).get(OBJECTIVE, math.inf))
+
+
+def _result_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One reported result as a plain dict: without the trial's config columns, and without the
+    gaps (NaN) a table leaves where an epoch did not report a metric (e.g. digit accuracy)."""
+    return {
+        key: value.item() if isinstance(value, np.generic) else value
+        for key, value in row.items()
+        if not key.startswith("config/") and not (isinstance(value, float) and math.isnan(value))
+    }
 
 
 def _dedupe_epochs(history: list[dict]) -> list[dict]:
