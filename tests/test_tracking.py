@@ -209,3 +209,26 @@ def test_workers_get_the_drivers_mlflow_settings_and_nothing_else():
     env = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_TOKEN": "secret", "MLFLOW_EXPERIMENT_NAME": "", "HOME": "/root"}
     assert tracking.mlflow_settings(env) == {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}
 
+
+def test_a_ray_train_run_writes_tensorboard_events_and_mlflow_metrics_of_every_epoch(ray_local, small_parquet, tmp_path, mlflow_store):
+    from test_training import tiny_run_config
+
+    from vae.training import fit
+
+    # The driver's environment only: Ray's workers started before it was set, so the loop config carries it.
+    result = fit(tiny_run_config(epochs=2, tracking_samples=2), small_parquet, str(tmp_path / "runs"), "tracked")
+
+    events = read_events(os.path.join(result.run_dir, tracking.TENSORBOARD_DIR))
+    assert sorted(scalars(events, "val/loss")) == [1, 2]
+    assert scalars(events, "val/recon_mse")[2] == pytest.approx(result.latest_metrics["val_recon_mse"])
+    assert sorted(scalars(events, "kl_weight")) == [1, 2] and sorted(scalars(events, "train/clips_per_s")) == [1, 2]
+    samples = {(step, tag) for step, tag, plugin, _ in events if plugin in ("images", "audio")}
+    assert {tag for _, tag in samples} == {f"samples/digit_{d}/{kind}" for d in (0, 1) for kind in ("spectrogram", "audio")}
+    assert {step for step, _ in samples} == {1, 2}
+
+    client, run = mlflow_run(result.run_dir)
+    assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
+    assert run.data.params["train.num_workers"] == "2" and run.data.params["model.latent_dim"] == "4"
+    val_loss = history(client, run.info.run_id, "val_loss")
+    assert sorted(val_loss) == [1, 2] and val_loss[2] == pytest.approx(result.latest_metrics["val_loss"])
+    assert sorted(history(client, run.info.run_id, "train_loss")) == [1, 2]

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vae import storage
+from vae import storage, tracking
 from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, saved_run_config, to_dict
 from vae.errors import UserError
 
@@ -126,7 +126,8 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 
 def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int) -> dict[str, Any]:
     """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only."""
-    return {"run_config": to_dict(run_cfg), "run_dir": run_dir, "num_train_rows": int(num_train_rows)}
+    return {"run_config": to_dict(run_cfg), "run_dir": run_dir, "num_train_rows": int(num_train_rows),
+            "tracking": tracking.mlflow_settings()}
 
 
 def _say(message: str) -> None:
@@ -339,6 +340,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         initial_val_loss = restored_metrics.get("initial_val_loss")
     # Every epoch's metrics, carried by each checkpoint: curves survive keeping only the best few.
     history = list(restored_metrics.get("history", []))
+    tracker = tracking.worker_tracker(config, rank, run_cfg)  # rank 0 logs, other ranks get a no-op
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         _maybe_fault(tcfg, epoch, rank, run_dir)
@@ -381,6 +383,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"(recon_mse {metrics['val_recon_mse']:.4g}, kl {metrics['val_kl']:.4g}) | "
                 f"{metrics['train_clips_per_s']:.1f} clips/s, {metrics['epoch_time_s']:.1f} s"
             )
+        tracker.log_epoch(epoch, metrics)
+        if checkpoint is not None:
+            tracker.log_checkpoint_samples(epoch, model, checkpoint.path, tcfg.tracking_samples)
         try:
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
         finally:
@@ -390,6 +395,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if rank == 0:
                 _say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
             break
+    tracker.close()
 
 
 def _checkpoint(model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent: dict):
