@@ -123,8 +123,9 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfi
 
 def evaluate_best(result, data: str, classifier: str | None) -> dict:
     """Score the best checkpoint on audio (vae.evaluation) and record it beside the training metrics:
-    in the checkpoint's metrics.json and in RUN/metrics.json, so runs and sweep trials compare on it."""
-    from vae import storage
+    in the checkpoint's metrics.json and in RUN/metrics.json, so runs and sweep trials compare on it,
+    and in the run's trackers (vae.tracking: the numbers, and the report as an MLflow artefact)."""
+    from vae import storage, tracking
     from vae.checkpoint import METRICS, load, write_json
     from vae.evaluation.run import evaluate_run
 
@@ -134,6 +135,7 @@ def evaluate_best(result, data: str, classifier: str | None) -> dict:
     merged = {**loaded.metrics, **evaluation}
     write_json(result.best_checkpoint, METRICS, merged)
     storage.write_json(storage.join(result.run_dir, METRICS), {"best_checkpoint": result.best_checkpoint, **merged})
+    tracking.log_report(result.run_dir, [out], evaluation, loaded.epoch)
     print(f"evaluation: {out}/index.html")
     return evaluation
 

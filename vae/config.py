@@ -226,6 +226,9 @@ class TrainConfig:
     # and a fit) after every this-many epochs, and always after the last one.
     checkpoint_every: int = 1
     checkpoints_to_keep: int = 2
+    # At every checkpoint, one generated clip of each of the first this-many digits goes to
+    # TensorBoard as a spectrogram image and Griffin-Lim audio (vae/tracking.py); 0: none.
+    tracking_samples: int = 4
     max_failures: int = 2
     # Test-only fault switch: worker of this rank exits hard at the start of this epoch, once.
     fault_epoch: int = -1
@@ -235,6 +238,8 @@ class TrainConfig:
         _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "cpus_per_worker", "checkpoints_to_keep", "checkpoint_every")
         if self.time_budget_s < 0:
             raise ConfigError(f"TrainConfig.time_budget_s={self.time_budget_s} must be >= 0 (0 = no limit)")
+        if self.tracking_samples < 0:
+            raise ConfigError(f"TrainConfig.tracking_samples={self.tracking_samples} must be >= 0 (0 = none)")
         if self.max_failures < -1:
             raise ConfigError(f"TrainConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         _choice(self, "placement_strategy", ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from vae import storage
+from vae import storage, tracking
 from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, to_json
 
 def _log(msg: str) -> None:
@@ -163,7 +163,11 @@ def run_pipeline(
 
     evaluation = storage.join(exp_uri, "evaluation")
     _log(f"evaluate: {best} -> {evaluation}")
-    metrics = evaluate_run(checkpoint.load(best), features, out_uri=evaluation, classifier_uri=rec, n_per_digit=n_per_digit)
+    loaded = checkpoint.load(best)
+    metrics = evaluate_run(loaded, features, out_uri=evaluation, classifier_uri=rec, n_per_digit=n_per_digit)
+    # A single run's trackers get its report; a sweep's go to a tracker run of the experiment itself.
+    reports = [evaluation] if space is None else [uri for uri in (evaluation, result.report_uri) if uri]
+    tracking.log_report(storage.join(exp_uri, "train") if space is None else exp_uri, reports, metrics, loaded.epoch)
     lap("evaluate")
     return PipelineResult(
         features=features,

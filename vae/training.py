@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vae import storage
+from vae import storage, tracking
 from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, saved_run_config, to_dict
 from vae.errors import UserError
 
@@ -126,7 +126,12 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 
 def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int) -> dict[str, Any]:
     """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only."""
-    return {"run_config": to_dict(run_cfg), "run_dir": run_dir, "num_train_rows": int(num_train_rows)}
+    return {
+        "run_config": to_dict(run_cfg),
+        "run_dir": run_dir,
+        "num_train_rows": int(num_train_rows),
+        "tracking": tracking.mlflow_settings(),  # workers do not share the driver's environment
+    }
 
 
 def _say(message: str) -> None:
@@ -417,8 +422,8 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
     )
 
 
-def report(worker: Worker, epoch: int, metrics: dict[str, Any], checkpoint) -> None:
-    """Hand the epoch's metrics (and rank 0's checkpoint) to Ray Train, then drop the local copy."""
+def report(worker: Worker, tracker, epoch: int, metrics: dict[str, Any], checkpoint) -> None:
+    """Hand the epoch's metrics (and rank 0's checkpoint) to the trackers and Ray Train, then drop the local copy."""
     import ray.train
 
     from vae import checkpoint as ckpt_lib
@@ -427,6 +432,9 @@ def report(worker: Worker, epoch: int, metrics: dict[str, Any], checkpoint) -> N
     if checkpoint is not None:
         name = ckpt_lib.dir_name(worker.run_dir, epoch)  # never the folder of a damaged checkpoint gone back past
     worker.say(_epoch_line(epoch, worker.run_cfg.train.epochs, metrics))
+    tracker.log_epoch(epoch, metrics)
+    if checkpoint is not None:
+        tracker.log_checkpoint_samples(epoch, worker.steps.model, checkpoint.path, worker.run_cfg.train.tracking_samples)
     try:
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
     finally:
@@ -444,6 +452,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch, restored = restore(worker)
     baseline = initial_val_loss(worker) if start_epoch == 0 else restored.get("initial_val_loss")
     history = list(restored.get("history", []))  # every epoch's metrics: curves survive keeping only the best few
+    tracker = tracking.worker_tracker(config, worker.rank, worker.run_cfg)  # rank 0 logs, other ranks get a no-op
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         _maybe_fault(tcfg, epoch, worker.rank, worker.run_dir)
@@ -455,10 +464,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if out_of_time or epoch == tcfg.epochs or epoch % tcfg.checkpoint_every == 0:
             checkpoint = checkpoint_epoch(worker, epoch, metrics, history, t0)
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
-        report(worker, epoch, metrics, checkpoint)
+        report(worker, tracker, epoch, metrics, checkpoint)
         if out_of_time:
             worker.say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
-            return
+            break
+    tracker.close()
 
 
 def _checkpoint(model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent: dict):

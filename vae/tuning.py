@@ -103,8 +103,11 @@ def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_d
     return ObjectiveReportCallback()
 
 
-def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_uri: str, sweep: dict, datasets: dict) -> None:
-    """One Tune trial: the training job's own ``fit`` with the sampled config."""
+def _trial(
+    params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_uri: str, sweep: dict, datasets: dict, tracking: dict | None = None
+) -> None:
+    """One Tune trial: the training job's own ``fit`` with the sampled config. ``tracking``: the sweep
+    driver's MLflow settings (vae.tracking), which a trial's process does not inherit."""
     import ray.tune
 
     from vae.config import from_dict
@@ -119,6 +122,7 @@ def _trial(params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_u
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"], run_cfg.train.seed)
+    os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
         fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[callback], datasets=datasets)
     except NothingToTrain:
@@ -223,8 +227,11 @@ def run_sweep(
         }
         storage.write_json(sweep_file, sweep)
 
+    from vae.tracking import mlflow_settings
+
     trainable = tune.with_parameters(
-        _trial, space=space, base=sweep["base"], data_uri=data_uri, exp_uri=exp_uri, sweep=sweep, datasets=datasets
+        _trial, space=space, base=sweep["base"], data_uri=data_uri, exp_uri=exp_uri, sweep=sweep, datasets=datasets,
+        tracking=mlflow_settings(),
     )
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
     # Tune refuses an empty request, so the driver asks for a token share of a CPU.
