@@ -136,6 +136,32 @@ def test_every_prior_kind_is_registered_and_built_by_name():
         build_prior(PriorConfig(kind="vamp"), 2)
 
 
+def test_every_prior_answers_for_its_components_and_for_a_digit_itself():
+    """What the rest of the code asks a prior instead of comparing its kind (generation, latent
+    statistics, evaluation): its components, which one a latent falls in, and draws for a digit."""
+    stats = {"mean": [5.0, -5.0, 5.0], "spread": [0.01, 0.01, 0.01]}
+    for kind in PRIORS:
+        cfg = PriorConfig(kind=kind, components=4)
+        prior = build_prior(cfg, 3)
+        assert prior.components == PRIORS[kind].components_of(cfg)
+        z = prior.sample(20, seed=0)
+        assigned = prior.assign(z)
+        if prior.components == 1:
+            assert assigned is None
+        else:
+            assert assigned.shape == (20,) and set(assigned.tolist()) <= set(range(prior.components))
+        occupancy = np.eye(prior.components)[0] if prior.components > 1 else [1.0]
+        drawn = prior.sample_digit(7, 2, {**stats, "occupancy": occupancy}, seed=1)
+        assert drawn.shape == (7, 3) and drawn.dtype == np.float32
+        np.testing.assert_array_equal(drawn, prior.sample_digit(7, 2, {**stats, "occupancy": occupancy}, seed=1))
+    # normal: the digit's training encodings; tied: the digit's own component (needs no statistics).
+    np.testing.assert_allclose(build_prior(PriorConfig(kind="normal"), 3).sample_digit(50, 2, stats).mean(axis=0), stats["mean"], atol=0.01)
+    tied = build_prior(PriorConfig(kind="tied"), 3)
+    tied.means.assign((np.arange(10)[:, None] * np.full((1, 3), 30.0)).astype(np.float32))
+    assert np.all(tied.assign(tied.sample_digit(30, 8, {}, seed=3)) == 8)
+    assert PRIORS["tied"].uses_digits and not PRIORS["normal"].uses_digits and not PRIORS["mixture"].uses_digits
+
+
 def test_reconstruction_terms_are_weighted_per_clip_means():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)

@@ -96,7 +96,7 @@ def latent_stats(model, prior_kind: str, batches) -> dict[str, Any]:
     for batch in batches:
         digits = batch["digit"] if model.model_cfg.conditional else None
         mu = model.encode(np.asarray(batch["spectrogram"], np.float32), digits, training=False)[0].numpy()
-        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if prior_kind != "normal" else None)
+        add_latent_sums(sums, mu, batch, model.prior.assign(mu))
     return latent_stats_from_sums(sums, prior_kind)
 
 
@@ -112,7 +112,7 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
         var = np.maximum(sums["mu_sq"][d] / n - mean**2, 0.0)
         entry = {"count": int(n), "mean": mean.tolist(), "spread": np.sqrt(var).tolist()}
         entry["db_min"], entry["db_max"] = float(sums["db_min"][d] / n), float(sums["db_max"][d] / n)
-        if prior_kind != "normal":
+        if sums["components"].any():  # a prior with components assigned every clip to one
             entry["occupancy"] = (sums["components"][d] / n).tolist()
         out["digits"][str(d)] = entry
     total = float(count.sum())
@@ -264,7 +264,7 @@ def _encode_shard(steps, data, run_cfg, rank: int, rows_per_rank: int, world: in
     row = rank * rows_per_rank
     for batch in batches(data, max(run_cfg.train.batch_size, 64)):
         mu = steps.encode(batch["spectrogram"], batch["digit"].astype(np.int32)).numpy()
-        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if model.prior.kind != "normal" else None)
+        add_latent_sums(sums, mu, batch, model.prior.assign(mu))
         if row + len(mu) > (rank + 1) * rows_per_rank:
             raise TrainingError(f"worker {rank}'s train shard holds more than the {rows_per_rank} rows expected")
         table[row : row + len(mu)] = np.column_stack([mu, batch["digit"], np.ones(len(mu))])
