@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from vae import losses
-from vae.config import PriorConfig
+from vae.config import LossConfig, PriorConfig
 from vae.priors import PRIORS, UNIT_RAW_SCALE, MixturePrior, NormalPrior, TiedPrior, analytic_normal_kl, build_prior
 
 
@@ -167,22 +167,22 @@ def test_reconstruction_terms_are_weighted_per_clip_means():
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
     x_hat = rng.uniform(0.05, 0.95, size=(3, 8, 6, 1)).astype(np.float32)
 
-    mse = losses.build_reconstruction(PriorConfig(reconstruction="mse", recon_weight=1000.0))(x, x_hat).numpy()
+    mse = losses.build_reconstruction(LossConfig(reconstruction="mse", recon_weight=1000.0))(x, x_hat).numpy()
     np.testing.assert_allclose(mse, 1000.0 * ((x - x_hat) ** 2).reshape(3, -1).mean(axis=1), rtol=1e-5)
 
     bce = -(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat)).reshape(3, -1).mean(axis=1)
-    bernoulli = losses.build_reconstruction(PriorConfig(reconstruction="bernoulli", recon_weight=2.0))(x, x_hat).numpy()
+    bernoulli = losses.build_reconstruction(LossConfig(reconstruction="bernoulli", recon_weight=2.0))(x, x_hat).numpy()
     np.testing.assert_allclose(bernoulli, 2.0 * bce, rtol=1e-5)
 
-    with pytest.raises(ValueError, match="PriorConfig.reconstruction"):
-        losses.build_reconstruction(PriorConfig(reconstruction="l1"))
+    with pytest.raises(ValueError, match="LossConfig.reconstruction"):
+        losses.build_reconstruction(LossConfig(reconstruction="l1"))
 
 
 def test_calibrated_gaussian_is_the_summed_gaussian_negative_log_likelihood_with_a_learned_scale():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
     x_hat = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
-    term = losses.build_reconstruction(PriorConfig(reconstruction="gaussian", gaussian_init_scale=0.2))
+    term = losses.build_reconstruction(LossConfig(reconstruction="gaussian", gaussian_init_scale=0.2))
     from scipy.stats import norm
 
     reference = -norm(x_hat.reshape(3, -1), 0.2).logpdf(x.reshape(3, -1)).sum(axis=1)

@@ -16,8 +16,8 @@ def test_shipped_spaces_load(path):
 
 def test_prior_kind_loss_and_sampler_are_plain_config_keys():
     space = load_space("tune_spaces/smoke.yaml")
-    cfg = space.run_config({"prior.kind": "mixture", "prior.reconstruction": "gaussian", "model.conditional": True}, RunConfig())
-    assert (cfg.prior.kind, cfg.prior.components, cfg.prior.reconstruction, cfg.model.conditional) == ("mixture", 2, "gaussian", True)
+    cfg = space.run_config({"prior.kind": "mixture", "loss.reconstruction": "gaussian", "model.conditional": True}, RunConfig())
+    assert (cfg.prior.kind, cfg.prior.components, cfg.loss.reconstruction, cfg.model.conditional) == ("mixture", 2, "gaussian", True)
     assert load_space("tune_spaces/cpu.yaml").run_config({"sampling.sampler": "prior"}, RunConfig()).sampling.sampler == "prior"
     with pytest.raises(SpaceError, match="prior.kind"):
         parse_space({"params": {"prior.kind": {"choice": ["normal", "wishart"]}}})
@@ -33,8 +33,8 @@ def test_fixed_values_and_model_preset_apply():
     [
         ({"params": {"model.latnt_dim": {"choice": [8]}}}, "params.model.latnt_dim"),
         ({"params": {"modle.latent_dim": {"choice": [8]}}}, "params.modle.latent_dim"),
-        ({"params": {"prior.recon_weight": {"loguniform": [0, 1]}}}, "params.prior.recon_weight.loguniform"),
-        ({"params": {"prior.recon_weight": {"normal": [0, 1]}}}, "params.prior.recon_weight"),
+        ({"params": {"loss.recon_weight": {"loguniform": [0, 1]}}}, "params.loss.recon_weight.loguniform"),
+        ({"params": {"loss.recon_weight": {"normal": [0, 1]}}}, "params.loss.recon_weight"),
         ({"params": {"train.learning_rate": {"uniform": [1, 0.1]}}}, "params.train.learning_rate.uniform"),
         ({"params": {"model.latent_dim": {"choice": [0, 8]}}}, "params.model.latent_dim"),
         ({"params": {"model.latent_dim": {"choice": [8]}}, "num_sampels": 3}, "num_sampels"),

@@ -9,7 +9,7 @@ and the sweep's scheduler and search algorithm::
     params:
       model.latent_dim: {choice: [16, 32, 64, 128]}
       prior.kind: {choice: [normal, mixture]}
-      prior.recon_weight: {loguniform: [1.0e4, 1.0e8]}
+      loss.recon_weight: {loguniform: [1.0e4, 1.0e8]}
       train.learning_rate: {loguniform: [3.0e-4, 3.0e-3]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
     search: {type: optuna, seed: 0}   # optional: start_with: [{model.latent_dim: 32, ...}, ...]
@@ -37,6 +37,7 @@ import yaml
 from vae.config import (
     MODEL_PRESETS,
     ConfigError,
+    LossConfig,
     ModelConfig,
     PriorConfig,
     RunConfig,
@@ -55,7 +56,7 @@ SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "max_t"),
 SEARCH_KEYS = {"optuna": ("type", "seed", "start_with"), "random": ("type", "seed", "start_with")}
 # prior.components takes whole numbers only: these distributions give them.
 INTEGER_DISTRIBUTIONS = ("choice", "randint", "lograndint")
-SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "train": TrainConfig, "sampling": SamplingConfig}
+SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "loss": LossConfig, "train": TrainConfig, "sampling": SamplingConfig}
 COMPONENTS_KEY = "prior.components"
 
 
