@@ -23,6 +23,23 @@ def test_prior_kind_loss_and_sampler_are_plain_config_keys():
         parse_space({"params": {"prior.kind": {"choice": ["normal", "wishart"]}}})
 
 
+def test_a_space_naming_a_moved_key_fails_naming_its_new_place(tmp_path):
+    """prior.recon_weight & co. moved to loss.*: a space file written before says where they went."""
+    old = tmp_path / "old.yaml"
+    old.write_text("params:\n  prior.recon_weight: {loguniform: [1.0e4, 1.0e6]}\n")
+    with pytest.raises(SpaceError, match=r"old\.yaml: params\.prior\.recon_weight: has moved: write 'loss\.recon_weight'"):
+        load_space(old)
+    with pytest.raises(SpaceError, match=r"fixed\.prior\.kl_warmup_epochs: has moved: write 'loss\.kl_warmup_epochs'"):
+        parse_space({"fixed": {"prior.kl_warmup_epochs": 2}, "params": {"model.latent_dim": {"choice": [8]}}})
+
+
+def test_stored_trial_parameters_with_moved_keys_still_apply():
+    """A sweep resumed across the move: Tune hands back the parameters it stored, old keys included."""
+    space = load_space("tune_spaces/smoke.yaml")
+    cfg = space.run_config({"prior.kind": "normal", "prior.recon_weight": 300.0, "prior.reconstruction": "mse"}, RunConfig())
+    assert (cfg.loss.recon_weight, cfg.loss.reconstruction) == (300.0, "mse")
+
+
 def test_fixed_values_and_model_preset_apply():
     cfg = load_space("tune_spaces/smoke.yaml").run_config({"model.latent_dim": 2}, RunConfig())
     assert cfg.train.epochs == 3 and cfg.model.latent_dim == 2 and cfg.model.filters == (4, 8)

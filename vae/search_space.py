@@ -36,6 +36,7 @@ import yaml
 
 from vae.config import (
     MODEL_PRESETS,
+    MOVED_KEYS,
     ConfigError,
     LossConfig,
     ModelConfig,
@@ -118,9 +119,12 @@ class SearchSpace:
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
-    """Apply dotted-key overrides (``{"model.latent_dim": 32}``) to a RunConfig, validated."""
+    """Apply dotted-key overrides (``{"model.latent_dim": 32}``) to a RunConfig, validated. A key
+    that has moved (:data:`vae.config.MOVED_KEYS`, e.g. in the stored trials of a sweep resumed
+    across the move) is read at its new place; space files must name the new one (:func:`_check_key`)."""
     data = to_dict(cfg)
     for key, value in overrides.items():
+        key = MOVED_KEYS.get(key, key)
         section, name = key.split(".", 1)
         if key == COMPONENTS_KEY:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
@@ -286,6 +290,8 @@ def _number(value: Any) -> Any:
 def _check_key(key: Any, where: str, fail) -> None:
     if not isinstance(key, str) or "." not in key:
         raise fail(where, "keys are dotted config paths such as 'model.latent_dim'")
+    if key in MOVED_KEYS:
+        raise fail(where, f"has moved: write {MOVED_KEYS[key]!r}")
     section, name = key.split(".", 1)
     if section not in SECTIONS:
         raise fail(where, f"unknown section {section!r}; choose from {sorted(SECTIONS)}")
