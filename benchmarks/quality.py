@@ -26,9 +26,9 @@ import numpy as np
 ORIGINAL = {
     "model.conditional": False,
     "prior.kind": "normal",
-    "prior.reconstruction": "mse",
-    "prior.recon_weight": 1e5,
-    "prior.kl_warmup_epochs": 0,
+    "loss.reconstruction": "mse",
+    "loss.recon_weight": 1e5,
+    "loss.kl_warmup_epochs": 0,
     "model.latent_dim": 32,
     "sampling.sampler": "prior",
 }
@@ -36,7 +36,7 @@ VARIANTS: dict[str, dict] = {
     "original": ORIGINAL,
     "expost": {**ORIGINAL, "sampling.sampler": "expost"},
     "conditional": {**ORIGINAL, "model.conditional": True, "sampling.sampler": "expost"},
-    "calibrated": {**ORIGINAL, "prior.reconstruction": "gaussian", "sampling.sampler": "expost"},
+    "calibrated": {**ORIGINAL, "loss.reconstruction": "gaussian", "sampling.sampler": "expost"},
     "mixture": {**ORIGINAL, "prior.kind": "mixture", "prior.components": 10},
     "tied": {**ORIGINAL, "prior.kind": "tied"},
     "default": {},  # the project's defaults: the sweep's winner

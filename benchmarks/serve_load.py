@@ -54,7 +54,7 @@ def untrained_checkpoint(directory: str, fsdd_dir: Path, model: str) -> str:
     rows = [extract_clip(str(p), p.read_bytes(), features) for p in paths]
     batch = {k: np.stack([r[k] for r in rows]) for k in ("spectrogram", "digit", "db_min", "db_max")}
     run_cfg = RunConfig(features, preset(ModelConfig, model), PriorConfig(), TrainConfig()).validate()
-    vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
+    vae = build_vae(features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss)
     mu = generation.encode(checkpoint.LoadedModel("mem", run_cfg, vae), batch["spectrogram"], batch["digit"])
     expost = generation.fit_expost(mu, batch["digit"], run_cfg.sampling)  # samples come from these, as a trained run's
     return checkpoint.save(directory, vae, None, 0, run_cfg, {"epoch": 0}, latent_stats(vae, "normal", [batch]), expost)

@@ -128,7 +128,7 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
     from vae.training import make_optimizer
 
     b, dim = run_cfg.train.batch_size, run_cfg.model.latent_dim
-    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior)
+    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss)
     optimizer = make_optimizer(run_cfg.train)
     optimizer.build(model.trainable_variables)
     train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile).train
@@ -136,7 +136,7 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
     args = (
         rng.uniform(size=(b, *run_cfg.features.shape)).astype(np.float32),
         (np.arange(b) % 10).astype(np.int32),
-        rng.standard_normal((run_cfg.prior.kl_samples, b, dim)).astype(np.float32),
+        rng.standard_normal((run_cfg.loss.kl_samples, b, dim)).astype(np.float32),
         np.float32(1.0),
     )
     for _ in range(3):

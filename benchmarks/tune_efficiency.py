@@ -26,7 +26,7 @@ def space_dict(scheduler: str, trials: int, epochs: int, reduction_factor: float
         "fixed": {"train.epochs": epochs, "train.batch_size": 16},
         "params": {
             "model.latent_dim": {"choice": [8, 16, 32]},
-            "prior.recon_weight": {"loguniform": [1.0e2, 1.0e5]},
+            "loss.recon_weight": {"loguniform": [1.0e2, 1.0e5]},
             "train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]},
         },
         "scheduler": {"type": scheduler, "grace_period": 1, "reduction_factor": reduction_factor},

@@ -23,6 +23,7 @@ from jobs._cli import fail
 from vae.config import (
     MODEL_PRESETS,
     ConfigError,
+    LossConfig,
     ModelConfig,
     PriorConfig,
     RunConfig,
@@ -38,9 +39,9 @@ from vae.errors import UserError
 OVERRIDES = {
     "prior": ("prior", "kind"),
     "components": ("prior", "components"),
-    "reconstruction": ("prior", "reconstruction"),
-    "recon_weight": ("prior", "recon_weight"),
-    "kl_warmup": ("prior", "kl_warmup_epochs"),
+    "reconstruction": ("loss", "reconstruction"),
+    "recon_weight": ("loss", "recon_weight"),
+    "kl_warmup": ("loss", "kl_warmup_epochs"),
     "latent_dim": ("model", "latent_dim"),
     "conditional": ("model", "conditional"),
     "sampler": ("sampling", "sampler"),
@@ -107,7 +108,7 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfi
             raise ConfigError(f"--model {args.model} differs from the model of the run being resumed")
     else:
         base = RunConfig(model=preset(ModelConfig, args.model or "default"))
-    sections = {name: to_dict(getattr(base, name)) for name in ("model", "prior", "train", "sampling")}
+    sections = {name: to_dict(getattr(base, name)) for name in ("model", "prior", "loss", "train", "sampling")}
     for option, (section, key) in OVERRIDES.items():
         value = getattr(args, option)
         if value is not None:
@@ -116,6 +117,7 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfi
         base,
         model=from_dict(ModelConfig, sections["model"]),
         prior=from_dict(PriorConfig, sections["prior"]),
+        loss=from_dict(LossConfig, sections["loss"]),
         train=from_dict(TrainConfig, sections["train"]),
         sampling=from_dict(SamplingConfig, sections["sampling"]),
     )

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from vae import checkpoint, generation, storage
-from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, SamplingConfig, TrainConfig, preset
+from vae.config import FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, SamplingConfig, TrainConfig, preset
 from vae.dataset import load_split_numpy, read_feature_config
 from vae.training import latent_stats, train_in_process
 
@@ -43,7 +43,8 @@ def trained_checkpoint(request, small_parquet, tmp_path_factory) -> str:
     run_cfg = RunConfig(
         features=features,
         model=replace(preset(ModelConfig, "tiny"), conditional=conditional),
-        prior=PriorConfig(kind=kind, components=3, reconstruction=reconstruction),
+        prior=PriorConfig(kind=kind, components=3),
+        loss=LossConfig(reconstruction=reconstruction),
         train=TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3),
         sampling=SamplingConfig(sampler=sampler),
     ).validate()

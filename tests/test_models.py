@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from vae import checkpoint, storage
-from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.config import FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.models import build_vae, flops_per_clip, layer_costs
 from vae.training import make_optimizer, train_in_process
 
@@ -81,7 +81,7 @@ def test_input_sizes_not_divisible_by_the_strides_are_cropped_back():
 
 def test_per_example_losses_are_per_clip_and_add_up():
     shape = preset(FeatureConfig, "default").shape
-    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(reconstruction="mse", recon_weight=10.0))
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(), LossConfig(reconstruction="mse", recon_weight=10.0))
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
     assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in ("loss", "recon", "kl", "recon_mse")}

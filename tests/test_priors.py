@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from vae import losses
-from vae.config import PriorConfig
+from vae.config import LossConfig, PriorConfig
 from vae.priors import PRIORS, UNIT_RAW_SCALE, MixturePrior, NormalPrior, TiedPrior, analytic_normal_kl, build_prior
 
 
@@ -136,27 +136,53 @@ def test_every_prior_kind_is_registered_and_built_by_name():
         build_prior(PriorConfig(kind="vamp"), 2)
 
 
+def test_every_prior_answers_for_its_components_and_for_a_digit_itself():
+    """What the rest of the code asks a prior instead of comparing its kind (generation, latent
+    statistics, evaluation): its components, which one a latent falls in, and draws for a digit."""
+    stats = {"mean": [5.0, -5.0, 5.0], "spread": [0.01, 0.01, 0.01]}
+    for kind in PRIORS:
+        cfg = PriorConfig(kind=kind, components=4)
+        prior = build_prior(cfg, 3)
+        assert prior.components == PRIORS[kind].components_of(cfg)
+        z = prior.sample(20, seed=0)
+        assigned = prior.assign(z)
+        if prior.components == 1:
+            assert assigned is None
+        else:
+            assert assigned.shape == (20,) and set(assigned.tolist()) <= set(range(prior.components))
+        occupancy = np.eye(prior.components)[0] if prior.components > 1 else [1.0]
+        drawn = prior.sample_digit(7, 2, {**stats, "occupancy": occupancy}, seed=1)
+        assert drawn.shape == (7, 3) and drawn.dtype == np.float32
+        np.testing.assert_array_equal(drawn, prior.sample_digit(7, 2, {**stats, "occupancy": occupancy}, seed=1))
+    # normal: the digit's training encodings; tied: the digit's own component (needs no statistics).
+    np.testing.assert_allclose(build_prior(PriorConfig(kind="normal"), 3).sample_digit(50, 2, stats).mean(axis=0), stats["mean"], atol=0.01)
+    tied = build_prior(PriorConfig(kind="tied"), 3)
+    tied.means.assign((np.arange(10)[:, None] * np.full((1, 3), 30.0)).astype(np.float32))
+    assert np.all(tied.assign(tied.sample_digit(30, 8, {}, seed=3)) == 8)
+    assert PRIORS["tied"].uses_digits and not PRIORS["normal"].uses_digits and not PRIORS["mixture"].uses_digits
+
+
 def test_reconstruction_terms_are_weighted_per_clip_means():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
     x_hat = rng.uniform(0.05, 0.95, size=(3, 8, 6, 1)).astype(np.float32)
 
-    mse = losses.build_reconstruction(PriorConfig(reconstruction="mse", recon_weight=1000.0))(x, x_hat).numpy()
+    mse = losses.build_reconstruction(LossConfig(reconstruction="mse", recon_weight=1000.0))(x, x_hat).numpy()
     np.testing.assert_allclose(mse, 1000.0 * ((x - x_hat) ** 2).reshape(3, -1).mean(axis=1), rtol=1e-5)
 
     bce = -(x * np.log(x_hat) + (1 - x) * np.log(1 - x_hat)).reshape(3, -1).mean(axis=1)
-    bernoulli = losses.build_reconstruction(PriorConfig(reconstruction="bernoulli", recon_weight=2.0))(x, x_hat).numpy()
+    bernoulli = losses.build_reconstruction(LossConfig(reconstruction="bernoulli", recon_weight=2.0))(x, x_hat).numpy()
     np.testing.assert_allclose(bernoulli, 2.0 * bce, rtol=1e-5)
 
-    with pytest.raises(ValueError, match="PriorConfig.reconstruction"):
-        losses.build_reconstruction(PriorConfig(reconstruction="l1"))
+    with pytest.raises(ValueError, match="LossConfig.reconstruction"):
+        losses.build_reconstruction(LossConfig(reconstruction="l1"))
 
 
 def test_calibrated_gaussian_is_the_summed_gaussian_negative_log_likelihood_with_a_learned_scale():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
     x_hat = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
-    term = losses.build_reconstruction(PriorConfig(reconstruction="gaussian", gaussian_init_scale=0.2))
+    term = losses.build_reconstruction(LossConfig(reconstruction="gaussian", gaussian_init_scale=0.2))
     from scipy.stats import norm
 
     reference = -norm(x_hat.reshape(3, -1), 0.2).logpdf(x.reshape(3, -1)).sum(axis=1)

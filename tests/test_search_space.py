@@ -16,11 +16,28 @@ def test_shipped_spaces_load(path):
 
 def test_prior_kind_loss_and_sampler_are_plain_config_keys():
     space = load_space("tune_spaces/smoke.yaml")
-    cfg = space.run_config({"prior.kind": "mixture", "prior.reconstruction": "gaussian", "model.conditional": True}, RunConfig())
-    assert (cfg.prior.kind, cfg.prior.components, cfg.prior.reconstruction, cfg.model.conditional) == ("mixture", 2, "gaussian", True)
+    cfg = space.run_config({"prior.kind": "mixture", "loss.reconstruction": "gaussian", "model.conditional": True}, RunConfig())
+    assert (cfg.prior.kind, cfg.prior.components, cfg.loss.reconstruction, cfg.model.conditional) == ("mixture", 2, "gaussian", True)
     assert load_space("tune_spaces/cpu.yaml").run_config({"sampling.sampler": "prior"}, RunConfig()).sampling.sampler == "prior"
     with pytest.raises(SpaceError, match="prior.kind"):
         parse_space({"params": {"prior.kind": {"choice": ["normal", "wishart"]}}})
+
+
+def test_a_space_naming_a_moved_key_fails_naming_its_new_place(tmp_path):
+    """prior.recon_weight & co. moved to loss.*: a space file written before says where they went."""
+    old = tmp_path / "old.yaml"
+    old.write_text("params:\n  prior.recon_weight: {loguniform: [1.0e4, 1.0e6]}\n")
+    with pytest.raises(SpaceError, match=r"old\.yaml: params\.prior\.recon_weight: has moved: write 'loss\.recon_weight'"):
+        load_space(old)
+    with pytest.raises(SpaceError, match=r"fixed\.prior\.kl_warmup_epochs: has moved: write 'loss\.kl_warmup_epochs'"):
+        parse_space({"fixed": {"prior.kl_warmup_epochs": 2}, "params": {"model.latent_dim": {"choice": [8]}}})
+
+
+def test_stored_trial_parameters_with_moved_keys_still_apply():
+    """A sweep resumed across the move: Tune hands back the parameters it stored, old keys included."""
+    space = load_space("tune_spaces/smoke.yaml")
+    cfg = space.run_config({"prior.kind": "normal", "prior.recon_weight": 300.0, "prior.reconstruction": "mse"}, RunConfig())
+    assert (cfg.loss.recon_weight, cfg.loss.reconstruction) == (300.0, "mse")
 
 
 def test_fixed_values_and_model_preset_apply():
@@ -33,8 +50,8 @@ def test_fixed_values_and_model_preset_apply():
     [
         ({"params": {"model.latnt_dim": {"choice": [8]}}}, "params.model.latnt_dim"),
         ({"params": {"modle.latent_dim": {"choice": [8]}}}, "params.modle.latent_dim"),
-        ({"params": {"prior.recon_weight": {"loguniform": [0, 1]}}}, "params.prior.recon_weight.loguniform"),
-        ({"params": {"prior.recon_weight": {"normal": [0, 1]}}}, "params.prior.recon_weight"),
+        ({"params": {"loss.recon_weight": {"loguniform": [0, 1]}}}, "params.loss.recon_weight.loguniform"),
+        ({"params": {"loss.recon_weight": {"normal": [0, 1]}}}, "params.loss.recon_weight"),
         ({"params": {"train.learning_rate": {"uniform": [1, 0.1]}}}, "params.train.learning_rate.uniform"),
         ({"params": {"model.latent_dim": {"choice": [0, 8]}}}, "params.model.latent_dim"),
         ({"params": {"model.latent_dim": {"choice": [8]}}, "num_sampels": 3}, "num_sampels"),

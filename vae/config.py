@@ -161,12 +161,25 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class PriorConfig:
-    """The latent prior and the loss that goes with it."""
+    """The latent prior p(z) (vae/priors.py); the loss that trains against it is :class:`LossConfig`."""
 
     # "normal": N(0, I), analytic KL; "mixture": learnable GMM, Monte Carlo KL;
     # "tied": one learnable Gaussian per digit, p(z | digit), analytic KL (vae/priors.py).
     kind: str = "normal"
     components: int = 10  # of "mixture" ("tied" has one per digit)
+
+    def validate(self) -> "PriorConfig":
+        from vae.priors import PRIORS
+
+        _choice(self, "kind", tuple(sorted(PRIORS)))
+        _positive(self, "components")
+        return self
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The negative ELBO: its reconstruction term (vae/losses.py) and how its KL term is estimated and weighted."""
+
     reconstruction: str = "gaussian"  # "gaussian" (learned variance), "mse" or "bernoulli": vae/losses.py
     # Times the per-clip MEAN reconstruction term of "mse" and "bernoulli": for mse, a Gaussian
     # likelihood of variance n_pixels / (2 * recon_weight); 1e5 on 128 x 96 is sigma ~ 0.25 (the
@@ -174,20 +187,20 @@ class PriorConfig:
     recon_weight: float = 1e5
     # "gaussian": the learned sigma's starting value (in units of the [0, 1] spectrogram).
     gaussian_init_scale: float = 0.1
-    kl_samples: int = 1  # Monte Carlo samples for the mixture KL
+    # Posterior draws z ~ q(z|x) per clip behind a Monte Carlo KL (the mixture prior's; analytic
+    # KLs ignore them): how the loss estimates the KL, not a property of p(z).
+    kl_samples: int = 1
     # The KL term's weight rises linearly from 1/(warm-up + 1) to 1 over the first this-many
     # epochs (0: full weight from the start).
     kl_warmup_epochs: int = 0
 
-    def validate(self) -> "PriorConfig":
+    def validate(self) -> "LossConfig":
         from vae.losses import RECONSTRUCTIONS
-        from vae.priors import PRIORS
 
-        _choice(self, "kind", tuple(sorted(PRIORS)))
         _choice(self, "reconstruction", tuple(sorted(RECONSTRUCTIONS)))
-        _positive(self, "components", "recon_weight", "kl_samples", "gaussian_init_scale")
+        _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale")
         if self.kl_warmup_epochs < 0:
-            raise ConfigError(f"PriorConfig.kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
+            raise ConfigError(f"LossConfig.kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
         return self
 
     def kl_weight(self, epoch: int) -> float:
@@ -281,11 +294,14 @@ class RunConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # Last, so that positional RunConfig(features, model, prior, train) calls keep their meaning.
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def validate(self) -> "RunConfig":
         self.features.validate()
         self.model.validate()
         self.prior.validate()
+        self.loss.validate()
         self.train.validate()
         self.sampling.validate()
         return self
@@ -472,8 +488,15 @@ def from_json(cls: type[T], text: str) -> T:
 # reproduces how it was trained and sampled (today's defaults differ).
 BEFORE_KEYS_EXISTED = {
     "model": {"conditional": False},
-    "prior": {"reconstruction": "mse"},
+    "loss": {"reconstruction": "mse"},
     "sampling": {"sampler": "prior"},
+}
+
+# Dotted keys that moved to another section, old -> new: saved configs (and a sweep's stored trial
+# parameters) written before the move are read through this table.
+MOVED_KEYS = {
+    f"prior.{name}": f"loss.{name}"
+    for name in ("reconstruction", "recon_weight", "gaussian_init_scale", "kl_samples", "kl_warmup_epochs")
 }
 
 
@@ -482,6 +505,15 @@ def saved_run_config(data: Mapping[str, Any]) -> "RunConfig":
     if not isinstance(data, Mapping):
         raise ConfigError(f"RunConfig: expected a mapping, got {type(data).__name__}")
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_name), (new_section, new_name) = old.split(".", 1), new.split(".", 1)
+        if not isinstance(data.get(old_section), dict) or old_name not in data[old_section]:
+            continue
+        value, target = data[old_section].pop(old_name), data.setdefault(new_section, {})
+        if isinstance(target, dict):  # (anything else fails in from_dict, naming the section)
+            if new_name in target:
+                raise ConfigError(f"RunConfig: both {old} (its old place) and {new} are given; keep {new}")
+            target[new_name] = value
     for section, keys in BEFORE_KEYS_EXISTED.items():
         if isinstance(data.setdefault(section, {}), dict):
             for key, value in keys.items():

@@ -6,10 +6,11 @@ Where latents come from (``SamplingConfig.sampler``, reported with every metric)
   with the checkpoint (``expost.json``; ex-post density estimation, Ghosh et al. 2020). A digit's
   samples come from its own mixture; unconditional samples first draw a digit with the
   training frequencies.
-- ``prior``: the model's prior. For a digit: the ``tied`` prior's component of that digit; a
-  conditional model's N(0, I) with the digit given to the decoder; a ``mixture`` prior's
-  components weighted by the digit's occupancy; otherwise the original research approach, the
-  digit's mean training latent plus Gaussian noise of that digit's spread.
+- ``prior``: the model's prior. A conditional model's p(z) with the digit given to the decoder;
+  otherwise the prior's own draws for a digit (``Prior.sample_digit``: the ``tied`` prior's
+  component of that digit; a ``mixture`` prior's components weighted by the digit's occupancy;
+  for ``normal`` the original research approach, the digit's mean training latent plus Gaussian
+  noise of that digit's spread).
 
 A conditional model always decodes with the digit asked for (drawn with the training
 frequencies when none is asked for).
@@ -115,7 +116,7 @@ def sample_latents(loaded: LoadedModel, n: int, digit: int | None = None, seed: 
         digits = np.full(n, int(digit), np.int64)
     else:
         digits = sample_digits(loaded, n, seed)
-    prior, kind = loaded.model.prior, loaded.run_config.prior.kind
+    prior = loaded.model.prior
     if sampler(loaded) == "expost":
         rng = np.random.default_rng(seed)
         z = np.zeros((n, loaded.run_config.model.latent_dim), np.float32)
@@ -126,20 +127,14 @@ def sample_latents(loaded: LoadedModel, n: int, digit: int | None = None, seed: 
                 raise GenerationError(f"checkpoint {loaded.uri} has no ex-post mixture for digit {d}")
             z[rows] = _expost_draw(mixture, loaded.expost["covariance"], int(rows.sum()), rng)
         return z, digits
-    if digit is None or kind == "tied" or loaded.run_config.model.conditional:
-        if kind == "tied":
-            z = np.zeros((n, loaded.run_config.model.latent_dim), np.float32)
-            for i, d in enumerate(np.unique(digits)):
-                rows = digits == d
-                z[rows] = prior.sample(int(rows.sum()), seed=seed + 7919 * i, digit=int(d))
-            return z, digits
-        return prior.sample(n, seed=seed), digits
-    stats = _digit_stats(loaded, digit)
-    if kind == "mixture":
-        return prior.sample(n, seed=seed, weights=np.asarray(stats["occupancy"])), digits
-    rng = np.random.default_rng(seed)
-    mean, spread = np.asarray(stats["mean"], np.float32), np.asarray(stats["spread"], np.float32)
-    return (mean + spread * rng.standard_normal((n, mean.size))).astype(np.float32), digits
+    if not prior.uses_digits and (digit is None or loaded.run_config.model.conditional):
+        return prior.sample(n, seed=seed), digits  # p(z); a conditional decoder is given the digit
+    z = np.zeros((n, loaded.run_config.model.latent_dim), np.float32)
+    for i, d in enumerate(np.unique(digits)):
+        rows = digits == d
+        stats = loaded.latent_stats.get("digits", {}).get(str(int(d)), {})  # checked above when a digit is asked for
+        z[rows] = prior.sample_digit(int(rows.sum()), int(d), stats, seed=seed + 7919 * i)
+    return z, digits
 
 
 def _batches(n: int, batch_size: int):

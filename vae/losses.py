@@ -20,7 +20,7 @@ import math
 import keras
 import tensorflow as tf
 
-from vae.config import PriorConfig
+from vae.config import LossConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -43,7 +43,7 @@ def per_example_bernoulli(x: tf.Tensor, x_hat: tf.Tensor, eps: float = 1e-6) -> 
 class Reconstruction(keras.layers.Layer):
     kind = ""
 
-    def __init__(self, cfg: PriorConfig, **kwargs):
+    def __init__(self, cfg: LossConfig, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.weight = float(cfg.recon_weight)
 
@@ -70,7 +70,7 @@ class Gaussian(Reconstruction):
 
     kind = "gaussian"
 
-    def __init__(self, cfg: PriorConfig, **kwargs):
+    def __init__(self, cfg: LossConfig, **kwargs):
         super().__init__(cfg, **kwargs)
         self.log_scale = self.add_weight(
             name="log_scale", shape=(), initializer=keras.initializers.Constant(math.log(cfg.gaussian_init_scale))
@@ -89,7 +89,7 @@ class Gaussian(Reconstruction):
 RECONSTRUCTIONS: dict[str, type[Reconstruction]] = {cls.kind: cls for cls in (MSE, Bernoulli, Gaussian)}
 
 
-def build_reconstruction(cfg: PriorConfig) -> Reconstruction:
+def build_reconstruction(cfg: LossConfig) -> Reconstruction:
     if cfg.reconstruction not in RECONSTRUCTIONS:
-        raise ValueError(f"PriorConfig.reconstruction={cfg.reconstruction!r}; choose from {sorted(RECONSTRUCTIONS)}")
+        raise ValueError(f"LossConfig.reconstruction={cfg.reconstruction!r}; choose from {sorted(RECONSTRUCTIONS)}")
     return RECONSTRUCTIONS[cfg.reconstruction](cfg, name="reconstruction")

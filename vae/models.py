@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae import losses
-from vae.config import N_DIGITS, ModelConfig, PriorConfig
+from vae.config import N_DIGITS, LossConfig, ModelConfig, PriorConfig
 from vae.priors import build_prior
 
 
@@ -106,24 +106,26 @@ class Sampling(keras.layers.Layer):
 
 class VAE(keras.Model):
     """Encoder, decoder, prior and reconstruction term. ``per_example_losses`` is the negative ELBO
-    per clip, which :class:`DistributedSteps` sums and divides by the global batch."""
+    per clip, which :class:`DistributedSteps` sums and divides by the global batch. ``loss_cfg``
+    (the reconstruction term, KL samples): LossConfig's defaults when not given."""
 
     def __init__(
         self,
         input_hw: tuple[int, int],
         model_cfg: ModelConfig,
         prior_cfg: PriorConfig,
+        loss_cfg: LossConfig | None = None,
         mixed_precision: bool = False,
         seed: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.input_hw = tuple(int(v) for v in input_hw)
-        self.model_cfg, self.prior_cfg = model_cfg, prior_cfg
+        self.model_cfg, self.prior_cfg, self.loss_cfg = model_cfg, prior_cfg, loss_cfg or LossConfig()
         self.encoder = build_encoder(self.input_hw, model_cfg, mixed_precision)
         self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)
         self.prior = build_prior(prior_cfg, model_cfg.latent_dim)
-        self.reconstruction = losses.build_reconstruction(prior_cfg)
+        self.reconstruction = losses.build_reconstruction(self.loss_cfg)
         self.sampling = Sampling(seed, name="sampling")
 
     @property
@@ -134,7 +136,7 @@ class VAE(keras.Model):
     def build_all(self) -> "VAE":
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
-        eps = tf.zeros((self.prior_cfg.kl_samples, 1, self.model_cfg.latent_dim))
+        eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.latent_dim))
         self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps)
         self.built = True
         return self
@@ -171,7 +173,7 @@ class VAE(keras.Model):
         loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it)."""
         x = self._as_image(x)
         mu, log_var = self.encode(x, digits, training=training)
-        z = self.sampling(mu, log_var, eps, samples=self.prior_cfg.kl_samples)
+        z = self.sampling(mu, log_var, eps, samples=self.loss_cfg.kl_samples)
         x_hat = self.decode(z[0], digits, training=training)
         recon = self.reconstruction(x, x_hat)
         kl = self.prior.kl(mu, log_var, z, digits)
@@ -205,7 +207,7 @@ class DistributedSteps:
         h, w = model.input_hw
         x = tf.TensorSpec([None, h, w], tf.float32)
         digits = tf.TensorSpec([None], tf.int32)
-        eps = tf.TensorSpec([model.prior_cfg.kl_samples, None, model.model_cfg.latent_dim], tf.float32)
+        eps = tf.TensorSpec([model.loss_cfg.kl_samples, None, model.model_cfg.latent_dim], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
         self.train = tf.function(self._train, input_signature=[x, digits, eps, scalar], jit_compile=jit)
         self.evaluate = tf.function(self._evaluate, input_signature=[x, digits, eps], jit_compile=jit)
@@ -241,8 +243,10 @@ class DistributedSteps:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(v,)), axis=None)
 
 
-def build_vae(input_hw, model_cfg: ModelConfig, prior_cfg: PriorConfig, mixed_precision: bool = False, seed: int = 0) -> VAE:
-    return VAE(tuple(input_hw), model_cfg, prior_cfg, mixed_precision=mixed_precision, seed=seed, name="vae").build_all()
+def build_vae(
+    input_hw, model_cfg: ModelConfig, prior_cfg: PriorConfig, loss_cfg: LossConfig | None = None, mixed_precision: bool = False, seed: int = 0
+) -> VAE:
+    return VAE(tuple(input_hw), model_cfg, prior_cfg, loss_cfg, mixed_precision=mixed_precision, seed=seed, name="vae").build_all()
 
 
 # --------------------------------------------------------------------------- cost

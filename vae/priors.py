@@ -8,14 +8,21 @@
 
 Densities, sampling and component assignment go through TensorFlow Probability
 (``tfp.distributions``) inside Keras 3 layers, so the parameters train with the model and
-are saved with its weights. All share one API:
+are saved with its weights. All share one API, so that the rest of the code never asks which
+kind it holds (a new prior is a class here, registered in :data:`PRIORS`, and its test):
 
+- ``uses_digits``: whether the prior is p(z | digit): ``kl`` needs each clip's digit and
+  ``sample(digit=d)`` draws from digit d's own part of it;
+- ``components`` (and ``components_of(cfg)`` before one is built): how many components
+  ``assign`` tells apart;
 - ``kl(mu, log_var, z, digits)``: per-example KL(q(z|x) || p(z)), shape [batch]; ``z`` holds
   posterior samples [samples, batch, dim] (analytic priors ignore them);
 - ``log_prob(z)``: the marginal log-density;
 - ``sample(n, seed, digit=None, weights=None)``: numpy draws; ``digit`` restricts a prior that
   knows digits to that digit, ``weights`` (length K) replaces a mixture's own weights;
-- ``assign(z)``: the component each latent falls in (all 0 for ``normal``).
+- ``sample_digit(n, digit, stats, seed)``: draws that stand for digit ``digit``, given its
+  statistics of the training encodings (``latent_stats.json``: mean, spread, occupancy);
+- ``assign(z)``: the component each latent falls in, or None for a prior without components.
 """
 
 from __future__ import annotations
@@ -57,12 +64,17 @@ class Prior(keras.layers.Layer):
     """What every prior answers; subclasses set ``kind`` and register in :data:`PRIORS`."""
 
     kind = ""
-    uses_digits = False  # True when kl() needs each clip's digit
+    uses_digits = False  # True for p(z | digit): kl() needs each clip's digit
+
+    @classmethod
+    def components_of(cls, cfg: PriorConfig) -> int:
+        """How many components a prior built from ``cfg`` has (1: none to tell apart)."""
+        return 1
 
     def __init__(self, latent_dim: int, cfg: PriorConfig, **kwargs):
         super().__init__(dtype="float32", **kwargs)
         self.latent_dim = int(latent_dim)
-        self.components = 1
+        self.components = self.components_of(cfg)
 
     def kl(self, mu, log_var, z, digits=None) -> tf.Tensor:
         raise NotImplementedError
@@ -76,8 +88,16 @@ class Prior(keras.layers.Layer):
     def sample(self, n: int, seed: int = 0, digit: int | None = None, weights=None) -> np.ndarray:
         return self.distribution(weights).sample(int(n), seed=_stateless_seed(seed)).numpy().astype(np.float32)
 
-    def assign(self, z) -> np.ndarray:
-        return np.zeros(len(z), dtype=np.int64)
+    def sample_digit(self, n: int, digit: int, stats: dict, seed: int = 0) -> np.ndarray:
+        """``n`` latents standing for ``digit``. A prior that knows nothing of digits (and has no
+        components to weight) draws from the digit's training encodings: N(stats["mean"],
+        diag(stats["spread"]^2)), the original research's approach."""
+        mean, spread = np.asarray(stats["mean"], np.float32), np.asarray(stats["spread"], np.float32)
+        return (mean + spread * np.random.default_rng(seed).standard_normal((int(n), mean.size))).astype(np.float32)
+
+    def assign(self, z) -> np.ndarray | None:
+        """The component each latent falls in; None for a prior without components."""
+        return None
 
 
 class NormalPrior(Prior):
@@ -94,9 +114,8 @@ class NormalPrior(Prior):
 class _Components(Prior):
     """K learnable diagonal Gaussians: ``means`` [K, D], ``scales`` = softplus(``raw_scales``)."""
 
-    def __init__(self, latent_dim: int, cfg: PriorConfig, components: int, learn_weights: bool = True, **kwargs):
+    def __init__(self, latent_dim: int, cfg: PriorConfig, learn_weights: bool = True, **kwargs):
         super().__init__(latent_dim, cfg, **kwargs)
-        self.components = int(components)
         k, d = self.components, self.latent_dim
         self.logits = self.add_weight(name="logits", shape=(k,), initializer="zeros", trainable=learn_weights)
         self.means = self.add_weight(name="means", shape=(k, d), initializer=keras.initializers.RandomNormal(stddev=1.0))
@@ -127,6 +146,10 @@ class _Components(Prior):
     def responsibilities(self, z) -> tf.Tensor:
         return tf.nn.softmax(self.component_log_probs(z), axis=-1)
 
+    def sample_digit(self, n: int, digit: int, stats: dict, seed: int = 0) -> np.ndarray:
+        """Draws from the components the digit's training clips fall in, weighted by their occupancy."""
+        return self.sample(n, seed, weights=np.asarray(stats["occupancy"]))
+
     def assign(self, z) -> np.ndarray:
         return np.argmax(self.component_log_probs(tf.convert_to_tensor(z)).numpy(), axis=-1).astype(np.int64)
 
@@ -136,8 +159,9 @@ class MixturePrior(_Components):
 
     kind = "mixture"
 
-    def __init__(self, latent_dim: int, cfg: PriorConfig, **kwargs):
-        super().__init__(latent_dim, cfg, cfg.components, **kwargs)
+    @classmethod
+    def components_of(cls, cfg: PriorConfig) -> int:
+        return int(cfg.components)
 
     def kl(self, mu, log_var, z, digits=None):
         """Monte Carlo KL: mean over the samples in ``z`` [S, B, D] of log q(z|x) - log p(z)."""
@@ -153,8 +177,12 @@ class TiedPrior(_Components):
     kind = "tied"
     uses_digits = True
 
+    @classmethod
+    def components_of(cls, cfg: PriorConfig) -> int:
+        return N_DIGITS
+
     def __init__(self, latent_dim: int, cfg: PriorConfig, **kwargs):
-        super().__init__(latent_dim, cfg, N_DIGITS, learn_weights=False, **kwargs)
+        super().__init__(latent_dim, cfg, learn_weights=False, **kwargs)
 
     def kl(self, mu, log_var, z, digits=None):
         """Analytic KL(q(z|x) || p(z | digit of x))."""
@@ -171,6 +199,10 @@ class TiedPrior(_Components):
         if digit is not None:
             weights = np.eye(self.components)[int(digit)]
         return super().sample(n, seed, weights=weights)
+
+    def sample_digit(self, n: int, digit: int, stats: dict, seed: int = 0) -> np.ndarray:
+        """Draws from p(z | digit): the digit's own component (its training statistics are not needed)."""
+        return self.sample(n, seed, digit=digit)
 
 
 PRIORS: dict[str, type[Prior]] = {cls.kind: cls for cls in (NormalPrior, MixturePrior, TiedPrior)}

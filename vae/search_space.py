@@ -9,7 +9,7 @@ and the sweep's scheduler and search algorithm::
     params:
       model.latent_dim: {choice: [16, 32, 64, 128]}
       prior.kind: {choice: [normal, mixture]}
-      prior.recon_weight: {loguniform: [1.0e4, 1.0e8]}
+      loss.recon_weight: {loguniform: [1.0e4, 1.0e8]}
       train.learning_rate: {loguniform: [3.0e-4, 3.0e-3]}
     scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
     search: {type: optuna, seed: 0}   # optional: start_with: [{model.latent_dim: 32, ...}, ...]
@@ -36,7 +36,9 @@ import yaml
 
 from vae.config import (
     MODEL_PRESETS,
+    MOVED_KEYS,
     ConfigError,
+    LossConfig,
     ModelConfig,
     PriorConfig,
     RunConfig,
@@ -55,7 +57,7 @@ SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "max_t"),
 SEARCH_KEYS = {"optuna": ("type", "seed", "start_with"), "random": ("type", "seed", "start_with")}
 # prior.components takes whole numbers only: these distributions give them.
 INTEGER_DISTRIBUTIONS = ("choice", "randint", "lograndint")
-SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "train": TrainConfig, "sampling": SamplingConfig}
+SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "loss": LossConfig, "train": TrainConfig, "sampling": SamplingConfig}
 COMPONENTS_KEY = "prior.components"
 
 
@@ -117,9 +119,12 @@ class SearchSpace:
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
-    """Apply dotted-key overrides (``{"model.latent_dim": 32}``) to a RunConfig, validated."""
+    """Apply dotted-key overrides (``{"model.latent_dim": 32}``) to a RunConfig, validated. A key
+    that has moved (:data:`vae.config.MOVED_KEYS`, e.g. in the stored trials of a sweep resumed
+    across the move) is read at its new place; space files must name the new one (:func:`_check_key`)."""
     data = to_dict(cfg)
     for key, value in overrides.items():
+        key = MOVED_KEYS.get(key, key)
         section, name = key.split(".", 1)
         if key == COMPONENTS_KEY:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
@@ -285,6 +290,8 @@ def _number(value: Any) -> Any:
 def _check_key(key: Any, where: str, fail) -> None:
     if not isinstance(key, str) or "." not in key:
         raise fail(where, "keys are dotted config paths such as 'model.latent_dim'")
+    if key in MOVED_KEYS:
+        raise fail(where, f"has moved: write {MOVED_KEYS[key]!r}")
     section, name = key.split(".", 1)
     if section not in SECTIONS:
         raise fail(where, f"unknown section {section!r}; choose from {sorted(SECTIONS)}")

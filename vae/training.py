@@ -96,7 +96,7 @@ def latent_stats(model, prior_kind: str, batches) -> dict[str, Any]:
     for batch in batches:
         digits = batch["digit"] if model.model_cfg.conditional else None
         mu = model.encode(np.asarray(batch["spectrogram"], np.float32), digits, training=False)[0].numpy()
-        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if prior_kind != "normal" else None)
+        add_latent_sums(sums, mu, batch, model.prior.assign(mu))
     return latent_stats_from_sums(sums, prior_kind)
 
 
@@ -112,7 +112,7 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
         var = np.maximum(sums["mu_sq"][d] / n - mean**2, 0.0)
         entry = {"count": int(n), "mean": mean.tolist(), "spread": np.sqrt(var).tolist()}
         entry["db_min"], entry["db_max"] = float(sums["db_min"][d] / n), float(sums["db_max"][d] / n)
-        if prior_kind != "normal":
+        if sums["components"].any():  # a prior with components assigned every clip to one
             entry["occupancy"] = (sums["components"][d] / n).tolist()
         out["digits"][str(d)] = entry
     total = float(count.sum())
@@ -240,7 +240,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
     steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
     with strategy.scope():
-        model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
+        model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
         optimizer = make_optimizer(tcfg, steps_per_epoch)
         optimizer.build(model.trainable_variables)
     return Worker(
@@ -317,11 +317,11 @@ def _train_epoch(steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: i
     from vae.models import TERMS
 
     tcfg, dim = run_cfg.train, run_cfg.model.latent_dim
-    kl_weight = tf.constant(run_cfg.prior.kl_weight(epoch), tf.float32)
+    kl_weight = tf.constant(run_cfg.loss.kl_weight(epoch), tf.float32)
     sums, n = np.zeros(len(TERMS)), 0
     order = epoch_order(shard_rows(data), steps_per_epoch, tcfg.batch_size, tcfg.seed, epoch, rank)
     for batch in batches(data, tcfg.batch_size, order):
-        eps = example_noise(batch["id"], epoch, tcfg.seed, run_cfg.prior.kl_samples, dim)
+        eps = example_noise(batch["id"], epoch, tcfg.seed, run_cfg.loss.kl_samples, dim)
         sums += steps.train(batch["spectrogram"], batch["digit"].astype(np.int32), eps, kl_weight).numpy()
         n += 1
         if progress and rank == 0 and n % 20 == 0:
@@ -336,7 +336,7 @@ def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
     tcfg = run_cfg.train
     sums = np.zeros(len(TERMS))
     for batch in batches(data, tcfg.batch_size):
-        eps = example_noise(batch["id"], 0, tcfg.seed, run_cfg.prior.kl_samples, run_cfg.model.latent_dim)
+        eps = example_noise(batch["id"], 0, tcfg.seed, run_cfg.loss.kl_samples, run_cfg.model.latent_dim)
         sums += steps.evaluate(batch["spectrogram"], batch["digit"].astype(np.int32), eps).numpy()
     return {"sums": sums, "count": np.array([shard_rows(data)])}
 
@@ -350,7 +350,7 @@ def _encode_shard(worker: Worker) -> dict[str, np.ndarray]:
     row = rank * block
     for batch in batches(worker.train, max(run_cfg.train.batch_size, 64)):
         mu = worker.steps.encode(batch["spectrogram"], batch["digit"].astype(np.int32)).numpy()
-        add_latent_sums(sums, mu, batch, model.prior.assign(mu) if model.prior.kind != "normal" else None)
+        add_latent_sums(sums, mu, batch, model.prior.assign(mu))
         if row + len(mu) > (rank + 1) * block:
             raise TrainingError(f"worker {rank}'s train shard holds more than the {block} rows expected")
         table[row : row + len(mu)] = np.column_stack([mu, batch["digit"], np.ones(len(mu))])
@@ -396,7 +396,7 @@ def run_epoch(worker: Worker, epoch: int, started: float) -> tuple[dict[str, Any
     elapsed, epoch_time = total["clock"] / worker.world
     out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
     metrics = _epoch_metrics(epoch, steps_done, total, train_time)
-    metrics.update(kl_weight=run_cfg.prior.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
+    metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
     metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
     return metrics, bool(out_of_time)
 
@@ -499,7 +499,7 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     tcfg = run_cfg.train
     keras.utils.set_random_seed(tcfg.seed)
     steps_per_epoch = shard_rows(train) // tcfg.batch_size
-    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, seed=tcfg.seed)
+    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed)
     optimizer = make_optimizer(tcfg, steps_per_epoch)
     optimizer.build(model.trainable_variables)
     steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile)
@@ -577,7 +577,7 @@ def _check_same_architecture(stored: RunConfig, new: RunConfig, run_dir: str) ->
     a, b = to_dict(stored), to_dict(new)
     diffs = [
         f"{section}.{key}: {a[section][key]!r} -> {b[section][key]!r}"
-        for section in ("features", "model", "prior")
+        for section in ("features", "model", "prior", "loss")
         for key in a[section]
         if a[section][key] != b[section][key]
     ]

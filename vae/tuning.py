@@ -110,11 +110,11 @@ def _trial(
     driver's MLflow settings (vae.tracking), which a trial's process does not inherit."""
     import ray.tune
 
-    from vae.config import from_dict
+    from vae.config import saved_run_config
     from vae.training import NothingToTrain, fit
 
     trial_id = ray.tune.get_context().get_trial_id()
-    run_cfg = space.run_config(params, from_dict(RunConfig, base))
+    run_cfg = space.run_config(params, saved_run_config(base))  # (a sweep.json from before a key moved too)
     # The trial's driver holds TRIAL_DRIVER_CPU; its workers take the rest of their CPUs, so
     # N trials of W workers fit on N x W CPUs.
     tcfg = run_cfg.train

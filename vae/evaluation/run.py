@@ -11,7 +11,7 @@ and sweeps call it directly). It returns a flat dict of numbers:
   features and Griffin-Lim alone (no model): the best any model can score here;
 - ``digit_accuracy_real``, ``inception_score_real``: the untouched test clips;
 - ``recon_lsd_db_wavs`` (+ floor), when a folder of other WAVs (unseen voices) is given;
-- ``component_purity`` for a mixture prior: share of test clips whose component's
+- ``component_purity`` for a prior with components (mixture, tied): share of test clips whose component's
   majority digit is their own.
 """
 
@@ -184,10 +184,9 @@ def evaluate(
     else:
         notes.append("no recogniser given (--classifier): digit_accuracy, inception_score and frechet_distance not computed")
 
-    components = None
-    if loaded.run_config.prior.kind == "mixture":
-        components = np.asarray(loaded.model.prior.assign(latents), np.int64)
-        m["component_purity"] = component_purity(components, digits, loaded.run_config.prior.components)
+    components = loaded.model.prior.assign(latents)  # None for a prior without components
+    if components is not None:
+        m["component_purity"] = component_purity(components, digits, loaded.model.prior.components)
 
     if wavs_uri:
         m.update(_unseen_voices(loaded, wavs_uri, workers, notes))

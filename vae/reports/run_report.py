@@ -124,8 +124,9 @@ def write_run_report(ev, folder: str) -> str:
 
     if ev.components is not None:
         from vae.evaluation.run import component_table
+        from vae.priors import PRIORS
 
-        k = rc.prior.components
+        k = PRIORS[rc.prior.kind].components_of(rc.prior)
         table = component_table(ev.components, ev.test_digits, k)
         plots.count_table(table, plot("components.png"), "mixture component", "digit", "test clips per digit and component")
         page.heading("Mixture components", anchor="components")

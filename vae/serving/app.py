@@ -193,7 +193,7 @@ class VaeService:
         self.conditional = self.loaded.run_config.model.conditional
         # Whether a clip asked for without a digit still stands for one (drawn with the training
         # frequencies): so with ex-post mixtures, a conditional decoder or the digit-tied prior.
-        self.draws_digit = generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.run_config.prior.kind == "tied"
+        self.draws_digit = generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.model.prior.uses_digits
         self.page = PAGE.read_text()
         self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
         for handler in (self._generate_batch, self._reconstruct_batch):
