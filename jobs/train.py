@@ -126,11 +126,11 @@ def evaluate_best(result, data: str, classifier: str | None) -> dict:
     in the checkpoint's metrics.json and in RUN/metrics.json, so runs and sweep trials compare on it."""
     from vae import storage
     from vae.checkpoint import METRICS, load, write_json
-    from vae.evaluation.run import evaluate_run
+    from vae.reports.run_report import evaluate_and_report
 
     out = storage.join(result.run_dir, "evaluation")
     loaded = load(result.best_checkpoint)
-    evaluation = evaluate_run(loaded, data, out_uri=out, classifier_uri=classifier)
+    evaluation = evaluate_and_report(loaded, data, out, classifier_uri=classifier)
     merged = {**loaded.metrics, **evaluation}
     write_json(result.best_checkpoint, METRICS, merged)
     storage.write_json(storage.join(result.run_dir, METRICS), {"best_checkpoint": result.best_checkpoint, **merged})

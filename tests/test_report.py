@@ -14,7 +14,8 @@ import soundfile as sf
 
 from vae import checkpoint, storage
 from vae.config import EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.evaluation.run import METRICS_FILE, evaluate, write
+from vae.evaluation.run import METRICS_FILE, evaluate
+from vae.reports.run_report import write
 from vae.reports.html import broken_links, links
 
 from jobs import evaluate as evaluate_job

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vae import storage
@@ -118,7 +118,7 @@ def run_pipeline(
     """Run every stage; ``space`` (a SearchSpace) sweeps, otherwise ``run_cfg`` is trained once."""
     from vae import checkpoint
     from vae.config import preset
-    from vae.evaluation.run import evaluate_run
+    from vae.reports.run_report import evaluate_and_report
     from vae.training import SCORE_METRIC, NothingToTrain, fit
 
     timings: dict[str, float] = {}
@@ -163,7 +163,8 @@ def run_pipeline(
 
     evaluation = storage.join(exp_uri, "evaluation")
     _log(f"evaluate: {best} -> {evaluation}")
-    metrics = evaluate_run(checkpoint.load(best), features, out_uri=evaluation, classifier_uri=rec, n_per_digit=n_per_digit)
+    config = replace(EvalConfig(), n_per_digit=n_per_digit).validate()
+    metrics = evaluate_and_report(checkpoint.load(best), features, evaluation, classifier_uri=rec, config=config)
     lap("evaluate")
     return PipelineResult(
         features=features,
