@@ -66,6 +66,14 @@ def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
     assert saved["checkpoint"] == evaluation.checkpoint and saved["epoch"] == 2
 
 
+def test_the_sweep_hears_the_same_digit_accuracy_as_the_report(tiny_checkpoint, recogniser_dir, evaluation):
+    from vae.evaluation import recogniser
+    from vae.tuning import sample_accuracy
+
+    rec = recogniser.load(recogniser_dir)
+    assert sample_accuracy(tiny_checkpoint, rec, evaluation.config.n_per_digit) == evaluation.metrics["digit_accuracy"]
+
+
 def test_report_contains_every_image_and_audio_it_references(report_dir, evaluation):
     assert broken_links(report_dir) == []
     html = open(os.path.join(report_dir, "index.html"), encoding="utf-8").read()
