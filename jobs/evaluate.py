@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from vae import storage
     from vae.checkpoint import load
-    from vae.evaluation.run import evaluate_run
+    from vae.reports.run_report import evaluate_and_report
 
     try:
         config = replace(EvalConfig(), n_per_digit=args.n_per_digit, n_unconditional=args.n_unconditional, seed=args.seed).validate()
         storage.check_reachable(args.out)
         loaded = load(args.checkpoint)
-        m = evaluate_run(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers)
+        m = evaluate_and_report(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers)
     except (UserError, ValueError) as exc:
         return fail("evaluate", str(exc))
     for name in HEADLINE:

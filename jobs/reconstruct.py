@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vae import generation
     from vae.checkpoint import load
-    from vae.dataset import parse_name
-    from vae.features import AudioError, decode_audio, fit_length, log_spectral_distance, waveform_to_spectrogram, wav_bytes
+    from vae.evaluation.evaluators import unseen_voices
+    from vae.features import log_spectral_distance, wav_bytes
 
     try:
         files = storage.list_files(args.input, suffix=".wav")
@@ -56,30 +56,18 @@ def main(argv: list[str] | None = None) -> int:
 
     written, skipped, distances = [], [], []
     for start in range(0, len(files), args.batch_size):
-        batch = []
+        voices = []
         for uri in files[start : start + args.batch_size]:
             try:
-                clip = decode_audio(storage.read_bytes(uri), cfg)
-                spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, cfg)
-                digit = args.digit
-                if digit is None and loaded.run_config.model.conditional:
-                    try:
-                        digit = parse_name(uri).digit
-                    except ValueError as exc:
-                        raise AudioError(f"a conditional model needs the digit: pass --digit, or {exc}") from None
+                voices.append(unseen_voices.read_voice(loaded, uri, args.digit))
             except UserError as exc:
-                reason = exc.reason if isinstance(exc, AudioError) else str(exc)
+                reason = _reason(exc)
                 print(f"  skipped {uri}: {reason}", flush=True)
                 skipped.append({"file": uri, "reason": reason})
-                continue
-            batch.append((uri, clip.waveform, spec, (db_min, db_max), digit))
-        if not batch:
+        if not voices:
             continue
-        digits = np.array([b[4] for b in batch]) if loaded.run_config.model.conditional else None
-        recon = generation.reconstruct(loaded, np.stack([b[2] for b in batch]), digits)
-        waves = generation.to_waveforms(loaded, recon, db_ranges=[b[3] for b in batch])
-        for (uri, original, *_), y in zip(batch, waves):
-            rel = uri[len(base) :].lstrip("/") if input_is_dir else uri.rsplit("/", 1)[-1]
+        for voice, y in zip(voices, unseen_voices.reconstruct(loaded, voices)):
+            rel = voice.uri[len(base) :].lstrip("/") if input_is_dir else voice.uri.rsplit("/", 1)[-1]
             out = storage.join(args.out, storage.safe_relpath(rel))
             try:
                 storage.write_bytes(out, wav_bytes(y, cfg))
@@ -88,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             problem = generation.check_audio(y, cfg.silence_peak)
             if problem:
                 print(f"  warning: {out} is {problem}", flush=True)
-            distances.append(log_spectral_distance(fit_length(original, cfg), y, cfg))
+            distances.append(log_spectral_distance(voice.waveform, y, cfg))
             written.append(out)
         print(f"  {len(written)}/{len(files)} reconstructed", flush=True)
 
@@ -108,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0 if written else 1
+
+
+def _reason(exc: UserError) -> str:
+    """Why a file is skipped, in a few words."""
+    from vae.evaluation.evaluators.unseen_voices import DigitUnknown
+    from vae.features import AudioError
+
+    if isinstance(exc, DigitUnknown):
+        return f"{exc.reason} (pass --digit, or name it like 7_anna_0.wav)"
+    return exc.reason if isinstance(exc, AudioError) else str(exc)
 
 
 if __name__ == "__main__":

@@ -129,11 +129,11 @@ def evaluate_best(result, data: str, classifier: str | None) -> dict:
     and in the run's trackers (vae.tracking: the numbers, and the report as an MLflow artefact)."""
     from vae import storage, tracking
     from vae.checkpoint import METRICS, load, write_json
-    from vae.evaluation.run import evaluate_run
+    from vae.reports.run_report import evaluate_and_report
 
     out = storage.join(result.run_dir, "evaluation")
     loaded = load(result.best_checkpoint)
-    evaluation = evaluate_run(loaded, data, out_uri=out, classifier_uri=classifier)
+    evaluation = evaluate_and_report(loaded, data, out, classifier_uri=classifier)
     merged = {**loaded.metrics, **evaluation}
     write_json(result.best_checkpoint, METRICS, merged)
     storage.write_json(storage.join(result.run_dir, METRICS), {"best_checkpoint": result.best_checkpoint, **merged})

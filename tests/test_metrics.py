@@ -9,7 +9,7 @@ import pytest
 from vae.config import FeatureConfig
 from vae.dataset import load_split_numpy
 from vae.evaluation import audio, metrics, recogniser
-from vae.evaluation.run import read_originals
+from vae.evaluation.context import read_originals
 
 CFG = FeatureConfig()
 

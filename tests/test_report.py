@@ -14,7 +14,8 @@ import soundfile as sf
 
 from vae import checkpoint, storage
 from vae.config import EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.evaluation.run import METRICS_FILE, evaluate, write
+from vae.evaluation.run import METRICS_FILE, evaluate
+from vae.reports.run_report import write
 from vae.reports.html import broken_links, links
 
 from jobs import evaluate as evaluate_job
@@ -63,6 +64,14 @@ def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
     assert saved["digit_accuracy_floor"] >= 0.9 and saved["recon_lsd_db_floor"] < saved["recon_lsd_db"]
     assert 0 <= saved["component_purity"] <= 1
     assert saved["checkpoint"] == evaluation.checkpoint and saved["epoch"] == 2
+
+
+def test_the_sweep_hears_the_same_digit_accuracy_as_the_report(tiny_checkpoint, recogniser_dir, evaluation):
+    from vae.evaluation import recogniser
+    from vae.tuning import sample_accuracy
+
+    rec = recogniser.load(recogniser_dir)
+    assert sample_accuracy(tiny_checkpoint, rec, evaluation.config.n_per_digit) == evaluation.metrics["digit_accuracy"]
 
 
 def test_report_contains_every_image_and_audio_it_references(report_dir, evaluation):

@@ -93,7 +93,8 @@ def test_evaluation_refuses_a_dataset_whose_ids_or_sources_are_not_its_recording
 
 
 def test_the_run_report_keeps_every_file_inside_its_folder(untrained, small_parquet, tmp_path):
-    from vae.evaluation.run import evaluate, write
+    from vae.evaluation.run import evaluate
+    from vae.reports.run_report import write
 
     data = _test_split_with(small_parquet, str(tmp_path / "data"))
     ev = evaluate(checkpoint.load(untrained), data, None, EvalConfig(n_per_digit=1, n_unconditional=2, n_report_per_digit=3), workers=1)

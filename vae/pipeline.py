@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vae import storage, tracking
@@ -118,7 +118,7 @@ def run_pipeline(
     """Run every stage; ``space`` (a SearchSpace) sweeps, otherwise ``run_cfg`` is trained once."""
     from vae import checkpoint
     from vae.config import preset
-    from vae.evaluation.run import evaluate_run
+    from vae.reports.run_report import evaluate_and_report
     from vae.training import SCORE_METRIC, NothingToTrain, fit
 
     timings: dict[str, float] = {}
@@ -163,8 +163,9 @@ def run_pipeline(
 
     evaluation = storage.join(exp_uri, "evaluation")
     _log(f"evaluate: {best} -> {evaluation}")
+    config = replace(EvalConfig(), n_per_digit=n_per_digit).validate()
     loaded = checkpoint.load(best)
-    metrics = evaluate_run(loaded, features, out_uri=evaluation, classifier_uri=rec, n_per_digit=n_per_digit)
+    metrics = evaluate_and_report(loaded, features, evaluation, classifier_uri=rec, config=config)
     # A single run's trackers get its report; a sweep's go to a tracker run of the experiment itself.
     reports = [evaluation] if space is None else [uri for uri in (evaluation, result.report_uri) if uri]
     tracking.log_report(storage.join(exp_uri, "train") if space is None else exp_uri, reports, metrics, loaded.epoch)

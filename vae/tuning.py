@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vae import storage
-from vae.config import RunConfig, to_dict
+from vae.config import EvalConfig, RunConfig, to_dict
 from vae.search_space import SearchSpace
 
 OBJECTIVE = "objective"
@@ -55,29 +55,19 @@ def data_variance(data_uri: str, split: str = "test") -> float:
     return float(np.mean(np.var(specs.astype(np.float64), axis=0)))
 
 
-def sample_accuracy(checkpoint_uri: str, recogniser, n_per_digit: int, seed: int = 0) -> float:
-    """Share of digit-conditional samples (as audio) that the recogniser hears as the digit asked for."""
+def sample_accuracy(checkpoint_uri: str, recogniser, n_per_digit: int) -> float:
+    """Share of digit-conditional samples (as audio) that the recogniser hears as the digit asked for:
+    the evaluation's own ``digit_accuracy`` (:mod:`vae.evaluation.evaluators.samples`), with
+    :class:`EvalConfig`'s seed, so a sweep and the run report agree on a checkpoint."""
     from vae import checkpoint
+    from vae.evaluation.context import Context
+    from vae.evaluation.evaluators import samples
 
-    loaded = checkpoint.load(checkpoint_uri)
-    waves, digits = _digit_waves(loaded, n_per_digit, seed)
-    from vae.evaluation.metrics import digit_accuracy
-
-    heard = recogniser.listen(waves, loaded.run_config.features.sample_rate)
-    return digit_accuracy(heard.probs, np.asarray(digits))
+    config = EvalConfig(n_per_digit=n_per_digit).validate()
+    return samples.digit_accuracy(Context(checkpoint.load(checkpoint_uri), None, config, recogniser))
 
 
-def _digit_waves(loaded, n_per_digit: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """``n_per_digit`` waveforms of each digit (digit ``d`` sampled with seed ``seed + d``), all
-    through Griffin-Lim at once, and their digits."""
-    from vae import generation
-
-    specs = np.concatenate([generation.sample(loaded, n_per_digit, digit=d, seed=seed + d) for d in range(10)])
-    digits = np.repeat(np.arange(10), n_per_digit)
-    return generation.to_waveforms(loaded, specs, db_ranges=[generation.db_range(loaded, d) for d in digits]), digits
-
-
-def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_digit: int, seed: int):
+def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_digit: int):
     """A TuneReportCallback that adds the objective (and digit accuracy) to every report."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -94,7 +84,7 @@ def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_d
                     from vae.evaluation import recogniser
 
                     self._recogniser = recogniser.load(recogniser_uri)
-                accuracy = sample_accuracy(storage.ray_uri(checkpoint.path, checkpoint.filesystem), self._recogniser, n_per_digit, seed)
+                accuracy = sample_accuracy(storage.ray_uri(checkpoint.path, checkpoint.filesystem), self._recogniser, n_per_digit)
                 first["digit_accuracy"] = accuracy
             first["val_unexplained_variance"] = first["val_recon_mse"] / val_variance
             first[OBJECTIVE] = objective(first["val_recon_mse"], val_variance, accuracy)
@@ -121,7 +111,7 @@ def _trial(
     run_cfg = replace(run_cfg, train=replace(tcfg, cpus_per_worker=tcfg.cpus_per_worker - TRIAL_DRIVER_CPU / tcfg.num_workers))
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
-    callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"], run_cfg.train.seed)
+    callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"])
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
         fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[callback], datasets=datasets)
@@ -369,6 +359,7 @@ def best_epoch(trials: list[TrialRecord]) -> dict | None:
 def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:
     """Copy the best checkpoint plus a few WAV samples per digit to ``best/``, all-or-nothing."""
     from vae import checkpoint
+    from vae.evaluation.context import Context
     from vae.features import write_wav
 
     with tempfile.TemporaryDirectory(prefix="fsdd-vae-best-") as tmp:
@@ -377,8 +368,8 @@ def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:
         cfg = loaded.run_config.features
         samples = os.path.join(tmp, "samples")
         os.makedirs(samples)
-        waves, digits = _digit_waves(loaded, n_samples, seed=0)
-        for j, (d, y) in enumerate(zip(digits, waves)):
+        ctx = Context(loaded, None, EvalConfig(n_per_digit=n_samples).validate())
+        for j, (d, y) in enumerate(zip(ctx.generated_digits, ctx.generated)):
             write_wav(os.path.join(samples, f"{d}_{j % n_samples}.wav"), y, cfg)
         with open(os.path.join(tmp, "sweep_best.json"), "w") as f:
             json.dump({k: best[k] for k in ("trial_id", "params", "checkpoint", "metrics")}, f, indent=2, default=str)

@@ -1,7 +1,9 @@
 """The per-run report: metrics against their floors, clips to look at and listen to, curves, latent maps.
 
 Written into a local folder (``index.html``, ``clips/``, ``plots/``); every file
-is referenced relatively. :func:`vae.evaluation.run.write` copies it to s3://.
+is referenced relatively. :func:`write` puts it, with ``metrics.json``, in a local or s3://
+folder; :func:`evaluate_and_report` evaluates a checkpoint (:mod:`vae.evaluation`) and writes both.
+The report depends on the evaluation, never the reverse.
 """
 
 from __future__ import annotations
@@ -9,12 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+from typing import Any
 
 import numpy as np
 
 from vae import storage
-from vae.config import to_dict
+from vae.config import N_DIGITS, EvalConfig, to_dict
 from vae.evaluation.audio import to_spectrograms
+from vae.evaluation.evaluators import METRICS
+from vae.evaluation.evaluators.mixture import component_table
+from vae.evaluation.run import METRICS_FILE, Evaluation, evaluate, metrics_document
 from vae.features import write_wav
 from vae.reports import plots
 from vae.reports.html import Cell, Page
@@ -23,10 +30,37 @@ CURVE_KEYS = ("loss", "recon_mse", "kl")
 N_WAVEFORM_EXAMPLES = 3
 
 
-def write_run_report(ev, folder: str) -> str:
-    """Write the report of an :class:`vae.evaluation.run.Evaluation` into ``folder``; returns index.html's path."""
-    from vae.evaluation.run import METRICS, N_DIGITS
+def evaluate_and_report(
+    loaded,
+    data_uri: str,
+    out_uri: str,
+    classifier_uri: str | None = None,
+    config: EvalConfig | None = None,
+    wavs_uri: str | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """:func:`vae.evaluation.run.evaluate_run`, with ``metrics.json`` and the report written to ``out_uri``
+    (folder or s3://)."""
+    ev = evaluate(loaded, data_uri, classifier_uri, config or EvalConfig(), wavs_uri, workers)
+    write(ev, out_uri)
+    return dict(ev.metrics)
 
+
+def write(ev: Evaluation, out_uri: str) -> str:
+    """``metrics.json`` first, so a failing plot loses no number, then the report (built locally,
+    copied when ``out_uri`` is s3://). Returns ``out_uri`` resolved."""
+    storage.write_json(storage.join(out_uri, METRICS_FILE), metrics_document(ev))
+    if storage.is_s3(out_uri):
+        with tempfile.TemporaryDirectory(prefix="fsdd-vae-eval-") as tmp:
+            write_run_report(ev, tmp)
+            storage.copy_tree(tmp, out_uri)
+    else:
+        write_run_report(ev, storage.resolve(out_uri).path)
+    return storage.resolve(out_uri).uri
+
+
+def write_run_report(ev: Evaluation, folder: str) -> str:
+    """Write the report of an evaluation into ``folder``; returns index.html's path."""
     os.makedirs(folder, exist_ok=True)
     feats, m, rc = ev.features, ev.metrics, ev.run_config
     plot = lambda name: os.path.join(folder, "plots", name)  # noqa: E731
@@ -123,7 +157,6 @@ def write_run_report(ev, folder: str) -> str:
     page.row(("plots/latent_pca.png", "latent PCA"), ("plots/latent_tsne.png", "latent t-SNE"))
 
     if ev.components is not None:
-        from vae.evaluation.run import component_table
         from vae.priors import PRIORS
 
         k = PRIORS[rc.prior.kind].components_of(rc.prior)

@@ -1,0 +1,99 @@
+"""Reconstruction of other WAVs (e.g. voices the model never heard), against the vocoder floor.
+
+:func:`read_voice` and :func:`reconstruct` are also how ``jobs.reconstruct`` turns WAV files
+into reconstructions, so what that job writes is what this evaluator scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vae import generation, storage
+from vae.config import FeatureConfig
+from vae.dataset import parse_name
+from vae.evaluation import audio, metrics as M
+from vae.evaluation.context import Context
+from vae.features import AudioError, decode_audio, fit_length, waveform_to_spectrogram
+
+METRICS: dict[str, tuple[bool, str]] = {
+    "recon_lsd_db_wavs": (False, "log-spectral distance (dB) on the extra WAV folder (unseen voices)"),
+    "recon_mse_wavs": (False, "spectrogram MSE on the extra WAV folder (unseen voices)"),
+}
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One WAV file as the model takes it."""
+
+    uri: str
+    waveform: np.ndarray  # at the features' sample rate, trimmed/padded to clip_seconds
+    spectrogram: np.ndarray  # features of the whole decoded clip, as jobs.preprocess makes them
+    db_range: tuple[float, float]
+    digit: int | None
+
+
+class DigitUnknown(AudioError):
+    """A conditional model needs the clip's digit, and its file name does not give it."""
+
+
+def evaluate(ctx: Context) -> dict[str, Any]:
+    """Reconstruction distances on every usable WAV under ``ctx.wavs_uri``; nothing without one."""
+    if not ctx.wavs_uri:
+        return {}
+    voices = read_voices(ctx.loaded, ctx.wavs_uri, ctx.notes)
+    feats, waves = ctx.features, np.stack([v.waveform for v in voices])
+    recon = reconstruct(ctx.loaded, voices, ctx.workers, "unseen voices, griffin-lim")
+    floor = _vocode(np.stack([v.spectrogram for v in voices]), voices, feats, ctx.workers, "unseen voices floor, griffin-lim")
+    return {
+        "wavs": storage.resolve(ctx.wavs_uri).uri,
+        "wavs_clips": int(len(voices)),
+        "recon_lsd_db_wavs": M.recon_lsd_db(waves, recon, feats),
+        "recon_lsd_db_wavs_floor": M.recon_lsd_db(waves, floor, feats),
+        "recon_mse_wavs": M.recon_mse(waves, recon, feats),
+        "recon_mse_wavs_floor": M.recon_mse(waves, floor, feats),
+    }
+
+
+def read_voices(loaded, wavs_uri: str, notes: list[str]) -> list[Voice]:
+    """Every usable WAV under ``wavs_uri``; each skipped one is noted. Raises ValueError when none is usable."""
+    files = storage.list_files(wavs_uri, suffix=".wav")
+    voices = []
+    for uri in files:
+        try:
+            voices.append(read_voice(loaded, uri))
+        except AudioError as exc:
+            notes.append(f"{uri} skipped: {exc.reason}")
+    if not voices:
+        raise ValueError(f"no usable .wav file under {wavs_uri} ({len(files)} found)")
+    return voices
+
+
+def read_voice(loaded, uri: str, digit: int | None = None) -> Voice:
+    """The WAV at ``uri`` for ``loaded``; a conditional model without ``digit`` reads it from the name.
+    Raises :class:`AudioError` (undecodable or silent) or :class:`DigitUnknown`."""
+    feats = loaded.run_config.features
+    clip = decode_audio(storage.read_bytes(uri), feats)
+    spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, feats)
+    if digit is None and loaded.run_config.model.conditional:
+        try:
+            digit = parse_name(uri).digit
+        except ValueError as exc:
+            raise DigitUnknown(f"a conditional model needs the digit: {exc}") from None
+    return Voice(uri, fit_length(clip.waveform, feats), spec, (db_min, db_max), digit)
+
+
+def reconstruct(loaded, voices: list[Voice], workers: int | None = None, label: str = "reconstructions, griffin-lim") -> np.ndarray:
+    """WAVs of ``voices`` through the encoder (posterior mean), the decoder and Griffin-Lim (clip ``i``: seed ``i``)."""
+    digits = np.array([v.digit for v in voices]) if loaded.run_config.model.conditional else None
+    specs = generation.reconstruct(loaded, np.stack([v.spectrogram for v in voices]), digits)
+    return _vocode(specs, voices, loaded.run_config.features, workers, label)
+
+
+def _vocode(specs: np.ndarray, voices: list[Voice], feats: FeatureConfig, workers: int | None, label: str) -> np.ndarray:
+    ranges = (None, None)
+    if feats.normalisation == "per_clip":
+        ranges = (np.array([v.db_range[0] for v in voices]), np.array([v.db_range[1] for v in voices]))
+    return audio.resynthesise(specs, feats, *ranges, workers=workers, label=label)
