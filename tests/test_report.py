@@ -67,11 +67,14 @@ def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
 
 
 def test_the_sweep_hears_the_same_digit_accuracy_as_the_report(tiny_checkpoint, recogniser_dir, evaluation):
+    from vae import checkpoint
     from vae.evaluation import recogniser
-    from vae.tuning import sample_accuracy
+    from vae.evaluation.evaluators.samples import sample_accuracy
 
     rec = recogniser.load(recogniser_dir)
-    assert sample_accuracy(tiny_checkpoint, rec, evaluation.config.n_per_digit) == evaluation.metrics["digit_accuracy"]
+    # What a sweep's Train worker ranks a checkpoint by: the folder it has just written, around its model in memory.
+    in_worker = checkpoint.in_memory(tiny_checkpoint, checkpoint.load(tiny_checkpoint).model)
+    assert sample_accuracy(in_worker, rec, evaluation.config.n_per_digit) == evaluation.metrics["digit_accuracy"]
 
 
 def test_report_contains_every_image_and_audio_it_references(report_dir, evaluation):

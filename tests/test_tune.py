@@ -44,6 +44,29 @@ def test_objective_does_not_scale_with_reconstruction_weight():
     assert objective(0.04, 0.04, None) == pytest.approx(1.0)
 
 
+def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
+    from vae.config import RunConfig
+    from vae.training import OBJECTIVE, SCORE_METRIC, Ranking, Worker, build_trainer, rank_epoch
+
+    assert Ranking().metric == SCORE_METRIC and Ranking(val_variance=0.04).metric == OBJECTIVE
+    trainer = build_trainer(RunConfig(), {}, "/tmp/unused", "run", 100, ranking=Ranking(val_variance=0.04))
+    assert trainer.run_config.checkpoint_config.checkpoint_score_attribute == OBJECTIVE
+
+    class Heard(Worker):
+        def digit_accuracy(self, checkpoint) -> float:
+            return 0.9
+
+    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, Ranking(val_variance=0.04, recogniser="rec"))
+    at_checkpoint, between = {"val_recon_mse": 0.01}, {"val_recon_mse": 0.01}
+    rank_epoch(worker, at_checkpoint, checkpoint=object())
+    rank_epoch(worker, between, checkpoint=None)
+    assert at_checkpoint == {"val_recon_mse": 0.01, "digit_accuracy": 0.9, "val_unexplained_variance": 0.25, OBJECTIVE: pytest.approx(0.35)}
+    assert between[OBJECTIVE] == pytest.approx(0.25) and "digit_accuracy" not in between
+    untouched = {"val_recon_mse": 0.01}
+    rank_epoch(Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1), untouched, checkpoint=object())
+    assert untouched == {"val_recon_mse": 0.01}  # a single run ranks by val_recon_mse as reported
+
+
 def test_malformed_space_fails_before_any_trial(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("params:\n  model.latent_dimm: {choice: [2, 4]}\n")

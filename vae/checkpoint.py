@@ -328,6 +328,18 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
     )
 
 
+def in_memory(directory: str, model) -> LoadedModel:
+    """A local checkpoint a Train worker has just written, around the model it was saved from (still
+    in memory): no copy, no verification, no second model."""
+    def read(name: str) -> Any:
+        return _read_json(directory, name, None, {})
+
+    return LoadedModel(
+        uri=directory, run_config=saved_run_config(_read_json(directory, CONFIG, None)), model=model,
+        latent_stats=read(LATENT_STATS), metrics=read(METRICS), epoch=_epoch(directory, None), expost=read(EXPOST),
+    )
+
+
 def check(uri: str) -> tuple[str, RunConfig]:
     """Without loading the model: the directory ``uri`` resolves to (a published ``best/``
     pinned to its current version) and its validated config. Raises :class:`CheckpointError`."""

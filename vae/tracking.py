@@ -329,16 +329,7 @@ def checkpoint_samples(model, checkpoint_dir: str, n_digits: int, seed: int = 0)
     first ``n_digits`` digits the local checkpoint ``checkpoint_dir`` has statistics for."""
     from vae import checkpoint as ckpt_lib
     from vae import generation
-    from vae.config import saved_run_config
-
-    def read(name: str) -> Any:
-        path = os.path.join(checkpoint_dir, name)
-        return storage.read_json(path) if os.path.exists(path) else {}
-
-    run_cfg = saved_run_config(read(ckpt_lib.CONFIG))
-    loaded = ckpt_lib.LoadedModel(
-        uri=checkpoint_dir, run_config=run_cfg, model=model, latent_stats=read(ckpt_lib.LATENT_STATS), expost=read(ckpt_lib.EXPOST)
-    )
+    loaded = ckpt_lib.in_memory(checkpoint_dir, model)
     digits = generation.digits_available(loaded)[:n_digits]
     specs = np.concatenate([generation.sample(loaded, 1, digit=d, seed=seed + d) for d in digits])
     waves = generation.to_waveforms(loaded, specs, db_ranges=[generation.db_range(loaded, d) for d in digits], seed=seed)

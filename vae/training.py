@@ -31,6 +31,7 @@ from vae.errors import UserError
 TRAIN, VAL = "train", "val"
 COLUMNS = ["id", "digit", "spectrogram", "db_min", "db_max"]
 SCORE_METRIC = "val_recon_mse"
+OBJECTIVE = "objective"
 RUN_CONFIG_FILE = "run_config.json"
 
 
@@ -43,6 +44,32 @@ class NothingToTrain(TrainingError):
 
 
 # --------------------------------------------------------------------------- pure helpers
+
+
+def objective(val_recon_mse: float, val_variance: float, digit_accuracy: float | None) -> float:
+    """What a sweep ranks by, the smaller the better: the share of the validation spectrograms'
+    variance the model fails to reconstruct, plus the share of digit-conditional samples the
+    recogniser does not hear as the digit asked for (when there is a recogniser)."""
+    value = val_recon_mse / val_variance
+    if digit_accuracy is not None:
+        value += 1.0 - digit_accuracy
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What a run's checkpoints are ranked and kept by, so the ones kept are the best by what the run
+    is judged on. By default the validation reconstruction error; a sweep passes ``val_variance``
+    (and a recogniser) to rank by :func:`objective`, whose digit accuracy rank 0 measures on each
+    checkpoint with the evaluation's own code."""
+
+    val_variance: float = 0.0
+    recogniser: str | None = None
+    n_per_digit: int = 3
+
+    @property
+    def metric(self) -> str:
+        return OBJECTIVE if self.val_variance > 0 else SCORE_METRIC
 
 
 def example_noise(ids, epoch: int, seed: int, samples: int, dim: int) -> np.ndarray:
@@ -124,10 +151,11 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 # --------------------------------------------------------------------------- worker loop
 
 
-def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int) -> dict[str, Any]:
+def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int, ranking: Ranking = Ranking()) -> dict[str, Any]:
     """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only."""
     return {
         "run_config": to_dict(run_cfg),
+        "ranking": to_dict(ranking),
         "run_dir": run_dir,
         "num_train_rows": int(num_train_rows),
         "tracking": tracking.mlflow_settings(),  # workers do not share the driver's environment
@@ -205,6 +233,8 @@ class Worker:
     val: dict[str, np.ndarray]
     steps_per_epoch: int
     rows_per_rank: int  # this worker's block of the table every worker's encodings are gathered in
+    ranking: Ranking = Ranking()
+    recogniser: Any = None  # loaded on first use, by rank 0 only
 
     def all_reduce(self, parts: dict[str, Any]) -> dict[str, Any]:
         """``parts`` (nested named arrays) summed over every worker, in one collective."""
@@ -215,6 +245,17 @@ class Worker:
     def say(self, message: str) -> None:
         if self.rank == 0:
             _say(message)
+
+    def digit_accuracy(self, checkpoint) -> float:
+        """Digit accuracy of the samples of this worker's local ``checkpoint`` (the model in memory)."""
+        from vae import checkpoint as ckpt_lib
+        from vae.evaluation import recogniser
+        from vae.evaluation.evaluators.samples import sample_accuracy
+
+        if self.recogniser is None:
+            self.recogniser = recogniser.load(self.ranking.recogniser)
+        loaded = ckpt_lib.in_memory(checkpoint.path, self.steps.model)
+        return sample_accuracy(loaded, self.recogniser, self.ranking.n_per_digit)
 
 
 def start_worker(config: dict[str, Any]) -> Worker:
@@ -253,6 +294,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
         val=load_shard(ray.train.get_dataset_shard(VAL)),
         steps_per_epoch=steps_per_epoch,
         rows_per_rank=-(-config["num_train_rows"] // world) + 1,
+        ranking=from_dict(Ranking, config.get("ranking", {})),
     )
 
 
@@ -414,6 +456,19 @@ def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], histor
     return checkpoint
 
 
+def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
+    """Add what the run ranks by to ``metrics`` when that is the sweep objective: digit accuracy
+    where there is a checkpoint (rank 0's), the objective at every epoch."""
+    ranking = worker.ranking
+    if ranking.metric != OBJECTIVE:
+        return
+    accuracy = None
+    if ranking.recogniser and checkpoint is not None:
+        accuracy = metrics["digit_accuracy"] = worker.digit_accuracy(checkpoint)
+    metrics["val_unexplained_variance"] = metrics["val_recon_mse"] / ranking.val_variance
+    metrics[OBJECTIVE] = objective(metrics["val_recon_mse"], ranking.val_variance, accuracy)
+
+
 def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
     return (
         f"epoch {epoch}/{epochs}: train loss {m['train_loss']:.4g} (recon_mse {m['train_recon_mse']:.4g}, "
@@ -463,6 +518,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         checkpoint = None
         if out_of_time or epoch == tcfg.epochs or epoch % tcfg.checkpoint_every == 0:
             checkpoint = checkpoint_epoch(worker, epoch, metrics, history, t0)
+        rank_epoch(worker, metrics, checkpoint)
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
         report(worker, tracker, epoch, metrics, checkpoint)
         if out_of_time:
@@ -526,8 +582,10 @@ def build_trainer(
     num_train_rows: int,
     train_loop: Callable[[dict], None] = train_loop_per_worker,
     callbacks: list | None = None,
+    ranking: Ranking = Ranking(),
 ):
-    """A ``TensorflowTrainer`` for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val')."""
+    """A ``TensorflowTrainer`` for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val'),
+    keeping the checkpoints best by ``ranking``."""
     import ray.train
     from ray.train.tensorflow import TensorflowTrainer
 
@@ -535,7 +593,7 @@ def build_trainer(
     storage_path, fs = _ray_storage(storage_uri)
     return TensorflowTrainer(
         train_loop,
-        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows),
+        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg.num_workers,
             use_gpu=tcfg.use_gpu,
@@ -548,7 +606,7 @@ def build_trainer(
             storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=tcfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=tcfg.checkpoints_to_keep, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="min"
+                num_to_keep=tcfg.checkpoints_to_keep, checkpoint_score_attribute=ranking.metric, checkpoint_score_order="min"
             ),
             callbacks=callbacks,
         ),
@@ -635,6 +693,7 @@ def fit(
     resume: bool = False,
     callbacks: list | None = None,
     datasets: dict[str, Any] | None = None,
+    ranking: Ranking = Ranking(),
 ) -> FitResult:
     """Train ``run_cfg`` on the Parquet at ``data_uri`` into ``storage_uri/name``; Ray must be initialised.
 
@@ -665,7 +724,7 @@ def fit(
             f"TrainConfig.batch_size={tcfg.batch_size} x num_workers={tcfg.num_workers} exceeds the "
             f"{n_train} train clips in {data_uri}: no full batch per worker"
         )
-    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks)
+    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking)
     import ray.train
 
     try:
@@ -676,7 +735,7 @@ def fit(
         raise TrainingError(f"run {run_dir} failed: {result.error}") from result.error
     if not result.best_checkpoints:
         raise TrainingError(f"run {run_dir} finished without a checkpoint")
-    best, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][SCORE_METRIC])
+    best, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][ranking.metric])
     return FitResult(
         run_dir=run_dir,
         best_checkpoint=storage.ray_uri(best.path, best.filesystem),

@@ -33,18 +33,11 @@ import numpy as np
 from vae import storage
 from vae.config import EvalConfig, RunConfig, to_dict
 from vae.search_space import SearchSpace
+from vae.training import OBJECTIVE, objective  # noqa: F401  (objective: part of this module's story, tested here)
 
-OBJECTIVE = "objective"
 TRIAL_DRIVER_CPU = 0.01
 TUNE_DIR, TRIALS_DIR, BEST_DIR, REPORT_DIR = "tune", "trials", "best", "report"
 SWEEP_FILE = "sweep.json"
-
-
-def objective(val_recon_mse: float, val_variance: float, digit_accuracy: float | None) -> float:
-    value = val_recon_mse / val_variance
-    if digit_accuracy is not None:
-        value += 1.0 - digit_accuracy
-    return float(value)
 
 
 def data_variance(data_uri: str, split: str = "test") -> float:
@@ -55,44 +48,6 @@ def data_variance(data_uri: str, split: str = "test") -> float:
     return float(np.mean(np.var(specs.astype(np.float64), axis=0)))
 
 
-def sample_accuracy(checkpoint_uri: str, recogniser, n_per_digit: int) -> float:
-    """Share of digit-conditional samples (as audio) that the recogniser hears as the digit asked for:
-    the evaluation's own ``digit_accuracy`` (:mod:`vae.evaluation.evaluators.samples`), with
-    :class:`EvalConfig`'s seed, so a sweep and the run report agree on a checkpoint."""
-    from vae import checkpoint
-    from vae.evaluation.context import Context
-    from vae.evaluation.evaluators import samples
-
-    config = EvalConfig(n_per_digit=n_per_digit).validate()
-    return samples.digit_accuracy(Context(checkpoint.load(checkpoint_uri), None, config, recogniser))
-
-
-def _objective_callback(val_variance: float, recogniser_uri: str | None, n_per_digit: int):
-    """A TuneReportCallback that adds the objective (and digit accuracy) to every report."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    class ObjectiveReportCallback(TuneReportCallback):
-        def __init__(self):
-            super().__init__()
-            self._recogniser = None
-
-        def after_report(self, run_context, metrics, checkpoint):
-            first = dict(metrics[0])
-            accuracy = None
-            if recogniser_uri and checkpoint is not None:
-                if self._recogniser is None:
-                    from vae.evaluation import recogniser
-
-                    self._recogniser = recogniser.load(recogniser_uri)
-                accuracy = sample_accuracy(storage.ray_uri(checkpoint.path, checkpoint.filesystem), self._recogniser, n_per_digit)
-                first["digit_accuracy"] = accuracy
-            first["val_unexplained_variance"] = first["val_recon_mse"] / val_variance
-            first[OBJECTIVE] = objective(first["val_recon_mse"], val_variance, accuracy)
-            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
-
-    return ObjectiveReportCallback()
-
-
 def _trial(
     params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_uri: str, sweep: dict, datasets: dict, tracking: dict | None = None
 ) -> None:
@@ -101,7 +56,9 @@ def _trial(
     import ray.tune
 
     from vae.config import saved_run_config
-    from vae.training import NothingToTrain, fit
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from vae.training import NothingToTrain, Ranking, fit
 
     trial_id = ray.tune.get_context().get_trial_id()
     run_cfg = space.run_config(params, saved_run_config(base))  # (a sweep.json from before a key moved too)
@@ -111,10 +68,11 @@ def _trial(
     run_cfg = replace(run_cfg, train=replace(tcfg, cpus_per_worker=tcfg.cpus_per_worker - TRIAL_DRIVER_CPU / tcfg.num_workers))
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
-    callback = _objective_callback(sweep["val_variance"], sweep.get("recogniser"), sweep["n_per_digit"])
+    # Trials rank and keep their checkpoints by the sweep's objective, measured in the trial's own workers.
+    ranking = Ranking(val_variance=sweep["val_variance"], recogniser=sweep.get("recogniser"), n_per_digit=sweep["n_per_digit"])
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
-        fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[callback], datasets=datasets)
+        fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[TuneReportCallback()], datasets=datasets, ranking=ranking)
     except NothingToTrain:
         return  # a resumed sweep restarted a trial whose training had finished: its results are in
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from vae import generation
-from vae.config import N_DIGITS
+from vae.config import N_DIGITS, EvalConfig
 from vae.evaluation import metrics as M
 from vae.evaluation.context import Context
 
@@ -32,6 +32,12 @@ def evaluate(ctx: Context) -> dict[str, Any]:
 def digit_accuracy(ctx: Context) -> float:
     """Share of the digit-conditional samples heard as the digit asked for (the sweep's objective uses it too)."""
     return M.digit_accuracy(ctx.heard("generated").probs, ctx.generated_digits)
+
+
+def sample_accuracy(loaded, recogniser, n_per_digit: int) -> float:
+    """:func:`digit_accuracy` of a loaded checkpoint alone (no test data), with :class:`EvalConfig`'s
+    seed: what a sweep ranks its checkpoints by, so a sweep and the run report agree on one."""
+    return digit_accuracy(Context(loaded, None, EvalConfig(n_per_digit=n_per_digit).validate(), recogniser))
 
 
 def _conditional(ctx: Context) -> dict[str, Any]:
