@@ -96,11 +96,12 @@ def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parque
 
 
 @pytest.fixture(scope="module")
-def smoke_sweep(ray_local, small_parquet, make_bucket):
+def smoke_sweep(ray_local, small_parquet, make_bucket, recogniser_dir):
     bucket = make_bucket("sweeps")
     proc = run_job(
         "jobs.tune", "--data", small_parquet, "--storage", bucket, "--space", "tune_spaces/smoke.yaml",
-        "--name", "smoke", "--max-concurrent", "2", env={"RAY_ADDRESS": ray_local},
+        "--name", "smoke", "--max-concurrent", "2", "--classifier", recogniser_dir, "--n-per-digit", "1",
+        env={"RAY_ADDRESS": ray_local},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return f"{bucket}/smoke", last_json(proc.stdout), proc
@@ -112,6 +113,12 @@ def test_smoke_sweep_writes_trials_best_and_report_to_s3(smoke_sweep, tmp_path, 
     assert len(trials) == 4
     assert all(t.status == "TERMINATED" for t in trials)
     assert all(t.history and "objective" in t.history[-1] for t in trials)
+    for t in trials:
+        # Ranked by what users hear (digit accuracy of every checkpoint's samples), and kept by it:
+        # each trial's best epoch by the objective still has its checkpoint.
+        best_row = t.best_row()
+        assert 0 <= best_row["digit_accuracy"] <= 1, best_row
+        assert storage.exists(storage.ray_uri(best_row["checkpoint_path"])), (t.trial_id, best_row["epoch"])
     # each trial is a Train run of its own, checkpoints in the bucket
     ckpts = storage.list_files(storage.join(exp, "trials"), "weights.h5")
     assert ckpts and all(c.startswith("s3://sweeps/smoke/trials/") for c in ckpts)
