@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vae import storage
-from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, saved_run_config, to_dict
+from vae.config import N_DIGITS, ConfigError, FaultConfig, RunConfig, from_dict, saved_run_config, to_dict
 from vae.errors import UserError
 
 TRAIN, VAL = "train", "val"
@@ -124,9 +124,15 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 # --------------------------------------------------------------------------- worker loop
 
 
-def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int) -> dict[str, Any]:
-    """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only."""
-    return {"run_config": to_dict(run_cfg), "run_dir": run_dir, "num_train_rows": int(num_train_rows)}
+def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int, fault: FaultConfig | None = None) -> dict[str, Any]:
+    """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only. The test-only
+    fault switch travels here, beside the RunConfig, so no saved config carries it."""
+    return {
+        "run_config": to_dict(run_cfg),
+        "fault": to_dict(fault or FaultConfig()),
+        "run_dir": run_dir,
+        "num_train_rows": int(num_train_rows),
+    }
 
 
 def _say(message: str) -> None:
@@ -136,9 +142,9 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
-def _maybe_fault(train_cfg, epoch: int, rank: int, run_dir: str) -> None:
+def _maybe_fault(fault: FaultConfig, epoch: int, rank: int, run_dir: str) -> None:
     """The test-only fault switch: exit hard once, leaving a marker so the retry runs on."""
-    if train_cfg.fault_epoch != epoch or train_cfg.fault_rank != rank:
+    if fault.epoch != epoch or fault.rank != rank:
         return
     marker = storage.join(run_dir, f"fault_fired_epoch{epoch}_rank{rank}")
     if storage.exists(marker):
@@ -298,6 +304,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from vae.models import DistributedSteps, build_vae
 
     run_cfg = from_dict(RunConfig, config["run_config"]).validate()
+    fault = from_dict(FaultConfig, config.get("fault", {}))
     run_dir, tcfg = config["run_dir"], run_cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -341,7 +348,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     history = list(restored_metrics.get("history", []))
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
-        _maybe_fault(tcfg, epoch, rank, run_dir)
+        _maybe_fault(fault, epoch, rank, run_dir)
         t0 = time.perf_counter()
         train_sums, steps_done = _train_epoch(steps, train_shard, run_cfg, epoch, rank, steps_per_epoch)
         train_time = time.perf_counter() - t0
@@ -447,6 +454,7 @@ def build_trainer(
     num_train_rows: int,
     train_loop: Callable[[dict], None] = train_loop_per_worker,
     callbacks: list | None = None,
+    fault: FaultConfig | None = None,
 ):
     """A ``TensorflowTrainer`` for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val')."""
     import ray.train
@@ -456,7 +464,7 @@ def build_trainer(
     storage_path, fs = _ray_storage(storage_uri)
     return TensorflowTrainer(
         train_loop,
-        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows),
+        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, fault),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg.num_workers,
             use_gpu=tcfg.use_gpu,
@@ -556,6 +564,7 @@ def fit(
     resume: bool = False,
     callbacks: list | None = None,
     datasets: dict[str, Any] | None = None,
+    fault: FaultConfig | None = None,
 ) -> FitResult:
     """Train ``run_cfg`` on the Parquet at ``data_uri`` into ``storage_uri/name``; Ray must be initialised.
 
@@ -563,15 +572,17 @@ def fit(
     Without ``resume`` an existing run is an error; with it, training continues
     from the run's latest checkpoint (epoch count and optimizer state included).
     ``datasets`` (from :func:`load_datasets`) lets many runs share one read of the data:
-    a sweep reads it once in its driver, outside the trials' placement groups.
+    a sweep reads it once in its driver, outside the trials' placement groups. ``fault``: the
+    test-only fault switch (off by default).
     """
     from vae.dataset import read_feature_config
 
     run_dir = check_run(storage_uri, name, resume)
     run_cfg = replace(run_cfg, features=read_feature_config(data_uri)).validate()
     tcfg = run_cfg.train
-    if tcfg.fault_epoch > 0 and not 0 <= tcfg.fault_rank < tcfg.num_workers:
-        raise ConfigError(f"TrainConfig.fault_rank={tcfg.fault_rank} is not a worker rank (num_workers={tcfg.num_workers})")
+    fault = (fault or FaultConfig()).validate()
+    if fault.armed and fault.rank >= tcfg.num_workers:
+        raise ConfigError(f"FaultConfig.rank={fault.rank} is not a worker rank (num_workers={tcfg.num_workers})")
     if resume:
         stored = stored_run_config(storage_uri, name)
         if stored is not None:
@@ -586,7 +597,7 @@ def fit(
             f"TrainConfig.batch_size={tcfg.batch_size} x num_workers={tcfg.num_workers} exceeds the "
             f"{n_train} train clips in {data_uri}: no full batch per worker"
         )
-    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks)
+    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, fault=fault)
     import ray.train
 
     try:

@@ -230,9 +230,9 @@ def build_sweep_report(exp_uri: str, trials, best: dict | None) -> str:
 
 
 def _base(sweep: dict):
-    from vae.config import RunConfig, from_dict
+    from vae.config import saved_run_config
 
-    return from_dict(RunConfig, sweep["base"])
+    return saved_run_config(sweep["base"])
 
 
 def _markdown(exp_uri, rows, best, best_uri, summary) -> str:
