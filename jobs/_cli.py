@@ -1,9 +1,21 @@
-"""What every job does on failure: a message naming the culprit on stderr, the same as JSON last on stdout."""
+"""What every job shares: building its configs from the command line, and failing the same way
+(a message naming the culprit on stderr, the same as JSON last on stdout, exit status 1)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from typing import Any, Callable, Mapping
+
+from vae.errors import UserError
+
+# What a job reports as a user's mistake: every UserError, and the ValueErrors of a bad value
+# (ConfigError is both).
+USER_ERRORS = (UserError, ValueError)
+
+# A shorthand flag's argparse dest -> the dotted config key(s) it sets.
+Shorthands = Mapping[str, "str | tuple[str, ...]"]
 
 
 def fail(job: str, message: str) -> int:
@@ -11,3 +23,34 @@ def fail(job: str, message: str) -> int:
     print(f"{job}: error: {message}", file=sys.stderr)
     print(json.dumps({"error": message}))
     return 1
+
+
+def run(job: str, fn: Callable[[], int]) -> int:
+    """``fn()``, the body of ``job``; a user error becomes :func:`fail`'s report and exit status 1."""
+    try:
+        return fn()
+    except USER_ERRORS as exc:
+        return fail(job, str(exc))
+
+
+def add_config_arguments(p: argparse.ArgumentParser, example: str = "train.learning_rate=3e-4") -> None:
+    """``--config FILE`` and ``--set KEY=VALUE``, the same in every job that builds configs."""
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON of config sections, e.g. {train: {epochs: 5}}, "
+                   "applied first")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="set",
+                   help=f"set one config key (a YAML value), e.g. {example}; repeatable, applied after "
+                   "--config and the other flags, which are shorthands for such keys")
+
+
+def config_overrides(args: argparse.Namespace, shorthands: Shorthands) -> dict[str, Any]:
+    """The one place command-line options become config: dotted keys and their values from
+    ``--config``, then each shorthand flag given (not None), then each ``--set``, later ones winning."""
+    from vae.overrides import parse_assignment, read_file
+
+    out = read_file(args.config) if args.config else {}
+    for dest, keys in shorthands.items():
+        value = getattr(args, dest)
+        if value is not None:
+            out.update({key: value for key in ((keys,) if isinstance(keys, str) else keys)})
+    out.update(parse_assignment(item) for item in args.set)
+    return out

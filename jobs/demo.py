@@ -1,6 +1,7 @@
 """The end-to-end demo on a local Ray instance (``make demo``).
 
     FSDD_DIR=/path/to/recordings python -m jobs.demo [--out runs/demo] [--train-budget S] [--epochs E] [--seed N]
+        [--config FILE] [--set KEY=VALUE ...]
 
 Locates the recordings (``FSDD_DIR``, else downloads the pinned release into
 ``runs/data``), then runs the pipeline in train-only mode: Ray Data extraction,
@@ -8,7 +9,8 @@ the digit recogniser, the default VAE trained with Ray Train for as many
 epochs as fit ``--train-budget`` seconds (vae.config.DemoConfig), evaluation,
 and the report. On a 2-core laptop it takes about 15 minutes, most of it
 training, because training is what makes the digits intelligible. Ends by
-printing the path of the report.
+printing the path of the report. --set demo.KEY=VALUE sets the DemoConfig (the
+flags are shorthands for its keys), any other key the RunConfig it trains.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import os
 import sys
 import time
 
-from jobs._cli import fail
+from jobs._cli import add_config_arguments, config_overrides, run
 from vae import storage
-from vae.config import DemoConfig
-from vae.errors import UserError
+from vae.config import DemoConfig, RunConfig
 from vae.fetch import fetch_fsdd
+
+SHORTHANDS = {"train_budget": "demo.train_budget_s", "epochs": "demo.max_epochs", "seed": "demo.seed"}
+
 
 def locate_data(fsdd_dir: str | None, download_to: str) -> str:
     """``fsdd_dir`` when given (it must exist), else the recordings fetched into ``download_to``."""
@@ -35,27 +39,42 @@ def locate_data(fsdd_dir: str | None, download_to: str) -> str:
     return fetch_fsdd(download_to)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="folder or s3:// prefix for everything the demo makes")
-    defaults = DemoConfig()
-    p.add_argument("--train-budget", type=float, default=defaults.train_budget_s, help="seconds of training: no epoch starts that would end past them")
-    p.add_argument("--epochs", type=int, default=defaults.max_epochs, help="at most this many epochs")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="training seed")
+    p.add_argument("--train-budget", type=float, help="seconds of training: no epoch starts that would end past them "
+                   f"(default {DemoConfig.train_budget_s:g})")
+    p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {DemoConfig.max_epochs})")
+    p.add_argument("--seed", type=int, help=f"training seed (default {DemoConfig.seed})")
     p.add_argument("--download-to", default="runs/data", help="where to fetch FSDD when FSDD_DIR is not set")
-    args = p.parse_args(argv)
-    started = time.perf_counter()
-    try:
-        from vae.pipeline import run_pipeline
-        from vae.raysetup import finish_ray, init_ray
+    add_config_arguments(p)
+    return p.parse_args(argv)
 
-        data_dir = locate_data(os.environ.get("FSDD_DIR") or None, args.download_to)
-        cfg = DemoConfig(max_epochs=args.epochs, train_budget_s=args.train_budget, seed=args.seed).validate().run_config()
-        init_ray()
-        name = time.strftime("demo-%Y%m%d-%H%M%S")
-        result = run_pipeline(data_dir, args.out, name, run_cfg=cfg)
-    except (UserError, RuntimeError, ValueError) as exc:  # ConfigError is a ValueError
-        return fail("demo", str(exc))
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The DemoConfig's RunConfig, both changed by the options given."""
+    from vae.overrides import apply_overrides, apply_run_overrides, split
+
+    parts = split(config_overrides(args, SHORTHANDS), ["demo"])
+    return apply_run_overrides(apply_overrides(DemoConfig(), parts["demo"]).run_config(), parts[""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run("demo", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    """The job's body: locate the data, run the pipeline, summarise."""
+    from vae.pipeline import run_pipeline
+    from vae.raysetup import finish_ray, init_ray
+
+    started = time.perf_counter()
+    data_dir = locate_data(os.environ.get("FSDD_DIR") or None, args.download_to)
+    cfg = run_config(args)
+    init_ray()
+    name = time.strftime("demo-%Y%m%d-%H%M%S")
+    result = run_pipeline(data_dir, args.out, name, run_cfg=cfg)
     finish_ray()
     summary = result.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 1)

@@ -17,9 +17,8 @@ import argparse
 import json
 import sys
 
-from jobs._cli import fail
+from jobs._cli import run
 from vae.config import EvalConfig
-from vae.errors import UserError
 
 
 HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db", "recon_mse")
@@ -41,19 +40,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("evaluate", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vae import storage
     from vae.checkpoint import load
     from vae.reports.run_report import evaluate_and_report
 
-    try:
-        config = replace(EvalConfig(), n_per_digit=args.n_per_digit, n_unconditional=args.n_unconditional, seed=args.seed).validate()
-        storage.check_reachable(args.out)
-        loaded = load(args.checkpoint)
-        m = evaluate_and_report(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers)
-    except (UserError, ValueError) as exc:
-        return fail("evaluate", str(exc))
+    config = replace(EvalConfig(), n_per_digit=args.n_per_digit, n_unconditional=args.n_unconditional, seed=args.seed).validate()
+    storage.check_reachable(args.out)
+    loaded = load(args.checkpoint)
+    m = evaluate_and_report(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers)
     for name in HEADLINE:
         if name in m:
             floor = m.get(f"{name}_floor")

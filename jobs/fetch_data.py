@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
-from jobs._cli import fail
-from vae.fetch import FSDD_SHA256, FSDD_URL, FetchError, fetch_fsdd
+from jobs._cli import run
+from vae.fetch import FSDD_SHA256, FSDD_URL, fetch_fsdd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,10 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sha256", default=FSDD_SHA256, help="expected SHA-256 of the archive (default: the pinned one; if none, the recordings are checked against the pinned content digest)")
     p.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
     args = p.parse_args(argv)
-    try:
-        recordings = fetch_fsdd(args.dest, args.url, args.sha256, args.timeout)
-    except FetchError as exc:
-        return fail("fetch_data", str(exc))
+    return run("fetch_data", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    recordings = fetch_fsdd(args.dest, args.url, args.sha256, args.timeout)
     print(json.dumps({"recordings": recordings, "url": args.url}))
     return 0
 

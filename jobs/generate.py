@@ -15,9 +15,8 @@ import argparse
 import json
 import sys
 
-from jobs._cli import fail
+from jobs._cli import fail, run
 from vae import storage
-from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,18 +32,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("generate", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.n <= 0:
         return fail("generate", f"--n must be positive, got {args.n}")
     from vae import generation
     from vae.checkpoint import load
     from vae.features import wav_bytes
 
-    try:
-        storage.check_reachable(args.out)
-        loaded = load(args.checkpoint)
-        specs = generation.sample(loaded, args.n, digit=args.digit, seed=args.seed)
-    except UserError as exc:
-        return fail("generate", str(exc))
+    storage.check_reachable(args.out)
+    loaded = load(args.checkpoint)
+    specs = generation.sample(loaded, args.n, digit=args.digit, seed=args.seed)
     cfg = loaded.run_config.features
     what = f"digit {args.digit}" if args.digit is not None else "the prior"
     print(f"{args.n} clips from {what} of {loaded.uri} (epoch {loaded.epoch}, prior {loaded.run_config.prior.kind})", flush=True)

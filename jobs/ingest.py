@@ -18,10 +18,9 @@ import json
 import sys
 from dataclasses import replace
 
-from jobs._cli import fail
+from jobs._cli import fail, run
 from vae import storage
 from vae.config import IngestConfig
-from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,6 +45,10 @@ def _table(segments, labels=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("ingest", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from vae.features import AudioError
     from vae.ingest import CountMismatch, IngestError, split_recording, write_clips
 
@@ -61,15 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail("ingest", str(exc))
     except AudioError as exc:
         return fail("ingest", f"{args.input}: {exc.reason}")
-    except UserError as exc:
-        return fail("ingest", str(exc))
 
     print(f"{len(utterances)} utterances in {args.input} ({len(y) / rate:.1f} s at {rate} Hz):", flush=True)
     print(_table([u.segment for u in utterances], [u.name for u in utterances]), flush=True)
-    try:
-        files = write_clips(utterances, y, rate, args.out)
-    except UserError as exc:
-        return fail("ingest", str(exc))
+    files = write_clips(utterances, y, rate, args.out)
     print(f"{len(files)} clips written to {args.out}")
     print(
         json.dumps(

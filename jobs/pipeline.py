@@ -3,9 +3,12 @@
     python -m jobs.pipeline --input SRC --storage DIR_OR_S3 --name EXP
         [--space YAML | --train-only] [--model PRESET] [--epochs E] [--num-workers N]
         [--workers-per-trial W] [--num-samples N] [--max-concurrent C] [--use-gpu] [--resume]
+        [--config FILE] [--set KEY=VALUE ...]
 
 Stages already done for the same input and feature config are skipped. Prints
-where the report and the best checkpoint are; the last line is JSON.
+where the report and the best checkpoint are; the last line is JSON. --set
+sweep.KEY=VALUE sets the sweep's SweepConfig, any other key the train-only
+RunConfig (``--set train.learning_rate=3e-4``); the flags are shorthands for such keys.
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
-from jobs._cli import fail
-from vae.config import FEATURE_PRESETS, MODEL_PRESETS, EvalConfig, ModelConfig, RunConfig, preset
-from vae.errors import UserError
+from jobs._cli import add_config_arguments, config_overrides, run
+from vae.config import FEATURE_PRESETS, MODEL_PRESETS, EvalConfig, ModelConfig, RunConfig, SweepConfig, TrainConfig, preset
 from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
+
+SHORTHANDS = {
+    "prior": "prior.kind",
+    "epochs": "train.epochs",
+    "num_workers": "train.num_workers",
+    "use_gpu": ("train.use_gpu", "sweep.use_gpu"),
+    "workers_per_trial": "sweep.workers_per_trial",
+    "num_samples": "sweep.num_samples",
+    "max_concurrent": "sweep.max_concurrent",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,52 +45,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="default", choices=sorted(MODEL_PRESETS), help="train-only: model preset")
     p.add_argument("--prior", choices=sorted(PRIORS), help="train-only: prior")
     p.add_argument("--epochs", type=int, help="train-only: epochs")
-    p.add_argument("--num-workers", type=int, default=1, help="train-only: Ray Train workers")
-    p.add_argument("--workers-per-trial", type=int, default=1, help="sweep: Ray Train workers per trial")
+    p.add_argument("--num-workers", type=int, help=f"train-only: Ray Train workers (default {TrainConfig.num_workers})")
+    p.add_argument("--workers-per-trial", type=int, help=f"sweep: Ray Train workers per trial (default {SweepConfig.workers_per_trial})")
     p.add_argument("--num-samples", type=int, help="sweep: trials (default: the space's)")
     p.add_argument("--max-concurrent", type=int, help="sweep: trials at once (default: what the cluster fits)")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per Train worker")
+    p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Train worker")
     p.add_argument("--no-recogniser", action="store_true", help="skip the recogniser (no sample metrics)")
     p.add_argument("--n-per-digit", type=int, default=EvalConfig.n_per_digit, help="digit-conditional samples per digit in the evaluation")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run or sweep")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    add_config_arguments(p)
     return p.parse_args(argv)
 
 
-def run_config(args: argparse.Namespace) -> RunConfig:
+def configs(args: argparse.Namespace) -> tuple[RunConfig, SweepConfig]:
+    """The train-only RunConfig (the --model preset, changed by the options given) and the sweep's settings."""
+    from vae.overrides import apply_overrides, apply_run_overrides, split
+
+    parts = split(config_overrides(args, SHORTHANDS), ["sweep"])
     base = RunConfig(model=preset(ModelConfig, args.model))
-    train = replace(base.train, num_workers=args.num_workers, use_gpu=args.use_gpu)
-    if args.epochs is not None:
-        train = replace(train, epochs=args.epochs)
-    prior = replace(base.prior, kind=args.prior) if args.prior else base.prior
-    return replace(base, train=train, prior=prior).validate()
+    return apply_run_overrides(base, parts[""]), apply_overrides(SweepConfig(), parts["sweep"])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        from vae.pipeline import run_pipeline
+    return run("pipeline", lambda: _main(args))
 
-        space = None
-        if args.space:
-            from vae.search_space import load_space
 
-            space = load_space(args.space)
-        cfg = run_config(args)
-        init_ray(args.num_cpus)
-        sweep_options = {
-            "num_samples": args.num_samples,
-            "max_concurrent": args.max_concurrent,
-            "workers_per_trial": args.workers_per_trial,
-            "use_gpu": args.use_gpu,
-        }
-        result = run_pipeline(
-            args.input, args.storage, args.name, features_preset=args.features, space=space, run_cfg=cfg,
-            sweep_options=sweep_options, with_recogniser=not args.no_recogniser, resume=args.resume,
-            n_per_digit=args.n_per_digit,
-        )
-    except (UserError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        return fail("pipeline", str(exc))
+def _main(args: argparse.Namespace) -> int:
+    """The job's body: every stage, then the summary."""
+    from vae.pipeline import run_pipeline
+
+    space = None
+    if args.space:
+        from vae.search_space import load_space
+
+        space = load_space(args.space)
+    cfg, sweep = configs(args)
+    init_ray(args.num_cpus)
+    result = run_pipeline(
+        args.input, args.storage, args.name, features_preset=args.features, space=space, run_cfg=cfg,
+        sweep=sweep, with_recogniser=not args.no_recogniser, resume=args.resume, n_per_digit=args.n_per_digit,
+    )
     finish_ray()
     print(f"best checkpoint: {result.best_checkpoint}")
     if result.sweep_report:

@@ -19,10 +19,9 @@ import signal
 import sys
 from dataclasses import asdict
 
-from jobs._cli import fail
+from jobs._cli import fail, run
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
 from vae.dataset import extract, list_inputs
-from vae.errors import UserError
 from vae.raysetup import init_ray
 from vae.storage import StorageError, check_reachable
 
@@ -43,6 +42,10 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("preprocess", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         cfg = preset(FeatureConfig, args.features)
         # Input and output are checked before Ray starts, so a wrong path fails in seconds.
@@ -57,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.num_cpus, include_dashboard=False)
         signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
         summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
-    except UserError as exc:
-        return fail("preprocess", str(exc))
     except KeyboardInterrupt:
         fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
         return 130

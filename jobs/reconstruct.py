@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from jobs._cli import fail
+from jobs._cli import fail, run
 from vae import storage
 from vae.errors import UserError
 
@@ -36,19 +36,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("reconstruct", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from vae import generation
     from vae.checkpoint import load
     from vae.evaluation.evaluators import unseen_voices
     from vae.features import log_spectral_distance, wav_bytes
 
-    try:
-        files = storage.list_files(args.input, suffix=".wav")
-        if not files:
-            return fail("reconstruct", f"no .wav files under {args.input}")
-        storage.check_reachable(args.out)
-        loaded = load(args.checkpoint)
-    except UserError as exc:
-        return fail("reconstruct", str(exc))
+    files = storage.list_files(args.input, suffix=".wav")
+    if not files:
+        return fail("reconstruct", f"no .wav files under {args.input}")
+    storage.check_reachable(args.out)
+    loaded = load(args.checkpoint)
     cfg = loaded.run_config.features
     base = storage.resolve(args.input).uri
     input_is_dir = storage.is_dir(base)

@@ -12,24 +12,24 @@ import argparse
 import json
 import sys
 
-from jobs._cli import fail
-from vae.errors import UserError
+from jobs._cli import run
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="<storage>/<EXP> of a sweep made by jobs.tune")
     args = p.parse_args(argv)
+    return run("report", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from vae import storage
     from vae.reports.sweep import build_sweep_report
     from vae.tuning import best_epoch, load_trials
 
-    try:
-        trials = load_trials(args.experiment)
-        best = best_epoch(trials)
-        report = build_sweep_report(args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None)
-    except (UserError, FileNotFoundError) as exc:
-        return fail("report", str(exc))
+    trials = load_trials(args.experiment)
+    best = best_epoch(trials)
+    report = build_sweep_report(args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None)
     print(f"{len(trials)} trials; report: {report}/index.html")
     print(json.dumps({"report": f"{report}/index.html", "trials": len(trials)}))
     return 0

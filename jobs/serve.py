@@ -20,9 +20,8 @@ import signal
 import sys
 import threading
 
-from jobs._cli import fail
+from jobs._cli import fail, run
 from vae.config import ConfigError, ServeConfig
-from vae.errors import UserError
 
 APP_NAME = "fsdd-vae"
 
@@ -55,25 +54,26 @@ def _stop_on_signals() -> tuple[threading.Event, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("serve", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vae.checkpoint import check
     from vae.raysetup import finish_ray, init_ray
 
-    try:
-        config = replace(
-            ServeConfig(),
-            num_replicas=args.replicas,
-            max_batch_size=args.max_batch_size,
-            max_clips=args.max_clips,
-            max_ongoing_requests=max(ServeConfig.max_ongoing_requests, 2 * args.max_batch_size),
-        ).validate()
-        if not 0 < args.port < 65536:
-            raise ConfigError(f"--port must be 1-65535, got {args.port}")
-        # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
-        resolved, run_cfg = check(args.checkpoint)
-    except UserError as exc:
-        return fail("serve", str(exc))
+    config = replace(
+        ServeConfig(),
+        num_replicas=args.replicas,
+        max_batch_size=args.max_batch_size,
+        max_clips=args.max_clips,
+        max_ongoing_requests=max(ServeConfig.max_ongoing_requests, 2 * args.max_batch_size),
+    ).validate()
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
+    resolved, run_cfg = check(args.checkpoint)
     print(f"checkpoint {resolved}: {run_cfg.prior.kind} prior, features {run_cfg.features.shape}", flush=True)
 
     from ray import serve

@@ -3,13 +3,15 @@
     python -m jobs.train --data PARQUET --storage DIR_OR_S3 --name RUN
         [--model PRESET] [--prior normal|mixture] [--components K] [--latent-dim D]
         [--recon-weight W] [--epochs E] [--batch-size B] [--lr LR] [--num-workers N]
-        [--use-gpu] [--resume]
+        [--use-gpu] [--resume] [--config FILE] [--set KEY=VALUE ...]
 
 Checkpoints go to STORAGE/RUN/checkpoint_<epoch>; the best ones by validation
 reconstruction error are kept (and always the latest). An existing RUN is an
 error unless --resume is given; --resume continues from the latest checkpoint
-with the stored config, changed only by the options given. The last stdout line
-is JSON with the best checkpoint and its metrics.
+with the stored config, changed only by the options given. Any RunConfig key can
+be set with --set (``--set loss.kl_warmup_epochs=5``) or a --config file; the
+other flags are shorthands for such keys. The last stdout line is JSON with the
+best checkpoint and its metrics.
 """
 
 from __future__ import annotations
@@ -19,45 +21,32 @@ import json
 import sys
 from dataclasses import replace
 
-from jobs._cli import fail
-from vae.config import (
-    MODEL_PRESETS,
-    ConfigError,
-    LossConfig,
-    ModelConfig,
-    PriorConfig,
-    RunConfig,
-    SamplingConfig,
-    TrainConfig,
-    from_dict,
-    preset,
-    to_dict,
-)
-from vae.errors import UserError
+from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, run
+from vae.config import MODEL_PRESETS, ConfigError, FaultConfig, ModelConfig, RunConfig, preset
 
-# CLI option -> (config section, field)
-OVERRIDES = {
-    "prior": ("prior", "kind"),
-    "components": ("prior", "components"),
-    "reconstruction": ("loss", "reconstruction"),
-    "recon_weight": ("loss", "recon_weight"),
-    "kl_warmup": ("loss", "kl_warmup_epochs"),
-    "latent_dim": ("model", "latent_dim"),
-    "conditional": ("model", "conditional"),
-    "sampler": ("sampling", "sampler"),
-    "epochs": ("train", "epochs"),
-    "time_budget": ("train", "time_budget_s"),
-    "batch_size": ("train", "batch_size"),
-    "lr": ("train", "learning_rate"),
-    "num_workers": ("train", "num_workers"),
-    "use_gpu": ("train", "use_gpu"),
-    "mixed_precision": ("train", "mixed_precision"),
-    "placement": ("train", "placement_strategy"),
-    "seed": ("train", "seed"),
-    "max_failures": ("train", "max_failures"),
-    "keep": ("train", "checkpoints_to_keep"),
-    "fault_epoch": ("train", "fault_epoch"),
-    "fault_rank": ("train", "fault_rank"),
+# Shorthand flag -> the config key it sets (fault.*: the test-only FaultConfig, never saved).
+SHORTHANDS = {
+    "prior": "prior.kind",
+    "components": "prior.components",
+    "reconstruction": "loss.reconstruction",
+    "recon_weight": "loss.recon_weight",
+    "kl_warmup": "loss.kl_warmup_epochs",
+    "latent_dim": "model.latent_dim",
+    "conditional": "model.conditional",
+    "sampler": "sampling.sampler",
+    "epochs": "train.epochs",
+    "time_budget": "train.time_budget_s",
+    "batch_size": "train.batch_size",
+    "lr": "train.learning_rate",
+    "num_workers": "train.num_workers",
+    "use_gpu": "train.use_gpu",
+    "mixed_precision": "train.mixed_precision",
+    "placement": "train.placement_strategy",
+    "seed": "train.seed",
+    "max_failures": "train.max_failures",
+    "keep": "train.checkpoints_to_keep",
+    "fault_epoch": "fault.epoch",
+    "fault_rank": "fault.rank",
 }
 
 
@@ -97,30 +86,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--classifier", help="recogniser checkpoint (jobs.train_classifier): evaluate the best checkpoint "
                    "on audio, sample metrics included, into RUN/metrics.json and RUN/evaluation/")
     p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --classifier")
+    add_config_arguments(p)
     return p.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace, stored: RunConfig | None) -> RunConfig:
-    """The stored config of a resumed run (or the defaults), changed by the options given."""
+def build_config(args: argparse.Namespace, stored: RunConfig | None) -> tuple[RunConfig, FaultConfig]:
+    """The stored config of a resumed run (or the --model preset), changed by the options given,
+    and the fault switch."""
+    from vae.overrides import apply_overrides, apply_run_overrides, split
+
     if stored is not None:
         base = stored
         if args.model is not None and preset(ModelConfig, args.model) != stored.model:
             raise ConfigError(f"--model {args.model} differs from the model of the run being resumed")
     else:
         base = RunConfig(model=preset(ModelConfig, args.model or "default"))
-    sections = {name: to_dict(getattr(base, name)) for name in ("model", "prior", "loss", "train", "sampling")}
-    for option, (section, key) in OVERRIDES.items():
-        value = getattr(args, option)
-        if value is not None:
-            sections[section][key] = value
-    return replace(
-        base,
-        model=from_dict(ModelConfig, sections["model"]),
-        prior=from_dict(PriorConfig, sections["prior"]),
-        loss=from_dict(LossConfig, sections["loss"]),
-        train=from_dict(TrainConfig, sections["train"]),
-        sampling=from_dict(SamplingConfig, sections["sampling"]),
-    )
+    parts = split(config_overrides(args, SHORTHANDS), ["fault"])
+    return apply_run_overrides(base, parts[""]), apply_overrides(FaultConfig(), parts["fault"])
 
 
 def evaluate_best(result, data: str, classifier: str | None) -> dict:
@@ -144,6 +126,11 @@ def evaluate_best(result, data: str, classifier: str | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("train", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    """The job's body: check, train, optionally evaluate, report."""
     import ray
 
     from vae.dataset import read_feature_config
@@ -155,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         check_run(args.storage, args.name, args.resume)  # before Ray starts: a wrong name fails in seconds
         stored = stored_run_config(args.storage, args.name) if args.resume else None
         # Validated with the data's features before Ray starts, so a bad option or path fails in seconds.
-        run_cfg = replace(build_config(args, stored), features=read_feature_config(args.data)).validate()
+        run_cfg, fault = build_config(args, stored)
+        run_cfg = replace(run_cfg, features=read_feature_config(args.data)).validate()
         t = run_cfg.train
         print(
             f"run {args.name}: model {args.model or ('as stored' if stored else 'default')} "
@@ -164,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         init_ray(args.num_cpus)
-        result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume)
-    except UserError as exc:
-        return fail("train", str(exc))
+        result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume, fault=fault)
     finally:
         if owns_ray and ray.is_initialized():
             ray.shutdown()  # also flushes worker logs, so the JSON below stays the last line
@@ -175,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate or args.classifier:
         try:
             evaluation = evaluate_best(result, args.data, args.classifier)
-        except (UserError, ValueError) as exc:
+        except USER_ERRORS as exc:
             return fail("train", f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
     m = result.best_metrics
     print(

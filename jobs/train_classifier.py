@@ -20,9 +20,8 @@ import sys
 import time
 from dataclasses import replace
 
-from jobs._cli import fail
+from jobs._cli import run
 from vae.config import RecogniserConfig
-from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run("train_classifier", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     from vae import storage
     from vae.evaluation import recogniser
 
@@ -48,14 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_gl_augment:
         config = replace(config, gl_augment=False)
     started = time.perf_counter()
-    try:
-        config.validate()
-        storage.check_reachable(args.out)
-        rec = recogniser.train_from_parquet(args.data, config, workers=args.workers)
-        rec.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-        out = recogniser.save(rec, args.out)
-    except (UserError, ValueError) as exc:
-        return fail("train_classifier", str(exc))
+    config.validate()
+    storage.check_reachable(args.out)
+    rec = recogniser.train_from_parquet(args.data, config, workers=args.workers)
+    rec.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    out = recogniser.save(rec, args.out)
     m = rec.metrics
     print(
         f"recogniser saved to {out}: test accuracy {m['test_accuracy']:.4f} clean, "

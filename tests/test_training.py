@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from vae import checkpoint, storage
-from vae.config import ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.training import TrainingError, batches, epoch_order, fit, make_optimizer, pack, unpack
+from vae.config import FaultConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.training import RUN_CONFIG_FILE, TrainingError, batches, epoch_order, fit, make_optimizer, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
@@ -31,8 +31,8 @@ def tiny_run_config(**train) -> RunConfig:
 def faulted_run(ray_local, small_parquet, tmp_path_factory):
     """2 workers x 2 epochs; worker rank 1 kills itself at the start of epoch 2."""
     storage_dir = str(tmp_path_factory.mktemp("runs"))
-    cfg = tiny_run_config(learning_rate=3e-3, batch_size=8, fault_epoch=2, fault_rank=1, max_failures=1)
-    return fit(cfg, small_parquet, storage_dir, "faulted")
+    cfg = tiny_run_config(learning_rate=3e-3, batch_size=8, max_failures=1)
+    return fit(cfg, small_parquet, storage_dir, "faulted", fault=FaultConfig(epoch=2, rank=1))
 
 
 def test_two_workers_two_epochs_lower_the_validation_loss(faulted_run):
@@ -53,6 +53,15 @@ def test_a_worker_killed_mid_run_is_replaced_and_training_resumes_from_the_check
     stats = loaded.latent_stats
     assert sum(d["count"] for d in stats["digits"].values()) == SMALL_TRAIN_CLIPS  # all shards, every clip once
     assert sorted(stats["digits"]) == [str(d) for d in range(10)]
+
+
+def test_the_fault_switch_is_in_no_saved_config(faulted_run):
+    saved = {
+        RUN_CONFIG_FILE: storage.read_json(storage.join(faulted_run.run_dir, RUN_CONFIG_FILE)),
+        checkpoint.CONFIG: json.loads(storage.read_text(storage.join(faulted_run.best_checkpoint, checkpoint.CONFIG))),
+    }
+    for name, cfg in saved.items():
+        assert not [key for key in cfg["train"] if "fault" in key], name
 
 
 def test_an_existing_run_name_needs_resume(faulted_run, small_parquet):

@@ -243,9 +243,6 @@ class TrainConfig:
     # TensorBoard as a spectrogram image and Griffin-Lim audio (vae/tracking.py); 0: none.
     tracking_samples: int = 4
     max_failures: int = 2
-    # Test-only fault switch: worker of this rank exits hard at the start of this epoch, once.
-    fault_epoch: int = -1
-    fault_rank: int = 1
 
     def validate(self) -> "TrainConfig":
         _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "cpus_per_worker", "checkpoints_to_keep", "checkpoint_every")
@@ -261,6 +258,24 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr_final_fraction={self.lr_final_fraction} must be in [0, 1]")
         if self.mixed_precision and not self.use_gpu:
             raise ConfigError("TrainConfig.mixed_precision needs use_gpu: float16 on CPU is slower, not faster")
+        return self
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Test-only fault switch: the worker of rank ``rank`` exits hard at the start of epoch ``epoch``,
+    once. It reaches the workers through the loop config only, never a saved RunConfig."""
+
+    epoch: int = -1  # -1: off
+    rank: int = 1
+
+    @property
+    def armed(self) -> bool:
+        return self.epoch > 0
+
+    def validate(self) -> "FaultConfig":
+        if self.rank < 0:
+            raise ConfigError(f"FaultConfig.rank={self.rank} must be >= 0")
         return self
 
 
@@ -304,6 +319,39 @@ class RunConfig:
         self.loss.validate()
         self.train.validate()
         self.sampling.validate()
+        return self
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """How a sweep runs its trials (vae/tuning.py); what it searches is the space file's."""
+
+    num_samples: int | None = None  # trials; None: the space file's num_samples
+    max_concurrent: int | None = None  # trials at once; None: as many as the cluster fits
+    workers_per_trial: int = TrainConfig.num_workers  # Ray Train workers of each trial
+    use_gpu: bool = TrainConfig.use_gpu  # one GPU per Train worker
+    n_per_digit: int = 3  # samples per digit the recogniser scores after each epoch of a trial
+    max_failures: int = 1  # times Tune retries a failed trial
+    # The asha scheduler's settings where the space file gives none (max_t: train.epochs).
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    search_seed: int = 0  # the search algorithm's seed where the space file gives none
+
+    def validate(self) -> "SweepConfig":
+        for name in ("num_samples", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"SweepConfig.{name}={value!r} must be an integer >= 1 (or unset)")
+        _positive(self, "workers_per_trial", "n_per_digit", "grace_period")
+        if self.max_failures < -1:
+            raise ConfigError(f"SweepConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
+        if not self.reduction_factor > 1:
+            raise ConfigError(f"SweepConfig.reduction_factor={self.reduction_factor} must be above 1")
+        if self.search_seed < 0:
+            raise ConfigError(f"SweepConfig.search_seed={self.search_seed} must be >= 0")
         return self
 
 
@@ -500,8 +548,12 @@ MOVED_KEYS = {
 }
 
 
+# Keys a saved RunConfig may have that no longer belong to it (the fault switch is FaultConfig now).
+AFTER_KEYS_REMOVED = {"train": ("fault_epoch", "fault_rank")}
+
+
 def saved_run_config(data: Mapping[str, Any]) -> "RunConfig":
-    """A RunConfig read back from a checkpoint or run folder, old ones included."""
+    """A RunConfig read back from a checkpoint, run folder or sweep, old ones included."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"RunConfig: expected a mapping, got {type(data).__name__}")
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
@@ -518,6 +570,10 @@ def saved_run_config(data: Mapping[str, Any]) -> "RunConfig":
         if isinstance(data.setdefault(section, {}), dict):
             for key, value in keys.items():
                 data[section].setdefault(key, value)
+    for section, names in AFTER_KEYS_REMOVED.items():
+        if isinstance(data.get(section), dict):
+            for name in names:
+                data[section].pop(name, None)
     return from_dict(RunConfig, data)
 
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vae import storage, tracking
-from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, to_json
+from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, SweepConfig, to_json
+from vae.errors import UserError
+
+
+class PipelineError(UserError, RuntimeError):
+    """A stage produced nothing the next one can use (no clip extracted, no usable sweep checkpoint)."""
+
 
 def _log(msg: str) -> None:
     print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -57,7 +63,7 @@ def extract_features(src: str, storage_uri: str, preset_name: str, cfg: FeatureC
     summary = extract(src, out, cfg)
     print(f"{summary.written} clips written, {summary.rejected} rejected", flush=True)
     if summary.written == 0:
-        raise RuntimeError(f"no clip of {src} could be extracted; see {summary.rejected_output}")
+        raise PipelineError(f"no clip of {src} could be extracted; see {summary.rejected_output}")
     return out
 
 
@@ -110,12 +116,13 @@ def run_pipeline(
     features_preset: str = "default",
     space=None,
     run_cfg: RunConfig | None = None,
-    sweep_options: dict | None = None,
+    sweep: SweepConfig | None = None,
     with_recogniser: bool = True,
     resume: bool = False,
     n_per_digit: int = EvalConfig.n_per_digit,
 ) -> PipelineResult:
-    """Run every stage; ``space`` (a SearchSpace) sweeps, otherwise ``run_cfg`` is trained once."""
+    """Run every stage; ``space`` (a SearchSpace) sweeps with ``sweep``'s settings, otherwise
+    ``run_cfg`` is trained once."""
     from vae import checkpoint
     from vae.config import preset
     from vae.reports.run_report import evaluate_and_report
@@ -143,9 +150,9 @@ def run_pipeline(
         from vae.tuning import run_sweep
 
         _log(f"sweep: {space.source} -> {exp_uri}")
-        result = run_sweep(space, features, storage_uri, name, resume=resume, recogniser_uri=rec, **(sweep_options or {}))
+        result = run_sweep(space, features, storage_uri, name, sweep, resume=resume, recogniser_uri=rec)
         if not result.best_uri:
-            raise RuntimeError(f"the sweep {exp_uri} produced no usable checkpoint; see {result.report_uri}")
+            raise PipelineError(f"the sweep {exp_uri} produced no usable checkpoint; see {result.report_uri}")
         best = storage.join(exp_uri, "best")
         sweep_report = storage.join(result.report_uri, "index.html")
     else:

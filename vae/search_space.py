@@ -43,11 +43,11 @@ from vae.config import (
     PriorConfig,
     RunConfig,
     SamplingConfig,
+    SweepConfig,
     TrainConfig,
-    from_dict,
     preset,
-    to_dict,
 )
+from vae.overrides import apply_overrides  # noqa: F401  (re-exported: vae.search_space.apply_overrides)
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -112,26 +112,11 @@ class SearchSpace:
         return {p.key: p.to_tune() for p in self.params}
 
     def run_config(self, sampled: Mapping[str, Any], base: RunConfig) -> RunConfig:
-        """The trial's RunConfig: ``base`` + model preset + fixed values + the sampled values."""
-        return apply_overrides(
-            dataclasses.replace(base, model=preset(ModelConfig, self.model_preset)), {**self.fixed, **sampled}
-        )
-
-
-def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
-    """Apply dotted-key overrides (``{"model.latent_dim": 32}``) to a RunConfig, validated. A key
-    that has moved (:data:`vae.config.MOVED_KEYS`, e.g. in the stored trials of a sweep resumed
-    across the move) is read at its new place; space files must name the new one (:func:`_check_key`)."""
-    data = to_dict(cfg)
-    for key, value in overrides.items():
-        key = MOVED_KEYS.get(key, key)
-        section, name = key.split(".", 1)
-        if key == COMPONENTS_KEY:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-                raise ConfigError(f"{COMPONENTS_KEY}={value!r} must be a whole number >= 1")
-            value = int(value)
-        data[section][name] = value
-    return from_dict(RunConfig, data).validate()
+        """The trial's RunConfig: ``base`` + model preset + fixed values + the sampled values. A key
+        that has moved (:data:`vae.config.MOVED_KEYS`, e.g. in the stored trials of a sweep resumed
+        across the move) is read at its new place; space files must name the new one (:func:`_check_key`)."""
+        values = {MOVED_KEYS.get(key, key): value for key, value in {**self.fixed, **sampled}.items()}
+        return apply_overrides(dataclasses.replace(base, model=preset(ModelConfig, self.model_preset)), values)
 
 
 def load_space(path: str | os.PathLike) -> SearchSpace:
@@ -147,10 +132,17 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
     return parse_space(raw, src)
 
 
-def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
+def _failer(src: str):
+    """``fail(key, message)``: the SpaceError naming ``src`` and the key."""
+
     def fail(key: str, msg: str) -> SpaceError:
         return SpaceError(f"{src}: {key}: {msg}")
 
+    return fail
+
+
+def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
+    fail = _failer(src)
     if not isinstance(raw, dict):
         raise fail("(top level)", "expected a mapping")
     for key in raw:
@@ -187,7 +179,7 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         if key == COMPONENTS_KEY and params[-1].kind not in INTEGER_DISTRIBUTIONS:
             raise fail(where, f"takes whole numbers: use one of {list(INTEGER_DISTRIBUTIONS)}, not {params[-1].kind}")
 
-    num_samples = raw.get("num_samples", 8)
+    num_samples = raw.get("num_samples", SearchSpace.num_samples)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise fail("num_samples", f"must be a positive integer, got {num_samples!r}")
     scheduler = _settings(raw, "scheduler", SCHEDULER_KEYS, "asha", fail)
@@ -217,7 +209,10 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         except ConfigError as exc:
             raise fail(f"search.start_with[{i}]", f"gives an invalid config: {exc}") from None
     if scheduler["type"] == "asha":
-        _check_asha(scheduler, epochs, [p.key for p in params], fail)
+        if "train.epochs" in [p.key for p in params]:
+            raise fail("params.train.epochs", "cannot be searched with the asha scheduler: its rungs need one epoch count "
+                                              "(fix train.epochs; the scheduler stops weak trials early)")
+        asha_settings(scheduler, epochs, SweepConfig(), fail)
     return space
 
 
@@ -261,20 +256,21 @@ def _settings(raw: dict, section: str, allowed: dict[str, tuple[str, ...]], defa
     return settings
 
 
-def _check_asha(scheduler: dict, epochs: int, searched: list[str], fail) -> None:
-    """ASHA's settings against the epochs every trial runs (Ray asserts only some of this, and only once running)."""
-    if "train.epochs" in searched:
-        raise fail("params.train.epochs", "cannot be searched with the asha scheduler: its rungs need one epoch count "
-                                          "(fix train.epochs; the scheduler stops weak trials early)")
+def asha_settings(scheduler: Mapping[str, Any], epochs: int, defaults: SweepConfig, fail=None) -> dict[str, Any]:
+    """ASHA's ``max_t``, ``grace_period`` and ``reduction_factor``: the space's, else ``defaults``'
+    (max_t: ``epochs``), checked against the epochs every trial runs (Ray asserts only some of this,
+    and only once running)."""
+    fail = fail or _failer("<space>")
     max_t = scheduler.get("max_t", epochs)
     if not _whole(max_t, 1) or max_t > epochs:
         raise fail("scheduler.max_t", f"must be an integer from 1 to train.epochs={epochs}, got {max_t!r}")
-    grace = scheduler.get("grace_period", 1)
+    grace = scheduler.get("grace_period", defaults.grace_period)
     if not _whole(grace, 1) or grace > max_t:
         raise fail("scheduler.grace_period", f"must be an integer from 1 to max_t={max_t} (train.epochs={epochs}), got {grace!r}")
-    factor = scheduler.get("reduction_factor", 3)
+    factor = scheduler.get("reduction_factor", defaults.reduction_factor)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
         raise fail("scheduler.reduction_factor", f"must be a number above 1, got {factor!r}")
+    return {"max_t": max_t, "grace_period": grace, "reduction_factor": float(factor)}
 
 
 def _number(value: Any) -> Any:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vae import storage, tracking
-from vae.config import N_DIGITS, ConfigError, RunConfig, from_dict, saved_run_config, to_dict
+from vae.config import N_DIGITS, ConfigError, FaultConfig, RunConfig, from_dict, saved_run_config, to_dict
 from vae.errors import UserError
 
 TRAIN, VAL = "train", "val"
@@ -151,11 +151,15 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 # --------------------------------------------------------------------------- worker loop
 
 
-def loop_config(run_cfg: RunConfig, run_dir: str, num_train_rows: int, ranking: Ranking = Ranking()) -> dict[str, Any]:
-    """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only."""
+def loop_config(
+    run_cfg: RunConfig, run_dir: str, num_train_rows: int, ranking: Ranking = Ranking(), fault: FaultConfig | None = None
+) -> dict[str, Any]:
+    """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only. The test-only
+    fault switch travels here, beside the RunConfig, so no saved config carries it."""
     return {
         "run_config": to_dict(run_cfg),
         "ranking": to_dict(ranking),
+        "fault": to_dict(fault or FaultConfig()),
         "run_dir": run_dir,
         "num_train_rows": int(num_train_rows),
         "tracking": tracking.mlflow_settings(),  # workers do not share the driver's environment
@@ -169,9 +173,9 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
-def _maybe_fault(train_cfg, epoch: int, rank: int, run_dir: str) -> None:
+def _maybe_fault(fault: FaultConfig, epoch: int, rank: int, run_dir: str) -> None:
     """The test-only fault switch: exit hard once, leaving a marker so the retry runs on."""
-    if train_cfg.fault_epoch != epoch or train_cfg.fault_rank != rank:
+    if fault.epoch != epoch or fault.rank != rank:
         return
     marker = storage.join(run_dir, f"fault_fired_epoch{epoch}_rank{rank}")
     if storage.exists(marker):
@@ -234,6 +238,7 @@ class Worker:
     steps_per_epoch: int
     rows_per_rank: int  # this worker's block of the table every worker's encodings are gathered in
     ranking: Ranking = Ranking()
+    fault: FaultConfig = FaultConfig()
     recogniser: Any = None  # loaded on first use, by rank 0 only
 
     def all_reduce(self, parts: dict[str, Any]) -> dict[str, Any]:
@@ -295,6 +300,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
         steps_per_epoch=steps_per_epoch,
         rows_per_rank=-(-config["num_train_rows"] // world) + 1,
         ranking=from_dict(Ranking, config.get("ranking", {})),
+        fault=from_dict(FaultConfig, config.get("fault", {})),
     )
 
 
@@ -510,7 +516,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tracker = tracking.worker_tracker(config, worker.rank, worker.run_cfg)  # rank 0 logs, other ranks get a no-op
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
-        _maybe_fault(tcfg, epoch, worker.rank, worker.run_dir)
+        _maybe_fault(worker.fault, epoch, worker.rank, worker.run_dir)
         t0 = time.perf_counter()
         metrics, out_of_time = run_epoch(worker, epoch, started)
         metrics.update(resumed_from_epoch=start_epoch, initial_val_loss=baseline)
@@ -583,6 +589,7 @@ def build_trainer(
     train_loop: Callable[[dict], None] = train_loop_per_worker,
     callbacks: list | None = None,
     ranking: Ranking = Ranking(),
+    fault: FaultConfig | None = None,
 ):
     """A ``TensorflowTrainer`` for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val'),
     keeping the checkpoints best by ``ranking``."""
@@ -593,7 +600,7 @@ def build_trainer(
     storage_path, fs = _ray_storage(storage_uri)
     return TensorflowTrainer(
         train_loop,
-        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking),
+        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking, fault),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg.num_workers,
             use_gpu=tcfg.use_gpu,
@@ -694,6 +701,7 @@ def fit(
     callbacks: list | None = None,
     datasets: dict[str, Any] | None = None,
     ranking: Ranking = Ranking(),
+    fault: FaultConfig | None = None,
 ) -> FitResult:
     """Train ``run_cfg`` on the Parquet at ``data_uri`` into ``storage_uri/name``; Ray must be initialised.
 
@@ -701,15 +709,17 @@ def fit(
     Without ``resume`` an existing run is an error; with it, training continues
     from the run's latest checkpoint (epoch count and optimizer state included).
     ``datasets`` (from :func:`load_datasets`) lets many runs share one read of the data:
-    a sweep reads it once in its driver, outside the trials' placement groups.
+    a sweep reads it once in its driver, outside the trials' placement groups. ``ranking``: what
+    the checkpoints kept are the best by. ``fault``: the test-only fault switch (off by default).
     """
     from vae.dataset import read_feature_config
 
     run_dir = check_run(storage_uri, name, resume)
     run_cfg = replace(run_cfg, features=read_feature_config(data_uri)).validate()
     tcfg = run_cfg.train
-    if tcfg.fault_epoch > 0 and not 0 <= tcfg.fault_rank < tcfg.num_workers:
-        raise ConfigError(f"TrainConfig.fault_rank={tcfg.fault_rank} is not a worker rank (num_workers={tcfg.num_workers})")
+    fault = (fault or FaultConfig()).validate()
+    if fault.armed and fault.rank >= tcfg.num_workers:
+        raise ConfigError(f"FaultConfig.rank={fault.rank} is not a worker rank (num_workers={tcfg.num_workers})")
     if resume:
         stored = stored_run_config(storage_uri, name)
         if stored is not None:
@@ -724,7 +734,7 @@ def fit(
             f"TrainConfig.batch_size={tcfg.batch_size} x num_workers={tcfg.num_workers} exceeds the "
             f"{n_train} train clips in {data_uri}: no full batch per worker"
         )
-    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking)
+    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault)
     import ray.train
 
     try:

@@ -6,6 +6,7 @@ Layout of an experiment ``<storage>/<EXP>/``::
     trials/    one Ray Train run per trial (the training job's code path), best checkpoints only
     best/      the overall best checkpoint, published all-or-nothing (storage.publish)
     report/    index.html, summary.json, trials.csv, report.md
+    sweep.json the space, data, base RunConfig and SweepConfig ("settings") the sweep was started with
 
 The objective is weight independent. Total loss scales with the reconstruction
 weight, so ranking by it only finds the smallest weight. Instead::
@@ -26,18 +27,27 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from vae import storage
-from vae.config import EvalConfig, RunConfig, to_dict
-from vae.search_space import SearchSpace
+from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, saved_run_config, to_dict
+from vae.errors import UserError
+from vae.search_space import SearchSpace, SpaceError, asha_settings
 from vae.training import OBJECTIVE, objective  # noqa: F401  (objective: part of this module's story, tested here)
 
 TRIAL_DRIVER_CPU = 0.01
 TUNE_DIR, TRIALS_DIR, BEST_DIR, REPORT_DIR = "tune", "trials", "best", "report"
 SWEEP_FILE = "sweep.json"
+
+
+class SweepNotFound(UserError, FileNotFoundError):
+    """No sweep where one was named (to resume, or to report on)."""
+
+
+class SweepExists(UserError, FileExistsError):
+    """A new sweep was given the name of an existing one."""
 
 
 def data_variance(data_uri: str, split: str = "test") -> float:
@@ -55,7 +65,6 @@ def _trial(
     driver's MLflow settings (vae.tracking), which a trial's process does not inherit."""
     import ray.tune
 
-    from vae.config import saved_run_config
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from vae.training import NothingToTrain, Ranking, fit
@@ -69,7 +78,7 @@ def _trial(
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     # Trials rank and keep their checkpoints by the sweep's objective, measured in the trial's own workers.
-    ranking = Ranking(val_variance=sweep["val_variance"], recogniser=sweep.get("recogniser"), n_per_digit=sweep["n_per_digit"])
+    ranking = Ranking(val_variance=sweep["val_variance"], recogniser=sweep.get("recogniser"), n_per_digit=sweep_settings(sweep).n_per_digit)
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
         fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[TuneReportCallback()], datasets=datasets, ranking=ranking)
@@ -86,31 +95,39 @@ class SweepResult:
     trials: int = 0
 
 
-def _scheduler(space: SearchSpace, epochs: int):
+def sweep_settings(sweep: Mapping[str, Any]) -> SweepConfig:
+    """The SweepConfig a ``sweep.json`` records (one written before SweepConfig: its top-level keys)."""
+    if "settings" in sweep:
+        return from_dict(SweepConfig, sweep["settings"])
+    legacy = ("num_samples", "n_per_digit", "workers_per_trial", "use_gpu")
+    return from_dict(SweepConfig, {k: sweep[k] for k in legacy if k in sweep})
+
+
+def _scheduler(space: SearchSpace, epochs: int, settings: SweepConfig):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    cfg = dict(space.scheduler)
-    if cfg.get("type") == "fifo":
+    if space.scheduler.get("type") == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=int(cfg.get("max_t", epochs)),
-        grace_period=int(cfg.get("grace_period", 1)),
-        reduction_factor=float(cfg.get("reduction_factor", 3)),
-    )
+
+    def fail(key: str, msg: str) -> SpaceError:
+        return SpaceError(f"{space.source}: {key}: {msg}")
+
+    asha = asha_settings(space.scheduler, epochs, settings, fail)
+    return ASHAScheduler(time_attr="epoch", **asha)
 
 
-def _searcher(space: SearchSpace, max_concurrent: int):
+def _searcher(space: SearchSpace, max_concurrent: int, settings: SweepConfig):
     cfg = dict(space.search)
+    seed = int(cfg.get("seed", settings.search_seed))
     if cfg.get("type") == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=int(cfg.get("seed", 0)), points_to_evaluate=[dict(p) for p in space.start_with] or None)
+        return OptunaSearch(seed=seed, points_to_evaluate=[dict(p) for p in space.start_with] or None)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune's max_concurrent_trials does not bound a BasicVariantGenerator passed in; it must bound itself.
     return BasicVariantGenerator(
-        random_state=int(cfg.get("seed", 0)),
+        random_state=seed,
         max_concurrent=max_concurrent,
         points_to_evaluate=[dict(p) for p in space.start_with] or None,
     )
@@ -121,56 +138,57 @@ def run_sweep(
     data_uri: str,
     storage_uri: str,
     name: str,
+    settings: SweepConfig | None = None,
     *,
-    num_samples: int | None = None,
-    max_concurrent: int | None = None,
-    workers_per_trial: int = 1,
-    use_gpu: bool = False,
     resume: bool = False,
     recogniser_uri: str | None = None,
-    n_per_digit: int = 3,
     base: RunConfig | None = None,
 ) -> SweepResult:
-    """Run (or with ``resume`` continue) a sweep, then publish ``best/`` and the report. Ray must be up."""
+    """Run (or with ``resume`` continue) a sweep, then publish ``best/`` and the report. Ray must be up.
+
+    ``settings`` (default: SweepConfig()) are recorded in ``sweep.json``; a resumed sweep goes on
+    with the recorded ones, except how many trials run at once (this cluster's).
+    """
     import ray
     from ray import tune
 
+    settings = (settings or SweepConfig()).validate()
     exp_uri = storage.join(storage_uri, name)
     storage.check_reachable(storage_uri)
     sweep_file = storage.join(exp_uri, SWEEP_FILE)
     tune_uri = storage.join(exp_uri, TUNE_DIR)
-    base = base or RunConfig()
-    base = replace(base, train=replace(base.train, num_workers=workers_per_trial, use_gpu=use_gpu))
     if resume:
         if not storage.exists(sweep_file):
-            raise FileNotFoundError(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
+            raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
         sweep = storage.read_json(sweep_file)
+        settings = replace(sweep_settings(sweep), max_concurrent=settings.max_concurrent)
     elif storage.exists(exp_uri):
-        raise FileExistsError(f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name")
+        raise SweepExists(f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name")
+    base = base or RunConfig()
+    base = replace(base, train=replace(base.train, num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu))
 
     # Everything that can be checked is checked before the first file is written, so a sweep that
     # cannot start leaves nothing behind and its --name stays free.
     epochs = space.run_config({}, base).train.epochs
+    max_concurrent = settings.max_concurrent
     if max_concurrent is None:
-        per_trial = "GPU" if use_gpu else "CPU"
+        per_trial = "GPU" if settings.use_gpu else "CPU"
         available = ray.cluster_resources().get(per_trial, 1)
-        max_concurrent = max(1, int(available // workers_per_trial))
-    scheduler, searcher = _scheduler(space, epochs), _searcher(space, max_concurrent)
+        max_concurrent = max(1, int(available // settings.workers_per_trial))
+    scheduler, searcher = _scheduler(space, epochs, settings), _searcher(space, max_concurrent, settings)
     from vae.training import load_datasets
 
     # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
     datasets = load_datasets(data_uri)
     if not resume:
+        settings = replace(settings, num_samples=settings.num_samples or space.num_samples)
         sweep = {
             "space": space.source,
             "data": data_uri,
             "recogniser": recogniser_uri,
-            "n_per_digit": n_per_digit,
             "val_variance": data_variance(data_uri),
-            "num_samples": num_samples or space.num_samples,
-            "workers_per_trial": workers_per_trial,
-            "use_gpu": use_gpu,
             "base": to_dict(base),
+            "settings": to_dict(settings),
             "metric": OBJECTIVE,
         }
         storage.write_json(sweep_file, sweep)
@@ -199,7 +217,7 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode="min",
-                num_samples=int(sweep["num_samples"]),
+                num_samples=int(settings.num_samples or space.num_samples),
                 max_concurrent_trials=max_concurrent,
                 scheduler=scheduler,
                 search_alg=searcher,
@@ -208,7 +226,7 @@ def run_sweep(
                 name=TUNE_DIR,
                 storage_path=loc.path,
                 storage_filesystem=fs,
-                failure_config=tune.FailureConfig(max_failures=1),
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                 verbose=1,
             ),
         )
@@ -264,12 +282,12 @@ def load_trials(exp_uri: str) -> list[TrialRecord]:
 
     tune_uri = storage.join(exp_uri, TUNE_DIR)
     if not storage.exists(tune_uri):
-        raise FileNotFoundError(f"{exp_uri} is not a sweep: {tune_uri} does not exist")
+        raise SweepNotFound(f"{exp_uri} is not a sweep: {tune_uri} does not exist")
     loc = storage.resolve(tune_uri)
     try:
         analysis = ExperimentAnalysis(loc.path, storage_filesystem=loc.fs)
     except ValueError as exc:
-        raise FileNotFoundError(f"{exp_uri}: Ray Tune saved no experiment state in {tune_uri} yet ({exc})") from None
+        raise SweepNotFound(f"{exp_uri}: Ray Tune saved no experiment state in {tune_uri} yet ({exc})") from None
     records = []
     for trial in analysis.trials:
         frame = analysis.trial_dataframes.get(trial.trial_id)
