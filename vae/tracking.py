@@ -329,11 +329,12 @@ def checkpoint_samples(model, checkpoint_dir: str, n_digits: int, seed: int = 0)
     first ``n_digits`` digits the local checkpoint ``checkpoint_dir`` has statistics for."""
     from vae import checkpoint as ckpt_lib
     from vae import generation
+
     loaded = ckpt_lib.in_memory(checkpoint_dir, model)
     digits = generation.digits_available(loaded)[:n_digits]
     specs = np.concatenate([generation.sample(loaded, 1, digit=d, seed=seed + d) for d in digits])
     waves = generation.to_waveforms(loaded, specs, db_ranges=[generation.db_range(loaded, d) for d in digits], seed=seed)
-    return digits, specs, np.stack(waves), run_cfg.features.sample_rate
+    return digits, specs, np.stack(waves), loaded.run_config.features.sample_rate
 
 
 def log_report(run_dir: str, report_dirs: list[str], metrics: Mapping[str, Any], epoch: int) -> None:

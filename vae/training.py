@@ -152,7 +152,7 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 
 
 def loop_config(
-    run_cfg: RunConfig, run_dir: str, num_train_rows: int, ranking: Ranking = Ranking(), fault: FaultConfig | None = None
+    run_cfg: RunConfig, run_dir: str, num_train_rows: int, *, ranking: Ranking = Ranking(), fault: FaultConfig | None = None
 ) -> dict[str, Any]:
     """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only. The test-only
     fault switch travels here, beside the RunConfig, so no saved config carries it."""
@@ -600,7 +600,7 @@ def build_trainer(
     storage_path, fs = _ray_storage(storage_uri)
     return TensorflowTrainer(
         train_loop,
-        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking, fault),
+        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking=ranking, fault=fault),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg.num_workers,
             use_gpu=tcfg.use_gpu,
