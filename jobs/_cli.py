@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from typing import Any, Callable, Mapping
 
@@ -25,8 +27,33 @@ def fail(job: str, message: str) -> int:
     return 1
 
 
-def run(job: str, fn: Callable[[], int]) -> int:
-    """``fn()``, the body of ``job``; a user error becomes :func:`fail`'s report and exit status 1."""
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m <module>``, described by the first paragraph of its ``doc``,
+    with the ``--verbose`` every job takes."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
+    p.add_argument("--verbose", action="store_true", help="every progress line (Griffin-Lim batches, recogniser "
+                   "epochs) and TensorFlow's C++ log; by default one line per phase")
+    return p
+
+
+def log_to_stderr(verbose: bool = False) -> None:
+    """The project's log (``vae.*``) on stderr, a timestamp and the module on each line: INFO (one line
+    per phase) by default, everything with ``verbose``, which also lets TensorFlow's C++ log through
+    in this process and the Ray workers it starts."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("vae")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
+def run(job: str, fn: Callable[[], int], verbose: bool = False) -> int:
+    """``fn()``, the body of ``job``, logging as :func:`log_to_stderr` says; a user error becomes
+    :func:`fail`'s report and exit status 1."""
+    log_to_stderr(verbose)
     try:
         return fn()
     except USER_ERRORS as exc:

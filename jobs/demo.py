@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from jobs._cli import add_config_arguments, config_overrides, run
+from jobs._cli import add_config_arguments, config_overrides, parser, run
 from vae import storage
 from vae.config import DemoConfig, RunConfig
 from vae.fetch import fetch_fsdd
@@ -40,7 +40,7 @@ def locate_data(fsdd_dir: str | None, download_to: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.demo", __doc__)
     p.add_argument("--out", default="runs/demo", help="folder or s3:// prefix for everything the demo makes")
     p.add_argument("--train-budget", type=float, help="seconds of training: no epoch starts that would end past them "
                    f"(default {DemoConfig.train_budget_s:g})")
@@ -61,7 +61,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("demo", lambda: _main(args))
+    return run("demo", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import run
+from jobs._cli import parser, run
 from vae.config import EvalConfig
 
 
@@ -25,7 +25,7 @@ HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.evaluate", __doc__)
     p.add_argument("--checkpoint", required=True, help="VAE checkpoint folder (local or s3://)")
     p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (its test split is used)")
     p.add_argument("--out", required=True, help="report folder (local or s3://)")
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("evaluate", lambda: _main(args))
+    return run("evaluate", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

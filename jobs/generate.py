@@ -15,12 +15,12 @@ import argparse
 import json
 import sys
 
-from jobs._cli import fail, run
+from jobs._cli import fail, parser, run
 from vae import storage
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.generate", __doc__)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or s3://)")
     p.add_argument("--out", required=True, help="output folder (local or s3://)")
     p.add_argument("--n", type=int, default=10, help="clips to generate")
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("generate", lambda: _main(args))
+    return run("generate", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

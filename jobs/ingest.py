@@ -18,13 +18,13 @@ import json
 import sys
 from dataclasses import replace
 
-from jobs._cli import fail, run
+from jobs._cli import fail, parser, run
 from vae import storage
 from vae.config import IngestConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.ingest", __doc__)
     p.add_argument("--input", required=True, help="the long recording (WAV, FLAC, OGG; local or s3://)")
     p.add_argument("--digits", required=True, help="the digits said, in order, e.g. 0123456789")
     p.add_argument("--repeat", type=int, default=1, help="how many times the --digits sequence was said")
@@ -45,7 +45,7 @@ def _table(segments, labels=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("ingest", lambda: _main(args))
+    return run("ingest", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

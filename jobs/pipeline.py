@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, config_overrides, run
+from jobs._cli import add_config_arguments, config_overrides, parser, run
 from vae.config import FEATURE_PRESETS, MODEL_PRESETS, EvalConfig, ModelConfig, RunConfig, SweepConfig, TrainConfig, preset
 from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
@@ -34,7 +34,7 @@ SHORTHANDS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.pipeline", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.pipeline", __doc__)
     p.add_argument("--input", required=True, help="folder or s3:// prefix of FSDD WAV files")
     p.add_argument("--storage", required=True, help="folder or s3:// prefix for everything the pipeline makes")
     p.add_argument("--name", required=True, help="experiment name")
@@ -69,7 +69,7 @@ def configs(args: argparse.Namespace) -> tuple[RunConfig, SweepConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("pipeline", lambda: _main(args))
+    return run("pipeline", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

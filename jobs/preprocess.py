@@ -19,7 +19,7 @@ import signal
 import sys
 from dataclasses import asdict
 
-from jobs._cli import fail, run
+from jobs._cli import fail, parser, run
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
 from vae.dataset import extract, list_inputs
 from vae.raysetup import init_ray
@@ -27,7 +27,7 @@ from vae.storage import StorageError, check_reachable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.preprocess", __doc__)
     p.add_argument("--input", required=True, help="folder or s3:// prefix of {digit}_{speaker}_{take}.wav files")
     p.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet dataset")
     p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
@@ -42,7 +42,7 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("preprocess", lambda: _main(args))
+    return run("preprocess", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -18,13 +18,13 @@ import sys
 
 import numpy as np
 
-from jobs._cli import fail, run
+from jobs._cli import fail, parser, run
 from vae import storage
 from vae.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.reconstruct", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.reconstruct", __doc__)
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or s3://)")
     p.add_argument("--input", required=True, help="folder or s3:// prefix of .wav files")
     p.add_argument("--out", required=True, help="output folder (local or s3://)")
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("reconstruct", lambda: _main(args))
+    return run("reconstruct", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -12,14 +12,14 @@ import argparse
 import json
 import sys
 
-from jobs._cli import run
+from jobs._cli import parser, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.report", __doc__)
     p.add_argument("--experiment", required=True, help="<storage>/<EXP> of a sweep made by jobs.tune")
     args = p.parse_args(argv)
-    return run("report", lambda: _main(args))
+    return run("report", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

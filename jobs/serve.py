@@ -20,14 +20,14 @@ import signal
 import sys
 import threading
 
-from jobs._cli import fail, run
+from jobs._cli import fail, parser, run
 from vae.config import ConfigError, ServeConfig
 
 APP_NAME = "fsdd-vae"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.serve", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.serve", __doc__)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (local or s3://), or a sweep's <EXP>/best")
     p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
@@ -54,7 +54,7 @@ def _stop_on_signals() -> tuple[threading.Event, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("serve", lambda: _main(args))
+    return run("serve", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

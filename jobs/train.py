@@ -21,7 +21,7 @@ import json
 import sys
 from dataclasses import replace
 
-from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, run
+from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, parser, run
 from vae.config import MODEL_PRESETS, ConfigError, FaultConfig, ModelConfig, RunConfig, preset
 
 # Shorthand flag -> the config key it sets (fault.*: the test-only FaultConfig, never saved).
@@ -51,7 +51,7 @@ SHORTHANDS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.train", __doc__)
     p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (folder or s3://)")
     p.add_argument("--storage", required=True, help="folder or s3:// prefix for runs")
     p.add_argument("--name", required=True, help="run name: checkpoints go to STORAGE/NAME")
@@ -105,35 +105,18 @@ def build_config(args: argparse.Namespace, stored: RunConfig | None) -> tuple[Ru
     return apply_run_overrides(base, parts[""]), apply_overrides(FaultConfig(), parts["fault"])
 
 
-def evaluate_best(result, data: str, classifier: str | None) -> dict:
-    """Score the best checkpoint on audio (vae.evaluation) and record it beside the training metrics:
-    in the checkpoint's metrics.json and in RUN/metrics.json, so runs and sweep trials compare on it,
-    and in the run's trackers (vae.tracking: the numbers, and the report as an MLflow artefact)."""
-    from vae import storage, tracking
-    from vae.checkpoint import METRICS, load, write_json
-    from vae.reports.run_report import evaluate_and_report
-
-    out = storage.join(result.run_dir, "evaluation")
-    loaded = load(result.best_checkpoint)
-    evaluation = evaluate_and_report(loaded, data, out, classifier_uri=classifier)
-    merged = {**loaded.metrics, **evaluation}
-    write_json(result.best_checkpoint, METRICS, merged)
-    storage.write_json(storage.join(result.run_dir, METRICS), {"best_checkpoint": result.best_checkpoint, **merged})
-    tracking.log_report(result.run_dir, [out], evaluation, loaded.epoch)
-    print(f"evaluation: {out}/index.html")
-    return evaluation
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("train", lambda: _main(args))
+    return run("train", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:
     """The job's body: check, train, optionally evaluate, report."""
     import ray
 
+    from vae import storage
     from vae.dataset import read_feature_config
+    from vae.pipeline import evaluate_best
     from vae.raysetup import init_ray
     from vae.training import check_run, fit, stored_run_config
 
@@ -160,7 +143,9 @@ def _main(args: argparse.Namespace) -> int:
     evaluation = {}
     if args.evaluate or args.classifier:
         try:
-            evaluation = evaluate_best(result, args.data, args.classifier)
+            out = storage.join(result.run_dir, "evaluation")
+            evaluation = evaluate_best(result.run_dir, result.best_checkpoint, args.data, out, args.classifier)
+            print(f"evaluation: {out}/index.html")
         except USER_ERRORS as exc:
             return fail("train", f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")
     m = result.best_metrics

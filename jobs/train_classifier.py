@@ -20,12 +20,12 @@ import sys
 import time
 from dataclasses import replace
 
-from jobs._cli import run
+from jobs._cli import parser, run
 from vae.config import RecogniserConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.train_classifier", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.train_classifier", __doc__)
     p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (folder or s3://)")
     p.add_argument("--out", required=True, help="recogniser checkpoint folder (local or s3://)")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {RecogniserConfig.epochs})")
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("train_classifier", lambda: _main(args))
+    return run("train_classifier", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, config_overrides, run
+from jobs._cli import add_config_arguments, config_overrides, parser, run
 from vae.config import RunConfig, SweepConfig
 from vae.raysetup import finish_ray, init_ray
 from vae.search_space import load_space
@@ -33,7 +33,7 @@ SHORTHANDS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.tune", description=__doc__.split("\n\n")[0])
+    p = parser("jobs.tune", __doc__)
     p.add_argument("--data", required=True, help="Parquet dataset made by jobs.preprocess")
     p.add_argument("--storage", required=True, help="folder or s3:// prefix for the experiment")
     p.add_argument("--space", required=True, help="search space YAML, e.g. tune_spaces/default.yaml")
@@ -61,7 +61,7 @@ def configs(args: argparse.Namespace) -> tuple[SweepConfig, RunConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run("tune", lambda: _main(args))
+    return run("tune", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -212,3 +213,37 @@ def test_every_job_documents_set(capsys):
         with pytest.raises(SystemExit):
             job.parse_args(["--help"])
         assert "--set KEY=VALUE" in capsys.readouterr().out, job.__name__
+
+
+def test_jobs_log_one_line_per_phase_and_every_line_with_verbose(capsys, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    def body() -> int:
+        logging.getLogger("vae.pipeline").info("train: started")
+        logging.getLogger("vae.evaluation.audio").debug("griffin-lim: 32/250 clips")
+        return 0
+
+    assert _cli.run("job", body) == 0
+    err = capsys.readouterr().err
+    assert "vae.pipeline] train: started" in err and "griffin-lim" not in err
+    assert _cli.run("job", body, verbose=True) == 0
+    err = capsys.readouterr().err
+    assert "train: started" in err and "vae.evaluation.audio] griffin-lim: 32/250 clips" in err
+    assert err.count("train: started") == 1  # one handler, however many jobs ran in this process
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_every_job_takes_verbose(capsys):
+    import importlib
+    import pkgutil
+
+    import jobs
+
+    names = [m.name for m in pkgutil.iter_modules(jobs.__path__) if not m.name.startswith("_")]
+    assert len(names) >= 13
+    for name in names:
+        with pytest.raises(SystemExit):
+            importlib.import_module(f"jobs.{name}").main(["--help"])
+        assert "--verbose" in capsys.readouterr().out, name

@@ -163,3 +163,22 @@ def test_evaluate_job_names_a_missing_checkpoint(small_parquet, tmp_path, capsys
     assert evaluate_job.main(["--checkpoint", missing, "--data", small_parquet, "--out", str(tmp_path / "o")]) == 1
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert missing in last["error"]
+
+
+def test_a_runs_best_checkpoint_is_evaluated_and_recorded_beside_its_training_metrics(tiny_checkpoint, small_parquet, tmp_path):
+    """What jobs.train --evaluate and the pipeline's train stage both do (vae.pipeline.evaluate_best)."""
+    import shutil
+
+    from vae.pipeline import evaluate_best
+
+    run_dir = tmp_path / "run"
+    best = run_dir / "checkpoint_0002"
+    shutil.copytree(tiny_checkpoint, best)
+    out = run_dir / "evaluation"
+    metrics = evaluate_best(str(run_dir), str(best), small_parquet, str(out), config=EvalConfig(n_per_digit=1, n_unconditional=10))
+
+    assert np.isfinite(metrics["recon_lsd_db"]) and (out / "index.html").exists()
+    in_checkpoint = checkpoint.load(str(best)).metrics  # still verifies: the manifest follows the new metrics.json
+    in_run = json.loads((run_dir / "metrics.json").read_text())
+    assert in_checkpoint["recon_lsd_db"] == in_run["recon_lsd_db"] == metrics["recon_lsd_db"]
+    assert in_checkpoint["epoch"] == in_run["epoch"] == 2 and in_run["best_checkpoint"] == str(best)

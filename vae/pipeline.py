@@ -16,6 +16,7 @@ recogniser when one exists for those features.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,13 +25,29 @@ from vae import storage, tracking
 from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, SweepConfig, to_json
 from vae.errors import UserError
 
+log = logging.getLogger(__name__)
+
 
 class PipelineError(UserError, RuntimeError):
     """A stage produced nothing the next one can use (no clip extracted, no usable sweep checkpoint)."""
 
 
-def _log(msg: str) -> None:
-    print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def evaluate_best(run_dir: str, best: str, data_uri: str, out: str, classifier_uri: str | None = None,
+                  config: EvalConfig | None = None) -> dict[str, Any]:
+    """Score a training run's best checkpoint on audio into ``out`` (its report included) and record
+    the numbers beside the training metrics: in the checkpoint's metrics.json, in ``RUN/metrics.json``
+    (so runs and sweep trials compare on them) and in the run's trackers. ``jobs.train`` and the
+    pipeline's train stage both end here."""
+    from vae import checkpoint
+    from vae.reports.run_report import evaluate_and_report
+
+    loaded = checkpoint.load(best)
+    metrics = evaluate_and_report(loaded, data_uri, out, classifier_uri=classifier_uri, config=config)
+    merged = {**loaded.metrics, **metrics}
+    checkpoint.write_json(best, checkpoint.METRICS, merged)
+    storage.write_json(storage.join(run_dir, checkpoint.METRICS), {"best_checkpoint": best, **merged})
+    tracking.log_report(run_dir, [out], metrics, loaded.epoch)
+    return metrics
 
 
 def input_fingerprint(src: str, cfg: FeatureConfig) -> str:
@@ -55,13 +72,13 @@ def extract_features(src: str, storage_uri: str, preset_name: str, cfg: FeatureC
         _, _, done = published_dataset(out)
     except storage.StorageError as exc:
         if storage.exists(out):
-            _log(f"features: nothing to reuse at {out} ({exc}); extracting again")
+            log.info(f"features: nothing to reuse at {out} ({exc}); extracting again")
     else:
-        _log(f"features: reusing {out} ({done['written']} clips, {done['rejected']} rejected): same input and features")
+        log.info(f"features: reusing {out} ({done['written']} clips, {done['rejected']} rejected): same input and features")
         return out
-    _log(f"features: extracting {src} -> {out}")
+    log.info(f"features: extracting {src} -> {out}")
     summary = extract(src, out, cfg)
-    print(f"{summary.written} clips written, {summary.rejected} rejected", flush=True)
+    log.info(f"features: {summary.written} clips written, {summary.rejected} rejected")
     if summary.written == 0:
         raise PipelineError(f"no clip of {src} could be extracted; see {summary.rejected_output}")
     return out
@@ -73,12 +90,12 @@ def ensure_recogniser(features_uri: str, storage_uri: str, config: RecogniserCon
     out = storage.join(storage_uri, "recogniser", features_uri.rstrip("/").rsplit("/", 1)[-1])
     if storage.exists(storage.join(out, recogniser.WEIGHTS_FILE)):
         acc = storage.read_json(storage.join(out, recogniser.METRICS_FILE)).get("test_accuracy")
-        _log(f"recogniser: reusing {out} (test accuracy {acc})")
+        log.info(f"recogniser: reusing {out} (test accuracy {acc})")
         return out
-    _log(f"recogniser: training on {features_uri}")
+    log.info(f"recogniser: training on {features_uri}")
     rec = recogniser.train_from_parquet(features_uri, config)
     recogniser.save(rec, out)
-    _log(f"recogniser: test accuracy {rec.metrics.get('test_accuracy'):.3f} "
+    log.info(f"recogniser: test accuracy {rec.metrics.get('test_accuracy'):.3f} "
          f"(after Griffin-Lim {rec.metrics.get('test_accuracy_griffin_lim'):.3f}) -> {out}")
     return out
 
@@ -149,7 +166,7 @@ def run_pipeline(
     if space is not None:
         from vae.tuning import run_sweep
 
-        _log(f"sweep: {space.source} -> {exp_uri}")
+        log.info(f"sweep: {space.source} -> {exp_uri}")
         result = run_sweep(space, features, storage_uri, name, sweep, resume=resume, recogniser_uri=rec)
         if not result.best_uri:
             raise PipelineError(f"the sweep {exp_uri} produced no usable checkpoint; see {result.report_uri}")
@@ -157,25 +174,27 @@ def run_pipeline(
         sweep_report = storage.join(result.report_uri, "index.html")
     else:
         run_cfg = run_cfg or RunConfig()
-        _log(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
+        log.info(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
         try:
             result = fit(run_cfg, features, exp_uri, "train", resume=resume)
         except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation
             best = checkpoint.best_intact(storage.join(exp_uri, "train"), SCORE_METRIC)
-            _log(f"train: {exc}; evaluating its best checkpoint {best}")
+            log.info(f"train: {exc}; evaluating its best checkpoint {best}")
         else:
             best = result.best_checkpoint
-            _log(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
+            log.info(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
     lap("train" if space is None else "sweep")
 
     evaluation = storage.join(exp_uri, "evaluation")
-    _log(f"evaluate: {best} -> {evaluation}")
+    log.info(f"evaluate: {best} -> {evaluation}")
     config = replace(EvalConfig(), n_per_digit=n_per_digit).validate()
-    loaded = checkpoint.load(best)
-    metrics = evaluate_and_report(loaded, features, evaluation, classifier_uri=rec, config=config)
-    # A single run's trackers get its report; a sweep's go to a tracker run of the experiment itself.
-    reports = [evaluation] if space is None else [uri for uri in (evaluation, result.report_uri) if uri]
-    tracking.log_report(storage.join(exp_uri, "train") if space is None else exp_uri, reports, metrics, loaded.epoch)
+    if space is None:
+        metrics = evaluate_best(storage.join(exp_uri, "train"), best, features, evaluation, rec, config)
+    else:  # the published best/ of a sweep stays as published; the sweep's tracker run gets both reports
+        loaded = checkpoint.load(best)
+        metrics = evaluate_and_report(loaded, features, evaluation, classifier_uri=rec, config=config)
+        reports = [uri for uri in (evaluation, result.report_uri) if uri]
+        tracking.log_report(exp_uri, reports, metrics, loaded.epoch)
     lap("evaluate")
     return PipelineResult(
         features=features,

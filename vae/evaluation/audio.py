@@ -6,7 +6,7 @@ own thread pool, CPU or GPU).
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
 import numpy as np
@@ -14,6 +14,8 @@ import numpy as np
 from vae import features
 from vae.config import FeatureConfig
 from vae.vocoder import spectrograms_to_waveforms
+
+log = logging.getLogger(__name__)
 
 # Seconds between progress lines.
 _PROGRESS_EVERY_S = 5.0
@@ -34,14 +36,14 @@ def resynthesise(
     ``db_min``/``db_max`` are per-clip ranges (``per_clip`` features); ``None``
     uses the config's range. Clip ``i`` gets the Griffin-Lim seed ``seed + i``.
     ``workers`` is no longer used (Griffin-Lim was once spread over processes).
-    Progress goes to stderr.
+    Progress goes to the log: a line when done, and (at DEBUG, ``--verbose``) every few seconds.
     """
     last = [time.monotonic()]
 
     def progress(done: int, n: int) -> None:
         if done == n or time.monotonic() - last[0] >= _PROGRESS_EVERY_S:
             last[0] = time.monotonic()
-            print(f"{label}: {done}/{n} clips", file=sys.stderr, flush=True)
+            (log.info if done == n else log.debug)("%s: %d/%d clips", label, done, n)
 
     return spectrograms_to_waveforms(specs, cfg, db_min, db_max, n_iter=n_iter, seed=seed, progress=progress)
 

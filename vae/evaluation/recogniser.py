@@ -8,8 +8,8 @@ RecogniserConfig), ``model.weights.h5``, ``metrics.json``; local or ``s3://``.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,8 @@ import numpy as np
 from vae import storage
 from vae.config import FeatureConfig, RecogniserConfig, from_dict, to_dict
 from vae.evaluation import audio
+
+log = logging.getLogger(__name__)
 
 N_DIGITS = 10
 CONFIG_FILE = "config.json"
@@ -209,9 +211,7 @@ def _progress(epochs: int):
     import keras
 
     def report(epoch, logs):
-        print(
-            f"recogniser epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f}",
-            file=sys.stderr, flush=True,
-        )
+        level = logging.INFO if epoch + 1 == epochs else logging.DEBUG
+        log.log(level, "recogniser epoch %d/%d: loss %.4f accuracy %.4f", epoch + 1, epochs, logs["loss"], logs["accuracy"])
 
     return keras.callbacks.LambdaCallback(on_epoch_end=report)

@@ -19,7 +19,7 @@ It returns a flat dict of numbers, the union of what every evaluator
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,8 @@ from vae.dataset import read_feature_config
 from vae.evaluation import recogniser
 from vae.evaluation.context import Context
 from vae.evaluation.evaluators import EVALUATORS
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 
@@ -93,7 +95,7 @@ def evaluate(
     _check_inputs(loaded, data_uri, wavs_uri)
     rec = recogniser.load(classifier_uri) if classifier_uri else None
     ctx = Context(loaded, data_uri, config, rec, wavs_uri, workers)
-    _log(f"evaluating {loaded.uri} on the test split of {data_uri}")
+    log.info(f"evaluating {loaded.uri} on the test split of {data_uri}")
     ctx.originals  # noqa: B018 -- reads and checks every test clip's source before the long work
     metrics: dict[str, Any] = {}
     for evaluator in EVALUATORS:
@@ -177,6 +179,3 @@ def run_history(loaded) -> list[dict]:
     by_epoch = {int(r["epoch"]): r for r in rows if isinstance(r.get("epoch"), (int, float))}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

@@ -9,8 +9,8 @@ The report depends on the evaluation, never the reverse.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import tempfile
 from typing import Any
 
@@ -25,6 +25,8 @@ from vae.evaluation.run import METRICS_FILE, Evaluation, evaluate, metrics_docum
 from vae.features import write_wav
 from vae.reports import plots
 from vae.reports.html import Cell, Page
+
+log = logging.getLogger(__name__)
 
 CURVE_KEYS = ("loss", "recon_mse", "kl")
 N_WAVEFORM_EXAMPLES = 3
@@ -64,7 +66,7 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
     os.makedirs(folder, exist_ok=True)
     feats, m, rc = ev.features, ev.metrics, ev.run_config
     plot = lambda name: os.path.join(folder, "plots", name)  # noqa: E731
-    _log(f"writing report into {folder}")
+    log.info(f"writing report into {folder}")
 
     page = Page(
         "Run report",
@@ -205,6 +207,3 @@ def _spread(indices: np.ndarray, n: int) -> np.ndarray:
         return indices
     return indices[np.linspace(0, len(indices) - 1, n).round().astype(int)]
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
