@@ -64,8 +64,7 @@ def write(ev: Evaluation, out_uri: str) -> str:
 def write_run_report(ev: Evaluation, folder: str) -> str:
     """Write the report of an evaluation into ``folder``; returns index.html's path."""
     os.makedirs(folder, exist_ok=True)
-    feats, m, rc = ev.features, ev.metrics, ev.run_config
-    plot = lambda name: os.path.join(folder, "plots", name)  # noqa: E731
+    rc = ev.run_config
     log.info(f"writing report into {folder}")
 
     page = Page(
@@ -76,7 +75,18 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
     if ev.notes:
         page.bullets(ev.notes, cls="note")
 
-    # ---------------------------------------------------------------- metrics
+    for section in SECTIONS:
+        section(page, ev, folder)
+    return page.write(folder)
+
+
+def _plot(folder: str, name: str) -> str:
+    return os.path.join(folder, "plots", name)
+
+
+def _metrics(page: Page, ev: Evaluation, folder: str) -> None:
+    """Every metric beside its vocoder floor and the real clips' score."""
+    m = ev.metrics
     page.heading("Metrics", anchor="metrics")
     page.text(
         "Every number is computed on audio: the model's spectrograms are turned into WAVs by Griffin-Lim and read "
@@ -93,7 +103,10 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
         f"{m.get('unconditional_samples', 0)} unconditional samples."
     )
 
-    # ---------------------------------------------------------------- clips per digit
+
+def _clips(page: Page, ev: Evaluation, folder: str) -> None:
+    """Real, reconstructed and generated clips of every digit, as spectrograms with their audio."""
+    feats = ev.features
     page.heading("Real, reconstructed and generated clips", anchor="clips")
     page.text("Spectrograms of the audio itself (low frequencies at the bottom). Generated clips are captioned with what the recogniser heard.")
     heard_recon = to_spectrograms(ev.reconstructions, feats.sample_rate, feats)
@@ -120,27 +133,37 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
         cell_px=118,
     )
 
-    if "digit_accuracy_per_digit" in m:
-        per = m["digit_accuracy_per_digit"]
-        plots.bars([str(d) for d in range(N_DIGITS)], {"model": [per[str(d)] for d in range(N_DIGITS)]}, plot("digit_accuracy.png"),
-                   "digit accuracy of conditional samples", "share heard as asked")
-        confusion = np.zeros((N_DIGITS, N_DIGITS), np.int64)
-        np.add.at(confusion, (ev.generated_digits, ev.generated_heard), 1)
-        plots.count_table(confusion, plot("confusion.png"), "heard as", "asked for", "what the recogniser heard")
-        page.heading("What the recogniser heard", anchor="recogniser")
-        page.row(("plots/digit_accuracy.png", "digit accuracy per digit"), ("plots/confusion.png", "confusion matrix"))
 
-    # ---------------------------------------------------------------- waveforms
+def _recogniser(page: Page, ev: Evaluation, folder: str) -> None:
+    """Per-digit accuracy and the confusion matrix of the conditional samples (with a recogniser)."""
+    m = ev.metrics
+    if "digit_accuracy_per_digit" not in m:
+        return
+    per = m["digit_accuracy_per_digit"]
+    plots.bars([str(d) for d in range(N_DIGITS)], {"model": [per[str(d)] for d in range(N_DIGITS)]}, _plot(folder, "digit_accuracy.png"),
+               "digit accuracy of conditional samples", "share heard as asked")
+    confusion = np.zeros((N_DIGITS, N_DIGITS), np.int64)
+    np.add.at(confusion, (ev.generated_digits, ev.generated_heard), 1)
+    plots.count_table(confusion, _plot(folder, "confusion.png"), "heard as", "asked for", "what the recogniser heard")
+    page.heading("What the recogniser heard", anchor="recogniser")
+    page.row(("plots/digit_accuracy.png", "digit accuracy per digit"), ("plots/confusion.png", "confusion matrix"))
+
+
+def _waveforms(page: Page, ev: Evaluation, folder: str) -> None:
+    """A few test clips' waveforms beside their reconstructions'."""
+    feats = ev.features
     page.heading("Waveforms", anchor="waveforms")
     picks = _spread(np.arange(len(ev.test_ids)), N_WAVEFORM_EXAMPLES)
-    plots.waveforms([(str(ev.test_ids[i]), ev.originals[i], ev.reconstructions[i]) for i in picks], feats.sample_rate, plot("waveforms.png"))
+    plots.waveforms([(str(ev.test_ids[i]), ev.originals[i], ev.reconstructions[i]) for i in picks], feats.sample_rate, _plot(folder, "waveforms.png"))
     page.image("plots/waveforms.png", "original and reconstructed waveforms")
 
-    # ---------------------------------------------------------------- curves
+
+def _curves(page: Page, ev: Evaluation, folder: str) -> None:
+    """Training and validation curves from the checkpoint's history."""
     page.heading("Training curves", anchor="curves")
     keys = [k for k in CURVE_KEYS if any(f"train_{k}" in r or f"val_{k}" in r for r in ev.history)]
     if keys:
-        plots.curves(ev.history, keys, plot("curves.png"))
+        plots.curves(ev.history, keys, _plot(folder, "curves.png"))
         page.image("plots/curves.png", "training and validation curves")
         last = int(ev.history[-1]["epoch"])
         if len(ev.history) < last:
@@ -151,32 +174,45 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
     else:
         page.text("No per-epoch metrics were found with this checkpoint.", cls="note")
 
-    # ---------------------------------------------------------------- latent space
+
+def _latent(page: Page, ev: Evaluation, folder: str) -> None:
+    """PCA and t-SNE maps of the test clips' posterior means."""
     page.heading("Latent space of the test clips", anchor="latent")
     pca, tsne = project(ev.latents, ev.config.tsne_perplexity, ev.config.seed)
-    plots.latent_map(pca, ev.test_digits, plot("latent_pca.png"), "PCA of posterior means")
-    plots.latent_map(tsne, ev.test_digits, plot("latent_tsne.png"), "t-SNE of posterior means")
+    plots.latent_map(pca, ev.test_digits, _plot(folder, "latent_pca.png"), "PCA of posterior means")
+    plots.latent_map(tsne, ev.test_digits, _plot(folder, "latent_tsne.png"), "t-SNE of posterior means")
     page.row(("plots/latent_pca.png", "latent PCA"), ("plots/latent_tsne.png", "latent t-SNE"))
 
-    if ev.components is not None:
-        from vae.priors import PRIORS
 
-        k = PRIORS[rc.prior.kind].components_of(rc.prior)
-        table = component_table(ev.components, ev.test_digits, k)
-        plots.count_table(table, plot("components.png"), "mixture component", "digit", "test clips per digit and component")
-        page.heading("Mixture components", anchor="components")
-        page.text(f"Which digits each of the {k} components holds (test clips assigned to their most likely component). "
-                  f"Purity {m.get('component_purity', float('nan')):.3f}: share of clips in a component whose majority digit is theirs.")
-        page.image("plots/components.png", "component x digit table")
-        page.table(["component", *[f"digit {d}" for d in range(N_DIGITS)], "total"],
-                   [[c, *[int(v) for v in table[:, c]], int(table[:, c].sum())] for c in range(k)])
+def _components(page: Page, ev: Evaluation, folder: str) -> None:
+    """Which digits each prior component holds (a prior with components)."""
+    if ev.components is None:
+        return
+    from vae.priors import PRIORS
 
-    # ---------------------------------------------------------------- provenance
+    m, prior = ev.metrics, ev.run_config.prior
+    k = PRIORS[prior.kind].components_of(prior)
+    table = component_table(ev.components, ev.test_digits, k)
+    plots.count_table(table, _plot(folder, "components.png"), "mixture component", "digit", "test clips per digit and component")
+    page.heading("Mixture components", anchor="components")
+    page.text(f"Which digits each of the {k} components holds (test clips assigned to their most likely component). "
+              f"Purity {m.get('component_purity', float('nan')):.3f}: share of clips in a component whose majority digit is theirs.")
+    page.image("plots/components.png", "component x digit table")
+    page.table(["component", *[f"digit {d}" for d in range(N_DIGITS)], "total"],
+               [[c, *[int(v) for v in table[:, c]], int(table[:, c].sum())] for c in range(k)])
+
+
+def _configuration(page: Page, ev: Evaluation, folder: str) -> None:
+    """The run's and the evaluation's configs, and every number."""
+    m = ev.metrics
     page.heading("Configuration", anchor="config")
-    page.pre(json.dumps({"run": to_dict(rc), "evaluation": to_dict(ev.config)}, indent=2))
+    page.pre(json.dumps({"run": to_dict(ev.run_config), "evaluation": to_dict(ev.config)}, indent=2))
     page.text("metrics.json holds every number above.")
     page.bullets([f"{k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in sorted(m.items())])
-    return page.write(folder)
+
+
+# The report's sections, in page order.
+SECTIONS = (_metrics, _clips, _recogniser, _waveforms, _curves, _latent, _components, _configuration)
 
 
 def project(latents: np.ndarray, perplexity: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
