@@ -81,3 +81,21 @@ def config_overrides(args: argparse.Namespace, shorthands: Shorthands) -> dict[s
             out.update({key: value for key in ((keys,) if isinstance(keys, str) else keys)})
     out.update(parse_assignment(item) for item in args.set)
     return out
+
+
+def job_config(args: argparse.Namespace, cls: type, root: str, shorthands: Shorthands):
+    """A job's own config (``cls``: EvalConfig, ServeConfig, ...) from its defaults, ``--config``, the
+    job's shorthand flags and ``--set``, all keys under ``root.``; any other key is an error naming it."""
+    from vae.config import ConfigError
+    from vae.overrides import apply_overrides, split
+
+    parts = split(config_overrides(args, shorthands), [root])
+    if parts[""]:
+        raise ConfigError(f"{sorted(parts[''])[0]}: not a key of this job; its settings are {root}.* ({cls.__name__})")
+    try:
+        return apply_overrides(cls(), parts[root])
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0]
+        if key in parts[root]:  # named without its root: name it as the user wrote it
+            raise ConfigError(f"{root}.{exc}") from None
+        raise

@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
-from jobs._cli import fail, parser, run
+from jobs._cli import add_config_arguments, fail, job_config, parser, run
 from vae import storage
 from vae.config import IngestConfig
+
+
+# Shorthand flag -> the IngestConfig key it sets (any key: --set ingest.KEY=VALUE).
+SHORTHANDS = {"top_db": "ingest.top_db", "min_gap": "ingest.min_gap_seconds"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,9 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="how many times the --digits sequence was said")
     p.add_argument("--speaker", required=True, help="speaker name used in the clip names")
     p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--top-db", type=float, default=IngestConfig.top_db, help="silence: this many dB below the loudest frame")
-    p.add_argument("--min-gap", type=float, default=IngestConfig.min_gap_seconds, help="shorter pauses (s) do not split a word")
+    p.add_argument("--top-db", type=float, help=f"silence: this many dB below the loudest frame (default {IngestConfig.top_db})")
+    p.add_argument("--min-gap", type=float, help=f"shorter pauses (s) do not split a word (default {IngestConfig.min_gap_seconds})")
     p.add_argument("--first-take", type=int, default=0, help="take number of each digit's first clip")
+    add_config_arguments(p, "ingest.top_db=35")
     return p.parse_args(argv)
 
 
@@ -53,7 +57,7 @@ def _main(args: argparse.Namespace) -> int:
     from vae.ingest import CountMismatch, IngestError, split_recording, write_clips
 
     try:
-        cfg = replace(IngestConfig(), top_db=args.top_db, min_gap_seconds=args.min_gap).validate()
+        cfg = job_config(args, IngestConfig, "ingest", SHORTHANDS)
         if args.first_take < 0:
             raise IngestError(f"--first-take must be >= 0, got {args.first_take}")
         storage.check_reachable(args.out)

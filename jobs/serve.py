@@ -20,10 +20,14 @@ import signal
 import sys
 import threading
 
-from jobs._cli import fail, parser, run
+from jobs._cli import add_config_arguments, fail, job_config, parser, run
 from vae.config import ConfigError, ServeConfig
 
 APP_NAME = "fsdd-vae"
+
+
+# Shorthand flag -> the ServeConfig key it sets (any key: --set serve.KEY=VALUE).
+SHORTHANDS = {"replicas": "serve.num_replicas", "max_batch_size": "serve.max_batch_size", "max_clips": "serve.max_clips"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,11 +35,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (local or s3://), or a sweep's <EXP>/best")
     p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--replicas", type=int, default=ServeConfig.num_replicas, help="model replicas (each one CPU)")
-    p.add_argument("--max-batch-size", type=int, default=ServeConfig.max_batch_size, help="requests per batch; 1 = one at a time")
-    p.add_argument("--max-clips", type=int, default=ServeConfig.max_clips, help="most clips one /api/generate request may ask for")
+    p.add_argument("--replicas", type=int, help=f"model replicas (each one CPU; default {ServeConfig.num_replicas})")
+    p.add_argument("--max-batch-size", type=int, help=f"requests per batch; 1 = one at a time (default {ServeConfig.max_batch_size})")
+    p.add_argument("--max-clips", type=int, help=f"most clips one /api/generate request may ask for (default {ServeConfig.max_clips})")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
     p.add_argument("--wait", action="store_true", help="on a cluster, serve until interrupted instead of returning")
+    add_config_arguments(p, "serve.max_upload_seconds=5")
     return p.parse_args(argv)
 
 
@@ -63,13 +68,9 @@ def _main(args: argparse.Namespace) -> int:
     from vae.checkpoint import check
     from vae.raysetup import finish_ray, init_ray
 
-    config = replace(
-        ServeConfig(),
-        num_replicas=args.replicas,
-        max_batch_size=args.max_batch_size,
-        max_clips=args.max_clips,
-        max_ongoing_requests=max(ServeConfig.max_ongoing_requests, 2 * args.max_batch_size),
-    ).validate()
+    config = job_config(args, ServeConfig, "serve", SHORTHANDS)
+    # A replica must hold at least two batches' requests, or the next batch cannot fill while one runs.
+    config = replace(config, max_ongoing_requests=max(config.max_ongoing_requests, 2 * config.max_batch_size)).validate()
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
     # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.

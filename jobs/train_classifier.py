@@ -18,10 +18,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 
-from jobs._cli import parser, run
+from jobs._cli import add_config_arguments, job_config, parser, run
 from vae.config import RecogniserConfig
+
+
+# Shorthand flag -> the RecogniserConfig key it sets (any key: --set recogniser.KEY=VALUE).
+SHORTHANDS = {"epochs": "recogniser.epochs", "gl_iters": "recogniser.gl_iters", "gl_augment": "recogniser.gl_augment", "seed": "recogniser.seed"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,10 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="recogniser checkpoint folder (local or s3://)")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {RecogniserConfig.epochs})")
     p.add_argument("--gl-iters", type=int, help=f"Griffin-Lim iterations of the augmentation (default {RecogniserConfig.gl_iters})")
-    p.add_argument("--no-gl-augment", action="store_true", help="train on the real spectrograms only")
+    p.add_argument("--no-gl-augment", dest="gl_augment", action="store_const", const=False, default=None,
+                   help="train on the real spectrograms only")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, default=None, help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)")
     p.add_argument("--min-accuracy", type=float, default=0.95, help="exit 1 if the test accuracy is below this")
+    add_config_arguments(p, "recogniser.learning_rate=1e-3")
     return p.parse_args(argv)
 
 
@@ -46,12 +51,8 @@ def _main(args: argparse.Namespace) -> int:
     from vae import storage
     from vae.evaluation import recogniser
 
-    overrides = {"epochs": args.epochs, "gl_iters": args.gl_iters, "seed": args.seed}
-    config = replace(RecogniserConfig(), **{k: v for k, v in overrides.items() if v is not None})
-    if args.no_gl_augment:
-        config = replace(config, gl_augment=False)
+    config = job_config(args, RecogniserConfig, "recogniser", SHORTHANDS)
     started = time.perf_counter()
-    config.validate()
     storage.check_reachable(args.out)
     rec = recogniser.train_from_parquet(args.data, config, workers=args.workers)
     rec.metrics["train_seconds"] = round(time.perf_counter() - started, 1)

@@ -11,9 +11,13 @@ from jobs import _cli
 from vae.config import (
     ConfigError,
     DemoConfig,
+    EvalConfig,
     FaultConfig,
+    IngestConfig,
     ModelConfig,
+    RecogniserConfig,
     RunConfig,
+    ServeConfig,
     SweepConfig,
     preset,
     saved_run_config,
@@ -247,3 +251,35 @@ def test_every_job_takes_verbose(capsys):
         with pytest.raises(SystemExit):
             importlib.import_module(f"jobs.{name}").main(["--help"])
         assert "--verbose" in capsys.readouterr().out, name
+
+
+@pytest.mark.parametrize(
+    "job, required, flag, key, root",
+    [
+        ("evaluate", ["--checkpoint", "c", "--data", "d", "--out", "o"], ["--n-per-digit", "4"], "n_unconditional", "eval"),
+        ("serve", ["--checkpoint", "c"], ["--max-clips", "4"], "max_upload_seconds", "serve"),
+        ("ingest", ["--input", "i", "--digits", "01", "--speaker", "s", "--out", "o"], ["--top-db", "4"], "min_utterance_seconds", "ingest"),
+        ("train_classifier", ["--data", "d", "--out", "o"], ["--epochs", "4"], "batch_size", "recogniser"),
+    ],
+)
+def test_every_job_with_a_config_takes_set_on_top_of_its_flags(job, required, flag, key, root):
+    import importlib
+
+    module = importlib.import_module(f"jobs.{job}")
+    cls = {"eval": EvalConfig, "serve": ServeConfig, "ingest": IngestConfig, "recogniser": RecogniserConfig}[root]
+    args = module.parse_args([*required, *flag, "--set", f"{root}.{key}=3"])
+    cfg = _cli.job_config(args, cls, root, module.SHORTHANDS)
+    shorthand = module.SHORTHANDS[flag[0][2:].replace("-", "_")].split(".", 1)[1]
+    assert getattr(cfg, shorthand) == 4 and getattr(cfg, key) == 3
+    assert _cli.job_config(module.parse_args(required), cls, root, module.SHORTHANDS) == cls()  # defaults: the config's
+    with pytest.raises(ConfigError, match=f"train.epochs: not a key of this job; its settings are {root}"):
+        _cli.job_config(module.parse_args([*required, "--set", "train.epochs=3"]), cls, root, module.SHORTHANDS)
+    with pytest.raises(ConfigError, match=f"{root}.nope"):
+        _cli.job_config(module.parse_args([*required, "--set", f"{root}.nope=3"]), cls, root, module.SHORTHANDS)
+
+
+def test_train_classifier_no_gl_augment_is_a_shorthand():
+    from jobs import train_classifier
+
+    args = train_classifier.parse_args(["--data", "d", "--out", "o", "--no-gl-augment"])
+    assert _cli.job_config(args, RecogniserConfig, "recogniser", train_classifier.SHORTHANDS).gl_augment is False
