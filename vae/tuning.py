@@ -149,14 +149,12 @@ def run_sweep(
     ``settings`` (default: SweepConfig()) are recorded in ``sweep.json``; a resumed sweep goes on
     with the recorded ones, except how many trials run at once (this cluster's).
     """
-    import ray
     from ray import tune
 
     settings = (settings or SweepConfig()).validate()
     exp_uri = storage.join(storage_uri, name)
     storage.check_reachable(storage_uri)
     sweep_file = storage.join(exp_uri, SWEEP_FILE)
-    tune_uri = storage.join(exp_uri, TUNE_DIR)
     if resume:
         if not storage.exists(sweep_file):
             raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
@@ -170,11 +168,7 @@ def run_sweep(
     # Everything that can be checked is checked before the first file is written, so a sweep that
     # cannot start leaves nothing behind and its --name stays free.
     epochs = space.run_config({}, base).train.epochs
-    max_concurrent = settings.max_concurrent
-    if max_concurrent is None:
-        per_trial = "GPU" if settings.use_gpu else "CPU"
-        available = ray.cluster_resources().get(per_trial, 1)
-        max_concurrent = max(1, int(available // settings.workers_per_trial))
+    max_concurrent = _max_concurrent(settings)
     scheduler, searcher = _scheduler(space, epochs, settings), _searcher(space, max_concurrent, settings)
     from vae.training import load_datasets
 
@@ -202,36 +196,46 @@ def run_sweep(
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
     # Tune refuses an empty request, so the driver asks for a token share of a CPU.
     trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
+    tune_config = tune.TuneConfig(
+        metric=OBJECTIVE,
+        mode="min",
+        num_samples=int(settings.num_samples or space.num_samples),
+        max_concurrent_trials=max_concurrent,
+        scheduler=scheduler,
+        search_alg=searcher,
+    )
+    _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
+    return finish(exp_uri)
+
+
+def _max_concurrent(settings: SweepConfig) -> int:
+    """Trials at once: the settings', or as many as this cluster's CPUs (GPUs) hold trials of their workers."""
+    import ray
+
+    if settings.max_concurrent is not None:
+        return settings.max_concurrent
+    available = ray.cluster_resources().get("GPU" if settings.use_gpu else "CPU", 1)
+    return max(1, int(available // settings.workers_per_trial))
+
+
+def _tuner(trainable, space: SearchSpace, exp_uri: str, settings: SweepConfig, tune_config, resume: bool):
+    """The Tuner of the experiment at ``exp_uri``: Tune's own state restored when resuming (unfinished
+    and errored trials go on), otherwise a new one writing that state under ``TUNE_DIR``."""
+    from ray import tune
+
     loc = storage.resolve(exp_uri)
     fs = loc.fs if storage.is_s3(loc.uri) else None
-    tune_path = storage.resolve(tune_uri).path
-
+    tune_path = storage.resolve(storage.join(exp_uri, TUNE_DIR)).path
     if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
-        tuner = tune.Tuner.restore(
-            tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.tune_param_space(),
-            tune_config=tune.TuneConfig(
-                metric=OBJECTIVE,
-                mode="min",
-                num_samples=int(settings.num_samples or space.num_samples),
-                max_concurrent_trials=max_concurrent,
-                scheduler=scheduler,
-                search_alg=searcher,
-            ),
-            run_config=tune.RunConfig(
-                name=TUNE_DIR,
-                storage_path=loc.path,
-                storage_filesystem=fs,
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                verbose=1,
-            ),
-        )
-    tuner.fit()
-    return finish(exp_uri)
+        return tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
+    run_config = tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=loc.path,
+        storage_filesystem=fs,
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=space.tune_param_space(), tune_config=tune_config, run_config=run_config)
 
 
 def finish(exp_uri: str) -> SweepResult:
