@@ -7,6 +7,7 @@ raylet that spawns them, which is fixed when Ray starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -174,3 +175,21 @@ def recogniser_dir(full_parquet, tmp_path_factory) -> str:
     # Exit code 1 with a saved model means "below 95%": test_recogniser reports that, not the fixture.
     assert "error" not in last and last["out"] == str(out), (code, last)
     return str(out)
+
+
+@pytest.fixture
+def vae_log(caplog):
+    """What the project logged (``vae.*``, INFO and up) since the last call, read and cleared by calling
+    it. Attached to the ``vae`` logger itself: a job run in this process stops it propagating."""
+    logger, level = logging.getLogger("vae"), logging.getLogger("vae").level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+
+    def said() -> str:
+        text = caplog.text
+        caplog.clear()
+        return text
+
+    yield said
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)

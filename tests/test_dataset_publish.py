@@ -214,13 +214,13 @@ def test_clips_shorter_than_the_minimum_are_rejected_with_a_reason(ray_local, fs
     assert list(dataset.load_split_numpy(str(tmp_path / "out"), None, columns=["id"])["id"]) == ["6_yweweler_3"]
 
 
-def test_the_pipeline_reuses_only_a_published_dataset(ray_local, earlier_src, tmp_path, capsys):
+def test_the_pipeline_reuses_only_a_published_dataset(ray_local, earlier_src, tmp_path, vae_log):
     from vae.pipeline import extract_features
 
     out = extract_features(str(earlier_src), str(tmp_path / "s"), "default", DEFAULT)
-    assert "extracting" in capsys.readouterr().out
+    assert "extracting" in vae_log()
     assert extract_features(str(earlier_src), str(tmp_path / "s"), "default", DEFAULT) == out
-    assert "reusing" in capsys.readouterr().out
+    assert "reusing" in vae_log()
 
     # The same folder holding what an interrupted extraction of the old layout left: extracted again.
     extracted = storage.published(out)
@@ -231,7 +231,7 @@ def test_the_pipeline_reuses_only_a_published_dataset(ray_local, earlier_src, tm
     shutil.rmtree(out)
     shutil.copytree(mixed, out)
     assert extract_features(str(earlier_src), str(tmp_path / "s"), "default", DEFAULT) == out
-    said = capsys.readouterr().out
+    said = vae_log()
     assert "nothing to reuse" in said and "interrupted" in said
     assert list(dataset.load_split_numpy(out, None, columns=["id"])["id"]) == sorted(EARLIER)
     assert not list(Path(out).glob("part-*.parquet")), "the old layout's parts are gone once a version is published"
