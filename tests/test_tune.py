@@ -13,7 +13,8 @@ from html.parser import HTMLParser
 import pytest
 
 from vae import storage
-from vae.tuning import load_trials, objective
+from vae.training import objective
+from vae.tuning import load_trials
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
