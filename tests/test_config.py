@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from vae.config import (
@@ -73,8 +75,8 @@ def test_invalid_configs_are_rejected(make, culprit):
 def test_demo_config_trains_the_default_for_its_budget():
     from vae.config import DemoConfig
 
-    cfg = DemoConfig(max_epochs=7, train_budget_s=60, seed=3).run_config()
-    assert (cfg.train.epochs, cfg.train.time_budget_s, cfg.train.seed) == (7, 60, 3)
+    cfg = DemoConfig(max_epochs=7, train_budget_s=60, seed=3, checkpoint_every=2).run_config()
+    assert (cfg.train.epochs, cfg.train.time_budget_s, cfg.train.seed, cfg.train.checkpoint_every) == (7, 60, 3, 2)
     assert (cfg.model, cfg.prior, cfg.sampling) == (RunConfig().model, RunConfig().prior, RunConfig().sampling)
     with pytest.raises(ConfigError, match="train_budget_s"):
         DemoConfig(train_budget_s=0).validate()
@@ -114,3 +116,14 @@ def test_legacy_checkpoint_configs_load_into_the_loss_section():
         assert (cfg.loss.reconstruction, cfg.loss.recon_weight, cfg.loss.kl_samples) == (
             raw["prior"]["reconstruction"], raw["prior"]["recon_weight"], raw["prior"]["kl_samples"]
         )
+
+
+def test_the_cosine_learning_rate_anneals_over_the_epochs_or_the_time_budget_whichever_runs_out_first():
+    by_epochs = TrainConfig(learning_rate=1e-3, lr_schedule="cosine", lr_final_fraction=0.1, epochs=4).validate()
+    assert [by_epochs.learning_rate_at(e) for e in (1, 3)] == pytest.approx([1e-3, 5.5e-4])
+    assert by_epochs.learning_rate_at(4) > 1e-4  # the last epoch starts before the end of the curve
+    by_time = dataclasses.replace(by_epochs, epochs=1000, time_budget_s=100.0)
+    assert by_time.learning_rate_at(2, elapsed_s=50.0) == pytest.approx(5.5e-4)
+    assert by_time.learning_rate_at(30, elapsed_s=150.0) == pytest.approx(1e-4)  # never below the final rate
+    assert by_time.learning_rate_at(999, elapsed_s=1.0) < 1.1e-4  # the epochs may run out first too
+    assert TrainConfig(learning_rate=2e-3).learning_rate_at(7, elapsed_s=99.0) == 2e-3

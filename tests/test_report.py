@@ -58,7 +58,10 @@ def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
     saved = json.loads(open(os.path.join(report_dir, METRICS_FILE)).read())
     for name in HEADLINE:
         assert np.isfinite(saved[name]) and np.isfinite(saved[f"{name}_floor"]), name
-    assert saved["test_clips"] == 100 and saved["conditional_samples"] == 30 and saved["unconditional_samples"] == 30
+    assert saved["test_clips"] == 100 and saved["conditional_samples"] == 30
+    # Inception score and Frechet distance are means over draws of n_unconditional samples (3 by default).
+    assert saved["unconditional_samples"] == 3 * 30 and len(saved["frechet_distance_draws"]) == 3
+    assert saved["frechet_distance"] == pytest.approx(np.mean(saved["frechet_distance_draws"]))
     assert 0 <= saved["digit_accuracy"] <= 1 and 1 <= saved["inception_score"] <= 10
     # The vocoder floor is what real clips keep through Griffin-Lim: better than an untrained model.
     assert saved["digit_accuracy_floor"] >= 0.9 and saved["recon_lsd_db_floor"] < saved["recon_lsd_db"]

@@ -79,17 +79,11 @@ def example_noise(ids, epoch: int, seed: int, samples: int, dim: int) -> np.ndar
     return np.stack(eps, axis=1).astype(np.float32)
 
 
-def make_optimizer(train_cfg, steps_per_epoch: int = 1):
-    """Adam at ``learning_rate``, constant or (``lr_schedule="cosine"``) decaying along a cosine
-    to ``lr_final_fraction`` of it over ``epochs`` epochs of ``steps_per_epoch`` steps."""
+def make_optimizer(train_cfg):
+    """Adam at ``learning_rate``; the training loops set each epoch's rate (``TrainConfig.learning_rate_at``)."""
     import keras
 
-    lr = train_cfg.learning_rate
-    if train_cfg.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=max(1, train_cfg.epochs * steps_per_epoch), alpha=train_cfg.lr_final_fraction
-        )
-    opt = keras.optimizers.Adam(lr)
+    opt = keras.optimizers.Adam(train_cfg.learning_rate)
     return keras.optimizers.LossScaleOptimizer(opt) if train_cfg.mixed_precision else opt
 
 
@@ -287,7 +281,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
     steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
     with strategy.scope():
         model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
-        optimizer = make_optimizer(tcfg, steps_per_epoch)
+        optimizer = make_optimizer(tcfg)
         optimizer.build(model.trainable_variables)
     return Worker(
         run_cfg=run_cfg,
@@ -315,8 +309,6 @@ def restore(worker: Worker) -> tuple[int, dict]:
     # Ray hands over its latest checkpoint; go on from the newest one that verifies (that one, unless damaged).
     steps, tcfg = worker.steps, worker.run_cfg.train
     start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(worker.run_dir, steps.model, steps.optimizer, worker.say)
-    if tcfg.lr_schedule == "constant":
-        steps.optimizer.learning_rate = tcfg.learning_rate  # config, not state: a resumed run may change it
     worker.say(f"resuming from {restored} after epoch {start_epoch}")
     return start_epoch, metrics
 
@@ -425,11 +417,14 @@ def initial_val_loss(worker: Worker) -> float:
     return float(val["sums"][0] / max(val["count"][0], 1))
 
 
-def run_epoch(worker: Worker, epoch: int, started: float) -> tuple[dict[str, Any], bool]:
+def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float) -> tuple[dict[str, Any], bool]:
     """Train one epoch on this worker's shard and validate: the epoch's metrics, summed over every
     worker (so every worker takes the same decisions from the same numbers), and whether the time
-    budget (counted from ``started``) is spent before another epoch could finish."""
+    budget (counted from ``started``) is spent before another epoch could finish. The learning rate
+    follows the schedule at ``elapsed_before``, the seconds every worker agreed on after the last epoch."""
     run_cfg, tcfg = worker.run_cfg, worker.run_cfg.train
+    learning_rate = tcfg.learning_rate_at(epoch, elapsed_before)
+    worker.steps.optimizer.learning_rate = learning_rate
     t0 = time.perf_counter()
     train_sums, steps_done = _train_epoch(worker.steps, worker.train, run_cfg, epoch, worker.rank, worker.steps_per_epoch)
     train_time = time.perf_counter() - t0
@@ -444,8 +439,8 @@ def run_epoch(worker: Worker, epoch: int, started: float) -> tuple[dict[str, Any
     elapsed, epoch_time = total["clock"] / worker.world
     out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
     metrics = _epoch_metrics(epoch, steps_done, total, train_time)
-    metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), stopped_by_time_budget=bool(out_of_time))
-    metrics.update(train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
+    metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), learning_rate=learning_rate, stopped_by_time_budget=bool(out_of_time))
+    metrics.update(elapsed_s=float(elapsed), train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
     return metrics, bool(out_of_time)
 
 
@@ -514,11 +509,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     baseline = initial_val_loss(worker) if start_epoch == 0 else restored.get("initial_val_loss")
     history = list(restored.get("history", []))  # every epoch's metrics: curves survive keeping only the best few
     tracker = tracking.worker_tracker(config, worker.rank, worker.run_cfg)  # rank 0 logs, other ranks get a no-op
-    started = time.perf_counter()
+    started, elapsed = time.perf_counter(), 0.0
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         _maybe_fault(worker.fault, epoch, worker.rank, worker.run_dir)
         t0 = time.perf_counter()
-        metrics, out_of_time = run_epoch(worker, epoch, started)
+        metrics, out_of_time = run_epoch(worker, epoch, started, elapsed)
+        elapsed = metrics["elapsed_s"]
         metrics.update(resumed_from_epoch=start_epoch, initial_val_loss=baseline)
         history.append(metrics)
         checkpoint = None
@@ -562,11 +558,12 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     keras.utils.set_random_seed(tcfg.seed)
     steps_per_epoch = shard_rows(train) // tcfg.batch_size
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed)
-    optimizer = make_optimizer(tcfg, steps_per_epoch)
+    optimizer = make_optimizer(tcfg)
     optimizer.build(model.trainable_variables)
     steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile)
     history = []
     for epoch in range(1, (epochs or tcfg.epochs) + 1):
+        optimizer.learning_rate = tcfg.learning_rate_at(epoch)
         sums, n = _train_epoch(steps, train, run_cfg, epoch, 0, steps_per_epoch, progress=False)
         history.append(dict(zip(TERMS, (sums / max(n * tcfg.batch_size, 1)).tolist())))
     return model, optimizer, history

@@ -113,8 +113,9 @@ class Context:
 
     @cached_property
     def unconditional(self) -> np.ndarray:
-        """``config.n_unconditional`` samples of the model's sampler, as audio."""
-        return sample_waves(self.loaded, [(None, self.config.n_unconditional)], self.config.seed, self.workers)
+        """``config.unconditional_draws`` draws of ``config.n_unconditional`` samples of the model's sampler, as audio."""
+        n = self.config.n_unconditional * self.config.unconditional_draws
+        return sample_waves(self.loaded, [(None, n)], self.config.seed, self.workers)
 
     def heard(self, name: str) -> Heard:
         """The recogniser's reading of one of the :data:`AUDIO` sets."""

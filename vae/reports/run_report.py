@@ -98,9 +98,12 @@ def _metrics(page: Page, ev: Evaluation, folder: str) -> None:
         if name in m:
             rows.append([name, m[name], m.get(f"{name}_floor"), m.get(f"{name}_real"), "higher" if higher else "lower", meaning])
     page.table(["metric", "model", "vocoder floor", "real clips", "better", "meaning"], rows)
+    draws = m.get("frechet_distance_draws") or []
     page.text(
         f"{m['test_clips']} test clips; {m.get('conditional_samples', 0)} digit-conditional and "
-        f"{m.get('unconditional_samples', 0)} unconditional samples."
+        f"{m.get('unconditional_samples', 0)} unconditional samples"
+        + (f" (inception score and Frechet distance: means over {len(draws)} draws; Frechet distance of each: "
+           + ", ".join(f"{v:.1f}" for v in draws) + ")." if len(draws) > 1 else ".")
     )
 
 

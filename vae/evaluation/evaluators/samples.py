@@ -14,7 +14,7 @@ from vae.evaluation.context import Context
 METRICS: dict[str, tuple[bool, str]] = {
     "digit_accuracy": (True, "digit-conditional samples heard as the digit asked for"),
     "inception_score": (True, "exp E KL(p(y|x) || p(y)) over unconditional samples; 10 = confident and balanced"),
-    "frechet_distance": (False, "recogniser embeddings of unconditional samples vs real test clips"),
+    "frechet_distance": (False, "recogniser embeddings of unconditional samples vs real test clips (mean over draws)"),
 }
 NO_RECOGNISER = "no recogniser given (--classifier): digit_accuracy, inception_score and frechet_distance not computed"
 
@@ -53,13 +53,17 @@ def _conditional(ctx: Context) -> dict[str, Any]:
 
 def _unconditional(ctx: Context) -> dict[str, Any]:
     uncond, real, floor = ctx.heard("unconditional"), ctx.heard("originals"), ctx.heard("floor")
+    n, draws = ctx.config.n_unconditional, ctx.config.unconditional_draws
     # The references get as many clips as the model: the Frechet distance is biased upwards for small sets.
-    subset = np.random.default_rng(ctx.config.seed).permutation(len(ctx.digits))[: ctx.config.n_unconditional]
+    subsets = [np.random.default_rng([ctx.config.seed, k]).permutation(len(ctx.digits))[:n] for k in range(draws)]
+    samples = [slice(k * n, (k + 1) * n) for k in range(draws)]
+    fd = [M.frechet_distance(uncond.embeddings[s], real.embeddings) for s in samples]
     return {
-        "inception_score": M.inception_score(uncond.probs),
-        "inception_score_floor": M.inception_score(floor.probs[subset]),
-        "inception_score_real": M.inception_score(real.probs[subset]),
-        "frechet_distance": M.frechet_distance(uncond.embeddings, real.embeddings),
-        "frechet_distance_floor": M.frechet_distance(floor.embeddings[subset], real.embeddings),
+        "inception_score": float(np.mean([M.inception_score(uncond.probs[s]) for s in samples])),
+        "inception_score_floor": float(np.mean([M.inception_score(floor.probs[s]) for s in subsets])),
+        "inception_score_real": float(np.mean([M.inception_score(real.probs[s]) for s in subsets])),
+        "frechet_distance": float(np.mean(fd)),
+        "frechet_distance_draws": [float(v) for v in fd],
+        "frechet_distance_floor": float(np.mean([M.frechet_distance(floor.embeddings[s], real.embeddings) for s in subsets])),
         "unconditional_samples": int(len(uncond.probs)),
     }
