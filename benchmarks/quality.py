@@ -51,8 +51,6 @@ METRICS = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_d
 
 
 def run_variant(name: str, overrides: dict, seed: int, data: str, classifier: str, budget: float, storage_dir: str) -> dict:
-    from dataclasses import replace
-
     from vae import checkpoint
     from vae.config import RunConfig
     from vae.evaluation.run import evaluate_run

@@ -82,7 +82,6 @@ def batch_norm_layers():
 def check_layers() -> dict[str, float]:
     """Largest difference from Keras' layer (training outputs, input/scale/offset gradients, moving
     statistics, inference outputs) of each other layer, on one random batch."""
-    import keras
     import tensorflow as tf
 
     rng = np.random.default_rng(0)

@@ -307,7 +307,7 @@ def restore(worker: Worker) -> tuple[int, dict]:
     if ray.train.get_checkpoint() is None:
         return 0, {}
     # Ray hands over its latest checkpoint; go on from the newest one that verifies (that one, unless damaged).
-    steps, tcfg = worker.steps, worker.run_cfg.train
+    steps = worker.steps
     start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(worker.run_dir, steps.model, steps.optimizer, worker.say)
     worker.say(f"resuming from {restored} after epoch {start_epoch}")
     return start_epoch, metrics
