@@ -14,7 +14,7 @@ import pytest
 
 from vae import storage
 from vae.training import objective
-from vae.tuning import load_trials
+from vae.tuning import SweepNotFound, load_trials
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -169,10 +169,12 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_local, smal
     finished = []
     while time.time() < deadline and driver.poll() is None:
         time.sleep(3)
-        if os.path.isdir(os.path.join(exp, "tune")):
+        try:
             finished = [t for t in load_trials(exp) if t.status == "TERMINATED"]
-            if finished:
-                break
+        except SweepNotFound:  # no tune/ folder yet, or Ray Tune has not written its state into it yet
+            continue
+        if finished:
+            break
     assert driver.poll() is None, "the sweep ended before it could be interrupted"
     assert finished, "no trial finished in time"
     os.killpg(driver.pid, signal.SIGKILL)
