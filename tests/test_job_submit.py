@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -27,6 +28,9 @@ from pathlib import Path
 import pytest
 from ray._private.services import resolve_ip_for_localhost
 from ray_processes import end_processes_mentioning
+
+# A line Ray forwarded from a worker, actor or raylet: "(ProxyActor pid=380) ...", perhaps coloured.
+_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)*\([^)]*\)")
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -81,10 +85,15 @@ class Head:
         return info
 
     def last_json_line(self, submission_id: str) -> dict:
-        """The job's last stdout line: the JSON summary every job ends with."""
+        """The driver's last stdout line: the JSON summary every job ends with.
+
+        Ray forwards the cluster's actors' output into the same log, prefixed "(ActorName pid=...)",
+        and it may arrive after the driver's last line (Serve's proxy does), so those lines are skipped.
+        """
         status, body = self.api(f"/api/jobs/{submission_id}/logs")
         assert status == 200
-        lines = [line for line in body["logs"].splitlines() if line.strip()]
+        lines = [line for line in body["logs"].splitlines() if line.strip() and not _FORWARDED.match(line)]
+        assert lines, f"job {submission_id} printed nothing of its own:\n{body['logs'][-4000:]}"
         return json.loads(lines[-1])
 
 

@@ -42,7 +42,7 @@ def test_stored_trial_parameters_with_moved_keys_still_apply():
 
 def test_fixed_values_and_model_preset_apply():
     cfg = load_space("tune_spaces/smoke.yaml").run_config({"model.latent_dim": 2}, RunConfig())
-    assert cfg.train.epochs == 3 and cfg.model.latent_dim == 2 and cfg.model.filters == (4, 8)
+    assert cfg.train.epochs == 2 and cfg.model.latent_dim == 2 and cfg.model.filters == (4, 8)
 
 
 @pytest.mark.parametrize(
