@@ -1,4 +1,4 @@
-"""Train a spectrogram VAE on Ray Train (TensorflowTrainer, MultiWorkerMirroredStrategy).
+"""Train a spectrogram VAE on Ray Train (MultiWorkerMirroredStrategy on a DataParallelTrainer).
 
     python -m jobs.train --data PARQUET --storage DIR_OR_S3 --name RUN
         [--model PRESET] [--prior normal|mixture] [--components K] [--latent-dim D]

@@ -166,6 +166,15 @@ def test_small_parquet_library_readers(small_parquet, fsdd_dir):
     assert {b["spectrogram"].shape[1:] for b in batches} == {(128, 96)} and batches[0]["spectrogram"].dtype == np.float32
     assert np.isclose(sum(float(b["spectrogram"].sum()) for b in batches), float(train["spectrogram"].sum()), rtol=1e-6)
 
+    # What training reads: the same rows with the same types as Ray Data's read (training sorts them by id).
+    for split in ("train", "test"):
+        fast = dataset.materialize_split(small_parquet, split, ["id", "digit", "spectrogram"])
+        slow = dataset.read_split(small_parquet, split, ["id", "digit", "spectrogram"]).materialize()
+        assert fast.schema() == slow.schema()
+        a, b = (d.to_pandas().sort_values("id", ignore_index=True) for d in (fast, slow))
+        assert list(a["id"]) == list(b["id"]) and len(a) == (150 if split == "train" else 100)
+        np.testing.assert_array_equal(np.stack(a["spectrogram"]), np.stack(b["spectrogram"]))
+
     assert dataset.load_rejected(small_parquet) == []
     summary = storage.read_json(storage.join(storage.published(small_parquet), dataset.SUMMARY_FILE))
     assert (summary["written"], summary["rejected"], summary["train"], summary["test"]) == (250, 0, 150, 100)
@@ -278,6 +287,7 @@ def test_s3_in_and_out_gives_the_same_rows(ray_local, make_bucket, fsdd_dir, tmp
     assert dataset.read_feature_config(f"{bucket}/features") == DEFAULT
     assert dataset.load_rejected(f"{bucket}/features")[0]["source"] == f"{bucket}/recordings/hello.wav"
     assert dataset.read_split(f"{bucket}/features", "train").count() == int((a["split"] == "train").sum())
+    assert dataset.materialize_split(f"{bucket}/features", "test", ["id"]).count() == int((a["split"] == "test").sum())
 
 
 def test_init_ray_is_idempotent(ray_local):

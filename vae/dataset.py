@@ -591,6 +591,31 @@ def read_split(uri: str, split: str | None, columns: Sequence[str] | None = None
     return ds.select_columns(list(columns)) if columns else ds
 
 
+def _read_file_split(path: str, fs: pafs.FileSystem, split: str | None, columns: list[str] | None) -> pa.Table:
+    import ray.data  # noqa: F401  registers Ray's tensor types with pyarrow, for the spectrogram column
+
+    return pq.read_table(path, filesystem=fs, columns=columns, filters=None if split is None else [("split", "==", split)])
+
+
+def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> "Any":
+    """One split as a materialised ``ray.data.Dataset``, each Parquet file read (and filtered) by a Ray
+    task wherever Ray places it, its rows staying in that node's object store.
+
+    The same rows, order and types as ``read_split(...).materialize()``, which costs 7-11 s of Ray Data
+    start-up per dataset on 2 cores for a read that takes 0.1 s; every training run reads two.
+    """
+    import ray.data
+
+    _check_split(split)
+    loc, files = parquet_files(uri)
+    read = ray.remote(_read_file_split)
+    refs = [read.remote(f, loc.fs, split, list(columns) if columns else None) for f in files]
+    try:
+        return ray.data.from_arrow_refs(refs)
+    except ray.exceptions.RayTaskError as exc:
+        raise storage.StorageError(f"cannot read the {split or 'whole'} split of {loc.uri}: {exc.cause}") from exc
+
+
 def load_split_numpy(uri: str, split: str | None, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """One split as numpy arrays sorted by id, with pyarrow only (no Ray): for small data,
     tests and evaluation. ``spectrogram`` is ``(rows, n_bins, n_frames)`` float32."""

@@ -1,7 +1,7 @@
 """Multi-worker VAE training on Ray Train with ``MultiWorkerMirroredStrategy``.
 
 ``train_loop_per_worker`` is the per-worker loop shared by ``jobs.train`` and the
-Tune trials; ``build_trainer`` wires it to a ``TensorflowTrainer``; ``fit`` is the
+Tune trials; ``build_trainer`` wires it to a Ray Train trainer; ``fit`` is the
 whole run (checks, datasets, trainer, best checkpoint).
 
 What makes N workers x batch B take the same step as 1 worker x batch N*B:
@@ -588,15 +588,19 @@ def build_trainer(
     ranking: Ranking = Ranking(),
     fault: FaultConfig | None = None,
 ):
-    """A ``TensorflowTrainer`` for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val'),
+    """A ``DataParallelTrainer`` with TensorFlow's cluster set-up (:mod:`vae.tf_backend`) for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val'),
     keeping the checkpoints best by ``ranking``."""
     import ray.train
-    from ray.train.tensorflow import TensorflowTrainer
+
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from vae.tf_backend import TFConfig
 
     tcfg = run_cfg.train
     storage_path, fs = _ray_storage(storage_uri)
-    return TensorflowTrainer(
+    return DataParallelTrainer(
         train_loop,
+        backend_config=TFConfig(),
         train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking=ranking, fault=fault),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg.num_workers,
@@ -681,12 +685,9 @@ def check_resume(run_dir: str, epochs: int) -> None:
 
 def load_datasets(data_uri: str) -> dict[str, Any]:
     """The train and validation (``test`` split) Ray Datasets of a Parquet dataset, materialised once."""
-    from vae.dataset import read_split
+    from vae.dataset import materialize_split
 
-    return {
-        TRAIN: read_split(data_uri, "train").select_columns(COLUMNS).materialize(),
-        VAL: read_split(data_uri, "test").select_columns(COLUMNS).materialize(),
-    }
+    return {TRAIN: materialize_split(data_uri, "train", COLUMNS), VAL: materialize_split(data_uri, "test", COLUMNS)}
 
 
 def fit(
