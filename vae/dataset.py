@@ -604,14 +604,15 @@ def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None
     The same rows, order and types as ``read_split(...).materialize()``, which costs 7-11 s of Ray Data
     start-up per dataset on 2 cores for a read that takes 0.1 s; every training run reads two.
     """
-    import ray.data
+    import ray
+    from ray.data import from_arrow_refs
 
     _check_split(split)
     loc, files = parquet_files(uri)
     read = ray.remote(_read_file_split)
     refs = [read.remote(f, loc.fs, split, list(columns) if columns else None) for f in files]
     try:
-        return ray.data.from_arrow_refs(refs)
+        return from_arrow_refs(refs)
     except ray.exceptions.RayTaskError as exc:
         raise storage.StorageError(f"cannot read the {split or 'whole'} split of {loc.uri}: {exc.cause}") from exc
 
