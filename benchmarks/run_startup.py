@@ -2,7 +2,7 @@
 (one epoch, so nearly all of it is start-up and teardown) at this checkout and at an earlier revision,
 each in its own process and local Ray instance, on the same published dataset, in alternating rounds.
 
-    python -m benchmarks.run_startup --data PARQUET [--before f329f0d~2] [--rounds 2] [--fits 2]
+    python -m benchmarks.run_startup --data PARQUET [--before REV] [--rounds 2] [--fits 2]
 
 Every sweep trial and every ``jobs.train`` pays this once, and CI pays it for each run it starts.
 Each process times ``--fits`` runs one after another: the first also pays Ray's cold worker pool,
@@ -71,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", before], capture_output=True)
 
-    def median(label: str, first: bool) -> float:
-        return statistics.median(t[0] if first else s for t in times[label] for s in ([t[0]] if first else t[1:] or t))
-
-    summary = {label: {"first_fit_s": median(label, True), "later_fit_s": median(label, False)} for label in times}
+    summary = {}
+    for label, runs in times.items():
+        first = [t[0] for t in runs]
+        later = [s for t in runs for s in t[1:]] or first  # --fits 1: every run is a first one
+        summary[label] = {"first_fit_s": statistics.median(first), "later_fit_s": statistics.median(later)}
     print(f"\n| one-epoch tiny run | {args.before} | now | saved |\n|---|---|---|---|")
     for key, name in (("first_fit_s", "first in the process"), ("later_fit_s", "each later one")):
         b, n = summary["before"][key], summary["now"][key]

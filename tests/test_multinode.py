@@ -55,7 +55,7 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
 
     from vae import storage, training
     from vae.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig, preset
-    from vae.dataset import extract, read_split
+    from vae.dataset import extract
 
     from ray._private.services import resolve_ip_for_localhost
 
@@ -109,10 +109,9 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
             model=preset(ModelConfig, "tiny"),
             train=TrainConfig(epochs=1, batch_size=5, num_workers=2, placement_strategy="SPREAD", max_failures=0),
         ).validate()
-        train = read_split(parquet, "train").select_columns(training.COLUMNS).materialize()
-        val = read_split(parquet, "test").select_columns(training.COLUMNS).materialize()
+        datasets = training.load_datasets(parquet)
         runs = str(work / "runs")
-        trainer = training.build_trainer(run_cfg, {training.TRAIN: train, training.VAL: val}, runs, "spread", train.count(), train_loop=record_node_then_train)
+        trainer = training.build_trainer(run_cfg, datasets, runs, "spread", datasets[training.TRAIN].count(), train_loop=record_node_then_train)
         try:
             result = trainer.fit()
             out["train_error"] = None if result.error is None else repr(result.error)

@@ -588,10 +588,9 @@ def build_trainer(
     ranking: Ranking = Ranking(),
     fault: FaultConfig | None = None,
 ):
-    """A ``DataParallelTrainer`` with TensorFlow's cluster set-up (:mod:`vae.tf_backend`) for ``run_cfg`` writing to ``storage_uri/name`` (datasets: 'train' and 'val'),
-    keeping the checkpoints best by ``ranking``."""
+    """A ``DataParallelTrainer`` with TensorFlow's cluster set-up (:mod:`vae.tf_backend`) for ``run_cfg``,
+    writing to ``storage_uri/name`` (datasets: 'train' and 'val'), keeping the checkpoints best by ``ranking``."""
     import ray.train
-
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from vae.tf_backend import TFConfig
