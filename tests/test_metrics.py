@@ -22,6 +22,14 @@ def test_digit_accuracy_counts_the_argmax():
     assert metrics.digit_accuracy(probs, [0, 1, 2, 9]) == 0.75
 
 
+def test_binomial_se_is_the_spread_of_a_share_over_its_clips():
+    assert metrics.binomial_se(0.9, 100) == pytest.approx(0.03)
+    assert metrics.binomial_se(0.9, 300) == pytest.approx(0.03 / np.sqrt(3))
+    assert metrics.binomial_se(1.0, 50) == 0.0
+    with pytest.raises(ValueError, match="n=0"):
+        metrics.binomial_se(0.5, 0)
+
+
 def test_inception_score_bounds():
     confident_balanced = np.eye(10)[np.arange(100) % 10]
     assert metrics.inception_score(confident_balanced) == pytest.approx(10.0, rel=1e-6)

@@ -112,7 +112,7 @@ class PipelineResult:
     timings_s: dict = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        keys = ("digit_accuracy", "digit_accuracy_floor", "inception_score", "inception_score_floor",
+        keys = ("digit_accuracy", "digit_accuracy_se", "digit_accuracy_floor", "inception_score", "inception_score_floor",
                 "frechet_distance", "frechet_distance_floor", "recon_lsd_db", "recon_lsd_db_floor", "recon_mse")
         return {
             "features": self.features,

@@ -32,6 +32,13 @@ def digit_accuracy(probs: np.ndarray, digits: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == digits))
 
 
+def binomial_se(share: float, n: int) -> float:
+    """Standard error of a share measured on ``n`` independent clips: sqrt(p (1 - p) / n)."""
+    if n <= 0:
+        raise ValueError(f"a share needs at least one clip, got n={n}")
+    return float(np.sqrt(share * (1.0 - share) / n))
+
+
 def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
     """exp(mean KL(p(y|x) || p(y))) with p(y) the mean of p(y|x): confident and varied -> number of classes."""
     p = np.asarray(probs, dtype=np.float64)

@@ -42,8 +42,10 @@ def sample_accuracy(loaded, recogniser, n_per_digit: int) -> float:
 
 def _conditional(ctx: Context) -> dict[str, Any]:
     heard, asked = ctx.heard("generated").predicted, ctx.generated_digits
+    accuracy = digit_accuracy(ctx)
     return {
-        "digit_accuracy": digit_accuracy(ctx),
+        "digit_accuracy": accuracy,
+        "digit_accuracy_se": M.binomial_se(accuracy, len(asked)),
         "digit_accuracy_floor": M.digit_accuracy(ctx.heard("floor").probs, ctx.digits),
         "digit_accuracy_real": M.digit_accuracy(ctx.heard("originals").probs, ctx.digits),
         "digit_accuracy_per_digit": {str(d): float(np.mean(heard[asked == d] == d)) for d in range(N_DIGITS)},
