@@ -80,7 +80,8 @@ def _main(args: argparse.Namespace) -> int:
     summary["wall_s"] = round(time.perf_counter() - started, 1)
     m = result.metrics
     se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
-    print(f"digit accuracy of generated digits {m.get('digit_accuracy')}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
+    accuracy = f"{m['digit_accuracy']:.3f}" if "digit_accuracy" in m else None
+    print(f"digit accuracy of generated digits {accuracy}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
           f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB)")
     print(f"demo finished in {summary['wall_s'] / 60:.1f} min; best checkpoint {result.best_checkpoint}")
     print(f"report: {result.report}")

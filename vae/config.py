@@ -402,7 +402,7 @@ class EvalConfig:
     """How a trained VAE is scored (vae/evaluation/run.py)."""
 
     # Digit-conditional samples per digit, for digit_accuracy. At 10 per digit (100 clips) its
-    # binomial standard error is ~0.03 near 0.9, as large as the gaps it is read for; 30 halves it.
+    # binomial standard error is ~0.03 near 0.9, as large as the gaps it is read for; 30 brings it to ~0.017.
     n_per_digit: int = 30
     n_unconditional: int = 100  # prior samples, for inception_score and frechet_distance
     # inception_score and frechet_distance (and their floors) are means over this many draws of

@@ -34,8 +34,8 @@ SCORE_METRIC = "val_recon_mse"
 OBJECTIVE = "objective"
 RUN_CONFIG_FILE = "run_config.json"
 # How often Ray Train's controller polls its workers (Ray's default: 2 s). Each step of a run's
-# start and end waits for a poll: 0.5 s saved 1-3.5 s of a short run on 2 cores
-# (benchmarks/run_startup.py) and cost nothing measurable per epoch. A value set in the environment wins.
+# start and end waits for a poll. On 2 cores 0.5 s measured 1-3.5 s less per short run, within the
+# run-to-run noise (benchmarks/run_startup.py), and nothing measurable per epoch. A value set in the environment wins.
 CONTROLLER_POLL_ENV, CONTROLLER_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 

@@ -7,7 +7,7 @@ It returns a flat dict of numbers, the union of what every evaluator
 
 - ``recon_lsd_db``, ``recon_mse``: test clips vs the WAV of their reconstruction;
   ``recon_mse_decoder``: the same MSE on the raw decoder output, as training reports it;
-- with a recogniser: ``digit_accuracy`` (digit-conditional samples), ``inception_score``
+- with a recogniser: ``digit_accuracy`` (digit-conditional samples; ``digit_accuracy_se`` its binomial standard error), ``inception_score``
   and ``frechet_distance`` (unconditional samples vs the real test clips);
 - ``<metric>_floor``: the same metric for the real test clips passed through the
   features and Griffin-Lim alone (no model): the best any model can score here;
