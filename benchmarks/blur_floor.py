@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from vae.dataset import load_split_numpy, read_feature_config
     from vae.evaluation import audio, metrics as M, recogniser
     from vae.evaluation.context import TEST_COLUMNS, read_originals
+    from vae.evaluation.evaluators.samples import reference_subsets
 
     feats = read_feature_config(args.data)
     test = load_split_numpy(args.data, "test", TEST_COLUMNS)
@@ -52,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     originals = read_originals(test["source"], feats, test["id"])
     rec = recogniser.load(args.classifier)
     real = rec.listen(originals, feats.sample_rate)
-    cfg = EvalConfig()
-    # As evaluation draws its FD subsets (vae/evaluation/evaluators/samples.py).
-    subsets = [np.random.default_rng([cfg.seed, k]).permutation(len(specs))[: cfg.n_unconditional] for k in range(cfg.unconditional_draws)]
+    subsets = reference_subsets(len(specs), EvalConfig())
 
     candidates = {"real (the vocoder floor)": specs}
     if args.checkpoint:

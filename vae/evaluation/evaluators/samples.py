@@ -40,6 +40,13 @@ def sample_accuracy(loaded, recogniser, n_per_digit: int) -> float:
     return digit_accuracy(Context(loaded, None, EvalConfig(n_per_digit=n_per_digit).validate(), recogniser))
 
 
+def reference_subsets(n_clips: int, config: EvalConfig) -> list[np.ndarray]:
+    """The test clips each unconditional draw's floors and references are scored on: ``config.unconditional_draws``
+    random subsets of ``config.n_unconditional``, as many clips as the model's draw (the Frechet distance is
+    biased upwards for small sets)."""
+    return [np.random.default_rng([config.seed, k]).permutation(n_clips)[: config.n_unconditional] for k in range(config.unconditional_draws)]
+
+
 def _conditional(ctx: Context) -> dict[str, Any]:
     heard, asked = ctx.heard("generated").predicted, ctx.generated_digits
     accuracy = digit_accuracy(ctx)
@@ -56,8 +63,7 @@ def _conditional(ctx: Context) -> dict[str, Any]:
 def _unconditional(ctx: Context) -> dict[str, Any]:
     uncond, real, floor = ctx.heard("unconditional"), ctx.heard("originals"), ctx.heard("floor")
     n, draws = ctx.config.n_unconditional, ctx.config.unconditional_draws
-    # The references get as many clips as the model: the Frechet distance is biased upwards for small sets.
-    subsets = [np.random.default_rng([ctx.config.seed, k]).permutation(len(ctx.digits))[:n] for k in range(draws)]
+    subsets = reference_subsets(len(ctx.digits), ctx.config)
     samples = [slice(k * n, (k + 1) * n) for k in range(draws)]
     fd = [M.frechet_distance(uncond.embeddings[s], real.embeddings) for s in samples]
     return {
