@@ -7,10 +7,12 @@ earlier revision, measured in the same run on the same clips, with where the tim
 - baseline: ``--baseline-rev`` (default: the last revision before the training step was reworked)
   checked out in a temporary git worktree, its own ``vae.training.fit`` run in a subprocess on the
   same Parquet subset: per-clip noise, MultiWorkerMirroredStrategy even for one worker, no XLA,
-  latent statistics and a checkpoint after every epoch.
+  latent statistics and a checkpoint after every epoch, TensorFlow's own oneDNN choice (this
+  process's ``TF_ENABLE_ONEDNN_OPTS`` is not passed on).
 - now: this checkout's ``vae.training.fit`` with the default TrainConfig (one worker without
-  collectives, the shard held in memory, a checkpoint every ``checkpoint_every`` epochs), and
-  again with XLA flipped from the default.
+  collectives, the shard held in memory, a checkpoint every ``checkpoint_every`` epochs, TensorFlow's
+  oneDNN kernels on as importing ``vae`` sets them), again with XLA flipped from the default, and
+  again with oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0`` in the environment of its Ray instance).
 - steps alone: the compiled train step in this process on one fixed batch, with and without XLA:
   the ceiling that feeding and the per-epoch extras eat into.
 
@@ -35,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 # The last revision before "Time to a good model": the training path the 1.5x target is measured against.
 BASELINE_REV = "5c7c476"
+ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
 
 
 def flops_table() -> dict[str, dict]:
@@ -67,19 +70,28 @@ def summarise(history: list[dict]) -> dict:
     return out
 
 
-def run_now(data: str, run_cfg, epochs: int) -> dict:
+def run_now(data: str, run_cfg, epochs: int, onednn: str | None = None) -> dict:
+    """``onednn``: ``TF_ENABLE_ONEDNN_OPTS`` for the workers (which inherit it from the Ray instance
+    started here), None for this process's."""
     from vae import checkpoint, storage
     from vae.raysetup import finish_ray, init_ray
     from vae.training import fit
 
     run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=epochs + 1, num_workers=1))
-    init_ray()
+    saved = os.environ.get(ONEDNN_VAR)
+    if onednn is not None:
+        os.environ[ONEDNN_VAR] = onednn
     try:
+        init_ray()
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             result = fit(run_cfg, data, tmp, "throughput")
             history = storage.read_json(storage.join(result.latest_checkpoint, checkpoint.METRICS))["history"]
     finally:
         finish_ray()
+        if saved is None:
+            os.environ.pop(ONEDNN_VAR, None)
+        else:
+            os.environ[ONEDNN_VAR] = saved
     return summarise(history)
 
 
@@ -110,6 +122,7 @@ def run_baseline(rev: str, data: str, model: str, epochs: int, batch: int) -> di
         try:
             env = {**os.environ, "PYTHONPATH": tree}
             env.pop("RAY_ADDRESS", None)
+            env.pop(ONEDNN_VAR, None)
             proc = subprocess.run(
                 [sys.executable, "-c", BASELINE_SCRIPT, data, model, str(epochs), str(batch)],
                 cwd=tree, env=env, capture_output=True, text=True,
@@ -209,12 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         flipped = replace(run_cfg, train=replace(run_cfg.train, jit_compile=not run_cfg.train.jit_compile))
         results["now_xla_flipped"] = run_now(data, flipped, args.epochs)
         print(f"now, {flipped_label(flipped)}: {json.dumps(results['now_xla_flipped'])}", flush=True)
+        results["now_onednn_off"] = run_now(data, run_cfg, args.epochs, onednn="0")
+        print(f"now, oneDNN off: {json.dumps(results['now_onednn_off'])}", flush=True)
     for jit in (False, True):
         results[f"step_alone_xla_{'on' if jit else 'off'}"] = step_alone(run_cfg, jit)
 
     print(f"\n{'path':34s} {'train clips/s':>14s} {'epoch clips/s':>14s}   s/epoch: train  validate  checkpoint")
     now_label = f"now ({flipped_label(run_cfg)}, the default)"
-    for key, label in (("baseline", f"baseline ({args.baseline_rev})"), ("now", now_label), ("now_xla_flipped", f"now, {flipped_label(flipped)}")):
+    rows = (("baseline", f"baseline ({args.baseline_rev})"), ("now", now_label), ("now_xla_flipped", f"now, {flipped_label(flipped)}"),
+            ("now_onednn_off", "now, oneDNN off"))
+    for key, label in rows:
         r = results.get(key)
         if r:
             phases = "  ".join(f"{r[k]:6.1f}" if k in r else "     -" for k in ("train_time_s", "validate_time_s", "checkpoint_time_s"))

@@ -1,9 +1,11 @@
-"""Every module imports on its own in a fresh interpreter, and the evaluation never pulls in the report."""
+"""Every module imports on its own in a fresh interpreter, the evaluation never pulls in the report, and
+importing the package sets TensorFlow's CPU kernels."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +34,10 @@ def modules(*packages: str) -> list[str]:
     return names
 
 
-def import_in_fresh_interpreter(names: list[str], then: str = "") -> str:
+def import_in_fresh_interpreter(names: list[str], then: str = "", env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", IMPORT_EACH + then, json.dumps(names)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -66,3 +68,15 @@ def test_no_evaluation_module_imports_the_reports_even_inside_a_function():
                 continue
             offending += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n == "vae.reports" or n.startswith("vae.reports.")]
     assert not offending, offending
+
+
+def test_tensorflow_runs_on_onednn_kernels_unless_the_environment_says_otherwise():
+    """The package turns TensorFlow's oneDNN CPU kernels on (TensorFlow itself does only on CPUs with
+    AVX-512 VNNI/BF16 or AMX), in any process importing it first; ``TF_ENABLE_ONEDNN_OPTS=0`` wins."""
+    enabled = "from tensorflow.python.util import _pywrap_util_port; print(json.dumps(_pywrap_util_port.IsMklEnabled()))"
+    for value, expected in ((None, True), ("0", False)):
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        if value is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = value
+        failed, on = (json.loads(line) for line in import_in_fresh_interpreter(["vae.models"], enabled, env).splitlines()[-2:])
+        assert not failed and on is expected, (value, failed, on)
