@@ -31,13 +31,13 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 # The last revision before "Time to a good model": the training path the 1.5x target is measured against.
 BASELINE_REV = "5c7c476"
-ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
 
 
 def flops_table() -> dict[str, dict]:
@@ -73,25 +73,19 @@ def summarise(history: list[dict]) -> dict:
 def run_now(data: str, run_cfg, epochs: int, onednn: str | None = None) -> dict:
     """``onednn``: ``TF_ENABLE_ONEDNN_OPTS`` for the workers (which inherit it from the Ray instance
     started here), None for this process's."""
-    from vae import checkpoint, storage
+    from vae import ONEDNN_ENV, checkpoint, storage
     from vae.raysetup import finish_ray, init_ray
     from vae.training import fit
 
     run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=epochs + 1, num_workers=1))
-    saved = os.environ.get(ONEDNN_VAR)
-    if onednn is not None:
-        os.environ[ONEDNN_VAR] = onednn
-    try:
+    with mock.patch.dict(os.environ, {} if onednn is None else {ONEDNN_ENV: onednn}):
         init_ray()
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            result = fit(run_cfg, data, tmp, "throughput")
-            history = storage.read_json(storage.join(result.latest_checkpoint, checkpoint.METRICS))["history"]
-    finally:
-        finish_ray()
-        if saved is None:
-            os.environ.pop(ONEDNN_VAR, None)
-        else:
-            os.environ[ONEDNN_VAR] = saved
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+                result = fit(run_cfg, data, tmp, "throughput")
+                history = storage.read_json(storage.join(result.latest_checkpoint, checkpoint.METRICS))["history"]
+        finally:
+            finish_ray()
     return summarise(history)
 
 
@@ -116,13 +110,15 @@ print(json.dumps(history))
 
 def run_baseline(rev: str, data: str, model: str, epochs: int, batch: int) -> dict:
     """The training path of revision ``rev`` on the same data, in its own worktree and process."""
+    from vae import ONEDNN_ENV
+
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
         tree = os.path.join(tmp, "tree")
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", tree, rev], check=True, capture_output=True)
         try:
             env = {**os.environ, "PYTHONPATH": tree}
             env.pop("RAY_ADDRESS", None)
-            env.pop(ONEDNN_VAR, None)
+            env.pop(ONEDNN_ENV, None)
             proc = subprocess.run(
                 [sys.executable, "-c", BASELINE_SCRIPT, data, model, str(epochs), str(batch)],
                 cwd=tree, env=env, capture_output=True, text=True,

@@ -73,10 +73,12 @@ def test_no_evaluation_module_imports_the_reports_even_inside_a_function():
 def test_tensorflow_runs_on_onednn_kernels_unless_the_environment_says_otherwise():
     """The package turns TensorFlow's oneDNN CPU kernels on (TensorFlow itself does only on CPUs with
     AVX-512 VNNI/BF16 or AMX), in any process importing it first; ``TF_ENABLE_ONEDNN_OPTS=0`` wins."""
+    from vae import ONEDNN_ENV
+
     enabled = "from tensorflow.python.util import _pywrap_util_port; print(json.dumps(_pywrap_util_port.IsMklEnabled()))"
     for value, expected in ((None, True), ("0", False)):
-        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        env = {k: v for k, v in os.environ.items() if k != ONEDNN_ENV}
         if value is not None:
-            env["TF_ENABLE_ONEDNN_OPTS"] = value
+            env[ONEDNN_ENV] = value
         failed, on = (json.loads(line) for line in import_in_fresh_interpreter(["vae.models"], enabled, env).splitlines()[-2:])
         assert not failed and on is expected, (value, failed, on)

@@ -9,4 +9,6 @@ on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on the AVX2 CPUs measur
 
 import os
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+
+os.environ.setdefault(ONEDNN_ENV, "1")
