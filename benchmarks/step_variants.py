@@ -159,7 +159,7 @@ def main() -> None:
             tf.constant(1.0),
         )
         for _ in range(3):  # tracing and warm-up
-            steps.train(*batch).numpy()
+            steps.train(*batch)[0].numpy()
         runs[variant] = (steps, batch)
     rates = {v: [] for v in runs}
     for _ in range(args.rounds):
@@ -167,7 +167,7 @@ def main() -> None:
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 out = steps.train(*batch)
-            out.numpy()
+            out[0].numpy()
             rates[variant].append(args.steps * args.batch / (time.perf_counter() - t0))
     base = float(np.median(rates[args.variants[0]]))
     rows = []

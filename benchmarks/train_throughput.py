@@ -140,7 +140,7 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss)
     optimizer = make_optimizer(run_cfg.train)
     optimizer.build(model.trainable_variables)
-    train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile).train
+    train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile, clip_norm=run_cfg.train.clip_norm).train
     rng = np.random.default_rng(0)
     args = (
         rng.uniform(size=(b, *run_cfg.features.shape)).astype(np.float32),
@@ -149,10 +149,10 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
         np.float32(1.0),
     )
     for _ in range(3):
-        train(*args).numpy()
+        train(*args)[0].numpy()
     t0 = time.perf_counter()
     for _ in range(steps):
-        train(*args).numpy()
+        train(*args)[0].numpy()
     return steps * b / (time.perf_counter() - t0)
 
 

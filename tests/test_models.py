@@ -89,6 +89,41 @@ def test_per_example_losses_are_per_clip_and_add_up():
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
 
+def _sgd_step(clip_norm: float) -> tuple[float, float]:
+    """One plain-SGD step (lr 1, so the update is the applied gradient) of a freshly seeded tiny model:
+    (the norm the step reports, the norm of the update it made)."""
+    import keras
+
+    from vae.models import DistributedSteps
+
+    shape = preset(FeatureConfig, "default").shape
+    keras.utils.set_random_seed(0)
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig())
+    optimizer = keras.optimizers.SGD(1.0)
+    optimizer.build(vae.trainable_variables)
+    before = [w.numpy().copy() for w in vae.trainable_variables]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, *shape)).astype(np.float32)
+    eps = rng.standard_normal((1, 4, vae.model_cfg.latent_dim)).astype(np.float32)
+    sums, norm = DistributedSteps(vae, optimizer, 4, clip_norm=clip_norm).train(x, np.arange(4, dtype=np.int32), eps, np.float32(1.0))
+    update = np.sqrt(sum(np.sum((w.numpy() - b) ** 2) for w, b in zip(vae.trainable_variables, before)))
+    assert np.all(np.isfinite(sums.numpy()))
+    return float(norm), float(update)
+
+
+def test_a_gradient_over_clip_norm_is_scaled_down_to_it_and_one_under_it_is_untouched():
+    norm, update = _sgd_step(clip_norm=0.0)
+    assert norm > 0
+    np.testing.assert_allclose(update, norm, rtol=1e-4)
+
+    clipped_norm, clipped_update = _sgd_step(clip_norm=norm / 10)
+    np.testing.assert_allclose(clipped_norm, norm, rtol=1e-5)  # reported before clipping
+    np.testing.assert_allclose(clipped_update, norm / 10, rtol=1e-4)
+
+    _, loose_update = _sgd_step(clip_norm=norm * 10)
+    np.testing.assert_allclose(loose_update, update, rtol=1e-6)
+
+
 def test_mixed_precision_computes_in_float16_and_outputs_float32():
     shape = preset(FeatureConfig, "default").shape
     vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(kind="mixture", components=3), mixed_precision=True)

@@ -71,8 +71,9 @@ def test_an_existing_run_name_needs_resume(faulted_run, small_parquet):
 
 
 def _one_step(small_parquet, storage_dir, num_workers, batch_size):
-    # One epoch of exactly one step: the whole train split is one global batch.
-    cfg = tiny_run_config(prior="mixture", epochs=1, num_workers=num_workers, batch_size=batch_size, seed=7)
+    # One epoch of exactly one step: the whole train split is one global batch. The gradient's norm
+    # is in the thousands, so the step is clipped: by the norm of the gradient summed over workers.
+    cfg = tiny_run_config(prior="mixture", epochs=1, num_workers=num_workers, batch_size=batch_size, seed=7, clip_norm=1.0)
     result = fit(cfg, small_parquet, storage_dir, f"{num_workers}x{batch_size}")
     assert result.latest_metrics["steps"] == 1
     loaded = checkpoint.load(result.latest_checkpoint)
@@ -89,6 +90,9 @@ def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_fir
 
     assert int(o1.iterations.numpy()) == int(o2.iterations.numpy()) == 1
     np.testing.assert_allclose(r1.latest_metrics["train_loss"], r2.latest_metrics["train_loss"], rtol=1e-5)
+    assert r1.latest_metrics["clipped_steps"] == r2.latest_metrics["clipped_steps"] == 1.0
+    assert r1.latest_metrics["grad_norm_max"] > 100
+    np.testing.assert_allclose(r1.latest_metrics["grad_norm_max"], r2.latest_metrics["grad_norm_max"], rtol=1e-4)
     # Adam's first step is about lr * sign(g): a gradient that is float noise (~1e-9) may flip sign
     # between summation orders, so weights agree to lr / 10 (no all-reduce: ~lr apart almost everywhere).
     lr = m1.run_config.train.learning_rate

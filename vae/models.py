@@ -194,13 +194,19 @@ class DistributedSteps:
     ``train``: loss summed over the replica's clips / the GLOBAL batch size, gradients all-reduced
     by the optimizer inside ``strategy.run``, so N workers x batch B take the step of one worker x N*B.
 
+    ``clip_norm``: the most the global norm of that all-reduced gradient (loss scale removed) may be;
+    a larger one is scaled down to it before the optimizer sees it (0: never). ``train`` also returns
+    the norm before clipping. Clipping needs the summed gradient first, so with several replicas it
+    costs one more all-reduce; without clipping there the norm is not computed and comes back NaN.
+
     ``jit_compile``: XLA-compile the steps. Only without cross-worker collectives (one worker, or a
     single process): XLA on CPU cannot compile the all-reduce of gradients and of synchronised
     BatchNorm statistics, so under a multi-worker strategy the steps stay plain graphs.
     """
 
-    def __init__(self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False):
+    def __init__(self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False, clip_norm: float = 0.0):
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
+        self.clip_norm = float(clip_norm)
         self.strategy = strategy or tf.distribute.get_strategy()
         jit = bool(jit_compile) and self.strategy.num_replicas_in_sync == 1 and not _is_multi_worker(self.strategy)
         self.jit_compile = jit
@@ -227,11 +233,27 @@ class DistributedSteps:
                 loss = tf.reduce_sum(terms["loss"]) / self.global_batch
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
+            grads, norm = self._clip(grads, optimizer.scale_loss(tf.constant(1.0)))
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return self._sums(terms)
+            return self._sums(terms), norm
 
         per_replica = self.strategy.run(replica_step, args=(x, digits, eps, kl_weight))
-        return self.strategy.experimental_local_results(per_replica)[0]
+        return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], per_replica)
+
+    def _clip(self, grads, loss_scale):
+        """(gradients to apply, the global norm of the whole batch's gradient): see the class docstring."""
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas > 1 and not self.clip_norm:
+            return grads, tf.constant(float("nan"))
+        total = grads
+        if replicas > 1:
+            total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        norm = tf.linalg.global_norm(total) / tf.cast(loss_scale, tf.float32)
+        if not self.clip_norm:
+            return grads, norm
+        # The optimizer all-reduces what it is given, so each replica hands it 1/replicas of the sum.
+        factor = tf.minimum(1.0, self.clip_norm / norm) / replicas
+        return [g * tf.cast(factor, g.dtype) for g in total], norm
 
     def _evaluate(self, x, digits, eps):
         return self._sums(self.model.per_example_losses(x, digits, eps, training=False))

@@ -292,7 +292,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
         run_dir=config["run_dir"],
         rank=rank,
         world=world,
-        steps=DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile),
+        steps=DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm),
         train=load_shard(ray.train.get_dataset_shard(TRAIN)),
         val=load_shard(ray.train.get_dataset_shard(VAL)),
         steps_per_epoch=steps_per_epoch,
@@ -354,23 +354,33 @@ def epoch_order(rows: int, steps: int, batch_size: int, seed: int, epoch: int, r
     return np.random.default_rng([seed, epoch, rank]).permutation(rows)[: steps * batch_size]
 
 
-def _train_epoch(steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: int, progress: bool = True) -> tuple[np.ndarray, int]:
-    """One pass over this worker's shard (in memory): summed loss terms and the number of steps."""
+def _train_epoch(steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over this worker's shard (in memory): summed loss terms and each step's gradient norm."""
     import tensorflow as tf
 
     from vae.models import TERMS
 
     tcfg, dim = run_cfg.train, run_cfg.model.latent_dim
     kl_weight = tf.constant(run_cfg.loss.kl_weight(epoch), tf.float32)
-    sums, n = np.zeros(len(TERMS)), 0
+    sums, norms = np.zeros(len(TERMS)), []
     order = epoch_order(shard_rows(data), steps_per_epoch, tcfg.batch_size, tcfg.seed, epoch, rank)
     for batch in batches(data, tcfg.batch_size, order):
         eps = example_noise(batch["id"], epoch, tcfg.seed, run_cfg.loss.kl_samples, dim)
-        sums += steps.train(batch["spectrogram"], batch["digit"].astype(np.int32), eps, kl_weight).numpy()
-        n += 1
-        if progress and rank == 0 and n % 20 == 0:
-            _say(f"epoch {epoch}: step {n}/{steps_per_epoch}")
-    return sums, n
+        step_sums, norm = steps.train(batch["spectrogram"], batch["digit"].astype(np.int32), eps, kl_weight)
+        sums += step_sums.numpy()
+        norms.append(float(norm))
+        if progress and rank == 0 and len(norms) % 20 == 0:
+            _say(f"epoch {epoch}: step {len(norms)}/{steps_per_epoch}")
+    return sums, np.array(norms)
+
+
+def gradient_norm_metrics(norms: np.ndarray, clip_norm: float) -> dict[str, float]:
+    """An epoch's gradient norms in brief (none where the steps did not compute them: several
+    workers without clipping)."""
+    if not len(norms) or not np.isfinite(norms).all():
+        return {}
+    clipped = float(np.mean(norms > clip_norm)) if clip_norm > 0 else 0.0
+    return {"grad_norm_median": float(np.median(norms)), "grad_norm_max": float(norms.max()), "clipped_steps": clipped}
 
 
 def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
@@ -430,7 +440,8 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     learning_rate = tcfg.learning_rate_at(epoch, elapsed_before)
     worker.steps.optimizer.learning_rate = learning_rate
     t0 = time.perf_counter()
-    train_sums, steps_done = _train_epoch(worker.steps, worker.train, run_cfg, epoch, worker.rank, worker.steps_per_epoch)
+    train_sums, norms = _train_epoch(worker.steps, worker.train, run_cfg, epoch, worker.rank, worker.steps_per_epoch)
+    steps_done = len(norms)
     train_time = time.perf_counter() - t0
     val = _validate(worker.steps, worker.val, run_cfg)
     val_time = time.perf_counter() - t0 - train_time
@@ -444,6 +455,7 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
     metrics = _epoch_metrics(epoch, steps_done, total, train_time)
     metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), learning_rate=learning_rate, stopped_by_time_budget=bool(out_of_time))
+    metrics.update(gradient_norm_metrics(norms, tcfg.clip_norm))
     metrics.update(elapsed_s=float(elapsed), train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
     return metrics, bool(out_of_time)
 
@@ -479,6 +491,7 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
         f"epoch {epoch}/{epochs}: train loss {m['train_loss']:.4g} (recon_mse {m['train_recon_mse']:.4g}, "
         f"kl {m['train_kl']:.4g}) | val loss {m['val_loss']:.4g} (recon_mse {m['val_recon_mse']:.4g}, "
         f"kl {m['val_kl']:.4g}) | {m['train_clips_per_s']:.1f} clips/s, {m['epoch_time_s']:.1f} s"
+        + (f" | {m['clipped_steps']:.0%} of steps clipped (max gradient norm {m['grad_norm_max']:.3g})" if m.get("clipped_steps") else "")
     )
 
 
@@ -564,12 +577,12 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed)
     optimizer = make_optimizer(tcfg)
     optimizer.build(model.trainable_variables)
-    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile)
+    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm)
     history = []
     for epoch in range(1, (epochs or tcfg.epochs) + 1):
         optimizer.learning_rate = tcfg.learning_rate_at(epoch)
-        sums, n = _train_epoch(steps, train, run_cfg, epoch, 0, steps_per_epoch, progress=False)
-        history.append(dict(zip(TERMS, (sums / max(n * tcfg.batch_size, 1)).tolist())))
+        sums, norms = _train_epoch(steps, train, run_cfg, epoch, 0, steps_per_epoch, progress=False)
+        history.append({**dict(zip(TERMS, (sums / max(len(norms) * tcfg.batch_size, 1)).tolist())), **gradient_norm_metrics(norms, tcfg.clip_norm)})
     return model, optimizer, history
 
 
