@@ -89,7 +89,7 @@ def test_per_example_losses_are_per_clip_and_add_up():
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
 
-def _sgd_step(clip_norm: float) -> tuple[float, float]:
+def _sgd_step(clip_norm: float, mixed_precision: bool = False) -> tuple[float, float]:
     """One plain-SGD step (lr 1, so the update is the applied gradient) of a freshly seeded tiny model:
     (the norm the step reports, the norm of the update it made)."""
     import keras
@@ -98,8 +98,10 @@ def _sgd_step(clip_norm: float) -> tuple[float, float]:
 
     shape = preset(FeatureConfig, "default").shape
     keras.utils.set_random_seed(0)
-    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig())
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(), mixed_precision=mixed_precision)
     optimizer = keras.optimizers.SGD(1.0)
+    if mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=8.0)  # 2^15 overflows float16 here
     optimizer.build(vae.trainable_variables)
     before = [w.numpy().copy() for w in vae.trainable_variables]
     rng = np.random.default_rng(0)
@@ -122,6 +124,15 @@ def test_a_gradient_over_clip_norm_is_scaled_down_to_it_and_one_under_it_is_unto
 
     _, loose_update = _sgd_step(clip_norm=norm * 10)
     np.testing.assert_allclose(loose_update, update, rtol=1e-6)
+
+
+def test_clipping_sees_the_gradient_without_the_mixed_precision_loss_scale():
+    norm, update = _sgd_step(clip_norm=0.0, mixed_precision=True)
+    np.testing.assert_allclose(update, norm, rtol=1e-3)  # the loss scale is in neither
+
+    clipped_norm, clipped_update = _sgd_step(clip_norm=norm / 10, mixed_precision=True)
+    np.testing.assert_allclose(clipped_norm, norm, rtol=1e-3)
+    np.testing.assert_allclose(clipped_update, norm / 10, rtol=1e-3)
 
 
 def test_mixed_precision_computes_in_float16_and_outputs_float32():

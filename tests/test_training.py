@@ -13,7 +13,7 @@ import pytest
 
 from vae import checkpoint, storage
 from vae.config import FaultConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.training import RUN_CONFIG_FILE, TrainingError, batches, epoch_order, fit, make_optimizer, pack, unpack
+from vae.training import RUN_CONFIG_FILE, TrainingError, batches, epoch_order, fit, gradient_norm_metrics, make_optimizer, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
@@ -183,3 +183,10 @@ def test_each_epoch_takes_full_batches_of_a_seeded_permutation_of_the_shard():
     data = {"id": np.arange(7), "x": np.arange(7) * 10}
     assert [len(b["id"]) for b in batches(data, 3)] == [3, 3, 1]
     assert [b["x"].tolist() for b in batches(data, 2, np.array([6, 0]))] == [[60, 0]]
+
+
+def test_an_epochs_gradient_norms_are_summarised_without_the_steps_that_have_none():
+    norms = np.array([1.0, 5.0, np.inf, 2.0, np.nan])  # inf: a loss-scale overflow, skipped by the optimizer
+    assert gradient_norm_metrics(norms, clip_norm=1.5) == {"grad_norm_median": 2.0, "grad_norm_max": 5.0, "clipped_steps": 2 / 3}
+    assert gradient_norm_metrics(norms, clip_norm=0.0)["clipped_steps"] == 0.0
+    assert gradient_norm_metrics(np.full(3, np.nan), clip_norm=1.0) == {}  # several workers, no clipping

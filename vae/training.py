@@ -375,12 +375,14 @@ def _train_epoch(steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: i
 
 
 def gradient_norm_metrics(norms: np.ndarray, clip_norm: float) -> dict[str, float]:
-    """An epoch's gradient norms in brief (none where the steps did not compute them: several
-    workers without clipping)."""
-    if not len(norms) or not np.isfinite(norms).all():
+    """An epoch's gradient norms in brief. Non-finite ones are left out: steps that the mixed-precision
+    loss scale overflowed, which the optimizer skips, or, with several workers and no clipping, every
+    step (the norm is not computed)."""
+    finite = norms[np.isfinite(norms)]
+    if not len(finite):
         return {}
-    clipped = float(np.mean(norms > clip_norm)) if clip_norm > 0 else 0.0
-    return {"grad_norm_median": float(np.median(norms)), "grad_norm_max": float(norms.max()), "clipped_steps": clipped}
+    clipped = float(np.mean(finite > clip_norm)) if clip_norm > 0 else 0.0
+    return {"grad_norm_median": float(np.median(finite)), "grad_norm_max": float(finite.max()), "clipped_steps": clipped}
 
 
 def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
