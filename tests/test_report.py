@@ -91,7 +91,7 @@ def test_report_contains_every_image_and_audio_it_references(report_dir, evaluat
     assert len(refs) == len(images) + len(sounds), "only PNG and WAV files are referenced"
     # Per digit: 3 real, 3 reconstructed, 3 generated clips, each an image and a player.
     assert len(sounds) == 10 * 3 * 3 and len([i for i in images if i.startswith("clips/")]) == 90
-    for plot in ("waveforms", "curves", "latent_pca", "latent_tsne", "components", "confusion", "digit_accuracy"):
+    for plot in ("waveforms", "curves", "gradient_norms", "latent_pca", "latent_tsne", "components", "confusion", "digit_accuracy"):
         assert f"plots/{plot}.png" in images, plot
     for name in ("Mixture components", "t-SNE", "Training curves", "vocoder floor"):
         assert name in html, name

@@ -102,6 +102,27 @@ def curves(history: Sequence[dict], keys: Sequence[str], path: str, title: str =
     return _save(fig, path)
 
 
+def gradient_norms(history: Sequence[dict], clip_norm: float, path: str) -> str:
+    """Each epoch's median and largest gradient norm on a log scale, with the clipping limit (if any)."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _plt()
+    rows = [r for r in history if "grad_norm_max" in r]
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.2, 3))
+    ax.plot(epochs, [r["grad_norm_median"] for r in rows], "-o", ms=3, label="median")
+    ax.plot(epochs, [r["grad_norm_max"] for r in rows], "--s", ms=3, label="largest")
+    if clip_norm > 0:
+        ax.axhline(clip_norm, color="grey", lw=1, ls=":", label=f"clip_norm {clip_norm:g}")
+    ax.set_yscale("log")
+    ax.set_title("gradient norm of a step")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def latent_map(points: np.ndarray, digits: np.ndarray, path: str, title: str) -> str:
     """2-D points coloured by digit, with a digit legend."""
     plt = _plt()

@@ -165,17 +165,20 @@ def _curves(page: Page, ev: Evaluation, folder: str) -> None:
     """Training and validation curves from the checkpoint's history."""
     page.heading("Training curves", anchor="curves")
     keys = [k for k in CURVE_KEYS if any(f"train_{k}" in r or f"val_{k}" in r for r in ev.history)]
-    if keys:
-        plots.curves(ev.history, keys, _plot(folder, "curves.png"))
-        page.image("plots/curves.png", "training and validation curves")
-        last = int(ev.history[-1]["epoch"])
-        if len(ev.history) < last:
-            page.text(
-                f"Only {len(ev.history)} of {last} epochs are shown: the run keeps the metrics of its kept checkpoints only.",
-                cls="note",
-            )
-    else:
+    if not keys:
         page.text("No per-epoch metrics were found with this checkpoint.", cls="note")
+        return
+    plots.curves(ev.history, keys, _plot(folder, "curves.png"))
+    page.image("plots/curves.png", "training and validation curves")
+    if any("grad_norm_max" in r for r in ev.history):
+        plots.gradient_norms(ev.history, ev.run_config.train.clip_norm, _plot(folder, "gradient_norms.png"))
+        page.image("plots/gradient_norms.png", "each epoch's median and largest gradient norm, and the clipping limit")
+    last = int(ev.history[-1]["epoch"])
+    if len(ev.history) < last:
+        page.text(
+            f"Only {len(ev.history)} of {last} epochs are shown: the run keeps the metrics of its kept checkpoints only.",
+            cls="note",
+        )
 
 
 def _latent(page: Page, ev: Evaluation, folder: str) -> None:
