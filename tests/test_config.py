@@ -98,6 +98,8 @@ def test_a_config_written_before_the_loss_section_loads_into_it_with_the_same_va
     # Older still: no reconstruction key at all meant mse (BEFORE_KEYS_EXISTED).
     del old["prior"]["reconstruction"]
     assert saved_run_config(old).loss.reconstruction == "mse"
+    del old["train"]["clip_norm"]  # trained before clipping existed: without it
+    assert saved_run_config(old).train.clip_norm == 0.0
     # The new layout is the only one from_dict takes, and a key in both places is an error.
     with pytest.raises(ConfigError, match=r"RunConfig\.prior: unknown key"):
         from_dict(RunConfig, old)

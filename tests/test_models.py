@@ -89,7 +89,7 @@ def test_per_example_losses_are_per_clip_and_add_up():
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
 
-def _sgd_step(clip_norm: float, mixed_precision: bool = False, jit_compile: bool = False) -> tuple[float, float]:
+def _sgd_step(clip_norm: float, mixed_precision: bool = False, jit_compile: bool = False, prior: str = "normal") -> tuple[float, float]:
     """One plain-SGD step (lr 1, so the update is the applied gradient) of a freshly seeded tiny model:
     (the norm the step reports, the norm of the update it made)."""
     import keras
@@ -98,7 +98,7 @@ def _sgd_step(clip_norm: float, mixed_precision: bool = False, jit_compile: bool
 
     shape = preset(FeatureConfig, "default").shape
     keras.utils.set_random_seed(0)
-    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(), mixed_precision=mixed_precision)
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(kind=prior), mixed_precision=mixed_precision)
     optimizer = keras.optimizers.SGD(1.0)
     if mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=8.0)  # 2^15 overflows float16 here
@@ -113,17 +113,18 @@ def _sgd_step(clip_norm: float, mixed_precision: bool = False, jit_compile: bool
     return float(norm), float(update)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_a_gradient_over_clip_norm_is_scaled_down_to_it_and_one_under_it_is_untouched(jit_compile):
-    norm, update = _sgd_step(clip_norm=0.0, jit_compile=jit_compile)
+@pytest.mark.parametrize("jit_compile,prior", [(False, "normal"), (True, "normal"), (False, "tied")], ids=["graph", "xla", "tied-prior"])
+def test_a_gradient_over_clip_norm_is_scaled_down_to_it_and_one_under_it_is_untouched(jit_compile, prior):
+    """The tied prior's means are gathered by digit: their gradient is sparse (IndexedSlices)."""
+    norm, update = _sgd_step(clip_norm=0.0, jit_compile=jit_compile, prior=prior)
     assert norm > 0
     np.testing.assert_allclose(update, norm, rtol=1e-4)
 
-    clipped_norm, clipped_update = _sgd_step(clip_norm=norm / 10, jit_compile=jit_compile)
+    clipped_norm, clipped_update = _sgd_step(clip_norm=norm / 10, jit_compile=jit_compile, prior=prior)
     np.testing.assert_allclose(clipped_norm, norm, rtol=1e-4)  # reported before clipping
     np.testing.assert_allclose(clipped_update, norm / 10, rtol=1e-4)
 
-    _, loose_update = _sgd_step(clip_norm=norm * 10, jit_compile=jit_compile)
+    _, loose_update = _sgd_step(clip_norm=norm * 10, jit_compile=jit_compile, prior=prior)
     np.testing.assert_allclose(loose_update, update, rtol=1e-6)
 
 

@@ -185,8 +185,9 @@ def test_each_epoch_takes_full_batches_of_a_seeded_permutation_of_the_shard():
     assert [b["x"].tolist() for b in batches(data, 2, np.array([6, 0]))] == [[60, 0]]
 
 
-def test_an_epochs_gradient_norms_are_summarised_without_the_steps_that_have_none():
+def test_an_epochs_gradient_norms_are_summarised_and_the_non_finite_ones_counted():
     norms = np.array([1.0, 5.0, np.inf, 2.0, np.nan])  # inf: a loss-scale overflow, skipped by the optimizer
-    assert gradient_norm_metrics(norms, clip_norm=1.5) == {"grad_norm_median": 2.0, "grad_norm_max": 5.0, "clipped_steps": 2 / 3}
+    summary = {"nonfinite_steps": 2, "grad_norm_median": 2.0, "grad_norm_max": 5.0, "clipped_steps": 2 / 3}
+    assert gradient_norm_metrics(norms, clip_norm=1.5) == summary
     assert gradient_norm_metrics(norms, clip_norm=0.0)["clipped_steps"] == 0.0
-    assert gradient_norm_metrics(np.full(3, np.nan), clip_norm=1.0) == {}  # several workers, no clipping
+    assert gradient_norm_metrics(np.full(3, np.nan), clip_norm=1.0) == {"nonfinite_steps": 3}

@@ -221,8 +221,8 @@ class TrainConfig:
     time_budget_s: float = 0.0
     batch_size: int = 32  # per worker; the global batch is batch_size * num_workers
     learning_rate: float = 1e-3
-    # The most the global norm of the summed gradient of a step may be: a larger one is scaled down
-    # to it (0: no clipping). Set for `default`, whose norm sits at ~1.2e4 after its first epoch,
+    # The most the global norm of a step's gradient (of the loss averaged over the global batch,
+    # summed over workers) may be: a larger one is scaled down to it (0: no clipping). Set for `default`, whose norm sits at ~1.2e4 after its first epoch,
     # ordinary steps reaching ~4x that and rare ones 10-400x, which without clipping were followed by
     # collapses: see "Stable training" in the README. Every epoch reports the norm's median and
     # maximum and the share of steps clipped, to set it for other losses and models.
@@ -568,6 +568,7 @@ BEFORE_KEYS_EXISTED = {
     "model": {"conditional": False},
     "loss": {"reconstruction": "mse"},
     "sampling": {"sampler": "prior"},
+    "train": {"clip_norm": 0.0},
 }
 
 # Dotted keys that moved to another section, old -> new: saved configs (and a sweep's stored trial

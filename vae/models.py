@@ -197,7 +197,9 @@ class DistributedSteps:
     ``clip_norm``: the most the global norm of that all-reduced gradient (loss scale removed) may be;
     a larger one is scaled down to it before the optimizer sees it (0: never). ``train`` also returns
     the norm before clipping. Clipping needs the summed gradient first, so with several replicas it
-    costs one more all-reduce; without clipping there the norm is not computed and comes back NaN.
+    costs one more all-reduce; without clipping there the norm is not computed (``computes_norm``)
+    and comes back NaN. A step whose norm is not finite is scaled by 0 when clipping: finite
+    gradients become a step of zero, non-finite ones stay NaN (a loss-scale optimizer skips those).
 
     ``jit_compile``: XLA-compile the steps. Only without cross-worker collectives (one worker, or a
     single process): XLA on CPU cannot compile the all-reduce of gradients and of synchronised
@@ -208,6 +210,7 @@ class DistributedSteps:
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
         self.clip_norm = float(clip_norm)
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.computes_norm = self.strategy.num_replicas_in_sync == 1 or self.clip_norm > 0
         jit = bool(jit_compile) and self.strategy.num_replicas_in_sync == 1 and not _is_multi_worker(self.strategy)
         self.jit_compile = jit
         h, w = model.input_hw
@@ -243,7 +246,7 @@ class DistributedSteps:
     def _clip(self, grads, loss_scale):
         """(gradients to apply, the global norm of the whole batch's gradient): see the class docstring."""
         replicas = self.strategy.num_replicas_in_sync
-        if replicas > 1 and not self.clip_norm:
+        if not self.computes_norm:
             return grads, tf.constant(float("nan"))
         total = grads
         if replicas > 1:
@@ -253,7 +256,7 @@ class DistributedSteps:
             return grads, norm
         # The optimizer all-reduces what it is given, so each replica hands it 1/replicas of the sum.
         factor = tf.minimum(1.0, self.clip_norm / norm) / replicas
-        return [g * tf.cast(factor, g.dtype) for g in total], norm
+        return [_scaled(g, factor) for g in total], norm
 
     def _evaluate(self, x, digits, eps):
         return self._sums(self.model.per_example_losses(x, digits, eps, training=False))
@@ -263,6 +266,15 @@ class DistributedSteps:
 
     def _all_reduce(self, v):
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(tf.identity, args=(v,)), axis=None)
+
+
+def _scaled(grad, factor):
+    """``grad * factor``, keeping a sparse gradient (an embedding-like gather's) sparse; None stays None."""
+    if grad is None:
+        return None
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values * tf.cast(factor, grad.dtype), grad.indices, grad.dense_shape)
+    return grad * tf.cast(factor, grad.dtype)
 
 
 def build_vae(

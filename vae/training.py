@@ -375,14 +375,15 @@ def _train_epoch(steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: i
 
 
 def gradient_norm_metrics(norms: np.ndarray, clip_norm: float) -> dict[str, float]:
-    """An epoch's gradient norms in brief. Non-finite ones are left out: steps that the mixed-precision
-    loss scale overflowed, which the optimizer skips, or, with several workers and no clipping, every
-    step (the norm is not computed)."""
+    """An epoch's gradient norms in brief: median and largest of the finite ones, the share of steps
+    clipped, and how many steps had a non-finite norm (a mixed-precision loss scale that overflowed,
+    which the optimizer skips; in float32, a step that went wrong)."""
     finite = norms[np.isfinite(norms)]
-    if not len(finite):
-        return {}
-    clipped = float(np.mean(finite > clip_norm)) if clip_norm > 0 else 0.0
-    return {"grad_norm_median": float(np.median(finite)), "grad_norm_max": float(finite.max()), "clipped_steps": clipped}
+    out: dict[str, float] = {"nonfinite_steps": int(len(norms) - len(finite))}
+    if len(finite):
+        out.update(grad_norm_median=float(np.median(finite)), grad_norm_max=float(finite.max()))
+        out["clipped_steps"] = float(np.mean(finite > clip_norm)) if clip_norm > 0 else 0.0
+    return out
 
 
 def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
@@ -457,7 +458,8 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
     metrics = _epoch_metrics(epoch, steps_done, total, train_time)
     metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), learning_rate=learning_rate, stopped_by_time_budget=bool(out_of_time))
-    metrics.update(gradient_norm_metrics(norms, tcfg.clip_norm))
+    if worker.steps.computes_norm:
+        metrics.update(gradient_norm_metrics(norms, tcfg.clip_norm))
     metrics.update(elapsed_s=float(elapsed), train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
     return metrics, bool(out_of_time)
 
@@ -494,6 +496,7 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
         f"kl {m['train_kl']:.4g}) | val loss {m['val_loss']:.4g} (recon_mse {m['val_recon_mse']:.4g}, "
         f"kl {m['val_kl']:.4g}) | {m['train_clips_per_s']:.1f} clips/s, {m['epoch_time_s']:.1f} s"
         + (f" | {m['clipped_steps']:.0%} of steps clipped (max gradient norm {m['grad_norm_max']:.3g})" if m.get("clipped_steps") else "")
+        + (f" | {m['nonfinite_steps']} steps with a non-finite gradient" if m.get("nonfinite_steps") else "")
     )
 
 
