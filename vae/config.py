@@ -222,10 +222,11 @@ class TrainConfig:
     batch_size: int = 32  # per worker; the global batch is batch_size * num_workers
     learning_rate: float = 1e-3
     # The most the global norm of a step's gradient (of the loss averaged over the global batch,
-    # summed over workers) may be: a larger one is scaled down to it (0: no clipping). Set for `default`, whose norm sits at ~1.2e4 after its first epoch,
-    # ordinary steps reaching ~4x that and rare ones 10-400x, which without clipping were followed by
-    # collapses: see "Stable training" in the README. Every epoch reports the norm's median and
-    # maximum and the share of steps clipped, to set it for other losses and models.
+    # summed over workers) may be: a larger one is scaled down to it (0: no clipping). Set for
+    # `default`, whose norm sits at ~1.2e4 after its first epoch, ordinary steps reaching ~4x that
+    # and rare ones 10-400x, which without clipping were followed by collapses: see "Stable
+    # training" in the README. Every epoch reports the norm's median and maximum and the share of
+    # steps clipped, to set it for other losses and models.
     clip_norm: float = 3e4
     # "constant", or "cosine": from learning_rate down to lr_final_fraction of it over `epochs`, or
     # over the time budget when that runs out first (set at the start of each epoch).

@@ -245,9 +245,9 @@ class DistributedSteps:
 
     def _clip(self, grads, loss_scale):
         """(gradients to apply, the global norm of the whole batch's gradient): see the class docstring."""
-        replicas = self.strategy.num_replicas_in_sync
         if not self.computes_norm:
             return grads, tf.constant(float("nan"))
+        replicas = self.strategy.num_replicas_in_sync
         total = grads
         if replicas > 1:
             total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)

@@ -386,6 +386,11 @@ def gradient_norm_metrics(norms: np.ndarray, clip_norm: float) -> dict[str, floa
     return out
 
 
+def _norm_metrics(steps, norms: np.ndarray) -> dict[str, float]:
+    """:func:`gradient_norm_metrics` of ``steps``' epoch, or nothing where the steps do not compute the norm."""
+    return gradient_norm_metrics(norms, steps.clip_norm) if steps.computes_norm else {}
+
+
 def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
     """Summed loss terms and the clip count over this worker's validation shard."""
     from vae.models import TERMS
@@ -458,8 +463,7 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
     metrics = _epoch_metrics(epoch, steps_done, total, train_time)
     metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), learning_rate=learning_rate, stopped_by_time_budget=bool(out_of_time))
-    if worker.steps.computes_norm:
-        metrics.update(gradient_norm_metrics(norms, tcfg.clip_norm))
+    metrics.update(_norm_metrics(worker.steps, norms))
     metrics.update(elapsed_s=float(elapsed), train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
     return metrics, bool(out_of_time)
 
@@ -587,7 +591,7 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     for epoch in range(1, (epochs or tcfg.epochs) + 1):
         optimizer.learning_rate = tcfg.learning_rate_at(epoch)
         sums, norms = _train_epoch(steps, train, run_cfg, epoch, 0, steps_per_epoch, progress=False)
-        history.append({**dict(zip(TERMS, (sums / max(len(norms) * tcfg.batch_size, 1)).tolist())), **gradient_norm_metrics(norms, tcfg.clip_norm)})
+        history.append({**dict(zip(TERMS, (sums / max(len(norms) * tcfg.batch_size, 1)).tolist())), **_norm_metrics(steps, norms)})
     return model, optimizer, history
 
 
