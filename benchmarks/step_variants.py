@@ -5,18 +5,20 @@ other ways, timed in one process in interleaved rounds (shared cores drift by +-
 
 Variants (all of the `default` model, conditional, calibrated loss, batch 32, XLA off):
 
-- ``keras``: today's model (Keras' BatchNormalization, synchronised, after each ReLU);
+- ``today``: the model as built (``vae.models.BatchNormalization``: synchronised, after each ReLU, through
+  TensorFlow's fused kernel on one replica);
+- ``keras``: Keras' own synchronised BatchNormalization, the layer before (its moments as a dozen
+  separate ops: sums of x, of x^2 and of a tensor of ones);
 - ``one_pass``: the same maths with a hand-written gradient (statistics in one pass; the backward
   pass as two reductions and one update of the input's size);
-- ``fused``: the same maths through TensorFlow's fused kernel (``tf.nn.fused_batch_norm``);
 - ``no_bn_on_top``: no BatchNorm on the two largest maps (first encoder layer, last hidden decoder
   layer): a different model;
 - ``no_bn``: ``ModelConfig.normalisation="none"``: a different model.
 
-The first three are the same model, weights and maths (``--check`` compares the other two with
-Keras' layer: outputs, gradients and moving statistics); the last two say what dropping
+The first three are the same model, weights and maths (``--check`` compares today's layer and the
+one-pass one with Keras': outputs, gradients and moving statistics); the last two say what dropping
 normalisation, a different model, would buy. Prints clips/s per variant (median over rounds, with the range) and the ratio to
-``keras``; the last stdout line is JSON.
+the first variant; the last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import replace
 
 import numpy as np
 
-VARIANTS = ("keras", "one_pass", "fused", "no_bn_on_top", "no_bn")
+VARIANTS = ("today", "keras", "one_pass", "no_bn_on_top", "no_bn")
 TOP_MAPS = ("encoder_0", "decoder_1")
 
 
@@ -37,16 +39,7 @@ def batch_norm_layers():
     import keras
     import tensorflow as tf
 
-    class Fused(keras.layers.BatchNormalization):
-        def call(self, x, training=None, mask=None):
-            if not training:
-                return super().call(x, training=False)
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)[:3]
-            n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
-            var = var * (n - 1) / n  # the fused kernel returns the unbiased variance
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + var * (1 - self.momentum))
-            return y
+    from vae import models
 
     class OnePass(keras.layers.BatchNormalization):
         def call(self, x, training=None, mask=None):
@@ -76,7 +69,7 @@ def batch_norm_layers():
             self.moving_variance.assign(self.moving_variance * self.momentum + var * (1 - self.momentum))
             return y
 
-    return {"keras": keras.layers.BatchNormalization, "one_pass": OnePass, "fused": Fused}
+    return {"keras": keras.layers.BatchNormalization, "today": models.BatchNormalization, "one_pass": OnePass}
 
 
 def check_layers() -> dict[str, float]:
@@ -89,7 +82,7 @@ def check_layers() -> dict[str, float]:
     upstream = tf.constant(rng.standard_normal((4, 6, 5, 3)).astype(np.float32))
     results = {}
     for name, cls in batch_norm_layers().items():
-        layer = cls(synchronized=name == "keras")
+        layer = cls(synchronized=True)
         layer.build(x.shape)
         layer.gamma.assign([1.5, 0.5, 2.0])
         layer.beta.assign([0.1, -0.2, 0.3])
@@ -116,21 +109,21 @@ def build_steps(variant: str, batch: int):
     if variant == "no_bn":
         cfg = replace(cfg, normalisation="none")
     layers = batch_norm_layers()
-    today = models._norm_act
+    built = models._norm_act
 
     def norm_act(x, cfg, name, dtype):
         if variant == "no_bn_on_top" and name in TOP_MAPS:
             return keras.layers.Activation(cfg.activation, name=f"{name}_act", dtype=dtype)(x)
         if variant in layers:
             x = keras.layers.Activation(cfg.activation, name=f"{name}_act", dtype=dtype)(x)
-            return layers[variant](synchronized=variant == "keras", name=f"{name}_bn", dtype=dtype)(x)
-        return today(x, cfg, name, dtype)
+            return layers[variant](synchronized=True, name=f"{name}_bn", dtype=dtype)(x)
+        return built(x, cfg, name, dtype)
 
     models._norm_act = norm_act
     try:
         model = models.build_vae(hw, cfg, PriorConfig(), LossConfig())
     finally:
-        models._norm_act = today
+        models._norm_act = built
     return models.DistributedSteps(model, keras.optimizers.Adam(1e-3), batch), hw, cfg.latent_dim
 
 

@@ -2,7 +2,7 @@
 earlier revision, measured in the same run on the same clips, with where the time goes.
 
     python benchmarks/train_throughput.py --data PARQUET [--model default] [--epochs 3] [--clips 2250]
-        [--baseline-rev 5c7c476] [--no-baseline]
+        [--baseline-rev 5c7c476] [--no-baseline] [--set KEY=VALUE ...]
 
 - baseline: ``--baseline-rev`` (default: the last revision before the training step was reworked)
   checked out in a temporary git worktree, its own ``vae.training.fit`` run in a subprocess on the
@@ -11,8 +11,9 @@ earlier revision, measured in the same run on the same clips, with where the tim
   process's ``TF_ENABLE_ONEDNN_OPTS`` is not passed on).
 - now: this checkout's ``vae.training.fit`` with the default TrainConfig (one worker without
   collectives, the shard held in memory, a checkpoint every ``checkpoint_every`` epochs, TensorFlow's
-  oneDNN kernels on as importing ``vae`` sets them), again with XLA flipped from the default, and
-  again with oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0`` in the environment of its Ray instance).
+  oneDNN kernels on as importing ``vae`` sets them, BatchNorm through the fused kernel), plus any
+  ``--set`` keys; again with XLA flipped, again with oneDNN off (``TF_ENABLE_ONEDNN_OPTS=0`` in the
+  environment of its Ray instance), and again with ``fused_batch_norm`` flipped.
 - steps alone: the compiled train step in this process on one fixed batch, with and without XLA:
   the ceiling that feeding and the per-epoch extras eat into.
 
@@ -140,7 +141,8 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss)
     optimizer = make_optimizer(run_cfg.train)
     optimizer.build(model.trainable_variables)
-    train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile, clip_norm=run_cfg.train.clip_norm).train
+    tcfg = run_cfg.train
+    train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm).train
     rng = np.random.default_rng(0)
     args = (
         rng.uniform(size=(b, *run_cfg.features.shape)).astype(np.float32),
@@ -187,6 +189,10 @@ def flipped_label(run_cfg) -> str:
     return "XLA on" if run_cfg.train.jit_compile else "XLA off"
 
 
+def fused_label(run_cfg) -> str:
+    return "fused BatchNorm" if run_cfg.train.fused_batch_norm else "Keras' BatchNorm"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="Parquet dataset from jobs.preprocess")
@@ -195,17 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=2250, help="train clips used")
     p.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision whose training path is the baseline")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config key for today's runs, e.g. model.decoder_width=0.5; repeatable")
     args = p.parse_args(argv)
 
     from vae.config import ModelConfig, RunConfig, preset
     from vae.dataset import read_feature_config
+    from vae.overrides import apply_overrides, parse_assignment
 
     flops = flops_table()
     for name, row in flops.items():
         print(f"{name:8s} input {row['input']}: {row['gflops_per_clip'] * 1e3:8.2f} MFLOPs/clip forward; largest layer {row['largest_layer']}")
 
     run_cfg = RunConfig(features=read_feature_config(args.data), model=preset(ModelConfig, args.model))
-    results: dict = {"model": args.model, "batch_size": run_cfg.train.batch_size, "flops": flops}
+    run_cfg = apply_overrides(run_cfg, dict(parse_assignment(a) for a in args.set)).validate()
+    results: dict = {"model": args.model, "set": args.set, "batch_size": run_cfg.train.batch_size, "flops": flops}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         data, flat = subset(args.data, args.clips, os.path.join(tmp, "subset"))
         print(f"model {args.model}, batch {run_cfg.train.batch_size}, {args.clips} clips, {args.epochs} timed epochs; "
@@ -220,13 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"now, {flipped_label(flipped)}: {json.dumps(results['now_xla_flipped'])}", flush=True)
         results["now_onednn_off"] = run_now(data, run_cfg, args.epochs, onednn="0")
         print(f"now, oneDNN off: {json.dumps(results['now_onednn_off'])}", flush=True)
+        unfused = replace(run_cfg, train=replace(run_cfg.train, fused_batch_norm=not run_cfg.train.fused_batch_norm))
+        results["now_fused_flipped"] = run_now(data, unfused, args.epochs)
+        print(f"now, {fused_label(unfused)}: {json.dumps(results['now_fused_flipped'])}", flush=True)
     for jit in (False, True):
         results[f"step_alone_xla_{'on' if jit else 'off'}"] = step_alone(run_cfg, jit)
 
     print(f"\n{'path':34s} {'train clips/s':>14s} {'epoch clips/s':>14s}   s/epoch: train  validate  checkpoint")
-    now_label = f"now ({flipped_label(run_cfg)}, the default)"
+    now_label = f"now ({flipped_label(run_cfg)}, {fused_label(run_cfg)}{', ' + ' '.join(args.set) if args.set else ''})"
     rows = (("baseline", f"baseline ({args.baseline_rev})"), ("now", now_label), ("now_xla_flipped", f"now, {flipped_label(flipped)}"),
-            ("now_onednn_off", "now, oneDNN off"))
+            ("now_onednn_off", "now, oneDNN off"), ("now_fused_flipped", f"now, {fused_label(unfused)}"))
     for key, label in rows:
         r = results.get(key)
         if r:

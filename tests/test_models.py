@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from vae import checkpoint, storage
-from vae.config import FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.config import ConfigError, FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.models import build_vae, flops_per_clip, layer_costs
 from vae.training import make_optimizer, train_in_process
 
@@ -59,12 +61,22 @@ def _macs_from_keras(vae) -> int:
     return total
 
 
-@pytest.mark.parametrize("features,model", [("default", "default"), ("default", "tiny"), ("seed", "seed")])
-def test_analytic_cost_matches_the_built_keras_model(features, model):
-    shape, cfg = preset(FeatureConfig, features).shape, preset(ModelConfig, model)
+@pytest.mark.parametrize("features,model,decoder_width", [("default", "default", 1.0), ("default", "default", 0.5), ("default", "tiny", 1.0), ("seed", "seed", 1.0)])
+def test_analytic_cost_matches_the_built_keras_model(features, model, decoder_width):
+    shape, cfg = preset(FeatureConfig, features).shape, replace(preset(ModelConfig, model), decoder_width=decoder_width)
     vae = build_vae(shape, cfg, PriorConfig())
     assert sum(layer.macs for layer in layer_costs(shape, cfg)) == _macs_from_keras(vae)
     assert flops_per_clip(shape, cfg) == 2 * _macs_from_keras(vae)
+
+
+def test_decoder_width_scales_the_decoder_maps_and_nothing_else():
+    cfg = ModelConfig(filters=(16, 32, 64, 128), decoder_width=0.5).validate()
+    vae = build_vae(preset(FeatureConfig, "default").shape, cfg, PriorConfig())
+    assert [vae.decoder.get_layer(f"decoder_conv_t_{i}").filters for i in (3, 2, 1)] == [64, 32, 16]
+    assert [vae.encoder.get_layer(f"encoder_conv_{i}").filters for i in range(4)] == [16, 32, 64, 128]
+    assert vae.decoder.get_layer("decoder_output").filters == 1
+    with pytest.raises(ConfigError, match="decoder_width"):
+        ModelConfig(decoder_width=0.0).validate()
 
 
 def test_default_costs_at_most_a_tenth_of_seed():
@@ -146,6 +158,58 @@ def test_mixed_precision_computes_in_float16_and_outputs_float32():
     mu, _ = vae.encode(x)
     assert mu.dtype == tf.float32 and vae(x).dtype == tf.float32
     assert np.all(np.isfinite(vae.per_example_losses(x)["loss"].numpy()))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_batch_norm_takes_the_fused_kernel_on_one_replica_with_keras_maths(dtype):
+    """Outputs, gradients (input, scale, offset), moving statistics and inference outputs as Keras'
+    synchronised layer gives them, from one op forward and one backward."""
+    import keras
+
+    from vae import models
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((4, 6, 5, 3)).astype(np.float32) * 2 + 1)
+    upstream = tf.constant(rng.standard_normal((4, 6, 5, 3)).astype(np.float32))
+    results, ops = {}, {}
+    for name, layer in (("keras", keras.layers.BatchNormalization(synchronized=True, dtype=dtype)), ("ours", models.BatchNormalization(dtype=dtype))):
+        layer.build(x.shape)
+        layer.gamma.assign([1.5, 0.5, 2.0])
+        layer.beta.assign([0.1, -0.2, 0.3])
+
+        @tf.function
+        def step(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(layer(x, training=True), tf.float32)
+                loss = tf.reduce_sum(y * upstream)
+            return [y, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
+
+        values = step(x)
+        ops[name] = {node.op for node in step.get_concrete_function(x).graph.as_graph_def().node}
+        results[name] = [np.asarray(v, np.float32) for v in (*values, layer.moving_mean, layer.moving_variance, layer(x, training=False))]
+    assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= ops["ours"] and "FusedBatchNormV3" not in ops["keras"]
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for ours, theirs in zip(results["ours"], results["keras"]):
+        np.testing.assert_allclose(ours, theirs, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_steps_choose_the_batch_norm_kernel(fused):
+    import keras
+
+    from vae.models import DistributedSteps
+
+    shape = preset(FeatureConfig, "default").shape
+    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig())
+    steps = DistributedSteps(vae, keras.optimizers.Adam(1e-3), 4, fused_norm=fused)
+
+    def ops(step):
+        graph = step.get_concrete_function().graph.as_graph_def()
+        return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+
+    assert ("FusedBatchNormGradV3" in ops(steps.train)) == fused
+    assert "FusedBatchNormV3" not in ops(steps.evaluate)  # inference normalises with the moving statistics
 
 
 def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object, object]:

@@ -122,6 +122,10 @@ class ModelConfig:
     activation: str = "relu"
     # Digit-conditional VAE: the digit (one-hot) is an input of the encoder and of the decoder.
     conditional: bool = True
+    # The decoder's channels as a multiple of the original's, whose transposed conv i (i >= 1) has
+    # filters[i]: one level deeper than the encoder map of the size it makes. With filters doubling per
+    # layer, 0.5 gives each decoder map the channels of the encoder map of its size.
+    decoder_width: float = 1.0
 
     def validate(self) -> "ModelConfig":
         if not (len(self.filters) == len(self.kernels) == len(self.strides)) or not self.filters:
@@ -131,12 +135,16 @@ class ModelConfig:
             )
         if any(int(f) <= 0 for f in self.filters):
             raise ConfigError(f"ModelConfig.filters must be positive, got {self.filters}")
-        _positive(self, "latent_dim")
+        _positive(self, "latent_dim", "decoder_width")
         _choice(self, "normalisation", ("batch", "none"))
         return self
 
     def stride_pairs(self) -> list[tuple[int, int]]:
         return [tuple(s) if isinstance(s, (list, tuple)) else (int(s), int(s)) for s in self.strides]
+
+    def decoder_filters(self) -> list[int]:
+        """Channels out of the decoder's transposed conv i, for i >= 1 (index 0: the 1-channel output's)."""
+        return [1] + [max(1, round(int(f) * self.decoder_width)) for f in self.filters[1:]]
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -243,6 +251,10 @@ class TrainConfig:
     # vae.models.DistributedSteps. Off by default: on 2 CPU cores the XLA step of `default` ran at
     # 106 clips/s against 133 without (benchmarks/train_throughput.py); try it on GPUs.
     jit_compile: bool = False
+    # On one worker, BatchNorm's training pass through TensorFlow's fused kernel (vae.models.BatchNorm):
+    # 1.34x the `default` step on 2 CPU cores (benchmarks/step_variants.py), the same maths; oneDNN's
+    # backward is less exact where a gradient nearly cancels. Several workers use Keras' all-reduced moments.
+    fused_batch_norm: bool = True
     # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
     # and a fit) after every this-many epochs, and always after the last one.
     checkpoint_every: int = 1
@@ -569,7 +581,7 @@ BEFORE_KEYS_EXISTED = {
     "model": {"conditional": False},
     "loss": {"reconstruction": "mse"},
     "sampling": {"sampler": "prior"},
-    "train": {"clip_norm": 0.0},
+    "train": {"clip_norm": 0.0, "fused_batch_norm": False},
 }
 
 # Dotted keys that moved to another section, old -> new: saved configs (and a sweep's stored trial

@@ -2,8 +2,8 @@
 
 Encoder: per layer Conv2D(stride, "same") -> activation -> BatchNorm; Flatten;
 Dense to mu and to log-variance. Decoder: Dense -> Reshape -> Conv2DTranspose
-layers mirroring the encoder's filters[1:] -> Conv2DTranspose(1) -> sigmoid, as in
-the original research code. The input shape always comes from the FeatureConfig
+layers mirroring the encoder's filters[1:] (times ``decoder_width``) -> Conv2DTranspose(1)
+-> sigmoid, as in the original research code. The input shape always comes from the FeatureConfig
 of the data, never from here.
 """
 
@@ -36,11 +36,41 @@ def encoded_shape(input_hw: tuple[int, int], cfg: ModelConfig) -> tuple[int, int
     return h, w, int(cfg.filters[-1])
 
 
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization, synchronised so that 1 worker x 2B and N workers x B normalise over
+    the same batch, and named like it, as weights files key a layer by its class name (checkpoints
+    saved before it load). With ``fused``, its training pass on one replica goes through TensorFlow's
+    fused kernel: one op forward and one backward (oneDNN's on CPU) instead of Keras' dozen, for the
+    same statistics, output and moving averages up to round-off. oneDNN's backward accumulates less
+    exactly than Keras' reductions, which shows where a gradient is a near-cancelling sum (a conv
+    bias before ReLU and BatchNorm: off by up to ~1% of the layer's largest). Across replicas, and
+    in inference, it is Keras' layer."""
+
+    def __init__(self, synchronized: bool = True, fused: bool = True, **kwargs):
+        super().__init__(synchronized=synchronized, **kwargs)
+        self.fused = fused
+
+    def call(self, inputs, training=None, mask=None):
+        replica = tf.distribute.get_replica_context()
+        across_replicas = self.synchronized and replica is not None and replica.num_replicas_in_sync > 1
+        if not self.fused or across_replicas or not (training and self.trainable) or mask is not None \
+                or inputs.shape.rank != 4 or self.axis not in (-1, 3):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)
+        gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
+        beta = self.beta if self.center else tf.zeros_like(self.moving_mean)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)[:3]
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+        variance = variance * (n - 1) / n  # the kernel's is Bessel-corrected; Keras keeps the biased one
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
 def _norm_act(x, cfg: ModelConfig, name: str, dtype: str):
     x = keras.layers.Activation(cfg.activation, name=f"{name}_act", dtype=dtype)(x)
     if cfg.normalisation == "batch":
-        # Synchronised so that 1 worker x 2B and 2 workers x B normalise over the same batch.
-        x = keras.layers.BatchNormalization(synchronized=True, name=f"{name}_bn", dtype=dtype)(x)
+        x = BatchNormalization(name=f"{name}_bn", dtype=dtype)(x)
     return x
 
 
@@ -77,9 +107,10 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
         x = keras.layers.Concatenate(name="z_with_digit")(inputs)
     x = keras.layers.Dense(int(np.prod(before)), name="decoder_dense", dtype=dtype)(x)
     x = keras.layers.Reshape(before, name="decoder_reshape", dtype=dtype)(x)
+    channels = cfg.decoder_filters()
     for i in reversed(range(1, len(cfg.filters))):
         x = keras.layers.Conv2DTranspose(
-            int(cfg.filters[i]), int(cfg.kernels[i]), strides=strides[i], padding="same", name=f"decoder_conv_t_{i}", dtype=dtype
+            channels[i], int(cfg.kernels[i]), strides=strides[i], padding="same", name=f"decoder_conv_t_{i}", dtype=dtype
         )(x)
         x = _norm_act(x, cfg, f"decoder_{i}", dtype)
     x = keras.layers.Conv2DTranspose(1, int(cfg.kernels[0]), strides=strides[0], padding="same", name="decoder_output", dtype=dtype)(x)
@@ -201,14 +232,21 @@ class DistributedSteps:
     and comes back NaN. A step whose norm is not finite is scaled by 0 when clipping: finite
     gradients become a step of zero, non-finite ones stay NaN (a loss-scale optimizer skips those).
 
+    ``fused_norm``: the BatchNorm layers' training pass through the fused kernel on one replica (:class:`BatchNormalization`).
+
     ``jit_compile``: XLA-compile the steps. Only without cross-worker collectives (one worker, or a
     single process): XLA on CPU cannot compile the all-reduce of gradients and of synchronised
     BatchNorm statistics, so under a multi-worker strategy the steps stay plain graphs.
     """
 
-    def __init__(self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False, clip_norm: float = 0.0):
+    def __init__(
+        self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False, clip_norm: float = 0.0, fused_norm: bool = True
+    ):
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
         self.clip_norm = float(clip_norm)
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, BatchNormalization):
+                layer.fused = fused_norm
         self.strategy = strategy or tf.distribute.get_strategy()
         self.computes_norm = self.strategy.num_replicas_in_sync == 1 or self.clip_norm > 0
         jit = bool(jit_compile) and self.strategy.num_replicas_in_sync == 1 and not _is_multi_worker(self.strategy)
@@ -313,8 +351,9 @@ def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
     out.append(LayerCost("mu", (cfg.latent_dim,), (flat + label) * cfg.latent_dim))
     out.append(LayerCost("log_variance", (cfg.latent_dim,), (flat + label) * cfg.latent_dim))
     out.append(LayerCost("decoder_dense", (flat,), (cfg.latent_dim + label) * flat))
+    channels = cfg.decoder_filters()
     for i in list(reversed(range(1, len(cfg.filters)))) + [0]:
-        c_out = int(cfg.filters[i]) if i > 0 else 1
+        c_out = channels[i]
         k = int(cfg.kernels[i])
         macs = h * w * k * k * c * c_out
         h, w = h * strides[i][0], w * strides[i][1]

@@ -292,7 +292,9 @@ def start_worker(config: dict[str, Any]) -> Worker:
         run_dir=config["run_dir"],
         rank=rank,
         world=world,
-        steps=DistributedSteps(model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm),
+        steps=DistributedSteps(
+            model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm
+        ),
         train=load_shard(ray.train.get_dataset_shard(TRAIN)),
         val=load_shard(ray.train.get_dataset_shard(VAL)),
         steps_per_epoch=steps_per_epoch,
@@ -586,7 +588,7 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed)
     optimizer = make_optimizer(tcfg)
     optimizer.build(model.trainable_variables)
-    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm)
+    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm)
     history = []
     for epoch in range(1, (epochs or tcfg.epochs) + 1):
         optimizer.learning_rate = tcfg.learning_rate_at(epoch)
