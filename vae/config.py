@@ -251,8 +251,8 @@ class TrainConfig:
     # vae.models.DistributedSteps. Off by default: on 2 CPU cores the XLA step of `default` ran at
     # 106 clips/s against 133 without (benchmarks/train_throughput.py); try it on GPUs.
     jit_compile: bool = False
-    # On one worker, BatchNorm's training pass through TensorFlow's fused kernel (vae.models.BatchNorm):
-    # 1.34x the `default` step on 2 CPU cores (benchmarks/step_variants.py), the same maths; oneDNN's
+    # On one worker, BatchNorm's training pass through TensorFlow's fused kernel (vae.models.BatchNormalization):
+    # 1.25-1.34x the `default` step on 2 CPU cores (benchmarks/step_variants.py), the same maths; oneDNN's
     # backward is less exact where a gradient nearly cancels. Several workers use Keras' all-reduced moments.
     fused_batch_norm: bool = True
     # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
