@@ -102,6 +102,8 @@ def test_a_config_written_before_the_loss_section_loads_into_it_with_the_same_va
     assert saved_run_config(old).train.clip_norm == 0.0
     del old["train"]["fused_batch_norm"]  # and before the fused BatchNorm kernel: Keras' layer
     assert saved_run_config(old).train.fused_batch_norm is False
+    del old["model"]["decoder_width"]  # and before the decoder's width was a choice: the original's
+    assert saved_run_config(old).model.decoder_width == 1.0
     # The new layout is the only one from_dict takes, and a key in both places is an error.
     with pytest.raises(ConfigError, match=r"RunConfig\.prior: unknown key"):
         from_dict(RunConfig, old)
