@@ -125,8 +125,8 @@ class ModelConfig:
     # The decoder's channels as a multiple of the original's, whose transposed conv i (i >= 1) has
     # filters[i]: one level deeper than the encoder map of the size it makes. With filters doubling per
     # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the FLOPs of
-    # `default`, 1.4x its train step on 2 CPU cores, and as good or better heard in the demo's budget
-    # (two seeds: see "Training speed" in the README).
+    # `default`, 1.5-1.7x its train clips/s in the demo on 2 CPU cores, and as good or better heard in
+    # the demo's budget (two seeds: see "Training speed" in the README).
     decoder_width: float = 0.5
 
     def validate(self) -> "ModelConfig":
