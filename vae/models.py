@@ -244,7 +244,7 @@ class DistributedSteps:
     ):
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
         self.clip_norm = float(clip_norm)
-        for layer in model._flatten_layers(include_self=False):
+        for layer in model.encoder.layers + model.decoder.layers:
             if isinstance(layer, BatchNormalization):
                 layer.fused = fused_norm
         self.strategy = strategy or tf.distribute.get_strategy()
