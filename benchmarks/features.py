@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from vae import features as F
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
-from vae.dataset import clips_table, extract_clip
+from vae.dataset import clips_table, extract_clip, parquet_options
 from vae.vocoder import spectrograms_to_waveforms
 
 
@@ -64,7 +64,8 @@ def measure(files: list[str], name: str) -> dict:
     gl_s = time.perf_counter() - t
     lsd = [round_trip_lsd(d, y, cfg) for d, y in zip(data, waves)]
     buf = io.BytesIO()
-    pq.write_table(clips_table(rows, cfg), buf)
+    table = clips_table(rows, cfg)
+    pq.write_table(table, buf, **parquet_options(table.schema))
     return dict(
         preset=name,
         shape=list(cfg.shape),

@@ -214,7 +214,8 @@ def sequential(src: str | list[str], dst: str, cfg: FeatureConfig, num_cpus: int
     written = 0
     for start in range(0, len(items), per_file):
         rows, _ = dataset.extract_rows(items[start : start + per_file], fs, cfg)
-        pq.write_table(dataset.clips_table(rows, cfg), os.path.join(dst, f"part-{start}.parquet"))
+        table = dataset.clips_table(rows, cfg)
+        pq.write_table(table, os.path.join(dst, f"part-{start}.parquet"), **dataset.parquet_options(table.schema))
         written += len(rows)
     return written
 

@@ -144,6 +144,22 @@ def test_small_parquet_reads_back_with_plain_pyarrow_and_pandas(small_parquet):
     assert got["meta"] == to_json(DEFAULT)
 
 
+def test_parts_skip_dictionary_and_statistics_for_spectrograms_only(small_parquet):
+    """The writer's options (vae.dataset.parquet_options) as they land in the files: the tensor column
+    plain-encoded without min/max, the label columns still dictionary-encoded with statistics."""
+    parts = [p for p in Path(storage.published(small_parquet)).glob("part-*.parquet")]
+    assert parts
+    for part in parts:
+        meta = pq.ParquetFile(part).metadata
+        for g in range(meta.num_row_groups):
+            columns = {meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c) for c in range(meta.num_columns)}
+            spec = [c for path, c in columns.items() if path.startswith("spectrogram.")]
+            assert len(spec) == 1 and not spec[0].is_stats_set, part
+            assert not any("DICTIONARY" in e for e in spec[0].encodings), (part, spec[0].encodings)
+            assert columns["speaker"].is_stats_set and any("DICTIONARY" in e for e in columns["speaker"].encodings)
+            assert columns["digit"].statistics.min >= 0 and columns["digit"].statistics.max <= 9
+
+
 def test_small_parquet_library_readers(small_parquet, fsdd_dir):
     assert dataset.read_feature_config(small_parquet) == DEFAULT
     test = dataset.load_split_numpy(small_parquet, "test")

@@ -240,14 +240,25 @@ def _unexpected(exc: Exception) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """``pq.write_table`` options for a table in :func:`clip_schema` (or any schema): tensor columns
+    without dictionary encoding and without min/max statistics. Parquet would dictionary-encode a
+    spectrogram's floats until the dictionary outgrows its page and then fall back to plain encoding,
+    and nothing filters on their statistics. Measured on 1,875 ``seed`` clips: the write 0.34 -> 0.24
+    ms per clip (medians of 7), the file 34.0 -> 35.9 MB."""
+    plain = [f.name for f in schema if not isinstance(f.type, pa.FixedShapeTensorType)]
+    return dict(use_dictionary=plain, write_statistics=plain)
+
+
 def _write_table(table: pa.Table, loc: storage.Location) -> None:
+    options = parquet_options(table.schema)
     try:
         if storage.is_s3(loc.uri):
-            pq.write_table(table, loc.path, filesystem=loc.fs)
+            pq.write_table(table, loc.path, filesystem=loc.fs, **options)
             return
         # Locally, a hidden temporary name then a rename: readers never see half a file.
         tmp = os.path.join(os.path.dirname(loc.path), f".{os.path.basename(loc.path)}.tmp")
-        pq.write_table(table, tmp, filesystem=loc.fs)
+        pq.write_table(table, tmp, filesystem=loc.fs, **options)
         loc.fs.move(tmp, loc.path)
     except OSError as exc:
         raise storage.StorageError(f"cannot write {loc.uri}: {exc}") from exc
