@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
 from vae.errors import UserError
 
@@ -25,6 +25,19 @@ def fail(job: str, message: str) -> int:
     print(f"{job}: error: {message}", file=sys.stderr)
     print(json.dumps({"error": message}))
     return 1
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process with ``code`` as ``sys.exit`` would (atexit handlers run, standard streams
+    flushed) but without the interpreter's teardown, which after Ray's shutdown spends ~0.45 s
+    unloading Ray's and Arrow's native libraries and writes nothing. For a job whose outputs are
+    all closed when its ``main`` returns."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:

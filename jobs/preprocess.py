@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 from dataclasses import asdict
 
-from jobs._cli import fail, parser, run
+from jobs._cli import exit_without_teardown, fail, parser, run
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
-from vae.dataset import extract, list_inputs
-from vae.raysetup import init_ray
+from vae.dataset import WORKER_MODULES, extract, list_inputs
+from vae.raysetup import finish_ray, init_ray
 from vae.storage import StorageError, check_reachable
 
 
@@ -55,11 +54,18 @@ def _main(args: argparse.Namespace) -> int:
         except StorageError as exc:
             raise StorageError(f"output {args.output}: {exc}") from exc
         print(f"{len(files)} .wav files under {args.input}; features {args.features} {cfg.shape}", flush=True)
-        # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
-        # on 2 cores its processes delay the start of a local instance.
-        init_ray(args.num_cpus, include_dashboard=False)
-        signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
-        summary = extract(args.input, args.output, cfg, num_blocks=args.blocks)
+        import ray
+
+        owns_ray = not ray.is_initialized()
+        try:
+            # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
+            # on 2 cores its processes delay the start of a local instance.
+            init_ray(args.num_cpus, warm=WORKER_MODULES, include_dashboard=False)
+            signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
+            summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, listed=files)
+        finally:
+            if owns_ray:
+                finish_ray()  # before the summary, which stays the last line; faster than Ray's own at exit
     except KeyboardInterrupt:
         fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
         return 130
@@ -83,4 +89,4 @@ def _main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _interrupt)
-    sys.exit(main())
+    exit_without_teardown(main())  # everything is written and published when main returns

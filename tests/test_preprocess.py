@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from ray_processes import end_processes_mentioning, pids_mentioning
 from vae import dataset, storage
 from vae import features as F
 from vae.config import FeatureConfig, preset, to_json
@@ -79,7 +81,8 @@ def test_extraction_path_imports_no_heavy_library(fsdd_dir):
         """
         import json, sys
         import jobs.preprocess
-        from vae import dataset, storage
+        from ray_processes import end_processes_mentioning, pids_mentioning
+from vae import dataset, storage
         from vae.config import FeatureConfig, preset
         files = sys.argv[1:]
         for name in ("seed", "default"):
@@ -251,6 +254,27 @@ def test_cli_on_a_slice(ray_local, fsdd_dir, tmp_path):
     assert dataset.parquet_files(result["output"])[0].uri == result["dataset"]
 
 
+def test_cli_with_its_own_local_instance_leaves_no_ray_process_behind(fsdd_dir, tmp_path):
+    """As on a laptop (no RAY_ADDRESS): the job starts a local instance, warms its workers, shuts it
+    down before its last lines and exits without the interpreter's teardown; nothing of that instance
+    outlives it and its output is whole."""
+    src, dst = tmp_path / "src", tmp_path / "out"
+    _copy_good(fsdd_dir, src)
+    temp_dir = tempfile.mkdtemp(prefix="rp", dir="/tmp")  # short: Ray's socket paths have a length limit
+    try:
+        res = _run_job(["--input", str(src), "--output", str(dst), "--num-cpus", "2"], env={"RAY_TMPDIR": temp_dir})
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert pids_mentioning(temp_dir) == [], "the job's local Ray instance outlived it"
+        assert "Traceback" not in res.stderr and "Unhandled error" not in res.stderr, res.stderr[-3000:]
+        lines = res.stdout.strip().splitlines()
+        assert lines[-2] == f"{len(GOOD)} clips written, 0 rejected"
+        result = json.loads(lines[-1])
+        assert pq.read_table(result["dataset"]).num_rows == len(GOOD)
+    finally:
+        end_processes_mentioning(temp_dir, grace_s=0)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 def test_cli_fails_clearly(ray_local, fsdd_dir, tmp_path):
     missing = tmp_path / "no-such-dir"
     res = _run_job(["--input", str(missing), "--output", str(tmp_path / "out")])
@@ -314,3 +338,15 @@ def test_init_ray_is_idempotent(ray_local):
     assert init_ray(num_cpus=1) is False  # already initialised: nothing restarted, resources unchanged
     assert ray.get_runtime_context().gcs_address == ray_local
     assert ray.cluster_resources()["CPU"] == 4
+
+
+def test_warm_workers_import_the_modules_in_one_task_per_cpu(ray_local):
+    import ray
+
+    from vae.raysetup import warm_workers
+
+    refs = warm_workers(("vae.dataset", "soxr"))
+    assert len(refs) == ray.cluster_resources()["CPU"]
+    assert ray.get(refs) == [["vae.dataset", "soxr"]] * len(refs)
+    with pytest.raises(ray.exceptions.RayTaskError, match="no_such_module"):
+        ray.get(warm_workers(("no_such_module",))[0])

@@ -64,6 +64,8 @@ _PART = re.compile(r"part-([0-9a-f]+)-[^/]*\.parquet$")
 # Clips per input block of the pipeline: small enough that work spreads over the
 # cluster and progress moves, large enough that per-task overhead stays negligible.
 _CLIPS_PER_BLOCK = 64
+# What an extraction task imports: a job can have a fresh instance's workers load it ahead (vae.raysetup.warm_workers).
+WORKER_MODULES = ("ray.data", "vae.dataset")
 
 
 class ExtractError(UserError, RuntimeError):
@@ -397,6 +399,7 @@ def extract(
     cfg: FeatureConfig,
     num_blocks: int | None = None,
     progress: Callable[[str], None] | None = print,
+    listed: Sequence[str] | None = None,
 ) -> ExtractSummary:
     """Run the Ray Data extraction from ``src`` (folder, ``s3://`` prefix or list of files) into ``dst``.
 
@@ -407,13 +410,14 @@ def extract(
     of ``dst`` get the dataset published before, if any. A failed or interrupted
     run removes its version folder and raises (ExtractError naming ``dst`` for an error).
     When every input is rejected nothing is published and the version folder stays,
-    with the reasons in its ``_rejected`` (``summary.rejected_output``).
+    with the reasons in its ``_rejected`` (``summary.rejected_output``). ``listed``:
+    ``list_inputs(src)`` if the caller already has it (listing a large prefix takes time).
     """
     import ray
 
     cfg.validate()
     started = time.perf_counter()
-    files = list_inputs(src)
+    files = list(listed) if listed is not None else list_inputs(src)
     src_uri = storage.resolve(src).uri if isinstance(src, (str, os.PathLike)) else f"{len(files)} listed files"
     out = storage.resolve(dst)
     storage.check_reachable(out.uri)

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Sequence
 
 
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
 
 
-def init_ray(num_cpus: int | None = None, **local_kwargs: Any) -> bool:
+def init_ray(num_cpus: int | None = None, warm: Sequence[str] = (), **local_kwargs: Any) -> bool:
     """Connect to ``RAY_ADDRESS`` if set, else start a local Ray instance.
 
-    ``num_cpus`` and ``local_kwargs`` (e.g. ``object_store_memory``,
+    ``num_cpus``, ``warm`` and ``local_kwargs`` (e.g. ``object_store_memory``,
     ``include_dashboard``) only apply when a local instance is started: a running
-    cluster's resources are its own. Idempotent: if Ray is already initialised in
-    this process nothing happens. Returns True if this call started a local instance.
+    cluster's resources and workers are its own. ``warm``: modules that the
+    instance's first workers import at once (see :func:`warm_workers`). Idempotent:
+    if Ray is already initialised in this process nothing happens. Returns True if
+    this call started a local instance.
     """
     import ray
 
@@ -49,8 +51,31 @@ def init_ray(num_cpus: int | None = None, **local_kwargs: Any) -> bool:
                 os.environ.pop(API_SERVER_VAR, None)
             else:
                 os.environ[API_SERVER_VAR] = saved
+    if address == "local" and warm:
+        warm_workers(warm)
     _quiet_ray_data()
     return address == "local"
+
+
+def warm_workers(modules: Sequence[str]) -> list[Any]:
+    """One task per CPU that imports ``modules``; returns their refs, which nobody needs to wait for.
+
+    Sent as the instance starts, they make its first workers start and import while
+    the driver is still importing and planning; the job's tasks then reuse those
+    workers. Without them, the workers of a cold ``jobs.preprocess`` started only
+    when Ray Data submitted its tasks, on cores shared with the booting of Ray
+    Data's two actors: its first task began 1.3 s later (2 CPUs, median of 5).
+    """
+    import ray
+
+    load = ray.remote(num_cpus=1, max_retries=0)(_import_modules)
+    return [load.remote(tuple(modules)) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1))))]
+
+
+def _import_modules(modules: tuple[str, ...]) -> list[str]:
+    import importlib
+
+    return [importlib.import_module(name).__name__ for name in modules]
 
 
 def _pin_api_server(kwargs: dict[str, Any]) -> str:
@@ -90,5 +115,14 @@ def finish_ray() -> None:
     (its JSON summary) really is the last one. A local instance started by :func:`init_ray` stops."""
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    if not ray.is_initialized():
+        return
+    # ray.shutdown() stops a local instance's processes one by one, the GCS before the autoscaler's
+    # monitor, whose SIGTERM handler then waits on the dead GCS until Ray kills it a second later
+    # (measured: 1.0 s of a 1.1 s shutdown). Nothing of the monitor's is kept, so it goes first, at
+    # once. Only a process this driver started is in its node's list: a cluster's monitor is never touched.
+    node = getattr(ray._private.worker, "_global_node", None)
+    kill_monitor = getattr(node, "kill_monitor", None)
+    if kill_monitor is not None:
+        kill_monitor(check_alive=False)
+    ray.shutdown()
