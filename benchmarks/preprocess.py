@@ -184,9 +184,12 @@ def whole_process(args: argparse.Namespace, work: str, inputs: str, n_files: int
         startup = med(side, "imports_s") + med(side, "ray_start_s")
         cpu_ms = 1e3 * float(np.median([x["worker_cpu_s"] / x["written"] for x in runs[side]]))
         label = "jobs.preprocess" + (" (--before)" if side == "before" else "")
-        print(f"  {label:26} {job_s:11.2f} s {loop_s / job_s:7.2f}x {startup:7.2f} s {cpu_ms:10.2f} ms")
+        # Each round's own ratio too: on a machine whose speed drifts, a round's sides ran under the same conditions.
+        paired = float(np.median([lo["wall_s"] / x["wall_s"] for lo, x in zip(runs["loop"], runs[side])]))
+        print(f"  {label:26} {job_s:11.2f} s {loop_s / job_s:7.2f}x {startup:7.2f} s {cpu_ms:10.2f} ms   (median of rounds' ratios {paired:.2f}x)")
         result[side] = dict(
-            wall_s=[round(x["wall_s"], 2) for x in runs[side]], ratio=round(loop_s / job_s, 3), startup_s=round(startup, 2),
+            wall_s=[round(x["wall_s"], 2) for x in runs[side]], ratio=round(loop_s / job_s, 3), round_ratio_median=round(paired, 3),
+            startup_s=round(startup, 2),
             imports_s=round(med(side, "imports_s"), 2), ray_start_s=round(med(side, "ray_start_s"), 2),
             extraction_s=round(med(side, "extraction_s"), 2), exit_s=round(med(side, "exit_s"), 2),
             worker_cpu_ms_per_clip=round(cpu_ms, 3),
