@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -28,15 +29,17 @@ def fail(job: str, message: str) -> int:
 
 
 def exit_without_teardown(code: int) -> NoReturn:
-    """End the process with ``code`` as ``sys.exit`` would (atexit handlers run, standard streams
-    flushed) but without the interpreter's teardown, which after Ray's shutdown spends ~0.45 s
-    unloading Ray's and Arrow's native libraries and writes nothing. For a job whose outputs are
-    all closed when its ``main`` returns."""
-    import atexit
-
+    """End the process with ``code``: atexit handlers run and the standard streams are flushed, as
+    with ``sys.exit``, but the interpreter's teardown is skipped. After Ray's shutdown it spends
+    ~0.45 s unloading Ray's and Arrow's native libraries, and it writes nothing. Also skipped: joining
+    non-daemon threads. For a job whose outputs are all closed, and whose threads all finished, when
+    its ``main`` returns."""
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`| head`), a closed stream: nothing more to say
+            pass
     os._exit(code)
 
 

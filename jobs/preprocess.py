@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 from jobs._cli import exit_without_teardown, fail, parser, run
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
-from vae.dataset import WORKER_MODULES, extract, list_inputs
+from vae.dataset import WORKER_MODULES, extract, list_inputs, max_blocks
 from vae.raysetup import finish_ray, init_ray
 from vae.storage import StorageError, check_reachable
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    summary = None
     try:
         cfg = preset(FeatureConfig, args.features)
         # Input and output are checked before Ray starts, so a wrong path fails in seconds.
@@ -60,15 +61,17 @@ def _main(args: argparse.Namespace) -> int:
         try:
             # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
             # on 2 cores its processes delay the start of a local instance.
-            init_ray(args.num_cpus, warm=WORKER_MODULES, include_dashboard=False)
+            init_ray(args.num_cpus, warm=WORKER_MODULES, warm_tasks=args.blocks or max_blocks(len(files)), include_dashboard=False)
             signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
             summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, listed=files)
         finally:
             if owns_ray:
                 finish_ray()  # before the summary, which stays the last line; faster than Ray's own at exit
     except KeyboardInterrupt:
-        fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
-        return 130
+        if summary is None:
+            fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
+            return 130
+        # Interrupted while Ray was stopping, after the dataset was published: the job's work is done.
 
     for r in summary.rejected_examples:
         print(f"  rejected {r['source']}: {r['reason']}")

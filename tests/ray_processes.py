@@ -14,15 +14,31 @@ from pathlib import Path
 
 
 def pids_mentioning(marker: str) -> list[int]:
+    """Processes with ``marker`` in their command line or in the path of a file they hold open: Ray's
+    workers and agents rename themselves (``ray::IDLE``), but keep their logs in the session folder open."""
     needle, pids = marker.encode(), []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if needle in (entry / "cmdline").read_bytes():
+                if needle in (entry / "cmdline").read_bytes() or _holds_open(entry, marker):
                     pids.append(int(entry.name))
             except OSError:
                 pass
     return pids
+
+
+def _holds_open(proc: Path, marker: str) -> bool:
+    try:
+        fds = list((proc / "fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if marker in os.readlink(fd):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def end_processes_mentioning(marker: str, grace_s: float = 15) -> None:

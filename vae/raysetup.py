@@ -16,15 +16,15 @@ from typing import Any, Sequence
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
 
 
-def init_ray(num_cpus: int | None = None, warm: Sequence[str] = (), **local_kwargs: Any) -> bool:
+def init_ray(num_cpus: int | None = None, warm: Sequence[str] = (), warm_tasks: int | None = None, **local_kwargs: Any) -> bool:
     """Connect to ``RAY_ADDRESS`` if set, else start a local Ray instance.
 
     ``num_cpus``, ``warm`` and ``local_kwargs`` (e.g. ``object_store_memory``,
     ``include_dashboard``) only apply when a local instance is started: a running
     cluster's resources and workers are its own. ``warm``: modules that the
-    instance's first workers import at once (see :func:`warm_workers`). Idempotent:
-    if Ray is already initialised in this process nothing happens. Returns True if
-    this call started a local instance.
+    instance's first workers import at once, in ``warm_tasks`` of them at most
+    (see :func:`warm_workers`). Idempotent: if Ray is already initialised in this
+    process nothing happens. Returns True if this call started a local instance.
     """
     import ray
 
@@ -52,13 +52,22 @@ def init_ray(num_cpus: int | None = None, warm: Sequence[str] = (), **local_kwar
             else:
                 os.environ[API_SERVER_VAR] = saved
     if address == "local" and warm:
-        warm_workers(warm)
+        warm_workers(warm, warm_tasks)
     _quiet_ray_data()
     return address == "local"
 
 
-def warm_workers(modules: Sequence[str]) -> list[Any]:
-    """One task per CPU that imports ``modules``; returns their refs, which nobody needs to wait for.
+def cluster_cpus() -> int:
+    """The CPUs of the cluster this process is connected to (at least 1)."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def warm_workers(modules: Sequence[str], tasks: int | None = None) -> list[Any]:
+    """One task per CPU, or ``tasks`` if fewer, that imports ``modules``; returns their refs,
+    which nobody needs to wait for. A job passes as ``tasks`` the most tasks it will run at once:
+    each warmed worker holds a process with the modules loaded (Ray Data alone is ~1 s of CPU).
 
     Sent as the instance starts, they run on the workers Ray starts as the driver
     connects and import while the driver is still importing and planning; the job's
@@ -69,7 +78,7 @@ def warm_workers(modules: Sequence[str]) -> list[Any]:
     import ray
 
     load = ray.remote(num_cpus=1, max_retries=0)(_import_modules)
-    return [load.remote(tuple(modules)) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1))))]
+    return [load.remote(tuple(modules)) for _ in range(max(1, min(cluster_cpus(), tasks or cluster_cpus())))]
 
 
 def _import_modules(modules: tuple[str, ...]) -> list[str]:
@@ -121,6 +130,7 @@ def finish_ray() -> None:
     # monitor, whose SIGTERM handler then waits on the dead GCS until Ray kills it a second later
     # (measured: 1.0 s of a 1.1 s shutdown). Nothing of the monitor's is kept, so it goes first, at
     # once. Only a process this driver started is in its node's list: a cluster's monitor is never touched.
+    # Ray's private API: should it change, this falls back to plain ray.shutdown().
     node = getattr(ray._private.worker, "_global_node", None)
     kill_monitor = getattr(node, "kill_monitor", None)
     if kill_monitor is not None:
