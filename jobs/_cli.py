@@ -43,6 +43,17 @@ def exit_without_teardown(code: int) -> NoReturn:
     os._exit(code)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (CPUs, blocks): a whole number of at least 1, refused before anything starts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
     """The argument parser of ``python -m <module>``, described by the first paragraph of its ``doc``,
     with the ``--verbose`` every job takes."""

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, config_overrides, parser, run
+from jobs._cli import add_config_arguments, config_overrides, parser, positive_int, run
 from vae.config import FEATURE_PRESETS, MODEL_PRESETS, EvalConfig, ModelConfig, RunConfig, SweepConfig, TrainConfig, preset
 from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-recogniser", action="store_true", help="skip the recogniser (no sample metrics)")
     p.add_argument("--n-per-digit", type=int, default=EvalConfig.n_per_digit, help="digit-conditional samples per digit in the evaluation")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run or sweep")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
     add_config_arguments(p)
     return p.parse_args(argv)
 

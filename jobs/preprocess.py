@@ -18,7 +18,7 @@ import json
 import signal
 from dataclasses import asdict
 
-from jobs._cli import exit_without_teardown, fail, parser, run
+from jobs._cli import exit_without_teardown, fail, parser, positive_int, run
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
 from vae.dataset import WORKER_MODULES, extract, list_inputs, max_blocks
 from vae.raysetup import finish_ray, init_ray
@@ -30,8 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="folder or s3:// prefix of {digit}_{speaker}_{take}.wav files")
     p.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet dataset")
     p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
-    p.add_argument("--blocks", type=int, default=None, help="pipeline blocks (default: from cluster CPUs and clip count)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--blocks", type=positive_int, default=None, help="pipeline blocks (default: from cluster CPUs and clip count)")
     return p.parse_args(argv)
 
 

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from jobs._cli import add_config_arguments, fail, job_config, parser, run
+from jobs._cli import add_config_arguments, fail, job_config, parser, positive_int, run
 from vae.config import ConfigError, ServeConfig
 
 APP_NAME = "fsdd-vae"
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replicas", type=int, help=f"model replicas (each one CPU; default {ServeConfig.num_replicas})")
     p.add_argument("--max-batch-size", type=int, help=f"requests per batch; 1 = one at a time (default {ServeConfig.max_batch_size})")
     p.add_argument("--max-clips", type=int, help=f"most clips one /api/generate request may ask for (default {ServeConfig.max_clips})")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
     p.add_argument("--wait", action="store_true", help="on a cluster, serve until interrupted instead of returning")
     add_config_arguments(p, "serve.max_upload_seconds=5")
     return p.parse_args(argv)

@@ -21,7 +21,7 @@ import json
 import sys
 from dataclasses import replace
 
-from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, parser, run
+from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, parser, positive_int, run
 from vae.config import MODEL_PRESETS, ConfigError, FaultConfig, ModelConfig, RunConfig, preset
 
 # Shorthand flag -> the config key it sets (fault.*: the test-only FaultConfig, never saved).
@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", type=int, help="checkpoints to keep (best by val_recon_mse, plus the latest)")
     p.add_argument("--fault-epoch", type=int, help=argparse.SUPPRESS)  # test-only fault switch
     p.add_argument("--fault-rank", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
     p.add_argument("--classifier", help="recogniser checkpoint (jobs.train_classifier): evaluate the best checkpoint "
                    "on audio, sample metrics included, into RUN/metrics.json and RUN/evaluation/")
     p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --classifier")

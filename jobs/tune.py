@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, config_overrides, parser, run
+from jobs._cli import add_config_arguments, config_overrides, parser, positive_int, run
 from vae.config import RunConfig, SweepConfig
 from vae.raysetup import finish_ray, init_ray
 from vae.search_space import load_space
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--classifier", default=None, help="digit recogniser checkpoint (jobs.train_classifier) for the objective")
     p.add_argument("--n-per-digit", type=int, help=f"samples per digit scored by the recogniser each epoch (default {SweepConfig.n_per_digit})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
     add_config_arguments(p, "sweep.max_failures=2")
     return p.parse_args(argv)
 

@@ -306,3 +306,27 @@ def test_exit_without_teardown_runs_atexit_flushes_and_keeps_the_status():
     assert out.returncode == 3, out.stderr
     assert out.stdout == "buffered, no newline; atexit ran\n"
     assert out.stderr == "err buffered"
+
+
+@pytest.mark.parametrize(
+    "job, required, flag",
+    [
+        ("preprocess", ["--input", "i", "--output", "o"], "--num-cpus"),
+        ("preprocess", ["--input", "i", "--output", "o"], "--blocks"),
+        ("train", ["--data", "d", "--storage", "s", "--name", "n"], "--num-cpus"),
+        ("tune", ["--data", "d", "--storage", "s", "--space", "x.yaml", "--name", "n"], "--num-cpus"),
+        ("pipeline", ["--input", "i", "--storage", "s", "--name", "n", "--train-only"], "--num-cpus"),
+        ("serve", ["--checkpoint", "c"], "--num-cpus"),
+    ],
+)
+@pytest.mark.parametrize("value, says", [("0", "must be at least 1, got 0"), ("-2", "must be at least 1, got -2"), ("two", "expected a whole number, got 'two'")])
+def test_counts_below_one_are_refused_naming_the_flag(job, required, flag, value, says, capsys):
+    """A local instance of 0 CPUs would never run a task (the job hung); 0 blocks failed inside Ray Data."""
+    import importlib
+
+    module = importlib.import_module(f"jobs.{job}")
+    assert getattr(module.parse_args([*required, flag, "3"]), flag[2:].replace("-", "_")) == 3
+    with pytest.raises(SystemExit) as info:
+        module.parse_args([*required, flag, value])
+    assert info.value.code == 2
+    assert f"argument {flag}: {says}" in capsys.readouterr().err
