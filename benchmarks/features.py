@@ -21,11 +21,10 @@ import os
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from vae import features as F
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
-from vae.dataset import clips_table, extract_clip, parquet_options
+from vae.dataset import clips_table, extract_clip, write_parquet
 from vae.vocoder import spectrograms_to_waveforms
 
 
@@ -64,8 +63,7 @@ def measure(files: list[str], name: str) -> dict:
     gl_s = time.perf_counter() - t
     lsd = [round_trip_lsd(d, y, cfg) for d, y in zip(data, waves)]
     buf = io.BytesIO()
-    table = clips_table(rows, cfg)
-    pq.write_table(table, buf, **parquet_options(table.schema))
+    write_parquet(clips_table(rows, cfg), buf)
     return dict(
         preset=name,
         shape=list(cfg.shape),

@@ -36,7 +36,6 @@ import tempfile
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from vae import dataset, storage
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
@@ -121,8 +120,8 @@ def run_job(inputs: str, dst: str, num_cpus: int, log: str, repo: str = REPO) ->
     # "N .wav files under ...": imports done, inputs listed; "extract: N inputs in B blocks": Ray is up.
     listed = next(at for at, text in lines if " .wav files under " in text)
     ray_up = next(at for at, text in lines if text.startswith("extract: ") and " blocks -> " in text)
-    # The last progress line, "extract: N/N inputs done": then only publishing (a pointer), Ray's shutdown
-    # and the interpreter's, whichever side of the final lines the job puts its shutdown.
+    # The last progress line, "extract: N/N inputs done": then the staging check, the summary file, the
+    # pointer switch, Ray's shutdown and the process's end, whichever side of the final lines the job shuts Ray down.
     done = [at for at, text in lines if text.startswith("extract: ") and " inputs done, " in text][-1]
     return dict(
         wall_s=wall,
@@ -200,7 +199,7 @@ def whole_process(args: argparse.Namespace, work: str, inputs: str, n_files: int
     for side in sides[1:]:
         r = result[side]
         print(f"  {side}: imports {r['imports_s']:.2f} s, Ray start {r['ray_start_s']:.2f} s, extraction {r['extraction_s']:.2f} s, "
-              f"exit (publishing, Ray's shutdown) {r['exit_s']:.2f} s")
+              f"exit (publishing, Ray's shutdown, process end) {r['exit_s']:.2f} s")
     diff = same_features(os.path.join(work, "loop"), os.path.join(work, "job"))
     print(f"same features: mean |loop - job| {diff:.2g} over 50 clips (the notebook resamples only the first 0.74 s)")
     print(json.dumps(dict(result, mean_abs_diff=float(f"{diff:.3g}"), load_average_1min=round(os.getloadavg()[0], 1))))
@@ -220,8 +219,7 @@ def sequential(src: str | list[str], dst: str, cfg: FeatureConfig, num_cpus: int
     written = 0
     for start in range(0, len(items), per_file):
         rows, _ = dataset.extract_rows(items[start : start + per_file], fs, cfg)
-        table = dataset.clips_table(rows, cfg)
-        pq.write_table(table, os.path.join(dst, f"part-{start}.parquet"), **dataset.parquet_options(table.schema))
+        dataset.write_parquet(dataset.clips_table(rows, cfg), os.path.join(dst, f"part-{start}.parquet"))
         written += len(rows)
     return written
 

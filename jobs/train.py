@@ -117,7 +117,7 @@ def _main(args: argparse.Namespace) -> int:
     from vae import storage
     from vae.dataset import read_feature_config
     from vae.pipeline import evaluate_best
-    from vae.raysetup import init_ray
+    from vae.raysetup import finish_ray, init_ray
     from vae.training import check_run, fit, stored_run_config
 
     owns_ray = not ray.is_initialized()
@@ -138,7 +138,7 @@ def _main(args: argparse.Namespace) -> int:
         result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume, fault=fault)
     finally:
         if owns_ray and ray.is_initialized():
-            ray.shutdown()  # also flushes worker logs, so the JSON below stays the last line
+            finish_ray()  # also flushes worker logs, so the JSON below stays the last line
 
     evaluation = {}
     if args.evaluate or args.classifier:

@@ -260,15 +260,19 @@ def _is_array(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
+def write_parquet(table: pa.Table, where: Any, **kwargs: Any) -> None:
+    """``pq.write_table`` with :func:`parquet_options`: how every clips file is written."""
+    pq.write_table(table, where, **parquet_options(table.schema), **kwargs)
+
+
 def _write_table(table: pa.Table, loc: storage.Location) -> None:
-    options = parquet_options(table.schema)
     try:
         if storage.is_s3(loc.uri):
-            pq.write_table(table, loc.path, filesystem=loc.fs, **options)
+            write_parquet(table, loc.path, filesystem=loc.fs)
             return
         # Locally, a hidden temporary name then a rename: readers never see half a file.
         tmp = os.path.join(os.path.dirname(loc.path), f".{os.path.basename(loc.path)}.tmp")
-        pq.write_table(table, tmp, filesystem=loc.fs, **options)
+        write_parquet(table, tmp, filesystem=loc.fs)
         loc.fs.move(tmp, loc.path)
     except OSError as exc:
         raise storage.StorageError(f"cannot write {loc.uri}: {exc}") from exc

@@ -77,8 +77,9 @@ def warm_workers(modules: Sequence[str], tasks: int | None = None) -> list[Any]:
     """
     import ray
 
+    count = min(cluster_cpus(), tasks) if tasks else cluster_cpus()
     load = ray.remote(num_cpus=1, max_retries=0)(_import_modules)
-    return [load.remote(tuple(modules)) for _ in range(max(1, min(cluster_cpus(), tasks or cluster_cpus())))]
+    return [load.remote(tuple(modules)) for _ in range(max(1, count))]
 
 
 def _import_modules(modules: tuple[str, ...]) -> list[str]:
