@@ -4,12 +4,13 @@ BIN := $(VENV)/bin
 FSDD_DIR ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast install lock clean
 
-$(STAMP): pyproject.toml
+# Every install is the lock's: the same versions, checked by hash, today and next month.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,3 +27,12 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Re-resolve the lock files from pyproject.toml's ranges (the newest versions they allow), then
+# `make install` installs them. requirements-gpu.lock is the same set plus CUDA's libraries, for
+# the cluster's GPU image; it is constrained to requirements.lock so both agree on every package.
+LOCK_FLAGS := --universal --python-version 3.11 --fork-strategy fewest --generate-hashes --quiet
+lock:
+	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra dev $(LOCK_FLAGS) --upgrade -o requirements.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra gpu $(LOCK_FLAGS) --upgrade -c requirements.lock -o requirements-gpu.lock

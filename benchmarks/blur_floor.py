@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from vae import checkpoint, generation
     from vae.config import ConfigError, EvalConfig, to_dict
     from vae.dataset import load_split_numpy, read_feature_config
-    from vae.evaluation import audio, metrics as M, recogniser
+    from vae.evaluation import audio, recogniser
+    from vae.evaluation import metrics as M
     from vae.evaluation.context import TEST_COLUMNS, read_originals
     from vae.evaluation.evaluators.samples import reference_subsets
 
@@ -68,15 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         candidates[f"blurred {sigma:g} px along time only"] = blurred(specs, (0.0, sigma))
 
     rows = []
-    print("| test spectrograms | recon_mse_decoder | recon_lsd_db | frechet_distance | heard as their digit |\n|---|---|---|---|---|")
+    print(
+        "| test spectrograms | recon_mse_decoder | recon_lsd_db | frechet_distance | heard as their digit |\n|---|---|---|---|---|"
+    )
     for name, spectrograms in candidates.items():
         waves = audio.resynthesise(spectrograms, feats, *ranges, label=name)
         heard = rec.listen(waves, feats.sample_rate)
         row = {
             "spectrograms": name,
-            "recon_mse_decoder": float(np.mean((np.asarray(spectrograms, np.float64).reshape(specs.shape) - specs) ** 2)),
+            "recon_mse_decoder": float(
+                np.mean((np.asarray(spectrograms, np.float64).reshape(specs.shape) - specs) ** 2)
+            ),
             "recon_lsd_db": M.recon_lsd_db(originals, waves, feats),
-            "frechet_distance": float(np.mean([M.frechet_distance(heard.embeddings[i], real.embeddings) for i in subsets])),
+            "frechet_distance": float(
+                np.mean([M.frechet_distance(heard.embeddings[i], real.embeddings) for i in subsets])
+            ),
             "heard_as_their_digit": M.digit_accuracy(heard.probs, digits),
         }
         rows.append(row)
@@ -85,7 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['heard_as_their_digit']:.3f} |",
             flush=True,
         )
-    print(json.dumps({"data": args.data, "classifier": args.classifier, "checkpoint": args.checkpoint, "clips": len(specs), "rows": rows}))
+    print(
+        json.dumps(
+            {
+                "data": args.data,
+                "classifier": args.classifier,
+                "checkpoint": args.checkpoint,
+                "clips": len(specs),
+                "rows": rows,
+            }
+        )
+    )
     return 0
 
 

@@ -31,8 +31,7 @@ from vae.vocoder import spectrograms_to_waveforms
 def clip_files(src: str, takes: list[int]) -> list[str]:
     """Every clip of the given test-split takes (each digit and speaker), sorted."""
     return sorted(
-        os.path.join(src, f) for f in os.listdir(src)
-        if f.endswith(".wav") and int(f[:-4].rsplit("_", 1)[1]) in takes
+        os.path.join(src, f) for f in os.listdir(src) if f.endswith(".wav") and int(f[:-4].rsplit("_", 1)[1]) in takes
     )
 
 
@@ -80,7 +79,9 @@ def measure(files: list[str], name: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", default=os.environ.get("FSDD_DIR") or os.path.join(repo, "..", "shared", "fsdd", "recordings"))
+    p.add_argument(
+        "--src", default=os.environ.get("FSDD_DIR") or os.path.join(repo, "..", "shared", "fsdd", "recordings")
+    )
     p.add_argument("--takes", type=int, nargs="+", default=[0], help="test-split takes (0-4) to use")
     p.add_argument("--presets", nargs="+", default=["seed", "default"], choices=sorted(FEATURE_PRESETS))
     args = p.parse_args(argv)
@@ -90,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'preset':8} {'shape':>10} {'LSD dB':>7} {'KiB/clip':>9} {'Parquet KiB':>12} {'GL ms':>7}")
     for r in results:
         shape = "x".join(map(str, r["shape"]))
-        print(f"{r['preset']:8} {shape:>10} {r['lsd_db']:7.2f} {r['tensor_kib_per_clip']:9.1f} "
-              f"{r['parquet_kib_per_clip']:12.1f} {r['griffin_lim_ms_per_clip']:7.1f}")
+        print(
+            f"{r['preset']:8} {shape:>10} {r['lsd_db']:7.2f} {r['tensor_kib_per_clip']:9.1f} "
+            f"{r['parquet_kib_per_clip']:12.1f} {r['griffin_lim_ms_per_clip']:7.1f}"
+        )
     print(json.dumps(results))
 
 

@@ -19,10 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def sources(rev: str | None) -> dict[str, str]:
     """Path -> text of every .py file under vae/ and jobs/, at ``rev`` or in the working tree."""
     if rev is None:
-        return {str(p.relative_to(ROOT)): p.read_text() for d in ("vae", "jobs") for p in sorted((ROOT / d).rglob("*.py"))}
-    names = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "vae", "jobs"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split()
-    show = lambda name: subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout  # noqa: E731
+        return {
+            str(p.relative_to(ROOT)): p.read_text() for d in ("vae", "jobs") for p in sorted((ROOT / d).rglob("*.py"))
+        }
+    names = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", rev, "vae", "jobs"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+
+    def show(name: str) -> str:
+        return subprocess.run(
+            ["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
+
     return {name: show(name) for name in names if name.endswith(".py")}
 
 

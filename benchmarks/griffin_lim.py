@@ -47,8 +47,17 @@ def librosa_griffin_lim(spec: np.ndarray, cfg: FeatureConfig, db_min: float, db_
     full = np.zeros((cfg.n_fft // 2 + 1, mag.shape[1]), dtype=np.float32)
     full[: mag.shape[0]] = mag
     y = librosa.griffinlim(
-        full, n_iter=cfg.griffin_lim_iters, hop_length=cfg.hop_length, win_length=cfg.n_fft, n_fft=cfg.n_fft,
-        window="hann", center=True, length=cfg.n_samples, momentum=MOMENTUM, init="random", random_state=seed,
+        full,
+        n_iter=cfg.griffin_lim_iters,
+        hop_length=cfg.hop_length,
+        win_length=cfg.n_fft,
+        n_fft=cfg.n_fft,
+        window="hann",
+        center=True,
+        length=cfg.n_samples,
+        momentum=MOMENTUM,
+        init="random",
+        random_state=seed,
     )
     return F.peak_normalise(y)
 
@@ -68,6 +77,7 @@ def librosa_pool(specs, lo, hi, cfg, workers: int) -> np.ndarray:
 
 def _timed(fn) -> tuple[np.ndarray, float, float]:
     """(result, wall s, CPU s of this process and of its finished children)."""
+
     def cpu() -> float:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
@@ -80,7 +90,9 @@ def _timed(fn) -> tuple[np.ndarray, float, float]:
 def main(argv: list[str] | None = None) -> None:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", default=os.environ.get("FSDD_DIR") or os.path.join(repo, "..", "shared", "fsdd", "recordings"))
+    p.add_argument(
+        "--src", default=os.environ.get("FSDD_DIR") or os.path.join(repo, "..", "shared", "fsdd", "recordings")
+    )
     p.add_argument("--takes", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="test-split takes (0-4) to use")
     p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS))
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
@@ -95,13 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     specs = np.stack([r["spectrogram"] for r in rows])
     lo, hi = np.array([r["db_min"] for r in rows]), np.array([r["db_max"] for r in rows])
     load_before = os.getloadavg()
-    print(f"{n} clips (takes {args.takes}), features {args.features} {cfg.shape[0]} x {cfg.shape[1]}, "
-          f"{cfg.griffin_lim_iters} iterations; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
-          flush=True)
+    print(
+        f"{n} clips (takes {args.takes}), features {args.features} {cfg.shape[0]} x {cfg.shape[1]}, "
+        f"{cfg.griffin_lim_iters} iterations; load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+        flush=True,
+    )
 
-    paths = {"librosa per clip, 1 process": lambda: np.stack(
-        [librosa_griffin_lim(s, cfg, a, b, i) for i, (s, a, b) in enumerate(zip(specs, lo, hi))])}
-    paths[f"librosa per clip, {args.workers} spawned processes"] = lambda: librosa_pool(specs, lo, hi, cfg, args.workers)
+    paths = {
+        "librosa per clip, 1 process": lambda: np.stack(
+            [librosa_griffin_lim(s, cfg, a, b, i) for i, (s, a, b) in enumerate(zip(specs, lo, hi))]
+        )
+    }
+    paths[f"librosa per clip, {args.workers} spawned processes"] = lambda: librosa_pool(
+        specs, lo, hi, cfg, args.workers
+    )
     variants = [(b, True) for b in args.batches] + ([(32, False)] if 32 in args.batches else [])
     compile_s = {}
     for b, xla in variants:
@@ -124,33 +143,59 @@ def main(argv: list[str] | None = None) -> None:
 
     base = float(np.median([w for w, _ in runs["librosa per clip, 1 process"]]))
     lsd_librosa = [round_trip_lsd(d, y, cfg) for d, y in zip(data, waves["librosa per clip, 1 process"])]
-    lsd_tf = [round_trip_lsd(d, y, cfg) for d, y in zip(data, waves["TF batch 32" if 32 in args.batches else f"TF batch {args.batches[0]}"])]
+    lsd_tf = [
+        round_trip_lsd(d, y, cfg)
+        for d, y in zip(data, waves["TF batch 32" if 32 in args.batches else f"TF batch {args.batches[0]}"])
+    ]
     load_after = os.getloadavg()
     cores = cores_available(2)
 
-    print(f"\n{n} clips, {args.features} features; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-          f"two busy processes got {cores:.2f} cores")
+    print(
+        f"\n{n} clips, {args.features} features; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+        f"two busy processes got {cores:.2f} cores"
+    )
     print(f"{'path':38} {'clips/s':>8} {'ms/clip':>8} {'CPU ms/clip':>12} {'vs librosa':>11} {'compile s':>10}")
     results = []
     for name, timings in runs.items():
         wall = float(np.median([w for w, _ in timings]))
         cpu = float(np.median([c for _, c in timings]))
-        results.append(dict(path=name, clips_per_s=round(n / wall, 1), ms_per_clip=round(1e3 * wall / n, 1),
-                            cpu_ms_per_clip=round(1e3 * cpu / n, 1), speedup=round(base / wall, 2),
-                            compile_s=round(compile_s[name], 2) if name in compile_s else None))
+        results.append(
+            dict(
+                path=name,
+                clips_per_s=round(n / wall, 1),
+                ms_per_clip=round(1e3 * wall / n, 1),
+                cpu_ms_per_clip=round(1e3 * cpu / n, 1),
+                speedup=round(base / wall, 2),
+                compile_s=round(compile_s[name], 2) if name in compile_s else None,
+            )
+        )
         r = results[-1]
         comp = f"{r['compile_s']:10.2f}" if r["compile_s"] is not None else f"{'':10}"
-        print(f"{name:38} {r['clips_per_s']:8.1f} {r['ms_per_clip']:8.1f} {r['cpu_ms_per_clip']:12.1f} {r['speedup']:10.2f}x {comp}")
+        print(
+            f"{name:38} {r['clips_per_s']:8.1f} {r['ms_per_clip']:8.1f} {r['cpu_ms_per_clip']:12.1f} {r['speedup']:10.2f}x {comp}"
+        )
     diff = float(np.mean(lsd_tf) - np.mean(lsd_librosa))
     ok = abs(diff) <= 0.2
-    print(f"round-trip LSD: librosa {np.mean(lsd_librosa):.3f} dB, TF {np.mean(lsd_tf):.3f} dB, "
-          f"difference {diff:+.3f} dB (limit 0.2): {'OK' if ok else 'FAIL'}")
-    print(json.dumps(dict(
-        clips=n, features=args.features, iterations=cfg.griffin_lim_iters, results=results,
-        lsd_db_librosa=round(float(np.mean(lsd_librosa)), 3), lsd_db_tf=round(float(np.mean(lsd_tf)), 3),
-        lsd_within_limit=ok, load_before=[round(v, 2) for v in load_before],
-        load_after=[round(v, 2) for v in load_after], cores_available=round(cores, 2),
-    )))
+    print(
+        f"round-trip LSD: librosa {np.mean(lsd_librosa):.3f} dB, TF {np.mean(lsd_tf):.3f} dB, "
+        f"difference {diff:+.3f} dB (limit 0.2): {'OK' if ok else 'FAIL'}"
+    )
+    print(
+        json.dumps(
+            dict(
+                clips=n,
+                features=args.features,
+                iterations=cfg.griffin_lim_iters,
+                results=results,
+                lsd_db_librosa=round(float(np.mean(lsd_librosa)), 3),
+                lsd_db_tf=round(float(np.mean(lsd_tf)), 3),
+                lsd_within_limit=ok,
+                load_before=[round(v, 2) for v in load_before],
+                load_after=[round(v, 2) for v in load_after],
+                cores_available=round(cores, 2),
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

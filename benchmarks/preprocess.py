@@ -95,7 +95,13 @@ def run_loop(inputs: str, dst: str) -> dict:
     """The notebook's loop as a fresh process; its own figures plus the wall time from spawn to exit."""
     shutil.rmtree(dst, ignore_errors=True)
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "benchmarks.notebook_loop", inputs, dst], cwd=REPO, env=_env(), capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.notebook_loop", inputs, dst],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if res.returncode:
         raise RuntimeError(f"notebook loop failed:\n{res.stderr[-3000:]}")
@@ -105,7 +111,19 @@ def run_loop(inputs: str, dst: str) -> dict:
 def run_job(inputs: str, dst: str, num_cpus: int, log: str, repo: str = REPO) -> dict:
     """``python -m jobs.preprocess --features seed`` of the checkout ``repo`` as a fresh process, with when its lines appeared."""
     shutil.rmtree(dst, ignore_errors=True)
-    cmd = [sys.executable, "-m", "jobs.preprocess", "--input", inputs, "--output", dst, "--features", "seed", "--num-cpus", str(num_cpus)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.preprocess",
+        "--input",
+        inputs,
+        "--output",
+        dst,
+        "--features",
+        "seed",
+        "--num-cpus",
+        str(num_cpus),
+    ]
     lines = []
     with open(log, "w") as err:
         t = time.perf_counter()
@@ -115,7 +133,9 @@ def run_job(inputs: str, dst: str, num_cpus: int, log: str, repo: str = REPO) ->
         proc.wait()
         wall = time.perf_counter() - t
     if proc.returncode:
-        raise RuntimeError(f"jobs.preprocess failed:\n" + "\n".join(text for _, text in lines[-20:]) + open(log).read()[-3000:])
+        raise RuntimeError(
+            "jobs.preprocess failed:\n" + "\n".join(text for _, text in lines[-20:]) + open(log).read()[-3000:]
+        )
     summary = json.loads(lines[-1][1])
     # "N .wav files under ...": imports done, inputs listed; "extract: N inputs in B blocks": Ray is up.
     listed = next(at for at, text in lines if " .wav files under " in text)
@@ -138,7 +158,10 @@ def run_job(inputs: str, dst: str, num_cpus: int, log: str, repo: str = REPO) ->
 def same_features(loop_dst: str, job_dst: str, n: int = 50) -> float:
     """Mean |loop - job| over ``n`` clips' spectrograms (the notebook resamples only the first 0.74 s)."""
     rows = dataset.load_split_numpy(job_dst, None, columns=["id", "spectrogram"])
-    diffs = [np.abs(np.load(os.path.join(loop_dst, f"{i}.wav.npy")) - s).mean() for i, s in zip(rows["id"][:n], rows["spectrogram"][:n])]
+    diffs = [
+        np.abs(np.load(os.path.join(loop_dst, f"{i}.wav.npy")) - s).mean()
+        for i, s in zip(rows["id"][:n], rows["spectrogram"][:n])
+    ]
     return float(np.mean(diffs))
 
 
@@ -152,31 +175,49 @@ def whole_process(args: argparse.Namespace, work: str, inputs: str, n_files: int
                 runs[side].append(run_loop(inputs, os.path.join(work, "loop")))
             else:
                 repo = REPO if side == "job" else os.path.abspath(args.before)
-                runs[side].append(run_job(inputs, os.path.join(work, side), args.num_cpus, os.path.join(work, f"{side}.log"), repo))
+                runs[side].append(
+                    run_job(inputs, os.path.join(work, side), args.num_cpus, os.path.join(work, f"{side}.log"), repo)
+                )
                 assert runs[side][-1]["written"] == n_files and runs[side][-1]["rejected"] == 0, runs[side][-1]
         assert runs["loop"][-1]["clips"] == n_files
         lo = runs["loop"][-1]
-        print(f"round {r + 1} ({' then '.join(order)}), load average {os.getloadavg()[0]:.1f}: loop {lo['wall_s']:.2f} s "
-              f"(CPU {1e3 * lo['loop_cpu_s'] / lo['clips']:.2f} ms per clip)", end="")
+        print(
+            f"round {r + 1} ({' then '.join(order)}), load average {os.getloadavg()[0]:.1f}: loop {lo['wall_s']:.2f} s "
+            f"(CPU {1e3 * lo['loop_cpu_s'] / lo['clips']:.2f} ms per clip)",
+            end="",
+        )
         for side in sides[1:]:
             jb = runs[side][-1]
-            print(f"; {side} {jb['wall_s']:.2f} s = {lo['wall_s'] / jb['wall_s']:.2f}x (imports {jb['imports_s']:.2f} s, Ray start "
-                  f"{jb['ray_start_s']:.2f} s, extraction {jb['extraction_s']:.2f} s, exit {jb['exit_s']:.2f} s; "
-                  f"CPU {1e3 * jb['worker_cpu_s'] / jb['written']:.2f} ms per clip)", end="")
+            print(
+                f"; {side} {jb['wall_s']:.2f} s = {lo['wall_s'] / jb['wall_s']:.2f}x (imports {jb['imports_s']:.2f} s, Ray start "
+                f"{jb['ray_start_s']:.2f} s, extraction {jb['extraction_s']:.2f} s, exit {jb['exit_s']:.2f} s; "
+                f"CPU {1e3 * jb['worker_cpu_s'] / jb['written']:.2f} ms per clip)",
+                end="",
+            )
         print(flush=True)
 
     def med(side: str, key: str) -> float:
         return float(np.median([row[key] for row in runs[side]]))
 
     loop_s = med("loop", "wall_s")
-    loop_cpu_ms = 1e3 * float(np.median([(x["loop_cpu_s"] - x["first_clip_cpu_s"]) / (x["clips"] - 1) for x in runs["loop"]]))
+    loop_cpu_ms = 1e3 * float(
+        np.median([(x["loop_cpu_s"] - x["first_clip_cpu_s"]) / (x["clips"] - 1) for x in runs["loop"]])
+    )
     print(f"medians of {args.repeats} rounds, {n_files} clips, seed features, {args.num_cpus} CPUs:")
     print(f"  {'':26} {'whole process':>13} {'vs loop':>8} {'start-up':>9} {'CPU per clip':>13}")
-    print(f"  {'notebook loop':26} {loop_s:11.2f} s {'1.00x':>8} {med('loop', 'startup_s'):7.2f} s {loop_cpu_ms:10.2f} ms")
+    print(
+        f"  {'notebook loop':26} {loop_s:11.2f} s {'1.00x':>8} {med('loop', 'startup_s'):7.2f} s {loop_cpu_ms:10.2f} ms"
+    )
     result = dict(
-        mode="whole_process", clips=n_files, features="seed", num_cpus=args.num_cpus, repeats=args.repeats,
-        loop_s=[round(x["wall_s"], 2) for x in runs["loop"]], loop_startup_s=round(med("loop", "startup_s"), 2),
-        loop_cpu_ms_per_clip=round(loop_cpu_ms, 3), loop_first_clip_cpu_s=round(med("loop", "first_clip_cpu_s"), 2),
+        mode="whole_process",
+        clips=n_files,
+        features="seed",
+        num_cpus=args.num_cpus,
+        repeats=args.repeats,
+        loop_s=[round(x["wall_s"], 2) for x in runs["loop"]],
+        loop_startup_s=round(med("loop", "startup_s"), 2),
+        loop_cpu_ms_per_clip=round(loop_cpu_ms, 3),
+        loop_first_clip_cpu_s=round(med("loop", "first_clip_cpu_s"), 2),
     )
     for side in sides[1:]:
         job_s = med(side, "wall_s")
@@ -185,21 +226,33 @@ def whole_process(args: argparse.Namespace, work: str, inputs: str, n_files: int
         label = "jobs.preprocess" + (" (--before)" if side == "before" else "")
         # Each round's own ratio too: on a machine whose speed drifts, a round's sides ran under the same conditions.
         paired = float(np.median([lo["wall_s"] / x["wall_s"] for lo, x in zip(runs["loop"], runs[side])]))
-        print(f"  {label:26} {job_s:11.2f} s {loop_s / job_s:7.2f}x {startup:7.2f} s {cpu_ms:10.2f} ms   (median of rounds' ratios {paired:.2f}x)")
+        print(
+            f"  {label:26} {job_s:11.2f} s {loop_s / job_s:7.2f}x {startup:7.2f} s {cpu_ms:10.2f} ms   (median of rounds' ratios {paired:.2f}x)"
+        )
         result[side] = dict(
-            wall_s=[round(x["wall_s"], 2) for x in runs[side]], ratio=round(loop_s / job_s, 3), round_ratio_median=round(paired, 3),
+            wall_s=[round(x["wall_s"], 2) for x in runs[side]],
+            ratio=round(loop_s / job_s, 3),
+            round_ratio_median=round(paired, 3),
             startup_s=round(startup, 2),
-            imports_s=round(med(side, "imports_s"), 2), ray_start_s=round(med(side, "ray_start_s"), 2),
-            extraction_s=round(med(side, "extraction_s"), 2), exit_s=round(med(side, "exit_s"), 2),
+            imports_s=round(med(side, "imports_s"), 2),
+            ray_start_s=round(med(side, "ray_start_s"), 2),
+            extraction_s=round(med(side, "extraction_s"), 2),
+            exit_s=round(med(side, "exit_s"), 2),
             worker_cpu_ms_per_clip=round(cpu_ms, 3),
         )
-    print("  start-up: the loop's is its imports (librosa); the job's is its imports and Ray's start, until extraction begins")
-    print(f"  CPU per clip: the loop's, less its first clip (librosa's lazy imports, {1e3 * med('loop', 'first_clip_cpu_s'):.0f} ms); "
-          f"the job's extraction tasks', summed over workers")
+    print(
+        "  start-up: the loop's is its imports (librosa); the job's is its imports and Ray's start, until extraction begins"
+    )
+    print(
+        f"  CPU per clip: the loop's, less its first clip (librosa's lazy imports, {1e3 * med('loop', 'first_clip_cpu_s'):.0f} ms); "
+        f"the job's extraction tasks', summed over workers"
+    )
     for side in sides[1:]:
         r = result[side]
-        print(f"  {side}: imports {r['imports_s']:.2f} s, Ray start {r['ray_start_s']:.2f} s, extraction {r['extraction_s']:.2f} s, "
-              f"exit (publishing, Ray's shutdown, process end) {r['exit_s']:.2f} s")
+        print(
+            f"  {side}: imports {r['imports_s']:.2f} s, Ray start {r['ray_start_s']:.2f} s, extraction {r['extraction_s']:.2f} s, "
+            f"exit (publishing, Ray's shutdown, process end) {r['exit_s']:.2f} s"
+        )
     diff = same_features(os.path.join(work, "loop"), os.path.join(work, "job"))
     print(f"same features: mean |loop - job| {diff:.2g} over 50 clips (the notebook resamples only the first 0.74 s)")
     print(json.dumps(dict(result, mean_abs_diff=float(f"{diff:.3g}"), load_average_1min=round(os.getloadavg()[0], 1))))
@@ -236,8 +289,11 @@ def extraction_phase(args: argparse.Namespace, work: str, inputs: str, files: li
     warm = files[: 16 * args.num_cpus]
     dataset.extract(warm, os.path.join(work, "warm-ray"), cfg, num_blocks=2 * args.num_cpus, progress=None)
     cold_s = time.perf_counter() - t
-    print(f"excluded: ray start-up {start_s:.2f} s; first run in the fresh instance "
-          f"({len(warm)} clips, workers start) {cold_s:.2f} s", flush=True)
+    print(
+        f"excluded: ray start-up {start_s:.2f} s; first run in the fresh instance "
+        f"({len(warm)} clips, workers start) {cold_s:.2f} s",
+        flush=True,
+    )
 
     cores = [cores_available(1), cores_available(2)]
     print(f"cores available now: {cores[0]:.2f} to one process, {cores[1]:.2f} to two", flush=True)
@@ -252,8 +308,11 @@ def extraction_phase(args: argparse.Namespace, work: str, inputs: str, files: li
         ray_times.append(time.perf_counter() - t)
         ray_cpu.append(summary.worker_cpu_s + time.process_time() - c)
         assert n_seq == summary.written == len(files) and summary.rejected == 0
-        print(f"round {r + 1}: sequential {seq_times[-1]:.2f} s, ray data {ray_times[-1]:.2f} s, "
-              f"ratio {seq_times[-1] / ray_times[-1]:.2f}x, load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"round {r + 1}: sequential {seq_times[-1]:.2f} s, ray data {ray_times[-1]:.2f} s, "
+            f"ratio {seq_times[-1] / ray_times[-1]:.2f}x, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     seq_s, ray_s = float(np.median(seq_times)), float(np.median(ray_times))
     print(f"sequential loop: {len(files) / seq_s:.0f} clips/s (median {seq_s:.2f} s)")
     print(f"ray data job:    {len(files) / ray_s:.0f} clips/s (median {ray_s:.2f} s)")
@@ -261,27 +320,56 @@ def extraction_phase(args: argparse.Namespace, work: str, inputs: str, files: li
     print(f"cores available after: {cores[2]:.2f} to one process, {cores[3]:.2f} to two")
     print(f"ratio ray/sequential: {seq_s / ray_s:.2f}x")
     # CPU seconds do not depend on what else runs on the cores: they show the job's overhead.
-    print(f"CPU per 1000 clips: sequential {1000 * np.median(seq_cpu) / len(files):.2f} s, "
-          f"ray (workers + driver) {1000 * np.median(ray_cpu) / len(files):.2f} s")
-    print(json.dumps(dict(
-        mode="extraction_phase", clips=len(files), features=args.features, num_cpus=args.num_cpus, repeats=args.repeats,
-        sequential_clips_per_s=round(len(files) / seq_s, 1), ray_clips_per_s=round(len(files) / ray_s, 1),
-        ratio=round(seq_s / ray_s, 3), sequential_s=[round(x, 2) for x in seq_times],
-        ray_s=[round(x, 2) for x in ray_times], sequential_cpu_s=[round(x, 2) for x in seq_cpu],
-        ray_cpu_s=[round(x, 2) for x in ray_cpu], load_average_1min=round(os.getloadavg()[0], 1),
-        cores_available_1_2_before_after=[round(c, 2) for c in cores], ray_startup_s=round(start_s, 2), ray_first_run_s=round(cold_s, 2),
-    )))
+    print(
+        f"CPU per 1000 clips: sequential {1000 * np.median(seq_cpu) / len(files):.2f} s, "
+        f"ray (workers + driver) {1000 * np.median(ray_cpu) / len(files):.2f} s"
+    )
+    print(
+        json.dumps(
+            dict(
+                mode="extraction_phase",
+                clips=len(files),
+                features=args.features,
+                num_cpus=args.num_cpus,
+                repeats=args.repeats,
+                sequential_clips_per_s=round(len(files) / seq_s, 1),
+                ray_clips_per_s=round(len(files) / ray_s, 1),
+                ratio=round(seq_s / ray_s, 3),
+                sequential_s=[round(x, 2) for x in seq_times],
+                ray_s=[round(x, 2) for x in ray_times],
+                sequential_cpu_s=[round(x, 2) for x in seq_cpu],
+                ray_cpu_s=[round(x, 2) for x in ray_cpu],
+                load_average_1min=round(os.getloadavg()[0], 1),
+                cores_available_1_2_before_after=[round(c, 2) for c in cores],
+                ray_startup_s=round(start_s, 2),
+                ray_first_run_s=round(cold_s, 2),
+            )
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--src", default=os.environ.get("FSDD_DIR") or os.path.join(REPO, "..", "shared", "fsdd", "recordings"))
+    p.add_argument(
+        "--src", default=os.environ.get("FSDD_DIR") or os.path.join(REPO, "..", "shared", "fsdd", "recordings")
+    )
     p.add_argument("--clips", type=int, default=None, help="default 15,000 (10,000 with --phase)")
     p.add_argument("--num-cpus", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=3, help="alternating rounds of each side")
-    p.add_argument("--phase", action="store_true", help="the extraction phase alone, in this process (Ray started and warm)")
-    p.add_argument("--before", metavar="CHECKOUT", help="also time jobs.preprocess of another checkout (e.g. a git worktree of main)")
-    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="with --phase only: the notebook computes seed")
+    p.add_argument(
+        "--phase", action="store_true", help="the extraction phase alone, in this process (Ray started and warm)"
+    )
+    p.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also time jobs.preprocess of another checkout (e.g. a git worktree of main)",
+    )
+    p.add_argument(
+        "--features",
+        default="default",
+        choices=sorted(FEATURE_PRESETS),
+        help="with --phase only: the notebook computes seed",
+    )
     args = p.parse_args(argv)
     clips = args.clips or (10_000 if args.phase else 15_000)
 

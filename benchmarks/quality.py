@@ -50,14 +50,18 @@ VARIANTS: dict[str, dict] = {
 METRICS = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db")
 
 
-def run_variant(name: str, overrides: dict, seed: int, data: str, classifier: str, budget: float, storage_dir: str) -> dict:
+def run_variant(
+    name: str, overrides: dict, seed: int, data: str, classifier: str, budget: float, storage_dir: str
+) -> dict:
     from vae import checkpoint
     from vae.config import RunConfig
     from vae.evaluation.run import evaluate_run
     from vae.search_space import apply_overrides
     from vae.training import fit
 
-    cfg = apply_overrides(RunConfig(), {**overrides, "train.seed": seed, "train.epochs": 1000, "train.time_budget_s": budget})
+    cfg = apply_overrides(
+        RunConfig(), {**overrides, "train.seed": seed, "train.epochs": 1000, "train.time_budget_s": budget}
+    )
     t0 = time.perf_counter()
     result = fit(cfg, data, storage_dir, f"{name}-seed{seed}")
     train_s = time.perf_counter() - t0
@@ -91,8 +95,10 @@ def main() -> None:
                 rows.append(run_variant(name, VARIANTS[name], seed, args.data, args.classifier, args.budget, tmp))
                 print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\n{args.budget:.0f} s of training per run on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
-          f"mean (min-max) over seeds {args.seeds}")
+    print(
+        f"\n{args.budget:.0f} s of training per run on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"mean (min-max) over seeds {args.seeds}"
+    )
     print(f"{'variant':<12} {'sampler':<7} {'epochs':>6}  " + "  ".join(f"{m:>22}" for m in METRICS))
     for name in args.variants:
         mine = [r for r in rows if r["variant"] == name]
@@ -102,7 +108,9 @@ def main() -> None:
             cells.append(f"{v.mean():8.3f} ({v.min():.2f}-{v.max():.2f})" if len(v) else f"{'-':>22}")
         epochs = "/".join(str(r["epochs"]) for r in mine)
         print(f"{name:<12} {mine[0]['sampler']:<7} {epochs:>6}  " + "  ".join(f"{c:>22}" for c in cells))
-    floors = [float(np.mean([r[f"{m}_floor"] for r in rows if r.get(f"{m}_floor") is not None] or [np.nan])) for m in METRICS]
+    floors = [
+        float(np.mean([r[f"{m}_floor"] for r in rows if r.get(f"{m}_floor") is not None] or [np.nan])) for m in METRICS
+    ]
     print(f"{'floor':<12} {'':<7} {'':>6}  " + "  ".join(f"{f:>22.3f}" for f in floors))
     print(json.dumps({"budget_s": args.budget, "seeds": args.seeds, "rows": rows}))
 

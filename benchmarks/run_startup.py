@@ -45,7 +45,9 @@ print(json.dumps(seconds))
 def time_fits(tree: str, data: str, fits: int) -> list[float]:
     env = {**os.environ, "PYTHONPATH": tree}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-c", FITS_SCRIPT, data, str(fits)], cwd=tree, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", FITS_SCRIPT, data, str(fits)], cwd=tree, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"fits in {tree} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -62,12 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[list[float]]] = {"before": [], "now": []}
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         before = os.path.join(tmp, "before")
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", before, args.before], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", before, args.before],
+            check=True,
+            capture_output=True,
+        )
         try:
             for r in range(args.rounds):
                 for label, tree in (("before", before), ("now", str(REPO))):
                     times[label].append(time_fits(tree, args.data, args.fits))
-                    print(f"round {r + 1}/{args.rounds} {label}: " + ", ".join(f"{s:.1f} s" for s in times[label][-1]), flush=True)
+                    print(
+                        f"round {r + 1}/{args.rounds} {label}: " + ", ".join(f"{s:.1f} s" for s in times[label][-1]),
+                        flush=True,
+                    )
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", before], capture_output=True)
 

@@ -102,7 +102,9 @@ def drive(port: int, prefix: str, make_requests, clients: int, seconds: float, k
     """``clients`` concurrent clients for ``seconds`` on the application at ``prefix``: the raw run."""
     before = get_json(port, prefix + "/api/model")["batching"][kind]
     deadline = time.monotonic() + seconds
-    threads = [Client(port, ((m, prefix + path, b) for m, path, b in make_requests(i)), deadline) for i in range(clients)]
+    threads = [
+        Client(port, ((m, prefix + path, b) for m, path, b in make_requests(i)), deadline) for i in range(clients)
+    ]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -146,12 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained --model checkpoint)")
     p.add_argument("--model", default="default", help="ModelConfig preset of the untrained checkpoint")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=8.0, help="per endpoint, mode and round (default run: about 2 minutes)")
+    p.add_argument(
+        "--seconds", type=float, default=8.0, help="per endpoint, mode and round (default run: about 2 minutes)"
+    )
     p.add_argument("--rounds", type=int, default=2, help="the modes take turns this many times (shared machines drift)")
-    p.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of the local Ray instance (at least 2 x --replicas)")
+    p.add_argument(
+        "--num-cpus", type=int, default=2, help="logical CPUs of the local Ray instance (at least 2 x --replicas)"
+    )
     p.add_argument("--max-batch-size", type=int, default=None, help="the batched mode's batch (default: ServeConfig's)")
     p.add_argument("--replicas", type=int, default=1, help="replicas of each mode's application")
-    p.add_argument("--fsdd-dir", default=os.environ.get("FSDD_DIR") or str(REPO.parent / "shared" / "fsdd" / "recordings"))
+    p.add_argument(
+        "--fsdd-dir", default=os.environ.get("FSDD_DIR") or str(REPO.parent / "shared" / "fsdd" / "recordings")
+    )
     args = p.parse_args(argv)
 
     import ray
@@ -165,10 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     fsdd = Path(args.fsdd_dir)
     tmp = tempfile.TemporaryDirectory(prefix="serve-load-")
     checkpoint = args.checkpoint or untrained_checkpoint(os.path.join(tmp.name, "checkpoint"), fsdd, args.model)
-    uploads = [(d, (fsdd / f"{d}_{s}_{t}.wav").read_bytes()) for d in range(10) for s in ("jackson", "theo", "yweweler") for t in range(3)]
+    uploads = [
+        (d, (fsdd / f"{d}_{s}_{t}.wav").read_bytes())
+        for d in range(10)
+        for s in ("jackson", "theo", "yweweler")
+        for t in range(3)
+    ]
     batched = replace(ServeConfig(), num_replicas=args.replicas)
     if args.max_batch_size:
-        batched = replace(batched, max_batch_size=args.max_batch_size, max_ongoing_requests=max(batched.max_ongoing_requests, 2 * args.max_batch_size))
+        batched = replace(
+            batched,
+            max_batch_size=args.max_batch_size,
+            max_ongoing_requests=max(batched.max_ongoing_requests, 2 * args.max_batch_size),
+        )
     modes = {"batched": batched.validate(), "one_at_a_time": replace(batched, max_batch_size=1).validate()}
 
     digits = list(range(10))  # the checkpoint's own, once it is deployed
@@ -176,10 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     # Request streams of client i; a client also stops at MAX_REQUESTS, whatever the deadline.
     # Uploads say their digit: a conditional model needs it (others ignore it).
     def generate(i: int):
-        return (("GET", f"/api/generate?digit={digits[(i + k) % len(digits)]}&seed={1000 * i + k}", None) for k in range(MAX_REQUESTS))
+        return (
+            ("GET", f"/api/generate?digit={digits[(i + k) % len(digits)]}&seed={1000 * i + k}", None)
+            for k in range(MAX_REQUESTS)
+        )
 
     def reconstruct(i: int):
-        return (("POST", f"/api/reconstruct?digit={d}", body) for d, body in (uploads[(7 * i + k) % len(uploads)] for k in range(MAX_REQUESTS)))
+        return (
+            ("POST", f"/api/reconstruct?digit={d}", body)
+            for d, body in (uploads[(7 * i + k) % len(uploads)] for k in range(MAX_REQUESTS))
+        )
 
     phases = (
         ("generate", generate, "generate", args.clients),
@@ -217,15 +240,23 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         tmp.cleanup()
 
-    results = {mode: {name: summary(rs, phase[3]) for (name, rs), phase in zip(by.items(), phases)} for mode, by in runs.items()}
+    results = {
+        mode: {name: summary(rs, phase[3]) for (name, rs), phase in zip(by.items(), phases)}
+        for mode, by in runs.items()
+    }
     print()
     for mode, by in results.items():
-        print(f"{mode}: max_batch_size {modes[mode].max_batch_size}, {modes[mode].num_replicas} replica(s), {args.rounds} x {args.seconds:g} s per row")
+        print(
+            f"{mode}: max_batch_size {modes[mode].max_batch_size}, {modes[mode].num_replicas} replica(s), {args.rounds} x {args.seconds:g} s per row"
+        )
         for name, r in by.items():
             print(f"  {name:23s} {r['clients']:2d} clients {r['requests']:5d} req {r['requests_per_s']:7.2f} req/s  "
                   f"p50 {r['p50_s'] * 1e3:7.1f} ms  p95 {r['p95_s'] * 1e3:7.1f} ms  p99 {r['p99_s'] * 1e3:7.1f} ms  "
                   f"errors {r['errors']}  mean batch {r['mean_batch']:.1f}")  # fmt: skip
-    ratios = {e: results["batched"][e]["requests_per_s"] / results["one_at_a_time"][e]["requests_per_s"] for e in ("generate", "reconstruct")}
+    ratios = {
+        e: results["batched"][e]["requests_per_s"] / results["one_at_a_time"][e]["requests_per_s"]
+        for e in ("generate", "reconstruct")
+    }
     errors = sum(r["errors"] for by in results.values() for r in by.values())
     print(f"\nbatched / one-at-a-time throughput at {args.clients} clients: generate {ratios['generate']:.2f}x, "
           f"reconstruct {ratios['reconstruct']:.2f}x (target >= 3x); single-client generate p99 "

@@ -91,10 +91,13 @@ def check_layers() -> dict[str, float]:
             y = layer(x, training=True)
             loss = tf.reduce_sum(y * upstream)
         grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
-        results[name] = [np.asarray(v) for v in (y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False))]
+        results[name] = [
+            np.asarray(v) for v in (y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False))
+        ]
     return {
         name: max(float(np.max(np.abs(a - b))) for a, b in zip(values, results["keras"]))
-        for name, values in results.items() if name != "keras"
+        for name, values in results.items()
+        if name != "keras"
     }
 
 
@@ -167,7 +170,15 @@ def main() -> None:
     print(f"{'variant':<14} {'clips/s':>8} {'range':>12} {'x ' + args.variants[0]:>10}")
     for variant, r in rates.items():
         med = float(np.median(r))
-        rows.append({"variant": variant, "clips_per_s": round(med, 1), "min": round(min(r), 1), "max": round(max(r), 1), "ratio": round(med / base, 3)})
+        rows.append(
+            {
+                "variant": variant,
+                "clips_per_s": round(med, 1),
+                "min": round(min(r), 1),
+                "max": round(max(r), 1),
+                "ratio": round(med / base, 3),
+            }
+        )
         print(f"{variant:<14} {med:8.1f} {min(r):5.0f}-{max(r):<6.0f} {med / base:10.2f}")
     print(json.dumps({"batch": args.batch, "rounds": args.rounds, "rows": rows}))
 

@@ -64,7 +64,11 @@ def summarise(history: list[dict]) -> dict:
     timed = [m for m in history if m["epoch"] > 1]
     clips = sum(m["train_clips"] for m in timed)
     train_s = sum(m["train_clips"] / m["train_clips_per_s"] for m in timed)
-    out = {"epochs": len(timed), "train_clips_per_s": clips / train_s, "epoch_clips_per_s": clips / sum(m["epoch_time_s"] for m in timed)}
+    out = {
+        "epochs": len(timed),
+        "train_clips_per_s": clips / train_s,
+        "epoch_clips_per_s": clips / sum(m["epoch_time_s"] for m in timed),
+    }
     for phase in ("train_time_s", "validate_time_s", "checkpoint_time_s", "epoch_time_s"):
         if all(phase in m for m in timed):
             out[phase] = float(np.mean([m[phase] for m in timed]))
@@ -115,14 +119,19 @@ def run_baseline(rev: str, data: str, model: str, epochs: int, batch: int) -> di
 
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
         tree = os.path.join(tmp, "tree")
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", tree, rev], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", tree, rev], check=True, capture_output=True
+        )
         try:
             env = {**os.environ, "PYTHONPATH": tree}
             env.pop("RAY_ADDRESS", None)
             env.pop(ONEDNN_ENV, None)
             proc = subprocess.run(
                 [sys.executable, "-c", BASELINE_SCRIPT, data, model, str(epochs), str(batch)],
-                cwd=tree, env=env, capture_output=True, text=True,
+                cwd=tree,
+                env=env,
+                capture_output=True,
+                text=True,
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"baseline run at {rev} failed:\n{proc.stderr[-3000:]}")
@@ -142,7 +151,9 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
     optimizer = make_optimizer(run_cfg.train)
     optimizer.build(model.trainable_variables)
     tcfg = run_cfg.train
-    train = DistributedSteps(model, optimizer, b, jit_compile=jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm).train
+    train = DistributedSteps(
+        model, optimizer, b, jit_compile=jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm
+    ).train
     rng = np.random.default_rng(0)
     args = (
         rng.uniform(size=(b, *run_cfg.features.shape)).astype(np.float32),
@@ -201,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=2250, help="train clips used")
     p.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision whose training path is the baseline")
     p.add_argument("--no-baseline", action="store_true", help="skip the baseline run")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config key for today's runs, e.g. model.decoder_width=0.5; repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config key for today's runs, e.g. model.decoder_width=0.5; repeatable",
+    )
     args = p.parse_args(argv)
 
     from vae.config import ModelConfig, RunConfig, preset
@@ -210,17 +227,24 @@ def main(argv: list[str] | None = None) -> int:
 
     flops = flops_table()
     for name, row in flops.items():
-        print(f"{name:8s} input {row['input']}: {row['gflops_per_clip'] * 1e3:8.2f} MFLOPs/clip forward; largest layer {row['largest_layer']}")
+        print(
+            f"{name:8s} input {row['input']}: {row['gflops_per_clip'] * 1e3:8.2f} MFLOPs/clip forward; largest layer {row['largest_layer']}"
+        )
 
     run_cfg = RunConfig(features=read_feature_config(args.data), model=preset(ModelConfig, args.model))
     run_cfg = apply_overrides(run_cfg, dict(parse_assignment(a) for a in args.set)).validate()
     results: dict = {"model": args.model, "set": args.set, "batch_size": run_cfg.train.batch_size, "flops": flops}
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         data, flat = subset(args.data, args.clips, os.path.join(tmp, "subset"))
-        print(f"model {args.model}, batch {run_cfg.train.batch_size}, {args.clips} clips, {args.epochs} timed epochs; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+        print(
+            f"model {args.model}, batch {run_cfg.train.batch_size}, {args.clips} clips, {args.epochs} timed epochs; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+            flush=True,
+        )
         if not args.no_baseline:
-            results["baseline"] = run_baseline(args.baseline_rev, flat, args.model, args.epochs, run_cfg.train.batch_size)
+            results["baseline"] = run_baseline(
+                args.baseline_rev, flat, args.model, args.epochs, run_cfg.train.batch_size
+            )
             print(f"baseline ({args.baseline_rev}): {json.dumps(results['baseline'])}", flush=True)
         results["now"] = run_now(data, run_cfg, args.epochs)
         print(f"now: {json.dumps(results['now'])}", flush=True)
@@ -237,19 +261,28 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'path':34s} {'train clips/s':>14s} {'epoch clips/s':>14s}   s/epoch: train  validate  checkpoint")
     now_label = f"now ({flipped_label(run_cfg)}, {fused_label(run_cfg)}{', ' + ' '.join(args.set) if args.set else ''})"
-    rows = (("baseline", f"baseline ({args.baseline_rev})"), ("now", now_label), ("now_xla_flipped", f"now, {flipped_label(flipped)}"),
-            ("now_onednn_off", "now, oneDNN off"), ("now_fused_flipped", f"now, {fused_label(unfused)}"))
+    rows = (
+        ("baseline", f"baseline ({args.baseline_rev})"),
+        ("now", now_label),
+        ("now_xla_flipped", f"now, {flipped_label(flipped)}"),
+        ("now_onednn_off", "now, oneDNN off"),
+        ("now_fused_flipped", f"now, {fused_label(unfused)}"),
+    )
     for key, label in rows:
         r = results.get(key)
         if r:
-            phases = "  ".join(f"{r[k]:6.1f}" if k in r else "     -" for k in ("train_time_s", "validate_time_s", "checkpoint_time_s"))
+            phases = "  ".join(
+                f"{r[k]:6.1f}" if k in r else "     -" for k in ("train_time_s", "validate_time_s", "checkpoint_time_s")
+            )
             print(f"{label:34s} {r['train_clips_per_s']:14.1f} {r['epoch_clips_per_s']:14.1f}   {phases}")
     print(f"{'step alone, no XLA':34s} {results['step_alone_xla_off']:14.1f}")
     print(f"{'step alone, XLA':34s} {results['step_alone_xla_on']:14.1f}")
     if "baseline" in results:
         results["ratio_train"] = results["now"]["train_clips_per_s"] / results["baseline"]["train_clips_per_s"]
         results["ratio_epoch"] = results["now"]["epoch_clips_per_s"] / results["baseline"]["epoch_clips_per_s"]
-        print(f"now / baseline: {results['ratio_train']:.2f}x train phase, {results['ratio_epoch']:.2f}x whole epochs (target >= 1.5x)")
+        print(
+            f"now / baseline: {results['ratio_train']:.2f}x train phase, {results['ratio_epoch']:.2f}x whole epochs (target >= 1.5x)"
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(json.dumps(results))
     return 0

@@ -59,7 +59,9 @@ def main() -> None:
         extract(files, data, preset(FeatureConfig, "default"))
         results = {}
         for scheduler in ("fifo", "asha"):
-            space = parse_space(space_dict(scheduler, args.trials, args.epochs, args.reduction_factor), f"<{scheduler} space>")
+            space = parse_space(
+                space_dict(scheduler, args.trials, args.epochs, args.reduction_factor), f"<{scheduler} space>"
+            )
             t0 = time.perf_counter()
             run_sweep(space, data, tmp, scheduler, max_concurrent=2)
             trials = load_trials(os.path.join(tmp, scheduler))
@@ -75,8 +77,12 @@ def main() -> None:
     compute = early["trial_epochs"] / full["trial_epochs"]
     gap = early["best_objective"] / full["best_objective"] - 1
     print(f"{len(files)} clips, {args.trials} trials x {args.epochs} epochs, same seeded configurations")
-    print(f"run to completion : {full['trial_epochs']:4d} trial-epochs, best objective {full['best_objective']:.4f}, {full['wall_s']} s")
-    print(f"ASHA early stop   : {early['trial_epochs']:4d} trial-epochs, best objective {early['best_objective']:.4f}, {early['wall_s']} s")
+    print(
+        f"run to completion : {full['trial_epochs']:4d} trial-epochs, best objective {full['best_objective']:.4f}, {full['wall_s']} s"
+    )
+    print(
+        f"ASHA early stop   : {early['trial_epochs']:4d} trial-epochs, best objective {early['best_objective']:.4f}, {early['wall_s']} s"
+    )
     print(f"compute ratio {compute:.2f} (target <= 0.5); best objective {gap:+.1%} vs exhaustive (target within 5%)")
     print(json.dumps({"results": results, "compute_ratio": compute, "objective_gap": gap}))
 

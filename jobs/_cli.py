@@ -9,7 +9,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Mapping, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from vae.errors import UserError
 
@@ -58,8 +59,12 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
     """The argument parser of ``python -m <module>``, described by the first paragraph of its ``doc``,
     with the ``--verbose`` every job takes."""
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
-    p.add_argument("--verbose", action="store_true", help="every progress line (Griffin-Lim batches, recogniser "
-                   "epochs) and TensorFlow's C++ log; by default one line per phase")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="every progress line (Griffin-Lim batches, recogniser "
+        "epochs) and TensorFlow's C++ log; by default one line per phase",
+    )
     return p
 
 
@@ -89,11 +94,18 @@ def run(job: str, fn: Callable[[], int], verbose: bool = False) -> int:
 
 def add_config_arguments(p: argparse.ArgumentParser, example: str = "train.learning_rate=3e-4") -> None:
     """``--config FILE`` and ``--set KEY=VALUE``, the same in every job that builds configs."""
-    p.add_argument("--config", metavar="FILE", help="YAML or JSON of config sections, e.g. {train: {epochs: 5}}, "
-                   "applied first")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="set",
-                   help=f"set one config key (a YAML value), e.g. {example}; repeatable, applied after "
-                   "--config and the other flags, which are shorthands for such keys")
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML or JSON of config sections, e.g. {train: {epochs: 5}}, applied first"
+    )
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="set",
+        help=f"set one config key (a YAML value), e.g. {example}; repeatable, applied after "
+        "--config and the other flags, which are shorthands for such keys",
+    )
 
 
 def config_overrides(args: argparse.Namespace, shorthands: Shorthands) -> dict[str, Any]:

@@ -42,8 +42,11 @@ def locate_data(fsdd_dir: str | None, download_to: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = parser("jobs.demo", __doc__)
     p.add_argument("--out", default="runs/demo", help="folder or s3:// prefix for everything the demo makes")
-    p.add_argument("--train-budget", type=float, help="seconds of training: no epoch starts that would end past them "
-                   f"(default {DemoConfig.train_budget_s:g})")
+    p.add_argument(
+        "--train-budget",
+        type=float,
+        help=f"seconds of training: no epoch starts that would end past them (default {DemoConfig.train_budget_s:g})",
+    )
     p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {DemoConfig.max_epochs})")
     p.add_argument("--seed", type=int, help=f"training seed (default {DemoConfig.seed})")
     p.add_argument("--download-to", default="runs/data", help="where to fetch FSDD when FSDD_DIR is not set")
@@ -81,8 +84,10 @@ def _main(args: argparse.Namespace) -> int:
     m = result.metrics
     se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
     accuracy = f"{m['digit_accuracy']:.3f}" if "digit_accuracy" in m else None
-    print(f"digit accuracy of generated digits {accuracy}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
-          f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB)")
+    print(
+        f"digit accuracy of generated digits {accuracy}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
+        f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB)"
+    )
     print(f"demo finished in {summary['wall_s'] / 60:.1f} min; best checkpoint {result.best_checkpoint}")
     print(f"report: {result.report}")
     print(json.dumps(summary, default=str))

@@ -20,7 +20,6 @@ import sys
 from jobs._cli import add_config_arguments, job_config, parser, run
 from vae.config import EvalConfig
 
-
 # Shorthand flag -> the EvalConfig key it sets (any key: --set eval.KEY=VALUE).
 SHORTHANDS = {"n_per_digit": "eval.n_per_digit", "n_unconditional": "eval.n_unconditional", "seed": "eval.seed"}
 HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db", "recon_mse")
@@ -32,11 +31,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (its test split is used)")
     p.add_argument("--out", required=True, help="report folder (local or s3://)")
     p.add_argument("--classifier", help="recogniser folder written by jobs.train_classifier")
-    p.add_argument("--n-per-digit", type=int, help=f"digit-conditional samples per digit (default {EvalConfig.n_per_digit})")
-    p.add_argument("--n-unconditional", type=int, help=f"prior samples for IS and FD (default {EvalConfig.n_unconditional})")
+    p.add_argument(
+        "--n-per-digit", type=int, help=f"digit-conditional samples per digit (default {EvalConfig.n_per_digit})"
+    )
+    p.add_argument(
+        "--n-unconditional", type=int, help=f"prior samples for IS and FD (default {EvalConfig.n_unconditional})"
+    )
     p.add_argument("--wavs", help="a folder of other WAVs (e.g. unseen voices) to measure reconstruction on")
     p.add_argument("--seed", type=int, help=f"sampling and Griffin-Lim seed (default {EvalConfig.seed})")
-    p.add_argument("--workers", type=int, default=None, help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)",
+    )
     add_config_arguments(p, "eval.n_report_per_digit=2")
     return p.parse_args(argv)
 
@@ -54,7 +62,9 @@ def _main(args: argparse.Namespace) -> int:
     config = job_config(args, EvalConfig, "eval", SHORTHANDS)
     storage.check_reachable(args.out)
     loaded = load(args.checkpoint)
-    m = evaluate_and_report(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers)
+    m = evaluate_and_report(
+        loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers
+    )
     for name in HEADLINE:
         if name in m:
             floor = m.get(f"{name}_floor")
@@ -62,7 +72,16 @@ def _main(args: argparse.Namespace) -> int:
     out = storage.resolve(args.out).uri
     print(f"report: {storage.join(out, 'index.html')}")
     headline = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
-    print(json.dumps({"out": out, "report": storage.join(out, "index.html"), "metrics": storage.join(out, "metrics.json"), **headline}))
+    print(
+        json.dumps(
+            {
+                "out": out,
+                "report": storage.join(out, "index.html"),
+                "metrics": storage.join(out, "metrics.json"),
+                **headline,
+            }
+        )
+    )
     return 0
 
 

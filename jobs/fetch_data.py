@@ -20,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("jobs.fetch_data", __doc__)
     p.add_argument("--dest", required=True, help="folder to put recordings/ in")
     p.add_argument("--url", default=FSDD_URL)
-    p.add_argument("--sha256", default=FSDD_SHA256, help="expected SHA-256 of the archive (default: the pinned one; if none, the recordings are checked against the pinned content digest)")
+    p.add_argument(
+        "--sha256",
+        default=FSDD_SHA256,
+        help="expected SHA-256 of the archive (default: the pinned one; if none, the recordings are checked against the pinned content digest)",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
     args = p.parse_args(argv)
     return run("fetch_data", lambda: _main(args), args.verbose)

@@ -47,7 +47,10 @@ def _main(args: argparse.Namespace) -> int:
     specs = generation.sample(loaded, args.n, digit=args.digit, seed=args.seed)
     cfg = loaded.run_config.features
     what = f"digit {args.digit}" if args.digit is not None else "the prior"
-    print(f"{args.n} clips from {what} of {loaded.uri} (epoch {loaded.epoch}, prior {loaded.run_config.prior.kind})", flush=True)
+    print(
+        f"{args.n} clips from {what} of {loaded.uri} (epoch {loaded.epoch}, prior {loaded.run_config.prior.kind})",
+        flush=True,
+    )
 
     files, problems = [], []
     waves = generation.to_waveforms(loaded, specs, digit=args.digit, seed=args.seed)

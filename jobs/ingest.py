@@ -21,7 +21,6 @@ from jobs._cli import add_config_arguments, fail, job_config, parser, run
 from vae import storage
 from vae.config import IngestConfig
 
-
 # Shorthand flag -> the IngestConfig key it sets (any key: --set ingest.KEY=VALUE).
 SHORTHANDS = {"top_db": "ingest.top_db", "min_gap": "ingest.min_gap_seconds"}
 
@@ -33,8 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="how many times the --digits sequence was said")
     p.add_argument("--speaker", required=True, help="speaker name used in the clip names")
     p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--top-db", type=float, help=f"silence: this many dB below the loudest frame (default {IngestConfig.top_db})")
-    p.add_argument("--min-gap", type=float, help=f"shorter pauses (s) do not split a word (default {IngestConfig.min_gap_seconds})")
+    p.add_argument(
+        "--top-db", type=float, help=f"silence: this many dB below the loudest frame (default {IngestConfig.top_db})"
+    )
+    p.add_argument(
+        "--min-gap", type=float, help=f"shorter pauses (s) do not split a word (default {IngestConfig.min_gap_seconds})"
+    )
     p.add_argument("--first-take", type=int, default=0, help="take number of each digit's first clip")
     add_config_arguments(p, "ingest.top_db=35")
     return p.parse_args(argv)
@@ -82,7 +85,10 @@ def _main(args: argparse.Namespace) -> int:
                 "sample_rate": rate,
                 "written": len(files),
                 "files": files,
-                "segments": [{"clip": u.name, "start": round(u.segment.start, 3), "end": round(u.segment.end, 3)} for u in utterances],
+                "segments": [
+                    {"clip": u.name, "start": round(u.segment.start, 3), "end": round(u.segment.end, 3)}
+                    for u in utterances
+                ],
             }
         )
     )

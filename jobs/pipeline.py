@@ -18,7 +18,16 @@ import json
 import sys
 
 from jobs._cli import add_config_arguments, config_overrides, parser, positive_int, run
-from vae.config import FEATURE_PRESETS, MODEL_PRESETS, EvalConfig, ModelConfig, RunConfig, SweepConfig, TrainConfig, preset
+from vae.config import (
+    FEATURE_PRESETS,
+    MODEL_PRESETS,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    SweepConfig,
+    TrainConfig,
+    preset,
+)
 from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
 
@@ -46,14 +55,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prior", choices=sorted(PRIORS), help="train-only: prior")
     p.add_argument("--epochs", type=int, help="train-only: epochs")
     p.add_argument("--num-workers", type=int, help=f"train-only: Ray Train workers (default {TrainConfig.num_workers})")
-    p.add_argument("--workers-per-trial", type=int, help=f"sweep: Ray Train workers per trial (default {SweepConfig.workers_per_trial})")
+    p.add_argument(
+        "--workers-per-trial",
+        type=int,
+        help=f"sweep: Ray Train workers per trial (default {SweepConfig.workers_per_trial})",
+    )
     p.add_argument("--num-samples", type=int, help="sweep: trials (default: the space's)")
     p.add_argument("--max-concurrent", type=int, help="sweep: trials at once (default: what the cluster fits)")
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Train worker")
     p.add_argument("--no-recogniser", action="store_true", help="skip the recogniser (no sample metrics)")
-    p.add_argument("--n-per-digit", type=int, default=EvalConfig.n_per_digit, help="digit-conditional samples per digit in the evaluation")
+    p.add_argument(
+        "--n-per-digit",
+        type=int,
+        default=EvalConfig.n_per_digit,
+        help="digit-conditional samples per digit in the evaluation",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run or sweep")
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument(
+        "--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)"
+    )
     add_config_arguments(p)
     return p.parse_args(argv)
 
@@ -84,8 +104,16 @@ def _main(args: argparse.Namespace) -> int:
     cfg, sweep = configs(args)
     init_ray(args.num_cpus)
     result = run_pipeline(
-        args.input, args.storage, args.name, features_preset=args.features, space=space, run_cfg=cfg,
-        sweep=sweep, with_recogniser=not args.no_recogniser, resume=args.resume, n_per_digit=args.n_per_digit,
+        args.input,
+        args.storage,
+        args.name,
+        features_preset=args.features,
+        space=space,
+        run_cfg=cfg,
+        sweep=sweep,
+        with_recogniser=not args.no_recogniser,
+        resume=args.resume,
+        n_per_digit=args.n_per_digit,
     )
     finish_ray()
     print(f"best checkpoint: {result.best_checkpoint}")

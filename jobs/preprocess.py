@@ -30,8 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="folder or s3:// prefix of {digit}_{speaker}_{take}.wav files")
     p.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet dataset")
     p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
-    p.add_argument("--blocks", type=positive_int, default=None, help="pipeline blocks (default: from cluster CPUs and clip count)")
+    p.add_argument(
+        "--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)"
+    )
+    p.add_argument(
+        "--blocks", type=positive_int, default=None, help="pipeline blocks (default: from cluster CPUs and clip count)"
+    )
     return p.parse_args(argv)
 
 
@@ -61,7 +65,12 @@ def _main(args: argparse.Namespace) -> int:
         try:
             # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
             # on 2 cores its processes delay the start of a local instance.
-            init_ray(args.num_cpus, warm=WORKER_MODULES, warm_tasks=args.blocks or max_blocks(len(files)), include_dashboard=False)
+            init_ray(
+                args.num_cpus,
+                warm=WORKER_MODULES,
+                warm_tasks=args.blocks or max_blocks(len(files)),
+                include_dashboard=False,
+            )
             signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
             summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, listed=files)
         finally:

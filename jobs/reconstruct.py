@@ -29,8 +29,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="folder or s3:// prefix of .wav files")
     p.add_argument("--out", required=True, help="output folder (local or s3://)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--digit", type=int, help="the digit every input says (a conditional model needs it; "
-                   "otherwise it is read from names like 7_anna_0.wav)")
+    p.add_argument(
+        "--digit",
+        type=int,
+        help="the digit every input says (a conditional model needs it; "
+        "otherwise it is read from names like 7_anna_0.wav)",
+    )
     return p.parse_args(argv)
 
 
@@ -82,7 +86,10 @@ def _main(args: argparse.Namespace) -> int:
         print(f"  {len(written)}/{len(files)} reconstructed", flush=True)
 
     mean_lsd = float(np.mean(distances)) if distances else None
-    print(f"{len(written)} reconstructed into {args.out}, {len(skipped)} skipped" + (f", mean LSD {mean_lsd:.2f} dB" if distances else ""))
+    print(
+        f"{len(written)} reconstructed into {args.out}, {len(skipped)} skipped"
+        + (f", mean LSD {mean_lsd:.2f} dB" if distances else "")
+    )
     print(
         json.dumps(
             {

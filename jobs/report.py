@@ -29,7 +29,9 @@ def _main(args: argparse.Namespace) -> int:
 
     trials = load_trials(args.experiment)
     best = best_epoch(trials)
-    report = build_sweep_report(args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None)
+    report = build_sweep_report(
+        args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None
+    )
     print(f"{len(trials)} trials; report: {report}/index.html")
     print(json.dumps({"report": f"{report}/index.html", "trials": len(trials)}))
     return 0

@@ -27,7 +27,11 @@ APP_NAME = "fsdd-vae"
 
 
 # Shorthand flag -> the ServeConfig key it sets (any key: --set serve.KEY=VALUE).
-SHORTHANDS = {"replicas": "serve.num_replicas", "max_batch_size": "serve.max_batch_size", "max_clips": "serve.max_clips"}
+SHORTHANDS = {
+    "replicas": "serve.num_replicas",
+    "max_batch_size": "serve.max_batch_size",
+    "max_clips": "serve.max_clips",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,9 +40,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--replicas", type=int, help=f"model replicas (each one CPU; default {ServeConfig.num_replicas})")
-    p.add_argument("--max-batch-size", type=int, help=f"requests per batch; 1 = one at a time (default {ServeConfig.max_batch_size})")
-    p.add_argument("--max-clips", type=int, help=f"most clips one /api/generate request may ask for (default {ServeConfig.max_clips})")
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        help=f"requests per batch; 1 = one at a time (default {ServeConfig.max_batch_size})",
+    )
+    p.add_argument(
+        "--max-clips",
+        type=int,
+        help=f"most clips one /api/generate request may ask for (default {ServeConfig.max_clips})",
+    )
+    p.add_argument(
+        "--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)"
+    )
     p.add_argument("--wait", action="store_true", help="on a cluster, serve until interrupted instead of returning")
     add_config_arguments(p, "serve.max_upload_seconds=5")
     return p.parse_args(argv)
@@ -70,7 +84,9 @@ def _main(args: argparse.Namespace) -> int:
 
     config = job_config(args, ServeConfig, "serve", SHORTHANDS)
     # A replica must hold at least two batches' requests, or the next batch cannot fill while one runs.
-    config = replace(config, max_ongoing_requests=max(config.max_ongoing_requests, 2 * config.max_batch_size)).validate()
+    config = replace(
+        config, max_ongoing_requests=max(config.max_ongoing_requests, 2 * config.max_batch_size)
+    ).validate()
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
     # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
@@ -86,14 +102,23 @@ def _main(args: argparse.Namespace) -> int:
     except Exception as exc:  # Ray raises plain Exception when its processes do not come up
         return fail("serve", f"could not start or reach Ray: {exc}")
     url = f"http://{args.host}:{args.port}/"
-    summary = {"url": url, "checkpoint": resolved, "app": APP_NAME, "replicas": config.num_replicas, "max_batch_size": config.max_batch_size}
+    summary = {
+        "url": url,
+        "checkpoint": resolved,
+        "app": APP_NAME,
+        "replicas": config.num_replicas,
+        "max_batch_size": config.max_batch_size,
+    }
     try:
         start(args.host, args.port, config)
         serve.run(application(resolved, config), name=APP_NAME, route_prefix="/")
     except Exception as exc:  # a replica that cannot start (e.g. a port in use, a checkpoint unreadable there)
         finish_ray()
         return fail("serve", f"could not deploy {resolved}: {type(exc).__name__}: {exc}")
-    print(f"serving {resolved} at {url} ({config.num_replicas} replica(s), batches of up to {config.max_batch_size})", flush=True)
+    print(
+        f"serving {resolved} at {url} ({config.num_replicas} replica(s), batches of up to {config.max_batch_size})",
+        flush=True,
+    )
     if not (started_ray or args.wait):
         print(f"deployed as application {APP_NAME!r}; it keeps running on the cluster (`serve shutdown` stops it)")
         print(json.dumps({**summary, "running": True}))

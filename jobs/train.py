@@ -64,8 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--components", type=int, help="mixture components K")
     p.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS), help="reconstruction term (vae/losses.py)")
     p.add_argument("--latent-dim", type=int)
-    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
-                   help="feed the digit to the encoder and the decoder")
+    p.add_argument(
+        "--conditional",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="feed the digit to the encoder and the decoder",
+    )
     p.add_argument("--recon-weight", type=float, help="weight of the mse/bernoulli reconstruction term")
     p.add_argument("--kl-warmup", type=int, help="epochs over which the KL weight rises to 1")
     p.add_argument("--sampler", choices=["expost", "prior"], help="where generated latents come from")
@@ -82,10 +86,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", type=int, help="checkpoints to keep (best by val_recon_mse, plus the latest)")
     p.add_argument("--fault-epoch", type=int, help=argparse.SUPPRESS)  # test-only fault switch
     p.add_argument("--fault-rank", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)")
-    p.add_argument("--classifier", help="recogniser checkpoint (jobs.train_classifier): evaluate the best checkpoint "
-                   "on audio, sample metrics included, into RUN/metrics.json and RUN/evaluation/")
-    p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --classifier")
+    p.add_argument(
+        "--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)"
+    )
+    p.add_argument(
+        "--classifier",
+        help="recogniser checkpoint (jobs.train_classifier): evaluate the best checkpoint "
+        "on audio, sample metrics included, into RUN/metrics.json and RUN/evaluation/",
+    )
+    p.add_argument(
+        "--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --classifier"
+    )
     add_config_arguments(p)
     return p.parse_args(argv)
 

@@ -22,9 +22,13 @@ import time
 from jobs._cli import add_config_arguments, job_config, parser, run
 from vae.config import RecogniserConfig
 
-
 # Shorthand flag -> the RecogniserConfig key it sets (any key: --set recogniser.KEY=VALUE).
-SHORTHANDS = {"epochs": "recogniser.epochs", "gl_iters": "recogniser.gl_iters", "gl_augment": "recogniser.gl_augment", "seed": "recogniser.seed"}
+SHORTHANDS = {
+    "epochs": "recogniser.epochs",
+    "gl_iters": "recogniser.gl_iters",
+    "gl_augment": "recogniser.gl_augment",
+    "seed": "recogniser.seed",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,11 +36,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (folder or s3://)")
     p.add_argument("--out", required=True, help="recogniser checkpoint folder (local or s3://)")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {RecogniserConfig.epochs})")
-    p.add_argument("--gl-iters", type=int, help=f"Griffin-Lim iterations of the augmentation (default {RecogniserConfig.gl_iters})")
-    p.add_argument("--no-gl-augment", dest="gl_augment", action="store_const", const=False, default=None,
-                   help="train on the real spectrograms only")
+    p.add_argument(
+        "--gl-iters", type=int, help=f"Griffin-Lim iterations of the augmentation (default {RecogniserConfig.gl_iters})"
+    )
+    p.add_argument(
+        "--no-gl-augment",
+        dest="gl_augment",
+        action="store_const",
+        const=False,
+        default=None,
+        help="train on the real spectrograms only",
+    )
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, default=None, help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)",
+    )
     p.add_argument("--min-accuracy", type=float, default=0.95, help="exit 1 if the test accuracy is below this")
     add_config_arguments(p, "recogniser.learning_rate=1e-3")
     return p.parse_args(argv)
@@ -65,7 +82,10 @@ def _main(args: argparse.Namespace) -> int:
     )
     ok = m["test_accuracy"] >= args.min_accuracy
     if not ok:
-        print(f"train_classifier: test accuracy {m['test_accuracy']:.4f} is below --min-accuracy {args.min_accuracy}", file=sys.stderr)
+        print(
+            f"train_classifier: test accuracy {m['test_accuracy']:.4f} is below --min-accuracy {args.min_accuracy}",
+            file=sys.stderr,
+        )
     print(
         json.dumps(
             {

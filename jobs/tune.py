@@ -40,12 +40,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", required=True, help="experiment name")
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's num_samples)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
-    p.add_argument("--workers-per-trial", type=int, help=f"Ray Train workers per trial (default {SweepConfig.workers_per_trial})")
+    p.add_argument(
+        "--workers-per-trial", type=int, help=f"Ray Train workers per trial (default {SweepConfig.workers_per_trial})"
+    )
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Train worker")
-    p.add_argument("--classifier", default=None, help="digit recogniser checkpoint (jobs.train_classifier) for the objective")
-    p.add_argument("--n-per-digit", type=int, help=f"samples per digit scored by the recogniser each epoch (default {SweepConfig.n_per_digit})")
+    p.add_argument(
+        "--classifier", default=None, help="digit recogniser checkpoint (jobs.train_classifier) for the objective"
+    )
+    p.add_argument(
+        "--n-per-digit",
+        type=int,
+        help=f"samples per digit scored by the recogniser each epoch (default {SweepConfig.n_per_digit})",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)")
+    p.add_argument(
+        "--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)"
+    )
     add_config_arguments(p, "sweep.max_failures=2")
     return p.parse_args(argv)
 
@@ -55,7 +65,11 @@ def configs(args: argparse.Namespace) -> tuple[SweepConfig, RunConfig]:
     from vae.overrides import apply_overrides, apply_run_overrides, refuse, split
 
     parts = split(config_overrides(args, SHORTHANDS), ["sweep"])
-    refuse(parts[""], "model", "a sweep's model is the space file's base.model preset, changed by its fixed and params keys")
+    refuse(
+        parts[""],
+        "model",
+        "a sweep's model is the space file's base.model preset, changed by its fixed and params keys",
+    )
     return apply_overrides(SweepConfig(), parts["sweep"]), apply_run_overrides(RunConfig(), parts[""])
 
 
@@ -71,18 +85,34 @@ def _main(args: argparse.Namespace) -> int:
     init_ray(args.num_cpus)
     from vae.tuning import run_sweep
 
-    result = run_sweep(space, args.data, args.storage, args.name, settings, resume=args.resume,
-                       recogniser_uri=args.classifier, base=base)
+    result = run_sweep(
+        space,
+        args.data,
+        args.storage,
+        args.name,
+        settings,
+        resume=args.resume,
+        recogniser_uri=args.classifier,
+        base=base,
+    )
     finish_ray()
     print(f"{result.trials} trials; best: {result.best_uri or 'none'}; report: {result.report_uri}/index.html")
-    print(json.dumps({
-        "experiment": result.experiment,
-        "best_checkpoint": result.best_uri and result.best_uri.rsplit("/", 1)[0],
-        "report": f"{result.report_uri}/index.html",
-        "trials": result.trials,
-        "best_params": result.best.get("params"),
-        "best_metrics": {k: result.best.get("metrics", {}).get(k) for k in ("objective", "val_recon_mse", "digit_accuracy", "epoch")},
-    }, default=str))
+    print(
+        json.dumps(
+            {
+                "experiment": result.experiment,
+                "best_checkpoint": result.best_uri and result.best_uri.rsplit("/", 1)[0],
+                "report": f"{result.report_uri}/index.html",
+                "trials": result.trials,
+                "best_params": result.best.get("params"),
+                "best_metrics": {
+                    k: result.best.get("metrics", {}).get(k)
+                    for k in ("objective", "val_recon_mse", "digit_accuracy", "epoch")
+                },
+            },
+            default=str,
+        )
+    )
     return 0
 
 

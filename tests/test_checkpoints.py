@@ -10,22 +10,23 @@ import shutil
 import numpy as np
 import pytest
 
-from vae import checkpoint, storage
+from jobs import evaluate as evaluate_job
+from jobs import generate as generate_job
+from jobs import reconstruct as reconstruct_job
+from vae import checkpoint
 from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.generation import fit_expost
 from vae.models import build_vae
 from vae.training import TrainingError, fit, make_optimizer
-
-from jobs import evaluate as evaluate_job
-from jobs import generate as generate_job
-from jobs import reconstruct as reconstruct_job
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> str:
     """An untrained ``tiny`` checkpoint written by checkpoint.save (no Ray, no data)."""
     features = preset(FeatureConfig, "default")
-    run_cfg = RunConfig(features=features, model=preset(ModelConfig, "tiny"), prior=PriorConfig(), train=TrainConfig(epochs=1)).validate()
+    run_cfg = RunConfig(
+        features=features, model=preset(ModelConfig, "tiny"), prior=PriorConfig(), train=TrainConfig(epochs=1)
+    ).validate()
     vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
     optimizer = make_optimizer(run_cfg.train)
     optimizer.build(vae.trainable_variables)
@@ -54,7 +55,13 @@ def test_save_writes_a_manifest_last_that_load_verifies(saved):
     manifest = json.loads(open(os.path.join(saved, checkpoint.MANIFEST)).read())
     names = set(manifest["files"])
     assert names == {
-        checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.STATE, checkpoint.CONFIG, checkpoint.METRICS, checkpoint.LATENT_STATS, checkpoint.EXPOST
+        checkpoint.WEIGHTS,
+        checkpoint.OPTIMIZER,
+        checkpoint.STATE,
+        checkpoint.CONFIG,
+        checkpoint.METRICS,
+        checkpoint.LATENT_STATS,
+        checkpoint.EXPOST,
     }
     for name, entry in manifest["files"].items():
         assert entry["bytes"] == os.path.getsize(os.path.join(saved, name)) and len(entry["sha256"]) == 64
@@ -128,7 +135,11 @@ def test_rewriting_metrics_keeps_the_manifest_true(saved, tmp_path):
 
 
 def _tiny(epochs: int) -> RunConfig:
-    return RunConfig(model=preset(ModelConfig, "tiny"), prior=PriorConfig(), train=TrainConfig(epochs=epochs, batch_size=16, max_failures=0))
+    return RunConfig(
+        model=preset(ModelConfig, "tiny"),
+        prior=PriorConfig(),
+        train=TrainConfig(epochs=epochs, batch_size=16, max_failures=0),
+    )
 
 
 @pytest.mark.slow
@@ -156,7 +167,9 @@ def test_resume_goes_on_from_the_newest_intact_checkpoint(ray_local, small_parqu
     best = checkpoint.best_intact(run_dir, "val_recon_mse")
     assert checkpoint.load(best).metrics["val_recon_mse"] == min(
         checkpoint.load(os.path.join(run_dir, n)).metrics["val_recon_mse"]
-        for n in os.listdir(run_dir) if n.startswith("checkpoint_") and checkpoint.problem(os.path.join(run_dir, n)) is None)
+        for n in os.listdir(run_dir)
+        if n.startswith("checkpoint_") and checkpoint.problem(os.path.join(run_dir, n)) is None
+    )
 
     # No intact checkpoint at all: stop, and say what to do.
     for name in os.listdir(run_dir):

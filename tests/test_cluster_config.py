@@ -91,7 +91,9 @@ def test_schema_validation_is_not_vacuous():
 
 def test_aws_yaml_installs_the_project_on_every_node():
     cfg = _aws_config()
-    assert cfg["file_mounts"][PROJECT_MOUNT] == ".", "the repository (run `ray up` from its root) is synced to every node"
+    assert cfg["file_mounts"][PROJECT_MOUNT] == ".", (
+        "the repository (run `ray up` from its root) is synced to every node"
+    )
     assert ".venv" in cfg["rsync_exclude"]
     for key, extra in (("head_setup_commands", ""), ("worker_setup_commands", "[gpu]")):
         commands = " ".join(cfg[key])
@@ -261,12 +263,17 @@ def test_kuberay_every_ray_process_gets_the_token_and_s3_identity():
         secrets.add(by_name["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"])
     assert len(secrets) == 1, f"all Ray processes must share one token secret, got {secrets}"
 
-    roles = {d["metadata"]["name"]: d["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-             for d in docs if d.get("kind") == "ServiceAccount"}
+    roles = {
+        d["metadata"]["name"]: d["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        for d in docs
+        if d.get("kind") == "ServiceAccount"
+    }
     head_role = roles[cluster["headGroupSpec"]["template"]["spec"]["serviceAccountName"]]
     assert head_role.endswith(":role/fsdd-vae-head"), head_role
     for group in cluster["workerGroupSpecs"]:  # workers on a role of their own, which cannot write tune/
-        assert roles[group["template"]["spec"]["serviceAccountName"]].endswith(":role/fsdd-vae-worker"), group["groupName"]
+        assert roles[group["template"]["spec"]["serviceAccountName"]].endswith(":role/fsdd-vae-worker"), group[
+            "groupName"
+        ]
 
 
 def test_cluster_images_pin_the_tested_ray():
@@ -343,7 +350,10 @@ def test_kuberay_rayservice_workers_fit_the_replicas():
     serve_cfg = from_dict(ServeConfig, args).validate()
     cluster = service["spec"]["rayClusterConfig"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", "replicas run on workers"
-    cpus = sum(g["minReplicas"] * int(_containers(g["template"])[0]["resources"]["limits"]["cpu"]) for g in cluster["workerGroupSpecs"])
+    cpus = sum(
+        g["minReplicas"] * int(_containers(g["template"])[0]["resources"]["limits"]["cpu"])
+        for g in cluster["workerGroupSpecs"]
+    )
     assert cpus >= serve_cfg.num_replicas * serve_cfg.num_cpus_per_replica, "the minimum workers hold every replica"
 
 
@@ -367,9 +377,11 @@ def _as_list(value) -> list:
 def _allowed(statements: list[dict], action: str, resource: str) -> bool:
     """IAM's verdict for one request by ARN pattern alone: an explicit Deny wins, then any Allow.
     (Conditions are checked separately below.)"""
+
     def matches(s):
         return any(fnmatch.fnmatchcase(action, a) for a in _as_list(s["Action"])) and any(
-            fnmatch.fnmatchcase(resource, r) for r in _as_list(s["Resource"]))
+            fnmatch.fnmatchcase(resource, r) for r in _as_list(s["Resource"])
+        )
 
     hits = [s for s in statements if matches(s)]
     return bool(hits) and not any(s["Effect"] == "Deny" for s in hits)
@@ -379,9 +391,9 @@ def _project_prefixes() -> tuple[str, str, str]:
     """(bucket, storage prefix, input prefix) of the documented submit command in cluster/aws.yaml."""
     args = _commented_command(AWS_YAML.read_text(), "ray job submit")
     storage_uri, input_uri = args[args.index("--storage") + 1], args[args.index("--input") + 1]
-    bucket, storage_prefix = storage_uri[len("s3://"):].split("/", 1)
+    bucket, storage_prefix = storage_uri[len("s3://") :].split("/", 1)
     assert input_uri.startswith(f"s3://{bucket}/")
-    return bucket, storage_prefix, input_uri[len(f"s3://{bucket}/"):]
+    return bucket, storage_prefix, input_uri[len(f"s3://{bucket}/") :]
 
 
 @pytest.mark.parametrize("path", sorted(IAM.glob("*.json")), ids=lambda p: p.name)
@@ -410,7 +422,10 @@ def test_storage_access_is_scoped_to_the_project_prefixes():
                 prefixes = s["Condition"]["StringLikeIfExists"]["s3:prefix"]
                 assert set(prefixes) == {storage_prefix, f"{storage_prefix}/*", input_prefix, f"{input_prefix}/*"}
             else:
-                assert arn in (f"arn:aws:s3:::{bucket}/{storage_prefix}/*", f"arn:aws:s3:::{bucket}/{input_prefix}/*"), arn
+                assert arn in (
+                    f"arn:aws:s3:::{bucket}/{storage_prefix}/*",
+                    f"arn:aws:s3:::{bucket}/{input_prefix}/*",
+                ), arn
     s3 = [s for s in statements if s["Action"] != "s3:ListBucket"]
     obj = lambda key: f"arn:aws:s3:::BUCKET/{key}"  # noqa: E731
     assert _allowed(s3, "s3:PutObject", obj(f"{storage_prefix}/sweep1/trials/t/checkpoint_0001/model.weights.h5"))
@@ -433,7 +448,11 @@ def test_gpu_workers_have_no_ec2_or_passrole_and_cannot_write_what_the_head_unpi
     worker_statements = _statements("storage-policy", "worker-deny-policy")
     assert not [a for s in worker_statements for a in _as_list(s["Action"]) if not a.startswith("s3:")]
     obj = lambda key: f"arn:aws:s3:::BUCKET/{storage_prefix}/{key}"  # noqa: E731
-    for key in ("sweep1/tune/experiment_state-2024.json", "sweep1/tune/searcher-state.pkl", "sweep1/best/PUBLISHED.json"):
+    for key in (
+        "sweep1/tune/experiment_state-2024.json",
+        "sweep1/tune/searcher-state.pkl",
+        "sweep1/best/PUBLISHED.json",
+    ):
         assert not _allowed(worker_statements, "s3:PutObject", obj(key)), key
         assert _allowed(worker_statements, "s3:GetObject", obj(key)), key
     for key in ("sweep1/trials/t1/checkpoint_0001/manifest.json", "features/default-abc/_v1/part-x-0.parquet"):

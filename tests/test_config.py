@@ -87,12 +87,16 @@ def test_a_config_written_before_the_loss_section_loads_into_it_with_the_same_va
     """Before LossConfig, the reconstruction term and the KL settings were keys of ``prior``."""
     old = to_dict(RunConfig(prior=PriorConfig(kind="mixture", components=4)))
     del old["loss"]
-    old["prior"].update(reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5)
+    old["prior"].update(
+        reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5
+    )
 
     cfg = saved_run_config(old).validate()
 
     assert cfg.prior == PriorConfig(kind="mixture", components=4)
-    assert cfg.loss == LossConfig(reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5)
+    assert cfg.loss == LossConfig(
+        reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5
+    )
     assert cfg.loss.kl_weight(3) == 0.5
     assert saved_run_config(to_dict(cfg)) == cfg  # today's layout reads back as it is
     # Older still: no reconstruction key at all meant mse (BEFORE_KEYS_EXISTED).
@@ -121,7 +125,9 @@ def test_legacy_checkpoint_configs_load_into_the_loss_section():
         cfg = saved_run_config(raw).validate()
         assert (cfg.prior.kind, cfg.prior.components) == (kind, raw["prior"]["components"])
         assert (cfg.loss.reconstruction, cfg.loss.recon_weight, cfg.loss.kl_samples) == (
-            raw["prior"]["reconstruction"], raw["prior"]["recon_weight"], raw["prior"]["kl_samples"]
+            raw["prior"]["reconstruction"],
+            raw["prior"]["recon_weight"],
+            raw["prior"]["kl_samples"],
         )
 
 

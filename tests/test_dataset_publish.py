@@ -62,7 +62,9 @@ def _interrupt_mid_run(src: str, dst: str, ray_address: str, sig: int) -> subpro
     while not (_parquet_files_under(dst) - before):
         if proc.poll() is not None or time.monotonic() > deadline:
             out, err = proc.communicate()
-            pytest.fail(f"the job ended (or stalled) before writing a part: rc={proc.returncode}\n{out[-2000:]}\n{err[-3000:]}")
+            pytest.fail(
+                f"the job ended (or stalled) before writing a part: rc={proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+            )
         time.sleep(0.05)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
@@ -89,7 +91,9 @@ def earlier_src(fsdd_dir, tmp_path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_interrupted_or_killed_extraction_leaves_the_earlier_dataset_whole(where, ray_local, make_bucket, fsdd_dir, earlier_src, tmp_path):
+def test_interrupted_or_killed_extraction_leaves_the_earlier_dataset_whole(
+    where, ray_local, make_bucket, fsdd_dir, earlier_src, tmp_path
+):
     dst = str(tmp_path / "features") if where == "local" else f"{make_bucket('fsdd-interrupt')}/features"
     dataset.extract(str(earlier_src), dst, DEFAULT, progress=None)
     earlier = _snapshot(dst)
@@ -124,7 +128,7 @@ def test_two_extractions_into_one_output_at_once_one_wins_whole(ray_local, fsdd_
 
     winners = [name for name, (_, _, rc) in results.items() if rc == 0]
     assert winners, {n: r[1][-2000:] for n, r in results.items()}
-    for name, (out, err, rc) in results.items():
+    for out, err, rc in results.values():
         assert rc in (0, 1), err[-3000:]
         if rc:  # the loser says so in one line; it never publishes half a dataset
             assert json.loads(out.strip().splitlines()[-1])["error"]
@@ -177,7 +181,10 @@ def test_readers_read_only_a_published_dataset(ray_local, earlier_src, fsdd_dir,
 
     for main, extra in (
         (train.main, ["--storage", str(tmp_path / "runs"), "--name", "r"]),
-        (tune.main, ["--storage", str(tmp_path / "runs"), "--name", "t", "--space", str(REPO / "tune_spaces" / "smoke.yaml")]),
+        (
+            tune.main,
+            ["--storage", str(tmp_path / "runs"), "--name", "t", "--space", str(REPO / "tune_spaces" / "smoke.yaml")],
+        ),
     ):
         assert main(["--data", str(mixed), *extra]) == 1
     assert not (tmp_path / "runs" / "t").exists(), "a sweep that could not start left files behind"
@@ -186,9 +193,20 @@ def test_readers_read_only_a_published_dataset(ray_local, earlier_src, fsdd_dir,
 def test_file_names_accept_letters_digits_and_hyphens_in_speakers():
     assert dataset.parse_name("0_spk01_3.wav").speaker == "spk01"
     assert dataset.parse_name("s3://b/x/0_anna-b_3.wav") == dataset.Labels("0_anna-b_3", 0, "anna-b", 3, "test")
-    assert [dataset.parse_name(f"4_george{i}_12.wav").speaker for i in range(1, 7)] == [f"george{i}" for i in range(1, 7)]
-    for bad in ("0_-anna_3.wav", "0_anna b_3.wav", "0_anna.b_3.wav", "0_<b>_3.wav", "0_a%2Fb_3.wav", f"0_{'a' * 65}_3.wav",
-                "0_spk_01_3.wav", "0__3.wav", "10_spk01_3.wav"):
+    assert [dataset.parse_name(f"4_george{i}_12.wav").speaker for i in range(1, 7)] == [
+        f"george{i}" for i in range(1, 7)
+    ]
+    for bad in (
+        "0_-anna_3.wav",
+        "0_anna b_3.wav",
+        "0_anna.b_3.wav",
+        "0_<b>_3.wav",
+        "0_a%2Fb_3.wav",
+        f"0_{'a' * 65}_3.wav",
+        "0_spk_01_3.wav",
+        "0__3.wav",
+        "10_spk01_3.wav",
+    ):
         with pytest.raises(ValueError, match="does not match"):
             dataset.parse_name(bad)
 

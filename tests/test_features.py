@@ -61,7 +61,9 @@ def _librosa_features(data: bytes, cfg: FeatureConfig) -> tuple[np.ndarray, floa
     y = librosa.util.fix_length(y[: cfg.n_samples], size=cfg.n_samples)
     mag = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window="hann", center=True)[: cfg.n_bins])
     if cfg.normalisation == "fixed":
-        db = np.clip(librosa.amplitude_to_db(mag, ref=cfg.n_fft / 4, amin=1e-10, top_db=None), cfg.db_floor, cfg.db_ceiling)
+        db = np.clip(
+            librosa.amplitude_to_db(mag, ref=cfg.n_fft / 4, amin=1e-10, top_db=None), cfg.db_floor, cfg.db_ceiling
+        )
         lo, hi = cfg.db_floor, cfg.db_ceiling
     else:
         db = librosa.amplitude_to_db(mag)  # the original's defaults: ref 1, amin 1e-5, top_db 80
@@ -77,7 +79,10 @@ def test_batched_features_match_librosa_clip_by_clip(fsdd_dir, name):
     datas = [f.read_bytes() for f in files]
     y, sr = sf.read(files[0], dtype="float32")
     up = F.resample(y, sr, 44100)
-    datas += [_wav(np.stack([up, 0.5 * up], axis=1), 44100), _wav(F.resample(y, sr, 16000), 16000)]  # other rates, stereo
+    datas += [
+        _wav(np.stack([up, 0.5 * up], axis=1), 44100),
+        _wav(F.resample(y, sr, 16000), 16000),
+    ]  # other rates, stereo
     batch = F.waveforms_to_spectrograms([clip.waveform for clip in F.decode_audios(datas, cfg)], cfg)
     assert batch.spec.shape == (len(datas), *cfg.shape) and batch.spec.dtype == np.float32
     assert batch.errors == (None,) * len(datas)
@@ -124,7 +129,13 @@ def test_batch_errors_are_per_clip(fsdd_dir):
 
 def test_presets():
     seed, default = preset(FeatureConfig, "seed"), preset(FeatureConfig, "default")
-    assert (seed.sample_rate, seed.n_fft, seed.hop_length, seed.clip_seconds, seed.normalisation) == (22050, 512, 256, 0.74, "per_clip")
+    assert (seed.sample_rate, seed.n_fft, seed.hop_length, seed.clip_seconds, seed.normalisation) == (
+        22050,
+        512,
+        256,
+        0.74,
+        "per_clip",
+    )
     assert (default.sample_rate, default.n_fft, default.hop_length, default.normalisation) == (8000, 256, 64, "fixed")
     assert default == FeatureConfig()
     assert preset(FeatureConfig, "default", griffin_lim_iters=8).griffin_lim_iters == 8

@@ -92,7 +92,10 @@ def test_offline_fails_fast_with_fsdd_dir_hint(tmp_path, free_port):
     url = f"http://127.0.0.1:{free_port()}/v1.0.10.tar.gz"
     res = subprocess.run(
         [sys.executable, "-m", "jobs.fetch_data", "--dest", str(tmp_path / "data"), "--url", url, "--timeout", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 1
     assert url in res.stderr and "FSDD_DIR" in res.stderr

@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vae import checkpoint, generation, storage
-from vae.config import FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, SamplingConfig, TrainConfig, preset
-from vae.dataset import load_split_numpy, read_feature_config
-from vae.training import latent_stats, train_in_process
-
 from jobs import generate as generate_job
 from jobs import reconstruct as reconstruct_job
+from vae import checkpoint, generation, storage
+from vae.config import (
+    FeatureConfig,
+    LossConfig,
+    ModelConfig,
+    PriorConfig,
+    RunConfig,
+    SamplingConfig,
+    TrainConfig,
+    preset,
+)
+from vae.dataset import load_split_numpy, read_feature_config
+from vae.training import latent_stats, train_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,7 +90,12 @@ def test_generate_from_the_prior_writes_sample_files(trained_checkpoint, tmp_pat
 
 def test_generate_a_digit_writes_digit_files_from_that_digits_latent_region(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "seven"
-    assert generate_job.main(["--checkpoint", trained_checkpoint, "--out", str(out), "--n", "2", "--digit", "7", "--no-png"]) == 0
+    assert (
+        generate_job.main(
+            ["--checkpoint", trained_checkpoint, "--out", str(out), "--n", "2", "--digit", "7", "--no-png"]
+        )
+        == 0
+    )
     result = _last_json(capsys)
     assert sorted(p.name for p in out.iterdir()) == ["7_0.wav", "7_1.wav"]
     assert result["digit"] == 7 and result["problems"] == []
@@ -124,7 +137,9 @@ def test_checkpoints_say_which_sampler_they_use_and_carry_their_ex_post_mixtures
     if generation.sampler(loaded) == "expost":
         for d in (0, 5):
             mean, std = _expected_digit_latents(loaded, d)
-            np.testing.assert_allclose(z[digits == d].mean(axis=0), mean, atol=5 * std.max() / np.sqrt((digits == d).sum()))
+            np.testing.assert_allclose(
+                z[digits == d].mean(axis=0), mean, atol=5 * std.max() / np.sqrt((digits == d).sum())
+            )
 
 
 def test_a_conditional_model_decodes_with_the_digit_asked_for(trained_checkpoint):
@@ -145,7 +160,9 @@ def test_generate_a_digit_the_checkpoint_never_saw_is_a_clear_error(trained_chec
     del stats["digits"]["9"]
     checkpoint.write_json(str(copy), checkpoint.LATENT_STATS, stats)
 
-    assert generate_job.main(["--checkpoint", str(copy), "--out", str(tmp_path / "out"), "--n", "1", "--digit", "9"]) == 1
+    assert (
+        generate_job.main(["--checkpoint", str(copy), "--out", str(tmp_path / "out"), "--n", "1", "--digit", "9"]) == 1
+    )
     assert "digit 9" in _last_json(capsys)["error"]
 
 
@@ -181,7 +198,10 @@ def test_reconstruct_and_generate_between_s3_locations(trained_checkpoint, fsdd_
 
     assert reconstruct_job.main(["--checkpoint", ckpt, "--input", f"{bucket}/in", "--out", f"{bucket}/out"]) == 0
     assert _last_json(capsys)["written"] == 2
-    assert storage.list_files(f"{bucket}/out", ".wav") == [f"{bucket}/out/5_lucas_3.wav", f"{bucket}/out/6_jackson_4.wav"]
+    assert storage.list_files(f"{bucket}/out", ".wav") == [
+        f"{bucket}/out/5_lucas_3.wav",
+        f"{bucket}/out/6_jackson_4.wav",
+    ]
 
     assert generate_job.main(["--checkpoint", ckpt, "--out", f"{bucket}/gen", "--n", "1", "--digit", "2"]) == 0
     assert _last_json(capsys)["files"] == [f"{bucket}/gen/2_0.wav"]

@@ -37,7 +37,11 @@ def modules(*packages: str) -> list[str]:
 def import_in_fresh_interpreter(names: list[str], then: str = "", env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", IMPORT_EACH + then, json.dumps(names)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -50,7 +54,9 @@ def test_every_module_imports():
 
 def test_the_evaluation_does_not_import_the_reports():
     names = modules("vae/evaluation")
-    out = import_in_fresh_interpreter(names, then="print(json.dumps(sorted(m for m in sys.modules if m.startswith('vae.reports'))))")
+    out = import_in_fresh_interpreter(
+        names, then="print(json.dumps(sorted(m for m in sys.modules if m.startswith('vae.reports'))))"
+    )
     failed, reports = (json.loads(line) for line in out.splitlines()[-2:])
     assert "vae.evaluation.evaluators.samples" in names and not failed, failed
     assert reports == [], f"importing vae.evaluation pulls in {reports}"
@@ -66,7 +72,11 @@ def test_no_evaluation_module_imports_the_reports_even_inside_a_function():
                 names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
             else:
                 continue
-            offending += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n == "vae.reports" or n.startswith("vae.reports.")]
+            offending += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n == "vae.reports" or n.startswith("vae.reports.")
+            ]
     assert not offending, offending
 
 
@@ -75,10 +85,14 @@ def test_tensorflow_runs_on_onednn_kernels_unless_the_environment_says_otherwise
     AVX-512 VNNI/BF16 or AMX), in any process importing it first; ``TF_ENABLE_ONEDNN_OPTS=0`` wins."""
     from vae import ONEDNN_ENV
 
-    enabled = "from tensorflow.python.util import _pywrap_util_port; print(json.dumps(_pywrap_util_port.IsMklEnabled()))"
+    enabled = (
+        "from tensorflow.python.util import _pywrap_util_port; print(json.dumps(_pywrap_util_port.IsMklEnabled()))"
+    )
     for value, expected in ((None, True), ("0", False)):
         env = {k: v for k, v in os.environ.items() if k != ONEDNN_ENV}
         if value is not None:
             env[ONEDNN_ENV] = value
-        failed, on = (json.loads(line) for line in import_in_fresh_interpreter(["vae.models"], enabled, env).splitlines()[-2:])
+        failed, on = (
+            json.loads(line) for line in import_in_fresh_interpreter(["vae.models"], enabled, env).splitlines()[-2:]
+        )
         assert not failed and on is expected, (value, failed, on)

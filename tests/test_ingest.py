@@ -52,7 +52,19 @@ def _run(capsys, *args: str) -> tuple[int, dict, str]:
 def test_every_word_comes_back_with_its_digit(long_recording, tmp_path, capsys):
     path, truth = long_recording
     out = tmp_path / "clips"
-    code, result, _ = _run(capsys, "--input", str(path), "--digits", "0123456789", "--repeat", "2", "--speaker", "tester", "--out", str(out))
+    code, result, _ = _run(
+        capsys,
+        "--input",
+        str(path),
+        "--digits",
+        "0123456789",
+        "--repeat",
+        "2",
+        "--speaker",
+        "tester",
+        "--out",
+        str(out),
+    )
     assert code == 0 and result["written"] == 20 and result["sample_rate"] == RATE
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{d}_tester_{t}.wav" for d in range(10) for t in (0, 1))
 
@@ -67,7 +79,11 @@ def test_every_word_comes_back_with_its_digit(long_recording, tmp_path, capsys):
         assert min(end, segment["end"]) - max(start, segment["start"]) > 0.6 * (end - start), (segment, start, end)
         clip = out / segment["clip"]
         y, rate = sf.read(clip, dtype="float32")
-        assert rate == RATE and y.ndim == 1 and len(y) == pytest.approx((segment["end"] - segment["start"]) * RATE, abs=0.002 * RATE)  # JSON rounds to ms
+        assert (
+            rate == RATE
+            and y.ndim == 1
+            and len(y) == pytest.approx((segment["end"] - segment["start"]) * RATE, abs=0.002 * RATE)
+        )  # JSON rounds to ms
         extract_clip(str(clip), clip.read_bytes(), features)  # what jobs.preprocess does with it: accepted
     # Takes count up per digit: the second "3" is take 1.
     assert [s["clip"] for s in result["segments"]][13] == "3_tester_1.wav"
@@ -76,13 +92,19 @@ def test_every_word_comes_back_with_its_digit(long_recording, tmp_path, capsys):
 def test_a_wrong_digit_count_writes_nothing_and_lists_the_segments(long_recording, tmp_path, capsys):
     path, truth = long_recording
     out = tmp_path / "clips"
-    code, result, printed = _run(capsys, "--input", str(path), "--digits", "012345678", "--repeat", "2", "--speaker", "tester", "--out", str(out))
+    code, result, printed = _run(
+        capsys, "--input", str(path), "--digits", "012345678", "--repeat", "2", "--speaker", "tester", "--out", str(out)
+    )
     assert code == 1 and "found 20 utterances, expected 18" in result["error"] and "nothing written" in result["error"]
     assert not out.exists() or not any(out.iterdir())
     rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 20
     for (_, start, end), row in zip(truth, rows):
-        assert float(row[1]) < end and float(row[2]) > start and float(row[3]) == pytest.approx(float(row[2]) - float(row[1]), abs=0.011)
+        assert (
+            float(row[1]) < end
+            and float(row[2]) > start
+            and float(row[3]) == pytest.approx(float(row[2]) - float(row[1]), abs=0.011)
+        )
 
 
 def test_existing_clips_are_not_overwritten(long_recording, tmp_path, capsys):
@@ -111,14 +133,22 @@ def test_existing_clips_are_not_overwritten(long_recording, tmp_path, capsys):
 )
 def test_bad_arguments_are_refused_naming_the_culprit(long_recording, tmp_path, capsys, args, message):
     path, _ = long_recording
-    base = {"--input": str(path), "--digits": "0123456789", "--repeat": "2", "--speaker": "tester", "--out": str(tmp_path / "o")}
+    base = {
+        "--input": str(path),
+        "--digits": "0123456789",
+        "--repeat": "2",
+        "--speaker": "tester",
+        "--out": str(tmp_path / "o"),
+    }
     base.update(dict(zip(args[::2], args[1::2])))
     code, result, _ = _run(capsys, *[x for kv in base.items() for x in kv])
     assert code == 1 and message in result["error"], result
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("data, message", [(b"", "empty file"), (b"not a recording", "not decodable audio"), (None, "silent")])
+@pytest.mark.parametrize(
+    "data, message", [(b"", "empty file"), (b"not a recording", "not decodable audio"), (None, "silent")]
+)
 def test_unusable_recordings_are_refused(tmp_path, capsys, data, message):
     path = tmp_path / "long.wav"
     if data is None:
@@ -126,5 +156,7 @@ def test_unusable_recordings_are_refused(tmp_path, capsys, data, message):
         sf.write(buf, np.zeros(RATE * 3, np.float32), RATE, format="WAV")
         data = buf.getvalue()
     path.write_bytes(data)
-    code, result, _ = _run(capsys, "--input", str(path), "--digits", "01", "--speaker", "tester", "--out", str(tmp_path / "o"))
+    code, result, _ = _run(
+        capsys, "--input", str(path), "--digits", "01", "--speaker", "tester", "--out", str(tmp_path / "o")
+    )
     assert code == 1 and str(path) in result["error"] and message in result["error"]

@@ -63,7 +63,9 @@ class Head:
             "job", "submit", "--address", self.address, "--submission-id", submission_id,
             "--working-dir", ".", "--", *entrypoint, timeout=timeout,
         )  # fmt: skip
-        assert proc.returncode == 0, f"ray job submit {submission_id} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, (
+            f"ray job submit {submission_id} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
         return proc
 
     def api(self, path: str, token: str | None = "") -> tuple[int, dict]:
@@ -137,7 +139,9 @@ def ray_head():
         f"--ray-client-server-port={_free_port()}", "--disable-usage-stats",
     ]  # fmt: skip
     log = open(temp_dir / "ray-start.log", "w")
-    proc = subprocess.Popen(command, cwd=temp_dir, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=temp_dir, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     head = Head(address=f"http://127.0.0.1:{dashboard_port}", env=env, token=token, temp_dir=temp_dir)
     try:
         deadline = time.monotonic() + 180
@@ -208,7 +212,9 @@ def submitted_features(ray_head, fsdd_dir, tmp_path_factory):
             for t in TAKES:
                 shutil.copy(fsdd_dir / f"{d}_{s}_{t}.wav", clips)
     output = tmp_path_factory.mktemp("submit_out") / "features"
-    proc = ray_head.submit("preprocess", "python", "-m", "jobs.preprocess", "--input", str(clips), "--output", str(output))
+    proc = ray_head.submit(
+        "preprocess", "python", "-m", "jobs.preprocess", "--input", str(clips), "--output", str(output)
+    )
     return proc, output
 
 
@@ -254,7 +260,11 @@ def test_serve_job_deploys_the_service_on_the_cluster_and_returns(ray_head, fsdd
     ray_head.submit("serve", "python", "-m", "jobs.serve", "--checkpoint", checkpoint, "--port", str(port))
     assert ray_head.job("serve")["status"] == "SUCCEEDED"
     summary = ray_head.last_json_line("serve")
-    assert summary["running"] is True and summary["url"] == f"http://127.0.0.1:{port}/" and summary["checkpoint"] == checkpoint
+    assert (
+        summary["running"] is True
+        and summary["url"] == f"http://127.0.0.1:{port}/"
+        and summary["checkpoint"] == checkpoint
+    )
 
     def get(path: str) -> tuple[int, bytes]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as response:

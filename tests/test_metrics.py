@@ -124,4 +124,8 @@ def test_vocoder_floor_sits_between_real_and_noise(heard):
     lsd_floor = metrics.recon_lsd_db(waves["real"], waves["floor"], CFG)
     lsd_noise = metrics.recon_lsd_db(waves["real"], waves["noise"], CFG)
     assert 0 < lsd_floor < 6 < lsd_noise
-    assert 0 < metrics.recon_mse(waves["real"], waves["floor"], CFG) < 0.1 * metrics.recon_mse(waves["real"], waves["noise"], CFG)
+    assert (
+        0
+        < metrics.recon_mse(waves["real"], waves["floor"], CFG)
+        < 0.1 * metrics.recon_mse(waves["real"], waves["noise"], CFG)
+    )

@@ -61,7 +61,10 @@ def _macs_from_keras(vae) -> int:
     return total
 
 
-@pytest.mark.parametrize("features,model,decoder_width", [("default", "default", 1.0), ("default", "default", 0.5), ("default", "tiny", 1.0), ("seed", "seed", 1.0)])
+@pytest.mark.parametrize(
+    "features,model,decoder_width",
+    [("default", "default", 1.0), ("default", "default", 0.5), ("default", "tiny", 1.0), ("seed", "seed", 1.0)],
+)
 def test_analytic_cost_matches_the_built_keras_model(features, model, decoder_width):
     shape, cfg = preset(FeatureConfig, features).shape, replace(preset(ModelConfig, model), decoder_width=decoder_width)
     vae = build_vae(shape, cfg, PriorConfig())
@@ -93,7 +96,9 @@ def test_input_sizes_not_divisible_by_the_strides_are_cropped_back():
 
 def test_per_example_losses_are_per_clip_and_add_up():
     shape = preset(FeatureConfig, "default").shape
-    vae = build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig(), LossConfig(reconstruction="mse", recon_weight=10.0))
+    vae = build_vae(
+        shape, preset(ModelConfig, "tiny"), PriorConfig(), LossConfig(reconstruction="mse", recon_weight=10.0)
+    )
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
     assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in ("loss", "recon", "kl", "recon_mse")}
@@ -101,7 +106,9 @@ def test_per_example_losses_are_per_clip_and_add_up():
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
 
-def _sgd_step(clip_norm: float, mixed_precision: bool = False, jit_compile: bool = False, prior: str = "normal") -> tuple[float, float]:
+def _sgd_step(
+    clip_norm: float, mixed_precision: bool = False, jit_compile: bool = False, prior: str = "normal"
+) -> tuple[float, float]:
     """One plain-SGD step (lr 1, so the update is the applied gradient) of a freshly seeded tiny model:
     (the norm the step reports, the norm of the update it made)."""
     import keras
@@ -119,13 +126,17 @@ def _sgd_step(clip_norm: float, mixed_precision: bool = False, jit_compile: bool
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(4, *shape)).astype(np.float32)
     eps = rng.standard_normal((1, 4, vae.model_cfg.latent_dim)).astype(np.float32)
-    sums, norm = DistributedSteps(vae, optimizer, 4, clip_norm=clip_norm, jit_compile=jit_compile).train(x, np.arange(4, dtype=np.int32), eps, np.float32(1.0))
+    sums, norm = DistributedSteps(vae, optimizer, 4, clip_norm=clip_norm, jit_compile=jit_compile).train(
+        x, np.arange(4, dtype=np.int32), eps, np.float32(1.0)
+    )
     update = np.sqrt(sum(np.sum((w.numpy() - b) ** 2) for w, b in zip(vae.trainable_variables, before)))
     assert np.all(np.isfinite(sums.numpy()))
     return float(norm), float(update)
 
 
-@pytest.mark.parametrize("jit_compile,prior", [(False, "normal"), (True, "normal"), (False, "tied")], ids=["graph", "xla", "tied-prior"])
+@pytest.mark.parametrize(
+    "jit_compile,prior", [(False, "normal"), (True, "normal"), (False, "tied")], ids=["graph", "xla", "tied-prior"]
+)
 def test_a_gradient_over_clip_norm_is_scaled_down_to_it_and_one_under_it_is_untouched(jit_compile, prior):
     """The tied prior's means are gathered by digit: their gradient is sparse (IndexedSlices)."""
     norm, update = _sgd_step(clip_norm=0.0, jit_compile=jit_compile, prior=prior)
@@ -172,7 +183,10 @@ def test_batch_norm_takes_the_fused_kernel_on_one_replica_with_keras_maths(dtype
     x = tf.constant(rng.standard_normal((4, 6, 5, 3)).astype(np.float32) * 2 + 1)
     upstream = tf.constant(rng.standard_normal((4, 6, 5, 3)).astype(np.float32))
     results, ops = {}, {}
-    for name, layer in (("keras", keras.layers.BatchNormalization(synchronized=True, dtype=dtype)), ("ours", models.BatchNormalization(dtype=dtype))):
+    for name, layer in (
+        ("keras", keras.layers.BatchNormalization(synchronized=True, dtype=dtype)),
+        ("ours", models.BatchNormalization(dtype=dtype)),
+    ):
         layer.build(x.shape)
         layer.gamma.assign([1.5, 0.5, 2.0])
         layer.beta.assign([0.1, -0.2, 0.3])
@@ -187,7 +201,10 @@ def test_batch_norm_takes_the_fused_kernel_on_one_replica_with_keras_maths(dtype
 
         values = step(x)
         ops[name] = {node.op for node in step.get_concrete_function(x).graph.as_graph_def().node}
-        results[name] = [np.asarray(v, np.float32) for v in (*values, layer.moving_mean, layer.moving_variance, layer(x, training=False))]
+        results[name] = [
+            np.asarray(v, np.float32)
+            for v in (*values, layer.moving_mean, layer.moving_variance, layer(x, training=False))
+        ]
     assert {"FusedBatchNormV3", "FusedBatchNormGradV3"} <= ops["ours"] and "FusedBatchNormV3" not in ops["keras"]
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     for ours, theirs in zip(results["ours"], results["keras"]):
@@ -222,7 +239,11 @@ def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object, object]
         train=TrainConfig(epochs=1, batch_size=4),
     ).validate()
     rng = np.random.default_rng(1)
-    train = {"id": np.arange(8).astype(str), "digit": np.arange(8) % 10, "spectrogram": rng.uniform(size=(8, *features.shape)).astype(np.float32)}
+    train = {
+        "id": np.arange(8).astype(str),
+        "digit": np.arange(8) % 10,
+        "spectrogram": rng.uniform(size=(8, *features.shape)).astype(np.float32),
+    }
     vae, optimizer, _ = train_in_process(run_cfg, train, epochs=2)
     directory = str(tmp_path / "ckpt")
     checkpoint.save(directory, vae, optimizer, 2, run_cfg, {"val_recon_mse": 0.1}, {"prior": prior_kind, "digits": {}})

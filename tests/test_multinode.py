@@ -50,14 +50,13 @@ def _is_data_task(task) -> bool:
 
 def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
     import ray
+    from ray._private.services import resolve_ip_for_localhost
     from ray.cluster_utils import Cluster
     from ray.util.state import list_tasks
 
     from vae import storage, training
     from vae.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig, preset
     from vae.dataset import extract
-
-    from ray._private.services import resolve_ip_for_localhost
 
     # Ray's own processes find "their" cluster through RAY_ADDRESS or else the machine's latest one
     # (Train's placement-group cleaner does): pin it before any node starts, as other Ray instances
@@ -85,7 +84,12 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
         # Ray Data: the extraction job's own function, one block per task.
         parquet = str(work / "features")
         summary = extract(_clips(fsdd_dir), parquet, preset(FeatureConfig, "default"), num_blocks=EXTRACT_BLOCKS)
-        out["extract"] = {"written": summary.written, "rejected": summary.rejected, "train": summary.train, "test": summary.test}
+        out["extract"] = {
+            "written": summary.written,
+            "rejected": summary.rejected,
+            "train": summary.train,
+            "test": summary.test,
+        }
         state_api = "http://" + cluster.webui_url
         tasks: list = []
         for _ in range(30):  # task events reach the state API asynchronously
@@ -101,7 +105,9 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
 
             rank = ray.train.get_context().get_world_rank()
             node = ray.get_runtime_context().get_node_id()
-            storage.write_json(storage.join(config["run_dir"], "placement", f"rank{rank}.json"), {"rank": rank, "node_id": node})
+            storage.write_json(
+                storage.join(config["run_dir"], "placement", f"rank{rank}.json"), {"rank": rank, "node_id": node}
+            )
             training.train_loop_per_worker(config)
 
         run_cfg = RunConfig(
@@ -111,7 +117,9 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
         ).validate()
         datasets = training.load_datasets(parquet)
         runs = str(work / "runs")
-        trainer = training.build_trainer(run_cfg, datasets, runs, "spread", datasets[training.TRAIN].count(), train_loop=record_node_then_train)
+        trainer = training.build_trainer(
+            run_cfg, datasets, runs, "spread", datasets[training.TRAIN].count(), train_loop=record_node_then_train
+        )
         try:
             result = trainer.fit()
             out["train_error"] = None if result.error is None else repr(result.error)
@@ -120,7 +128,11 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
         except Exception as exc:  # reported, not raised: placement is checked either way
             out["train_error"] = repr(exc)[:4000]
         placement_dir = storage.join(runs, "spread", "placement")
-        out["train_workers"] = [storage.read_json(f) for f in storage.list_files(placement_dir, suffix=".json")] if storage.exists(placement_dir) else []
+        out["train_workers"] = (
+            [storage.read_json(f) for f in storage.list_files(placement_dir, suffix=".json")]
+            if storage.exists(placement_dir)
+            else []
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -153,7 +165,9 @@ def two_node_run(fsdd_dir, tmp_path_factory) -> dict:
         shutil.rmtree(temp_dir, ignore_errors=True)
     lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        pytest.fail(f"two-node driver exited {proc.returncode}\n--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-6000:]}")
+        pytest.fail(
+            f"two-node driver exited {proc.returncode}\n--- stdout\n{stdout[-3000:]}\n--- stderr\n{stderr[-6000:]}"
+        )
     return json.loads(lines[-1])
 
 

@@ -49,10 +49,21 @@ def test_set_without_an_equals_sign_is_an_error():
 
 
 def test_overrides_apply_with_their_types_and_are_validated():
-    cfg = apply_overrides(RunConfig(), dict([parse_assignment(t) for t in (
-        "train.learning_rate=3e-4", "model.filters=[8, 16]", "model.kernels=[3, 3]", "model.strides=[2, 2]",
-        "model.conditional=false",
-    )]))
+    cfg = apply_overrides(
+        RunConfig(),
+        dict(
+            [
+                parse_assignment(t)
+                for t in (
+                    "train.learning_rate=3e-4",
+                    "model.filters=[8, 16]",
+                    "model.kernels=[3, 3]",
+                    "model.strides=[2, 2]",
+                    "model.conditional=false",
+                )
+            ]
+        ),
+    )
     assert cfg.train.learning_rate == 3e-4 and isinstance(cfg.train.learning_rate, float)
     assert (cfg.model.filters, cfg.model.strides, cfg.model.conditional) == ((8, 16), (2, 2), False)
     assert apply_overrides(SweepConfig(), {"num_samples": 4}).num_samples == 4
@@ -104,9 +115,30 @@ def test_config_file_then_shorthands_then_set(tmp_path):
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("train: {epochs: 4, batch_size: 8}\nprior: {kind: mixture}\n")
-    args = parse_args(["--data", "d", "--storage", "s", "--name", "n", "--model", "tiny", "--config", str(cfg_file),
-                       "--epochs", "6", "--lr", "2e-3", "--set", "train.epochs=7", "--set", "sampling.sampler=prior",
-                       "--fault-epoch", "2"])
+    args = parse_args(
+        [
+            "--data",
+            "d",
+            "--storage",
+            "s",
+            "--name",
+            "n",
+            "--model",
+            "tiny",
+            "--config",
+            str(cfg_file),
+            "--epochs",
+            "6",
+            "--lr",
+            "2e-3",
+            "--set",
+            "train.epochs=7",
+            "--set",
+            "sampling.sampler=prior",
+            "--fault-epoch",
+            "2",
+        ]
+    )
     run_cfg, fault = build_config(args, None)
     assert run_cfg.model == preset(ModelConfig, "tiny")
     assert (run_cfg.train.epochs, run_cfg.train.batch_size, run_cfg.train.learning_rate) == (7, 8, 2e-3)
@@ -119,18 +151,53 @@ def test_config_file_then_shorthands_then_set(tmp_path):
 def test_tune_pipeline_and_demo_build_their_configs_the_same_way():
     from jobs import demo, pipeline, tune
 
-    settings, base = tune.configs(tune.parse_args(
-        ["--data", "d", "--storage", "s", "--space", "x.yaml", "--name", "n", "--num-samples", "3",
-         "--set", "sweep.max_failures=0", "--set", "train.time_budget_s=60"]))
+    settings, base = tune.configs(
+        tune.parse_args(
+            [
+                "--data",
+                "d",
+                "--storage",
+                "s",
+                "--space",
+                "x.yaml",
+                "--name",
+                "n",
+                "--num-samples",
+                "3",
+                "--set",
+                "sweep.max_failures=0",
+                "--set",
+                "train.time_budget_s=60",
+            ]
+        )
+    )
     assert (settings.num_samples, settings.max_failures, settings.n_per_digit) == (3, 0, SweepConfig.n_per_digit)
     assert base.train.time_budget_s == 60
     with pytest.raises(ConfigError, match="model.latent_dim"):
-        tune.configs(tune.parse_args(["--data", "d", "--storage", "s", "--space", "x", "--name", "n",
-                                      "--set", "model.latent_dim=4"]))
+        tune.configs(
+            tune.parse_args(
+                ["--data", "d", "--storage", "s", "--space", "x", "--name", "n", "--set", "model.latent_dim=4"]
+            )
+        )
 
-    cfg, sweep = pipeline.configs(pipeline.parse_args(
-        ["--input", "i", "--storage", "s", "--name", "n", "--train-only", "--epochs", "3", "--use-gpu",
-         "--workers-per-trial", "2"]))
+    cfg, sweep = pipeline.configs(
+        pipeline.parse_args(
+            [
+                "--input",
+                "i",
+                "--storage",
+                "s",
+                "--name",
+                "n",
+                "--train-only",
+                "--epochs",
+                "3",
+                "--use-gpu",
+                "--workers-per-trial",
+                "2",
+            ]
+        )
+    )
     assert (cfg.train.epochs, cfg.train.use_gpu, cfg.train.num_workers) == (3, True, 1)
     assert (sweep.use_gpu, sweep.workers_per_trial) == (True, 2)
 
@@ -159,7 +226,13 @@ def test_sweep_config_is_validated(cfg, culprit):
 def test_sweep_config_defaults_are_the_ones_the_sweep_used():
     cfg = SweepConfig().validate()
     assert (cfg.num_samples, cfg.max_concurrent, cfg.n_per_digit, cfg.max_failures) == (None, None, 3, 1)
-    assert (cfg.grace_period, cfg.reduction_factor, cfg.search_seed, cfg.workers_per_trial, cfg.use_gpu) == (1, 3.0, 0, 1, False)
+    assert (cfg.grace_period, cfg.reduction_factor, cfg.search_seed, cfg.workers_per_trial, cfg.use_gpu) == (
+        1,
+        3.0,
+        0,
+        1,
+        False,
+    )
 
 
 def test_sweep_settings_of_a_sweep_json_old_and_new():
@@ -256,9 +329,21 @@ def test_every_job_takes_verbose(capsys):
 @pytest.mark.parametrize(
     "job, required, flag, key, root",
     [
-        ("evaluate", ["--checkpoint", "c", "--data", "d", "--out", "o"], ["--n-per-digit", "4"], "n_unconditional", "eval"),
+        (
+            "evaluate",
+            ["--checkpoint", "c", "--data", "d", "--out", "o"],
+            ["--n-per-digit", "4"],
+            "n_unconditional",
+            "eval",
+        ),
         ("serve", ["--checkpoint", "c"], ["--max-clips", "4"], "max_upload_seconds", "serve"),
-        ("ingest", ["--input", "i", "--digits", "01", "--speaker", "s", "--out", "o"], ["--top-db", "4"], "min_utterance_seconds", "ingest"),
+        (
+            "ingest",
+            ["--input", "i", "--digits", "01", "--speaker", "s", "--out", "o"],
+            ["--top-db", "4"],
+            "min_utterance_seconds",
+            "ingest",
+        ),
         ("train_classifier", ["--data", "d", "--out", "o"], ["--epochs", "4"], "batch_size", "recogniser"),
     ],
 )
@@ -319,7 +404,14 @@ def test_exit_without_teardown_runs_atexit_flushes_and_keeps_the_status():
         ("serve", ["--checkpoint", "c"], "--num-cpus"),
     ],
 )
-@pytest.mark.parametrize("value, says", [("0", "must be at least 1, got 0"), ("-2", "must be at least 1, got -2"), ("two", "expected a whole number, got 'two'")])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("0", "must be at least 1, got 0"),
+        ("-2", "must be at least 1, got -2"),
+        ("two", "expected a whole number, got 'two'"),
+    ],
+)
 def test_counts_below_one_are_refused_naming_the_flag(job, required, flag, value, says, capsys):
     """A local instance of 0 CPUs would never run a task (the job hung); 0 blocks failed inside Ray Data."""
     import importlib

@@ -17,15 +17,24 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-
 from ray_processes import end_processes_mentioning, pids_mentioning
+
 from vae import dataset, storage
 from vae import features as F
 from vae.config import FeatureConfig, preset, to_json
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = preset(FeatureConfig, "default")
-GOOD = ("0_george_5", "1_jackson_0", "2_lucas_12", "3_theo_4", "4_yweweler_30", "5_george_49", "6_jackson_3", "7_lucas_8")
+GOOD = (
+    "0_george_5",
+    "1_jackson_0",
+    "2_lucas_12",
+    "3_theo_4",
+    "4_yweweler_30",
+    "5_george_49",
+    "6_jackson_3",
+    "7_lucas_8",
+)
 
 
 def _run_job(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -129,14 +138,25 @@ def test_small_parquet_reads_back_with_plain_pyarrow_and_pandas(small_parquet):
         """
     )
     # Plain readers read the published version folder; the dataset folder itself fails loudly, never half.
-    out = subprocess.run([sys.executable, "-c", script, storage.published(small_parquet)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, storage.published(small_parquet)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ray_imported"] is False
     assert got["rows"] == 250
     assert got["columns"] == [
-        "id", "digit", "speaker", "take", "split", "spectrogram",
-        "source", "source_sample_rate", "duration_s", "db_min", "db_max",
+        "id",
+        "digit",
+        "speaker",
+        "take",
+        "split",
+        "spectrogram",
+        "source",
+        "source_sample_rate",
+        "duration_s",
+        "db_min",
+        "db_max",
     ]
     assert got["spec_type"] == "arrow.fixed_shape_tensor" and got["spec_shape"] == [128, 96]
     assert got["spec_dtype"] == "float32" and got["specs_shape"] == [250, 128, 96]
@@ -155,7 +175,9 @@ def test_parts_skip_dictionary_and_statistics_for_spectrograms_only(small_parque
     for part in parts:
         meta = pq.ParquetFile(part).metadata
         for g in range(meta.num_row_groups):
-            columns = {meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c) for c in range(meta.num_columns)}
+            columns = {
+                meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c) for c in range(meta.num_columns)
+            }
             spec = [c for path, c in columns.items() if path.startswith("spectrogram.")]
             assert len(spec) == 1 and not spec[0].is_stats_set, part
             assert not any("DICTIONARY" in e for e in spec[0].encodings), (part, spec[0].encodings)
@@ -182,7 +204,9 @@ def test_small_parquet_library_readers(small_parquet, fsdd_dir):
     ds = dataset.read_split(small_parquet, "train", columns=["spectrogram", "digit"])
     batches = list(ds.iter_batches(batch_size=64, batch_format="numpy"))
     assert sum(len(b["digit"]) for b in batches) == 150
-    assert {b["spectrogram"].shape[1:] for b in batches} == {(128, 96)} and batches[0]["spectrogram"].dtype == np.float32
+    assert {b["spectrogram"].shape[1:] for b in batches} == {(128, 96)} and batches[0][
+        "spectrogram"
+    ].dtype == np.float32
     assert np.isclose(sum(float(b["spectrogram"].sum()) for b in batches), float(train["spectrogram"].sum()), rtol=1e-6)
 
     # What training reads: the same rows with the same types as Ray Data's read (training sorts them by id).
@@ -235,7 +259,9 @@ def test_every_bad_input_is_rejected_with_its_reason(ray_local, fsdd_dir, tmp_pa
     assert dataset.load_rejected(str(dst)) == []
     assert all(again.run_id in f for f in os.listdir(again.dataset) if f.endswith(".parquet"))
     # The first run's version stays for readers still on it, and is not what readers of dst get.
-    assert storage.list_versions(str(dst)) == sorted([os.path.basename(summary.dataset), os.path.basename(again.dataset)])
+    assert storage.list_versions(str(dst)) == sorted(
+        [os.path.basename(summary.dataset), os.path.basename(again.dataset)]
+    )
 
 
 def test_cli_on_a_slice(ray_local, fsdd_dir, tmp_path):
@@ -263,7 +289,10 @@ def test_cli_with_its_own_local_instance_leaves_no_ray_process_behind(fsdd_dir, 
     _copy_good(fsdd_dir, src)
     temp_dir = tempfile.mkdtemp(prefix="rp", dir="/tmp")  # short: Ray's socket paths have a length limit
     try:
-        res = _run_job(["--input", str(src), "--output", str(dst), "--num-cpus", "2"], env={"RAY_TMPDIR": temp_dir, "RAY_ADDRESS": ""})
+        res = _run_job(
+            ["--input", str(src), "--output", str(dst), "--num-cpus", "2"],
+            env={"RAY_TMPDIR": temp_dir, "RAY_ADDRESS": ""},
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         assert list(Path(temp_dir, "ray").glob("session_2*")), "the job did not start its own instance"
         deadline = time.monotonic() + 5
@@ -300,7 +329,11 @@ def test_cli_fails_clearly(ray_local, fsdd_dir, tmp_path):
 
 
 def test_unreachable_s3_fails_fast_naming_the_path(tmp_path, fsdd_dir, free_port):
-    dead = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    dead = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+    }
     res = _run_job(["--input", "s3://fsdd/recordings", "--output", str(tmp_path / "out")], env=dead)
     assert res.returncode != 0 and "s3://fsdd/recordings" in res.stderr
     _copy_good(fsdd_dir, tmp_path / "src", GOOD[:1])

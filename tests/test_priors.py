@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -155,7 +153,9 @@ def test_every_prior_answers_for_its_components_and_for_a_digit_itself():
         assert drawn.shape == (7, 3) and drawn.dtype == np.float32
         np.testing.assert_array_equal(drawn, prior.sample_digit(7, 2, {**stats, "occupancy": occupancy}, seed=1))
     # normal: the digit's training encodings; tied: the digit's own component (needs no statistics).
-    np.testing.assert_allclose(build_prior(PriorConfig(kind="normal"), 3).sample_digit(50, 2, stats).mean(axis=0), stats["mean"], atol=0.01)
+    np.testing.assert_allclose(
+        build_prior(PriorConfig(kind="normal"), 3).sample_digit(50, 2, stats).mean(axis=0), stats["mean"], atol=0.01
+    )
     tied = build_prior(PriorConfig(kind="tied"), 3)
     tied.means.assign((np.arange(10)[:, None] * np.full((1, 3), 30.0)).astype(np.float32))
     assert np.all(tied.assign(tied.sample_digit(30, 8, {}, seed=3)) == 8)

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jobs import evaluate as evaluate_job
 from vae import checkpoint, storage
 from vae.config import EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.evaluation.run import METRICS_FILE, evaluate
-from vae.reports.run_report import write
 from vae.reports.html import broken_links, links
-
-from jobs import evaluate as evaluate_job
+from vae.reports.run_report import write
 
 pytestmark = pytest.mark.slow
 HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db", "recon_mse")
@@ -40,7 +39,9 @@ def tiny_checkpoint(ray_local, small_parquet, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def evaluation(tiny_checkpoint, small_parquet, recogniser_dir):
-    return evaluate(checkpoint.load(tiny_checkpoint), small_parquet, recogniser_dir, EvalConfig(n_per_digit=3, n_unconditional=30))
+    return evaluate(
+        checkpoint.load(tiny_checkpoint), small_parquet, recogniser_dir, EvalConfig(n_per_digit=3, n_unconditional=30)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,16 @@ def test_report_contains_every_image_and_audio_it_references(report_dir, evaluat
     assert len(refs) == len(images) + len(sounds), "only PNG and WAV files are referenced"
     # Per digit: 3 real, 3 reconstructed, 3 generated clips, each an image and a player.
     assert len(sounds) == 10 * 3 * 3 and len([i for i in images if i.startswith("clips/")]) == 90
-    for plot in ("waveforms", "curves", "gradient_norms", "latent_pca", "latent_tsne", "components", "confusion", "digit_accuracy"):
+    for plot in (
+        "waveforms",
+        "curves",
+        "gradient_norms",
+        "latent_pca",
+        "latent_tsne",
+        "components",
+        "confusion",
+        "digit_accuracy",
+    ):
         assert f"plots/{plot}.png" in images, plot
     for name in ("Mixture components", "t-SNE", "Training curves", "vocoder floor"):
         assert name in html, name
@@ -122,9 +132,18 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
     shot = tmp_path / "shot.png"
     cmd = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000",
         "file://" + os.path.join(report_dir, "index.html"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
@@ -140,18 +159,36 @@ def test_report_published_to_s3_has_the_same_files(evaluation, report_dir, make_
     uri = make_bucket("reports") + "/tiny"
     write(evaluation, uri)
     assert {rel for rel, _ in storage.walk_files(uri)} == _files(report_dir)
-    assert storage.read_json(storage.join(uri, METRICS_FILE))["recon_mse"] == pytest.approx(evaluation.metrics["recon_mse"])
+    assert storage.read_json(storage.join(uri, METRICS_FILE))["recon_mse"] == pytest.approx(
+        evaluation.metrics["recon_mse"]
+    )
 
 
-def test_evaluate_job_with_unseen_voices_prints_json_last(tiny_checkpoint, small_parquet, recogniser_dir, fsdd_dir, tmp_path, capsys):
+def test_evaluate_job_with_unseen_voices_prints_json_last(
+    tiny_checkpoint, small_parquet, recogniser_dir, fsdd_dir, tmp_path, capsys
+):
     wavs = tmp_path / "voices"
     wavs.mkdir()
     for name in ("3_theo_12.wav", "7_lucas_20.wav"):
         shutil.copy(fsdd_dir / name, wavs / name)
     (wavs / "broken.wav").write_bytes(b"RIFF not really a wav")
     out = tmp_path / "eval"
-    args = ["--checkpoint", tiny_checkpoint, "--data", small_parquet, "--out", str(out), "--classifier", recogniser_dir,
-            "--n-per-digit", "2", "--n-unconditional", "10", "--wavs", str(wavs)]
+    args = [
+        "--checkpoint",
+        tiny_checkpoint,
+        "--data",
+        small_parquet,
+        "--out",
+        str(out),
+        "--classifier",
+        recogniser_dir,
+        "--n-per-digit",
+        "2",
+        "--n-unconditional",
+        "10",
+        "--wavs",
+        str(wavs),
+    ]
     assert evaluate_job.main(args) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["report"] == str(out / "index.html") and os.path.exists(last["report"])
@@ -170,7 +207,9 @@ def test_evaluate_job_names_a_missing_checkpoint(small_parquet, tmp_path, capsys
     assert missing in last["error"]
 
 
-def test_a_runs_best_checkpoint_is_evaluated_and_recorded_beside_its_training_metrics(tiny_checkpoint, small_parquet, tmp_path):
+def test_a_runs_best_checkpoint_is_evaluated_and_recorded_beside_its_training_metrics(
+    tiny_checkpoint, small_parquet, tmp_path
+):
     """What jobs.train --evaluate and the pipeline's train stage both do (vae.pipeline.evaluate_best)."""
     import shutil
 
@@ -180,7 +219,9 @@ def test_a_runs_best_checkpoint_is_evaluated_and_recorded_beside_its_training_me
     best = run_dir / "checkpoint_0002"
     shutil.copytree(tiny_checkpoint, best)
     out = run_dir / "evaluation"
-    metrics = evaluate_best(str(run_dir), str(best), small_parquet, str(out), config=EvalConfig(n_per_digit=1, n_unconditional=10))
+    metrics = evaluate_best(
+        str(run_dir), str(best), small_parquet, str(out), config=EvalConfig(n_per_digit=1, n_unconditional=10)
+    )
 
     assert np.isfinite(metrics["recon_lsd_db"]) and (out / "index.html").exists()
     in_checkpoint = checkpoint.load(str(best)).metrics  # still verifies: the manifest follows the new metrics.json

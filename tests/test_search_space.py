@@ -16,9 +16,19 @@ def test_shipped_spaces_load(path):
 
 def test_prior_kind_loss_and_sampler_are_plain_config_keys():
     space = load_space("tune_spaces/smoke.yaml")
-    cfg = space.run_config({"prior.kind": "mixture", "loss.reconstruction": "gaussian", "model.conditional": True}, RunConfig())
-    assert (cfg.prior.kind, cfg.prior.components, cfg.loss.reconstruction, cfg.model.conditional) == ("mixture", 2, "gaussian", True)
-    assert load_space("tune_spaces/cpu.yaml").run_config({"sampling.sampler": "prior"}, RunConfig()).sampling.sampler == "prior"
+    cfg = space.run_config(
+        {"prior.kind": "mixture", "loss.reconstruction": "gaussian", "model.conditional": True}, RunConfig()
+    )
+    assert (cfg.prior.kind, cfg.prior.components, cfg.loss.reconstruction, cfg.model.conditional) == (
+        "mixture",
+        2,
+        "gaussian",
+        True,
+    )
+    assert (
+        load_space("tune_spaces/cpu.yaml").run_config({"sampling.sampler": "prior"}, RunConfig()).sampling.sampler
+        == "prior"
+    )
     with pytest.raises(SpaceError, match="prior.kind"):
         parse_space({"params": {"prior.kind": {"choice": ["normal", "wishart"]}}})
 
@@ -27,7 +37,9 @@ def test_a_space_naming_a_moved_key_fails_naming_its_new_place(tmp_path):
     """prior.recon_weight & co. moved to loss.*: a space file written before says where they went."""
     old = tmp_path / "old.yaml"
     old.write_text("params:\n  prior.recon_weight: {loguniform: [1.0e4, 1.0e6]}\n")
-    with pytest.raises(SpaceError, match=r"old\.yaml: params\.prior\.recon_weight: has moved: write 'loss\.recon_weight'"):
+    with pytest.raises(
+        SpaceError, match=r"old\.yaml: params\.prior\.recon_weight: has moved: write 'loss\.recon_weight'"
+    ):
         load_space(old)
     with pytest.raises(SpaceError, match=r"fixed\.prior\.kl_warmup_epochs: has moved: write 'loss\.kl_warmup_epochs'"):
         parse_space({"fixed": {"prior.kl_warmup_epochs": 2}, "params": {"model.latent_dim": {"choice": [8]}}})
@@ -36,7 +48,9 @@ def test_a_space_naming_a_moved_key_fails_naming_its_new_place(tmp_path):
 def test_stored_trial_parameters_with_moved_keys_still_apply():
     """A sweep resumed across the move: Tune hands back the parameters it stored, old keys included."""
     space = load_space("tune_spaces/smoke.yaml")
-    cfg = space.run_config({"prior.kind": "normal", "prior.recon_weight": 300.0, "prior.reconstruction": "mse"}, RunConfig())
+    cfg = space.run_config(
+        {"prior.kind": "normal", "prior.recon_weight": 300.0, "prior.reconstruction": "mse"}, RunConfig()
+    )
     assert (cfg.loss.recon_weight, cfg.loss.reconstruction) == (300.0, "mse")
 
 
@@ -79,14 +93,23 @@ def test_start_with_points_are_complete_and_inside_the_space():
     space = load_space("tune_spaces/cpu.yaml")
     assert len(space.start_with) == 2 and all(set(p) == {q.key for q in space.params} for p in space.start_with)
     base = {"params": {"model.latent_dim": {"choice": [8, 16]}, "train.learning_rate": {"loguniform": [1e-4, 1e-2]}}}
-    ok = parse_space({**base, "search": {"type": "random", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1e-3}]}})
+    ok = parse_space(
+        {**base, "search": {"type": "random", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1e-3}]}}
+    )
     assert ok.start_with == ({"model.latent_dim": 8, "train.learning_rate": 1e-3},)
     with pytest.raises(SpaceError, match=r"start_with\[0\].*missing \['train.learning_rate'\]"):
         parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8}]}})
     with pytest.raises(SpaceError, match=r"start_with\[0\].model.latent_dim"):
-        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 12, "train.learning_rate": 1e-3}]}})
+        parse_space(
+            {
+                **base,
+                "search": {"type": "optuna", "start_with": [{"model.latent_dim": 12, "train.learning_rate": 1e-3}]},
+            }
+        )
     with pytest.raises(SpaceError, match=r"start_with\[0\].train.learning_rate"):
-        parse_space({**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1.0}]}})
+        parse_space(
+            {**base, "search": {"type": "optuna", "start_with": [{"model.latent_dim": 8, "train.learning_rate": 1.0}]}}
+        )
     with pytest.raises(SpaceError, match="search.points"):
         parse_space({**base, "search": {"type": "optuna", "points": []}})
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from tiny_checkpoint import DIGITS, make_checkpoint
+
 from vae.config import FeatureConfig, ServeConfig, preset
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,9 @@ def conditional_service(service, fsdd_dir, tmp_path_factory):
         serve.delete("fsdd-vae-conditional")
 
 
-def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+def http(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -108,8 +110,23 @@ def test_batches_are_padded_to_few_vocoder_shapes():
     from vae.serving.app import padded_size
 
     sizes = ServeConfig().vocoder_batch_sizes
-    assert [padded_size(n, sizes) for n in (0, 1, 2, 3, 5, 9, 17, 32, 33, 40, 64, 65)] == [0, 1, 2, 4, 8, 16, 32, 32, 33, 40, 64, 65]
-    assert {padded_size(n, sizes) % 32 or 32 for n in range(1, 600)} <= set(sizes), "every vocoder chunk is an allowed size"
+    assert [padded_size(n, sizes) for n in (0, 1, 2, 3, 5, 9, 17, 32, 33, 40, 64, 65)] == [
+        0,
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        32,
+        33,
+        40,
+        64,
+        65,
+    ]
+    assert {padded_size(n, sizes) % 32 or 32 for n in range(1, 600)} <= set(sizes), (
+        "every vocoder chunk is an allowed size"
+    )
     assert [padded_size(n, ()) for n in (1, 3, 17)] == [1, 3, 17]
 
 
@@ -123,7 +140,10 @@ def test_healthz_and_model_describe_the_checkpoint(service, serve_checkpoint):
     assert model["digits_available"] == list(DIGITS)
     assert model["config"]["model"]["latent_dim"] == 4 and model["config"]["features"]["n_bins"] == FEATURES.n_bins
     assert model["metrics"]["val_recon_mse"] == 0.1
-    assert model["limits"]["max_clips"] == CONFIG.max_clips and model["batching"]["max_batch_size"] == CONFIG.max_batch_size
+    assert (
+        model["limits"]["max_clips"] == CONFIG.max_clips
+        and model["batching"]["max_batch_size"] == CONFIG.max_batch_size
+    )
     assert model["conditional"] is False and model["sampler"] == "expost"
 
 
@@ -145,7 +165,12 @@ def test_generate_n_clips_as_json_with_spectrograms(service):
     status, headers, body = http(service + f"/api/generate?digit=2&seed=5&n={CONFIG.max_clips}")
     assert status == 200 and headers["content-type"] == "application/json"
     result = json.loads(body)
-    assert (result["digit"], result["seed"], result["n"], result["sample_rate"]) == (2, 5, CONFIG.max_clips, FEATURES.sample_rate)
+    assert (result["digit"], result["seed"], result["n"], result["sample_rate"]) == (
+        2,
+        5,
+        CONFIG.max_clips,
+        FEATURES.sample_rate,
+    )
     import base64
 
     import matplotlib.image
@@ -239,7 +264,13 @@ def _bad_requests(fsdd_dir: Path) -> list[tuple[str, str, bytes | None, int, str
         ("POST", "/api/reconstruct", real[: len(real) // 2], 400, "not usable audio: truncated"),
         ("POST", "/api/reconstruct", wav(np.zeros(rate, np.float32), rate), 400, "not usable audio: silent"),
         ("POST", "/api/reconstruct", too_long, 413, "clip is 6.0 s long"),
-        ("POST", "/api/reconstruct", b"RIFF" + bytes(CONFIG.max_upload_bytes), 413, f"the most this service accepts is {CONFIG.max_upload_bytes}"),
+        (
+            "POST",
+            "/api/reconstruct",
+            b"RIFF" + bytes(CONFIG.max_upload_bytes),
+            413,
+            f"the most this service accepts is {CONFIG.max_upload_bytes}",
+        ),
         ("POST", "/api/reconstruct?trim=maybe", real, 400, "trim='maybe'"),
         ("POST", "/api/reconstruct?digit=10", real, 400, "digit=10 is out of range"),
     ]
@@ -361,7 +392,9 @@ def browser(service, tmp_path):
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not port_file.exists() or not port_file.read_text().strip():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no DevTools port"
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no DevTools port"
+            )
             time.sleep(0.2)
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
@@ -386,7 +419,9 @@ AUDIO_STATE = """(() => {{
 
 
 def _played(tools: DevTools, audio_id: str) -> dict:
-    tools.wait_for(f"document.getElementById({audio_id!r}).played.length > 0 && document.getElementById({audio_id!r}).readyState >= 2")
+    tools.wait_for(
+        f"document.getElementById({audio_id!r}).played.length > 0 && document.getElementById({audio_id!r}).readyState >= 2"
+    )
     return tools.eval(AUDIO_STATE.format(id=audio_id))
 
 
@@ -458,7 +493,9 @@ def test_page_asks_a_conditional_model_for_the_digit_of_an_upload(browser, condi
 # --------------------------------------------------------------------------- the job, its own Ray, a published best/ on S3
 
 
-def test_serve_job_serves_a_published_best_from_s3_until_interrupted(serve_checkpoint, make_bucket, free_port, tmp_path):
+def test_serve_job_serves_a_published_best_from_s3_until_interrupted(
+    serve_checkpoint, make_bucket, free_port, tmp_path
+):
     """``python -m jobs.serve`` as a user runs it: its own local Ray, the sweep's ``best`` pointer
     on S3 pinned to its version, SIGINT stops it cleanly with a JSON line last."""
     import signal

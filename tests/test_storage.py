@@ -38,7 +38,17 @@ def test_publish_is_versioned_and_keeps_one_previous_version(tmp_path):
     assert storage.published(str(src)) == str(src)
 
 
-MALFORMED = ["s3:///x", "s3://", "s3://b", "s3://Bad_Bucket/x", "s3://bucket//k", "s3://bucket/a/../b", "s3:/x", "dir\0name", "gs://bucket/x"]
+MALFORMED = [
+    "s3:///x",
+    "s3://",
+    "s3://b",
+    "s3://Bad_Bucket/x",
+    "s3://bucket//k",
+    "s3://bucket/a/../b",
+    "s3:/x",
+    "dir\0name",
+    "gs://bucket/x",
+]
 
 
 @pytest.mark.parametrize("uri", MALFORMED)
@@ -81,16 +91,38 @@ def test_a_pointer_naming_anything_but_its_own_version_folder_is_refused(tmp_pat
 
 
 def test_safe_names_stay_inside_their_folder(tmp_path):
-    hostile = ["../../../../elsewhere/PWNED_1", "/etc/passwd", "a/b", "a\\b", "nul\0byte", "..", ".", "", ".hidden", "x" * 5000,
-               "<script>alert(1)</script>", "spaces and\nnewlines"]
+    hostile = [
+        "../../../../elsewhere/PWNED_1",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "nul\0byte",
+        "..",
+        ".",
+        "",
+        ".hidden",
+        "x" * 5000,
+        "<script>alert(1)</script>",
+        "spaces and\nnewlines",
+    ]
     names = [storage.safe_name(h) for h in hostile]
     assert len(set(names)) == len(hostile), "different inputs must keep different names"
-    for h, name in zip(hostile, names):
-        assert name and len(name) <= 100 and not name.startswith(".") and "/" not in name and "\\" not in name and "\0" not in name
+    for name in names:
+        assert (
+            name
+            and len(name) <= 100
+            and not name.startswith(".")
+            and "/" not in name
+            and "\\" not in name
+            and "\0" not in name
+        )
         path = tmp_path / name
         path.write_text("x")  # a legal file name on its own
         assert path.resolve().parent == tmp_path.resolve()
-    assert storage.safe_name("0_george_5") == "0_george_5" and storage.safe_name("real_0_anna-b_3.png") == "real_0_anna-b_3.png"
+    assert (
+        storage.safe_name("0_george_5") == "0_george_5"
+        and storage.safe_name("real_0_anna-b_3.png") == "real_0_anna-b_3.png"
+    )
     for rel in ("../../x.wav", "/abs/x.wav", "a/../../b.wav", "sub//x.wav"):
         assert (tmp_path / storage.safe_relpath(rel)).resolve().is_relative_to(tmp_path.resolve())
     assert storage.safe_relpath("sub/3_theo_4.wav") == "sub/3_theo_4.wav"

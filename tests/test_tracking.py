@@ -23,7 +23,9 @@ def read_events(folder: str) -> list[tuple[int, str, str, np.ndarray]]:
         for record in tf.data.TFRecordDataset(path):
             event = event_pb2.Event.FromString(record.numpy())
             for value in event.summary.value:
-                out.append((event.step, value.tag, value.metadata.plugin_data.plugin_name, tf.make_ndarray(value.tensor)))
+                out.append(
+                    (event.step, value.tag, value.metadata.plugin_data.plugin_name, tf.make_ndarray(value.tensor))
+                )
     return out
 
 
@@ -71,14 +73,27 @@ def tiny_checkpoint(fsdd_dir, tmp_path_factory):
     return directory, checkpoint.load(directory)
 
 
-def test_tensorboard_events_hold_the_config_the_epochs_and_sample_images_and_audio(tiny_checkpoint, tmp_path, no_mlflow):
+def test_tensorboard_events_hold_the_config_the_epochs_and_sample_images_and_audio(
+    tiny_checkpoint, tmp_path, no_mlflow
+):
     directory, loaded = tiny_checkpoint
     run_dir = str(tmp_path / "run")
     with tracking.open_tracker(run_dir) as tracker:
         tracker.log_params(loaded.run_config)
         for epoch in (1, 2):
-            tracker.log_epoch(epoch, {"epoch": epoch, "train_loss": 3.0 / epoch, "val_recon_mse": 0.1 * epoch, "kl_weight": 1.0,
-                                      "train_clips_per_s": 50.0, "digit_accuracy": 0.5, "stopped_by_time_budget": False, "history": []})
+            tracker.log_epoch(
+                epoch,
+                {
+                    "epoch": epoch,
+                    "train_loss": 3.0 / epoch,
+                    "val_recon_mse": 0.1 * epoch,
+                    "kl_weight": 1.0,
+                    "train_clips_per_s": 50.0,
+                    "digit_accuracy": 0.5,
+                    "stopped_by_time_budget": False,
+                    "history": [],
+                },
+            )
         tracker.log_checkpoint_samples(2, loaded.model, directory, 3)
 
     events = read_events(os.path.join(run_dir, tracking.TENSORBOARD_DIR))
@@ -100,7 +115,9 @@ def test_tensorboard_events_hold_the_config_the_epochs_and_sample_images_and_aud
     assert not os.path.exists(os.path.join(run_dir, tracking.MLFLOW_RUN_FILE))  # no MLFLOW_TRACKING_URI, no MLflow
 
 
-def test_mlflow_gets_params_per_epoch_metrics_and_artefacts_and_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path, mlflow_store):
+def test_mlflow_gets_params_per_epoch_metrics_and_artefacts_and_a_resumed_run_goes_on_in_the_same_mlflow_run(
+    tmp_path, mlflow_store
+):
     run_dir = str(tmp_path / "runs" / "first")
     report = tmp_path / "evaluation"
     report.mkdir()
@@ -118,7 +135,10 @@ def test_mlflow_gets_params_per_epoch_metrics_and_artefacts_and_a_resumed_run_go
     assert run.data.params["train.epochs"] == "30" and run.data.params["model.latent_dim"] == "32"
     assert history(client, run.info.run_id, "val_loss") == {1: 2.5, 2: 1.5}
     assert "note" not in run.data.metrics
-    assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "evaluation")) == ["evaluation/index.html", "evaluation/metrics.json"]
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "evaluation")) == [
+        "evaluation/index.html",
+        "evaluation/metrics.json",
+    ]
 
     # A restarted worker group or --resume: the same MLflow run; params keep their first values.
     with tracking.open_tracker(run_dir) as tracker:
@@ -135,11 +155,15 @@ def test_log_report_puts_the_evaluation_on_the_training_run(tmp_path, mlflow_sto
     with tracking.open_tracker(run_dir) as tracker:
         tracker.log_epoch(1, {"val_loss": 1.0})
     storage.write_text(storage.join(report, "index.html"), "<html></html>")
-    tracking.log_report(run_dir, [report], {"digit_accuracy": 0.8, "digit_accuracy_per_digit": {"0": 1.0}, "sampler": "expost"}, 1)
+    tracking.log_report(
+        run_dir, [report], {"digit_accuracy": 0.8, "digit_accuracy_per_digit": {"0": 1.0}, "sampler": "expost"}, 1
+    )
     client, run = mlflow_run(run_dir)
     assert run.data.metrics["eval_digit_accuracy"] == 0.8 and run.data.metrics["val_loss"] == 1.0
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["evaluation"]
-    assert scalars(read_events(os.path.join(run_dir, tracking.TENSORBOARD_DIR)), "eval/digit_accuracy") == pytest.approx({1: 0.8})
+    assert scalars(
+        read_events(os.path.join(run_dir, tracking.TENSORBOARD_DIR)), "eval/digit_accuracy"
+    ) == pytest.approx({1: 0.8})
 
 
 def test_other_ranks_track_nothing(tmp_path, mlflow_store):
@@ -206,11 +230,18 @@ def test_tensorboard_events_of_an_s3_run_are_copied_there(make_bucket, tmp_path,
 
 
 def test_workers_get_the_drivers_mlflow_settings_and_nothing_else():
-    env = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_TOKEN": "secret", "MLFLOW_EXPERIMENT_NAME": "", "HOME": "/root"}
+    env = {
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLFLOW_TRACKING_TOKEN": "secret",
+        "MLFLOW_EXPERIMENT_NAME": "",
+        "HOME": "/root",
+    }
     assert tracking.mlflow_settings(env) == {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}
 
 
-def test_a_ray_train_run_writes_tensorboard_events_and_mlflow_metrics_of_every_epoch(ray_local, small_parquet, tmp_path, mlflow_store):
+def test_a_ray_train_run_writes_tensorboard_events_and_mlflow_metrics_of_every_epoch(
+    ray_local, small_parquet, tmp_path, mlflow_store
+):
     from test_training import tiny_run_config
 
     from vae.training import fit
@@ -223,7 +254,9 @@ def test_a_ray_train_run_writes_tensorboard_events_and_mlflow_metrics_of_every_e
     assert scalars(events, "val/recon_mse")[2] == pytest.approx(result.latest_metrics["val_recon_mse"])
     assert sorted(scalars(events, "kl_weight")) == [1, 2] and sorted(scalars(events, "train/clips_per_s")) == [1, 2]
     samples = {(step, tag) for step, tag, plugin, _ in events if plugin in ("images", "audio")}
-    assert {tag for _, tag in samples} == {f"samples/digit_{d}/{kind}" for d in (0, 1) for kind in ("spectrogram", "audio")}
+    assert {tag for _, tag in samples} == {
+        f"samples/digit_{d}/{kind}" for d in (0, 1) for kind in ("spectrogram", "audio")
+    }
     assert {step for step, _ in samples} == {1, 2}
 
     client, run = mlflow_run(result.run_dir)

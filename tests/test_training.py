@@ -13,7 +13,17 @@ import pytest
 
 from vae import checkpoint, storage
 from vae.config import FaultConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.training import RUN_CONFIG_FILE, TrainingError, batches, epoch_order, fit, gradient_norm_metrics, make_optimizer, pack, unpack
+from vae.training import (
+    RUN_CONFIG_FILE,
+    TrainingError,
+    batches,
+    epoch_order,
+    fit,
+    gradient_norm_metrics,
+    make_optimizer,
+    pack,
+    unpack,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
@@ -75,7 +85,15 @@ def _one_step(small_parquet, storage_dir, num_workers, batch_size):
     # is in the thousands, so the step is clipped: by the norm of the gradient summed over workers.
     # Both sides normalise through Keras' all-reduced moments: the fused kernel one worker would
     # otherwise use sums less exactly (tested against Keras' layer in tests/test_models.py).
-    cfg = tiny_run_config(prior="mixture", epochs=1, num_workers=num_workers, batch_size=batch_size, seed=7, clip_norm=1.0, fused_batch_norm=False)
+    cfg = tiny_run_config(
+        prior="mixture",
+        epochs=1,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        seed=7,
+        clip_norm=1.0,
+        fused_batch_norm=False,
+    )
     result = fit(cfg, small_parquet, storage_dir, f"{num_workers}x{batch_size}")
     assert result.latest_metrics["steps"] == 1
     loaded = checkpoint.load(result.latest_checkpoint)
@@ -85,7 +103,9 @@ def _one_step(small_parquet, storage_dir, num_workers, batch_size):
     return result, loaded, optimizer
 
 
-def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_first_step(ray_local, small_parquet, tmp_path):
+def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_first_step(
+    ray_local, small_parquet, tmp_path
+):
     two_b = SMALL_TRAIN_CLIPS
     r1, m1, o1 = _one_step(small_parquet, str(tmp_path), 1, two_b)
     r2, m2, o2 = _one_step(small_parquet, str(tmp_path), 2, two_b // 2)
@@ -117,15 +137,32 @@ def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_fir
 
 def _train_cli(args, ray_address):
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    proc = subprocess.run([sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     lines = proc.stdout.strip().splitlines()
     return proc, json.loads(lines[-1]) if lines else {}
 
 
-def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(ray_local, small_parquet, make_bucket, tmp_path):
+def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(
+    ray_local, small_parquet, make_bucket, tmp_path
+):
     runs = make_bucket("train-runs") + "/runs"
     common = ["--data", small_parquet, "--storage", runs, "--name", "resumable"]
-    first = ["--model", "tiny", "--prior", "mixture", "--components", "3", "--epochs", "1", "--batch-size", "16", "--num-workers", "1"]
+    first = [
+        "--model",
+        "tiny",
+        "--prior",
+        "mixture",
+        "--components",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "1",
+    ]
 
     proc, out = _train_cli(common + first, ray_local)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,8 +21,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_job(module: str, *args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -61,7 +65,12 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     at_checkpoint, between = {"val_recon_mse": 0.01}, {"val_recon_mse": 0.01}
     rank_epoch(worker, at_checkpoint, checkpoint=object())
     rank_epoch(worker, between, checkpoint=None)
-    assert at_checkpoint == {"val_recon_mse": 0.01, "digit_accuracy": 0.9, "val_unexplained_variance": 0.25, OBJECTIVE: pytest.approx(0.35)}
+    assert at_checkpoint == {
+        "val_recon_mse": 0.01,
+        "digit_accuracy": 0.9,
+        "val_unexplained_variance": 0.25,
+        OBJECTIVE: pytest.approx(0.35),
+    }
     assert between[OBJECTIVE] == pytest.approx(0.25) and "digit_accuracy" not in between
     untouched = {"val_recon_mse": 0.01}
     rank_epoch(Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1), untouched, checkpoint=object())
@@ -72,7 +81,17 @@ def test_malformed_space_fails_before_any_trial(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("params:\n  model.latent_dimm: {choice: [2, 4]}\n")
     t0 = time.time()
-    proc = run_job("jobs.tune", "--data", str(tmp_path / "none"), "--storage", str(tmp_path / "s"), "--space", str(bad), "--name", "x")
+    proc = run_job(
+        "jobs.tune",
+        "--data",
+        str(tmp_path / "none"),
+        "--storage",
+        str(tmp_path / "s"),
+        "--space",
+        str(bad),
+        "--name",
+        "x",
+    )
     assert proc.returncode != 0
     assert "params.model.latent_dimm" in proc.stderr
     assert not (tmp_path / "s").exists(), "nothing may be written for a malformed space"
@@ -85,13 +104,31 @@ def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parque
     from jobs import tune as tune_job
 
     space = tmp_path / "space.yaml"
-    space.write_text("fixed: {train.epochs: 2}\nparams:\n  model.latent_dim: {choice: [2]}\nscheduler: {type: asha, grace_period: 3}\n")
+    space.write_text(
+        "fixed: {train.epochs: 2}\nparams:\n  model.latent_dim: {choice: [2]}\nscheduler: {type: asha, grace_period: 3}\n"
+    )
     storage_dir = tmp_path / "sweeps"
-    assert tune_job.main(["--data", small_parquet, "--storage", str(storage_dir), "--space", str(space), "--name", "x"]) == 1
+    assert (
+        tune_job.main(["--data", small_parquet, "--storage", str(storage_dir), "--space", str(space), "--name", "x"])
+        == 1
+    )
     assert "scheduler.grace_period" in last_json(capsys.readouterr().out)["error"]
     (tmp_path / "not-a-dataset").mkdir()
-    assert tune_job.main(["--data", str(tmp_path / "not-a-dataset"), "--storage", str(storage_dir),
-                          "--space", "tune_spaces/smoke.yaml", "--name", "x"]) == 1
+    assert (
+        tune_job.main(
+            [
+                "--data",
+                str(tmp_path / "not-a-dataset"),
+                "--storage",
+                str(storage_dir),
+                "--space",
+                "tune_spaces/smoke.yaml",
+                "--name",
+                "x",
+            ]
+        )
+        == 1
+    )
     assert "not-a-dataset" in last_json(capsys.readouterr().out)["error"]
     assert not (storage_dir / "x").exists()
 
@@ -100,8 +137,21 @@ def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parque
 def smoke_sweep(ray_local, small_parquet, make_bucket, recogniser_dir):
     bucket = make_bucket("sweeps")
     proc = run_job(
-        "jobs.tune", "--data", small_parquet, "--storage", bucket, "--space", "tune_spaces/smoke.yaml",
-        "--name", "smoke", "--max-concurrent", "2", "--classifier", recogniser_dir, "--n-per-digit", "1",
+        "jobs.tune",
+        "--data",
+        small_parquet,
+        "--storage",
+        bucket,
+        "--space",
+        "tune_spaces/smoke.yaml",
+        "--name",
+        "smoke",
+        "--max-concurrent",
+        "2",
+        "--classifier",
+        recogniser_dir,
+        "--n-per-digit",
+        "1",
         env={"RAY_ADDRESS": ray_local},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -130,7 +180,9 @@ def test_smoke_sweep_writes_trials_best_and_report_to_s3(smoke_sweep, tmp_path, 
     assert len(storage.list_files(storage.join(best, "samples"), ".wav")) == 20
     assert out["best_checkpoint"] == f"{exp}/best"
 
-    gen = run_job("jobs.generate", "--checkpoint", f"{exp}/best", "--out", str(tmp_path / "gen"), "--n", "2", "--digit", "3")
+    gen = run_job(
+        "jobs.generate", "--checkpoint", f"{exp}/best", "--out", str(tmp_path / "gen"), "--n", "2", "--digit", "3"
+    )
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert {"3_0.wav", "3_1.wav"} <= set(os.listdir(tmp_path / "gen"))
 
@@ -159,11 +211,29 @@ def test_sweep_report_references_only_existing_files(smoke_sweep, tmp_path):
 def test_killed_driver_resumes_without_rerunning_finished_trials(ray_local, small_parquet, tmp_path):
     storage_dir = str(tmp_path / "store")
     # Two trials are enough to kill the driver between a finished one and one in flight.
-    args = ["--data", small_parquet, "--storage", storage_dir, "--space", "tune_spaces/smoke.yaml",
-            "--name", "resumable", "--max-concurrent", "1", "--num-samples", "2"]
+    args = [
+        "--data",
+        small_parquet,
+        "--storage",
+        storage_dir,
+        "--space",
+        "tune_spaces/smoke.yaml",
+        "--name",
+        "resumable",
+        "--max-concurrent",
+        "1",
+        "--num-samples",
+        "2",
+    ]
     env = {**os.environ, "RAY_ADDRESS": ray_local}
-    driver = subprocess.Popen([sys.executable, "-m", "jobs.tune", *args], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.tune", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     exp = os.path.join(storage_dir, "resumable")
     deadline = time.time() + 600
     finished = []

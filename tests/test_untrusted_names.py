@@ -15,14 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import evaluate as evaluate_job
+from jobs import generate as generate_job
+from jobs import reconstruct as reconstruct_job
 from vae import checkpoint, dataset, storage
 from vae.config import EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.models import build_vae
 from vae.training import latent_stats
-
-from jobs import evaluate as evaluate_job
-from jobs import generate as generate_job
-from jobs import reconstruct as reconstruct_job
 
 HOSTILE = [
     "../../../../elsewhere/PWNED_1",
@@ -43,7 +42,9 @@ def _files_under(root: Path) -> set[Path]:
 def untrained(small_parquet, tmp_path_factory) -> str:
     """An untrained ``tiny`` checkpoint on the small dataset's features (no Ray Train needed)."""
     features = dataset.read_feature_config(small_parquet)
-    run_cfg = RunConfig(features=features, model=preset(ModelConfig, "tiny"), prior=PriorConfig(), train=TrainConfig(epochs=1)).validate()
+    run_cfg = RunConfig(
+        features=features, model=preset(ModelConfig, "tiny"), prior=PriorConfig(), train=TrainConfig(epochs=1)
+    ).validate()
     vae = build_vae(features.shape, run_cfg.model, run_cfg.prior)
     stats = latent_stats(vae, "normal", [dataset.load_split_numpy(small_parquet, "train")])
     directory = str(tmp_path_factory.mktemp("untrained") / "checkpoint_0001")
@@ -55,7 +56,7 @@ def _put_raw(s3_endpoint: str, uri: str, keys: list[str], data: bytes) -> None:
     """Objects under ``uri`` with these keys exactly as given (S3 allows '..' segments; storage.resolve does not)."""
     import boto3
 
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     for key in keys:
         client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=data)
@@ -74,8 +75,12 @@ def _test_split_with(small_parquet: str, out: str, ids=None, sources=None) -> st
     return out
 
 
-def test_evaluation_refuses_a_dataset_whose_ids_or_sources_are_not_its_recordings(untrained, small_parquet, tmp_path, capsys):
-    legit = dataset.load_split_numpy(_test_split_with(small_parquet, str(tmp_path / "legit")), "test", columns=["id", "source"])
+def test_evaluation_refuses_a_dataset_whose_ids_or_sources_are_not_its_recordings(
+    untrained, small_parquet, tmp_path, capsys
+):
+    legit = dataset.load_split_numpy(
+        _test_split_with(small_parquet, str(tmp_path / "legit")), "test", columns=["id", "source"]
+    )
     cases = {
         "ids": dict(ids=HOSTILE),
         "sources": dict(sources=["/etc/passwd", *[str(tmp_path / ".." / s) for s in legit["source"][1:]]]),
@@ -84,8 +89,25 @@ def test_evaluation_refuses_a_dataset_whose_ids_or_sources_are_not_its_recording
     for case, change in cases.items():
         data = _test_split_with(small_parquet, str(tmp_path / case), **change)
         out = tmp_path / "deep" / "er" / case
-        assert evaluate_job.main(["--checkpoint", untrained, "--data", data, "--out", str(out), "--n-per-digit", "1",
-                                  "--n-unconditional", "2", "--workers", "1"]) == 1, case
+        assert (
+            evaluate_job.main(
+                [
+                    "--checkpoint",
+                    untrained,
+                    "--data",
+                    data,
+                    "--out",
+                    str(out),
+                    "--n-per-digit",
+                    "1",
+                    "--n-unconditional",
+                    "2",
+                    "--workers",
+                    "1",
+                ]
+            )
+            == 1
+        ), case
         error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
         assert "source" in error, (case, error)
     written = _files_under(tmp_path)
@@ -97,39 +119,72 @@ def test_the_run_report_keeps_every_file_inside_its_folder(untrained, small_parq
     from vae.reports.run_report import write
 
     data = _test_split_with(small_parquet, str(tmp_path / "data"))
-    ev = evaluate(checkpoint.load(untrained), data, None, EvalConfig(n_per_digit=1, n_unconditional=2, n_report_per_digit=3), workers=1)
+    ev = evaluate(
+        checkpoint.load(untrained),
+        data,
+        None,
+        EvalConfig(n_per_digit=1, n_unconditional=2, n_report_per_digit=3),
+        workers=1,
+    )
     ev = replace(ev, test_ids=np.asarray(HOSTILE, dtype=object))
     out = tmp_path / "a" / "b" / "c" / "report"
     write(ev, str(out))
     written = _files_under(tmp_path)
-    outside = [p for p in written if not p.resolve().is_relative_to(out.resolve()) and not p.resolve().is_relative_to((tmp_path / "data").resolve())]
+    outside = [
+        p
+        for p in written
+        if not p.resolve().is_relative_to(out.resolve())
+        and not p.resolve().is_relative_to((tmp_path / "data").resolve())
+    ]
     assert outside == []
     clips = [p for p in written if p.parent == out / "clips"]
-    assert len([p for p in clips if p.name.startswith(("real_", "recon_"))]) == 2 * 2 * len(HOSTILE), "a clip overwrote another"
+    assert len([p for p in clips if p.name.startswith(("real_", "recon_"))]) == 2 * 2 * len(HOSTILE), (
+        "a clip overwrote another"
+    )
     assert all(len(p.name) < 120 for p in clips)
     page = (out / "index.html").read_text()
     assert "<img src=x" not in page and "&lt;img src=x" in page
 
 
-def test_the_sweep_reports_sample_copy_keeps_every_file_inside_its_folder(s3_endpoint, make_bucket, fsdd_dir, untrained, tmp_path):
+def test_the_sweep_reports_sample_copy_keeps_every_file_inside_its_folder(
+    s3_endpoint, make_bucket, fsdd_dir, untrained, tmp_path
+):
     from vae.reports.sweep import _best_samples
 
     best = make_bucket("hostile-keys") + "/exp/best"
     storage.write_bytes(storage.join(best, checkpoint.CONFIG), Path(untrained, checkpoint.CONFIG).read_bytes())
     wav = (fsdd_dir / "3_theo_4.wav").read_bytes()
-    keys = ["0_ok.wav", "1_" + "y" * 900 + ".wav", "2_<script>.wav", "3_a b.wav", "4_..wav", "5_x/../../../../escape.wav", "../6_up.wav"]
+    keys = [
+        "0_ok.wav",
+        "1_" + "y" * 900 + ".wav",
+        "2_<script>.wav",
+        "3_a b.wav",
+        "4_..wav",
+        "5_x/../../../../escape.wav",
+        "../6_up.wav",
+    ]
     _put_raw(s3_endpoint, f"{best}/samples", keys, wav)
     out = tmp_path / "report"
     items = _best_samples(best, str(out))
     written = _files_under(tmp_path)
     assert written and all(p.resolve().is_relative_to((out / "samples").resolve()) for p in written)
     assert sorted(i["digit"] for i in items) == [0, 1, 2, 3, 4]
-    assert all("/" not in i["wav"][len("samples/"):] and len(i["wav"]) < 120 for i in items)
+    assert all("/" not in i["wav"][len("samples/") :] and len(i["wav"]) < 120 for i in items)
 
 
-def test_reconstruct_writes_only_under_out_whatever_the_input_keys(s3_endpoint, make_bucket, fsdd_dir, untrained, tmp_path, capsys):
+def test_reconstruct_writes_only_under_out_whatever_the_input_keys(
+    s3_endpoint, make_bucket, fsdd_dir, untrained, tmp_path, capsys
+):
     src = make_bucket("hostile-keys") + "/in"
-    keys = ["ok.wav", "sub/deeper/ok.wav", "../../../escape.wav", "a/../../b.wav", "z" * 900 + ".wav", "sp ace.wav", ".hidden.wav"]
+    keys = [
+        "ok.wav",
+        "sub/deeper/ok.wav",
+        "../../../escape.wav",
+        "a/../../b.wav",
+        "z" * 900 + ".wav",
+        "sp ace.wav",
+        ".hidden.wav",
+    ]
     _put_raw(s3_endpoint, src, keys, (fsdd_dir / "3_theo_4.wav").read_bytes())
     out = tmp_path / "x" / "out"
     assert reconstruct_job.main(["--checkpoint", untrained, "--input", src, "--out", str(out)]) == 0

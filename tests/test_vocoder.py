@@ -33,8 +33,16 @@ def _librosa(spec, cfg: FeatureConfig, db_min, db_max, n_iter: int, seed: int) -
     full = np.zeros((cfg.n_fft // 2 + 1, cfg.n_frames), np.float32)
     full[: cfg.n_bins] = mag
     y = librosa.griffinlim(
-        full, n_iter=n_iter, hop_length=cfg.hop_length, n_fft=cfg.n_fft, window="hann", center=True,
-        length=cfg.n_samples, momentum=vocoder.MOMENTUM, init="random", random_state=seed,
+        full,
+        n_iter=n_iter,
+        hop_length=cfg.hop_length,
+        n_fft=cfg.n_fft,
+        window="hann",
+        center=True,
+        length=cfg.n_samples,
+        momentum=vocoder.MOMENTUM,
+        init="random",
+        random_state=seed,
     )
     return F.peak_normalise(y)
 
@@ -48,7 +56,12 @@ def test_shapes_lengths_and_peak(fsdd_dir, name):
     assert y.shape == (len(CLIPS), cfg.n_samples) and y.dtype == np.float32
     np.testing.assert_allclose(np.abs(y).max(axis=1), 0.99, atol=1e-6)  # each clip peak-normalised
     # A trailing channel axis (the models' layout) is accepted.
-    np.testing.assert_array_equal(vocoder.spectrograms_to_waveforms(specs[:2, ..., None], cfg, *(r if r is None else r[:2] for r in ranges), n_iter=4), y[:2])
+    np.testing.assert_array_equal(
+        vocoder.spectrograms_to_waveforms(
+            specs[:2, ..., None], cfg, *(r if r is None else r[:2] for r in ranges), n_iter=4
+        ),
+        y[:2],
+    )
 
 
 @pytest.mark.parametrize("name", ["default", "seed"])
@@ -66,7 +79,9 @@ def test_batches_are_independent_and_seeded(fsdd_dir):
     cfg = preset(FeatureConfig, "default")
     _, specs, _, _ = _clips(fsdd_dir, cfg)
     batched = vocoder.spectrograms_to_waveforms(specs, cfg, seed=5, batch_size=4)  # batches of 4 and 2
-    alone = np.stack([vocoder.spectrograms_to_waveforms(specs[i : i + 1], cfg, seed=5 + i)[0] for i in range(len(specs))])
+    alone = np.stack(
+        [vocoder.spectrograms_to_waveforms(specs[i : i + 1], cfg, seed=5 + i)[0] for i in range(len(specs))]
+    )
     # Measured equal to the bit; the tolerance allows another CPU's vectorisation to round differently.
     np.testing.assert_allclose(batched, alone, atol=1e-3)
     np.testing.assert_array_equal(vocoder.spectrograms_to_waveforms(specs, cfg, seed=5, batch_size=4), batched)
@@ -76,7 +91,9 @@ def test_batches_are_independent_and_seeded(fsdd_dir):
     np.testing.assert_array_equal(F.spectrogram_to_waveform(specs[2], cfg, seed=7), alone[2])
     # One seed per clip (a service's batch of unrelated requests): clip i sounds as it does alone with seed[i].
     seeds = [5 + i for i in range(len(specs))][::-1]
-    np.testing.assert_allclose(vocoder.spectrograms_to_waveforms(specs[::-1], cfg, seed=seeds, batch_size=4), alone[::-1], atol=1e-3)
+    np.testing.assert_allclose(
+        vocoder.spectrograms_to_waveforms(specs[::-1], cfg, seed=seeds, batch_size=4), alone[::-1], atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("name", ["default", "seed"])
@@ -103,7 +120,9 @@ def test_empty_batch_and_progress():
         assert out.shape == (0, cfg.n_samples) and out.dtype == np.float32
     seen = []
     specs = np.random.default_rng(0).random((5, *cfg.shape)).astype(np.float32)
-    vocoder.spectrograms_to_waveforms(specs, cfg, n_iter=1, batch_size=2, progress=lambda done, n: seen.append((done, n)))
+    vocoder.spectrograms_to_waveforms(
+        specs, cfg, n_iter=1, batch_size=2, progress=lambda done, n: seen.append((done, n))
+    )
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 

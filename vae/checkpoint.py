@@ -29,8 +29,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,14 @@ def _entry(path: str) -> dict[str, Any]:
 
 
 def save(
-    directory: str, model, optimizer, epoch: int, run_cfg: RunConfig, metrics: dict, latent_stats: dict, expost: dict | None = None
+    directory: str,
+    model,
+    optimizer,
+    epoch: int,
+    run_cfg: RunConfig,
+    metrics: dict,
+    latent_stats: dict,
+    expost: dict | None = None,
 ) -> str:
     """Write a complete checkpoint into a local ``directory`` (created if needed), its manifest last."""
     os.makedirs(directory, exist_ok=True)
@@ -89,8 +97,15 @@ def save(
     _dump(os.path.join(directory, LATENT_STATS), latent_stats)
     if expost is not None:
         _dump(os.path.join(directory, EXPOST), expost)
-    names = [n for n in (WEIGHTS, OPTIMIZER, CONFIG, STATE, METRICS, LATENT_STATS, EXPOST) if os.path.exists(os.path.join(directory, n))]
-    _dump(os.path.join(directory, MANIFEST), {"format": 1, "files": {n: _entry(os.path.join(directory, n)) for n in names}})
+    names = [
+        n
+        for n in (WEIGHTS, OPTIMIZER, CONFIG, STATE, METRICS, LATENT_STATS, EXPOST)
+        if os.path.exists(os.path.join(directory, n))
+    ]
+    _dump(
+        os.path.join(directory, MANIFEST),
+        {"format": 1, "files": {n: _entry(os.path.join(directory, n)) for n in names}},
+    )
     return directory
 
 
@@ -224,7 +239,12 @@ def _checkpoint_dirs(run_dir: str) -> list[str]:
     except OSError as exc:
         raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
     found = [(_DIR_NAME.fullmatch(i.base_name), i.base_name) for i in infos if i.type == pafs.FileType.Directory]
-    return [name for m, name in sorted(((m, n) for m, n in found if m), key=lambda mn: (-int(mn[0].group(1)), -int(mn[0].group(2) or 0)))]
+    return [
+        name
+        for m, name in sorted(
+            ((m, n) for m, n in found if m), key=lambda mn: (-int(mn[0].group(1)), -int(mn[0].group(2) or 0))
+        )
+    ]
 
 
 @contextlib.contextmanager
@@ -284,7 +304,9 @@ def best_intact(run_dir: str, metric: str) -> str:
     return min(scored)[1]
 
 
-def restore_newest_intact(run_dir: str, model, optimizer, say: Callable[[str], None] | None = None) -> tuple[int, dict, str]:
+def restore_newest_intact(
+    run_dir: str, model, optimizer, say: Callable[[str], None] | None = None
+) -> tuple[int, dict, str]:
     """In a Train worker that Ray handed a checkpoint: restore from the newest intact checkpoint of the
     run (Ray's latest, unless it fails verification); returns (epoch, its metrics, its URI)."""
     point = newest_intact(run_dir)
@@ -324,19 +346,31 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
     _load_weights(model, directory, uri)
     expost = _read_json(directory, EXPOST, uri, {})
     return LoadedModel(
-        uri=uri or directory, run_config=run_cfg, model=model, latent_stats=latent_stats, metrics=metrics, epoch=epoch, expost=expost
+        uri=uri or directory,
+        run_config=run_cfg,
+        model=model,
+        latent_stats=latent_stats,
+        metrics=metrics,
+        epoch=epoch,
+        expost=expost,
     )
 
 
 def in_memory(directory: str, model) -> LoadedModel:
     """A local checkpoint a Train worker has just written, around the model it was saved from (still
     in memory): no copy, no verification, no second model."""
+
     def read(name: str) -> Any:
         return _read_json(directory, name, None, {})
 
     return LoadedModel(
-        uri=directory, run_config=saved_run_config(_read_json(directory, CONFIG, None)), model=model,
-        latent_stats=read(LATENT_STATS), metrics=read(METRICS), epoch=_epoch(directory, None), expost=read(EXPOST),
+        uri=directory,
+        run_config=saved_run_config(_read_json(directory, CONFIG, None)),
+        model=model,
+        latent_stats=read(LATENT_STATS),
+        metrics=read(METRICS),
+        epoch=_epoch(directory, None),
+        expost=read(EXPOST),
     )
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from vae.errors import UserError
 
@@ -69,7 +70,7 @@ class FeatureConfig:
     def shape(self) -> tuple[int, int]:
         return (self.n_bins, self.n_frames)
 
-    def validate(self) -> "FeatureConfig":
+    def validate(self) -> FeatureConfig:
         _positive(self, "sample_rate", "n_fft", "hop_length", "clip_seconds", "n_bins", "griffin_lim_iters")
         if self.n_bins > self.n_fft // 2 + 1:
             raise ConfigError(f"FeatureConfig.n_bins={self.n_bins} exceeds n_fft // 2 + 1 = {self.n_fft // 2 + 1}")
@@ -129,7 +130,7 @@ class ModelConfig:
     # the demo's budget (two seeds: see "Training speed" in the README).
     decoder_width: float = 0.5
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         if not (len(self.filters) == len(self.kernels) == len(self.strides)) or not self.filters:
             raise ConfigError(
                 "ModelConfig.filters, kernels and strides must be non-empty and of equal length, got "
@@ -179,7 +180,7 @@ class PriorConfig:
     kind: str = "normal"
     components: int = 10  # of "mixture" ("tied" has one per digit)
 
-    def validate(self) -> "PriorConfig":
+    def validate(self) -> PriorConfig:
         from vae.priors import PRIORS
 
         _choice(self, "kind", tuple(sorted(PRIORS)))
@@ -205,7 +206,7 @@ class LossConfig:
     # epochs (0: full weight from the start).
     kl_warmup_epochs: int = 0
 
-    def validate(self) -> "LossConfig":
+    def validate(self) -> LossConfig:
         from vae.losses import RECONSTRUCTIONS
 
         _choice(self, "reconstruction", tuple(sorted(RECONSTRUCTIONS)))
@@ -267,8 +268,17 @@ class TrainConfig:
     tracking_samples: int = 4
     max_failures: int = 2
 
-    def validate(self) -> "TrainConfig":
-        _positive(self, "epochs", "batch_size", "learning_rate", "num_workers", "cpus_per_worker", "checkpoints_to_keep", "checkpoint_every")
+    def validate(self) -> TrainConfig:
+        _positive(
+            self,
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "num_workers",
+            "cpus_per_worker",
+            "checkpoints_to_keep",
+            "checkpoint_every",
+        )
         if self.clip_norm < 0:
             raise ConfigError(f"TrainConfig.clip_norm={self.clip_norm} must be >= 0 (0 = no clipping)")
         if self.time_budget_s < 0:
@@ -308,7 +318,7 @@ class FaultConfig:
     def armed(self) -> bool:
         return self.epoch > 0
 
-    def validate(self) -> "FaultConfig":
+    def validate(self) -> FaultConfig:
         if self.rank < 0:
             raise ConfigError(f"FaultConfig.rank={self.rank} must be >= 0")
         return self
@@ -328,7 +338,7 @@ class SamplingConfig:
     expost_components: int = 3  # the most per digit; fewer when the Bayesian information criterion says so
     expost_covariance: str = "full"  # sklearn GaussianMixture covariance_type: "full" or "diag"
 
-    def validate(self) -> "SamplingConfig":
+    def validate(self) -> SamplingConfig:
         _choice(self, "sampler", ("expost", "prior"))
         _choice(self, "expost_covariance", ("full", "diag"))
         _positive(self, "expost_components")
@@ -347,7 +357,7 @@ class RunConfig:
     # Last, so that positional RunConfig(features, model, prior, train) calls keep their meaning.
     loss: LossConfig = field(default_factory=LossConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         self.features.validate()
         self.model.validate()
         self.prior.validate()
@@ -375,7 +385,7 @@ class SweepConfig:
     reduction_factor: float = 3.0
     search_seed: int = 0  # the search algorithm's seed where the space file gives none
 
-    def validate(self) -> "SweepConfig":
+    def validate(self) -> SweepConfig:
         for name in ("num_samples", "max_concurrent"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -412,7 +422,7 @@ class RecogniserConfig:
     gl_iters: int = 16
     seed: int = 0
 
-    def validate(self) -> "RecogniserConfig":
+    def validate(self) -> RecogniserConfig:
         if not self.filters or any(int(f) <= 0 for f in self.filters):
             raise ConfigError(f"RecogniserConfig.filters must be non-empty and positive, got {self.filters}")
         _positive(self, "downsample", "embedding_dim", "epochs", "batch_size", "learning_rate", "gl_iters")
@@ -437,8 +447,10 @@ class EvalConfig:
     tsne_perplexity: float = 30.0
     seed: int = 0
 
-    def validate(self) -> "EvalConfig":
-        _positive(self, "n_per_digit", "n_unconditional", "unconditional_draws", "n_report_per_digit", "tsne_perplexity")
+    def validate(self) -> EvalConfig:
+        _positive(
+            self, "n_per_digit", "n_unconditional", "unconditional_draws", "n_report_per_digit", "tsne_perplexity"
+        )
         return self
 
 
@@ -467,7 +479,7 @@ class ServeConfig:
     # restarts it (Serve's defaults, 5 s and 10 s, restart proxies on a busy 2-core machine).
     proxy_timeout_s: float = 60.0
 
-    def validate(self) -> "ServeConfig":
+    def validate(self) -> ServeConfig:
         _positive(
             self, "max_clips", "max_batch_size", "max_ongoing_requests", "num_replicas", "max_upload_bytes", "max_upload_seconds",
             "proxy_timeout_s",
@@ -482,7 +494,9 @@ class ServeConfig:
             )
         sizes = list(self.vocoder_batch_sizes)
         if sizes and (sizes[0] != 1 or any(b <= a for a, b in zip(sizes, sizes[1:]))):
-            raise ConfigError(f"ServeConfig.vocoder_batch_sizes={self.vocoder_batch_sizes} must start at 1 and increase")
+            raise ConfigError(
+                f"ServeConfig.vocoder_batch_sizes={self.vocoder_batch_sizes} must start at 1 and increase"
+            )
         return self
 
 
@@ -497,7 +511,7 @@ class IngestConfig:
     min_utterance_seconds: float = 0.12  # shorter sounds (clicks, breaths) are dropped
     pad_seconds: float = 0.02  # kept either side of an utterance
 
-    def validate(self) -> "IngestConfig":
+    def validate(self) -> IngestConfig:
         _positive(self, "top_db", "frame_seconds", "min_gap_seconds", "min_utterance_seconds")
         if self.pad_seconds < 0:
             raise ConfigError(f"IngestConfig.pad_seconds={self.pad_seconds} must be >= 0")
@@ -517,14 +531,18 @@ class DemoConfig:
     # every this-many epochs and after the last one, which the budget's best model mostly is.
     checkpoint_every: int = 5
 
-    def validate(self) -> "DemoConfig":
+    def validate(self) -> DemoConfig:
         _positive(self, "max_epochs", "train_budget_s", "checkpoint_every")
         return self
 
     def run_config(self) -> RunConfig:
         base = RunConfig()
         train = dataclasses.replace(
-            base.train, epochs=self.max_epochs, time_budget_s=self.train_budget_s, seed=self.seed, checkpoint_every=self.checkpoint_every
+            base.train,
+            epochs=self.max_epochs,
+            time_budget_s=self.train_budget_s,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
         )
         return dataclasses.replace(base, train=train).validate()
 
@@ -599,7 +617,7 @@ MOVED_KEYS = {
 AFTER_KEYS_REMOVED = {"train": ("fault_epoch", "fault_rank")}
 
 
-def saved_run_config(data: Mapping[str, Any]) -> "RunConfig":
+def saved_run_config(data: Mapping[str, Any]) -> RunConfig:
     """A RunConfig read back from a checkpoint, run folder or sweep, old ones included."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"RunConfig: expected a mapping, got {type(data).__name__}")

@@ -38,8 +38,9 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +50,14 @@ import pyarrow.parquet as pq
 from vae import storage
 from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
 from vae.errors import UserError
-from vae.features import AudioError, Clip, decode_audio, decode_audios, waveform_to_spectrogram, waveforms_to_spectrograms
+from vae.features import (
+    AudioError,
+    Clip,
+    decode_audio,
+    decode_audios,
+    waveform_to_spectrogram,
+    waveforms_to_spectrograms,
+)
 from vae.raysetup import cluster_cpus
 
 FEATURES_KEY = "fsdd_vae.features"
@@ -170,7 +178,9 @@ def _row(source: str, labels: Labels, clip: Clip, spec: np.ndarray, db_min: floa
 def check_duration(duration_s: float, cfg: FeatureConfig) -> None:
     """Raise AudioError for a clip shorter than ``cfg.min_clip_seconds`` (a 1-sample or 10 ms file is no digit)."""
     if duration_s < cfg.min_clip_seconds:
-        raise AudioError(f"too short: {duration_s * 1000:.1f} ms, below FeatureConfig.min_clip_seconds={cfg.min_clip_seconds:g} s")
+        raise AudioError(
+            f"too short: {duration_s * 1000:.1f} ms, below FeatureConfig.min_clip_seconds={cfg.min_clip_seconds:g} s"
+        )
 
 
 def _read(fs: pafs.FileSystem, path: str) -> bytes:
@@ -178,7 +188,9 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
-def extract_rows(items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig) -> tuple[list[dict], list[dict]]:
+def extract_rows(
+    items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig
+) -> tuple[list[dict], list[dict]]:
     """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
 
     The clips are read one by one, then decoded, resampled and featurised together
@@ -212,7 +224,10 @@ def extract_rows(items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: Feat
     waveforms = [clips[i].waveform for i in decoded]
     try:
         batch = waveforms_to_spectrograms(waveforms, cfg)
-        features = [batch.errors[k] or (batch.spec[k], float(batch.db_min[k]), float(batch.db_max[k])) for k in range(len(decoded))]
+        features = [
+            batch.errors[k] or (batch.spec[k], float(batch.db_min[k]), float(batch.db_max[k]))
+            for k in range(len(decoded))
+        ]
     except Exception:  # noqa: BLE001
         features = [_attempt(waveform_to_spectrogram, y, cfg) for y in waveforms]
     for i, result in zip(decoded, features):  # clips[i] becomes clip i's row, or why it has none
@@ -278,7 +293,9 @@ def _write_table(table: pa.Table, loc: storage.Location) -> None:
         raise storage.StorageError(f"cannot write {loc.uri}: {exc}") from exc
 
 
-def _extract_and_write(batch: dict[str, np.ndarray], fs: pafs.FileSystem, cfg: FeatureConfig, out: storage.Location, run_id: str) -> dict[str, list]:
+def _extract_and_write(
+    batch: dict[str, np.ndarray], fs: pafs.FileSystem, cfg: FeatureConfig, out: storage.Location, run_id: str
+) -> dict[str, list]:
     """Ray Data UDF: one block of inputs -> one clips file and one rejected file; returns their counts.
 
     The file name is a digest of the block's sources, so a retried task rewrites
@@ -474,7 +491,9 @@ def extract(
             done = written + len(rejected)
             if progress and (time.perf_counter() - last_report > 5 or done == len(files)):
                 last_report = time.perf_counter()
-                progress(f"extract: {done}/{len(files)} inputs done, {written} written, {len(rejected)} rejected, {last_report - started:.1f} s")
+                progress(
+                    f"extract: {done}/{len(files)} inputs done, {written} written, {len(rejected)} rejected, {last_report - started:.1f} s"
+                )
         if not rejected:  # _rejected/ is always a readable, possibly empty, dataset
             _write_table(REJECTED_SCHEMA.empty_table(), stage.join(REJECTED_DIR, f"part-{run_id}-empty.parquet"))
         parts = _check_staged(stage, written, len(rejected))
@@ -501,7 +520,9 @@ def extract(
     except BaseException as exc:  # KeyboardInterrupt too: Ctrl-C must not leave a half-written version behind
         _discard(stage)
         if isinstance(exc, Exception) and not isinstance(exc, ExtractError):
-            raise ExtractError(f"extraction into {out.uri} failed, the dataset published there left as it was: {exc}") from exc
+            raise ExtractError(
+                f"extraction into {out.uri} failed, the dataset published there left as it was: {exc}"
+            ) from exc
         raise
     if written:
         _remove_unpublished_layout(out)
@@ -521,9 +542,19 @@ def write_dataset(dst: str, clips: pa.Table, input: str = "") -> str:
     _write_table(REJECTED_SCHEMA.empty_table(), stage.join(REJECTED_DIR, name))
     splits = Counter(clips.column("split").to_pylist())
     features = json.loads((clips.schema.metadata or {}).get(FEATURES_KEY.encode(), b"{}"))
-    summary = dict(input=input, output=out.uri, rejected_output=stage.join(REJECTED_DIR).uri, written=clips.num_rows,
-                   rejected=0, train=splits["train"], test=splits["test"], run_id=run_id, dataset=stage.uri,
-                   features=features, parts={name: clips.num_rows})
+    summary = dict(
+        input=input,
+        output=out.uri,
+        rejected_output=stage.join(REJECTED_DIR).uri,
+        written=clips.num_rows,
+        rejected=0,
+        train=splits["train"],
+        test=splits["test"],
+        run_id=run_id,
+        dataset=stage.uri,
+        features=features,
+        parts={name: clips.num_rows},
+    )
     storage.write_json(stage.join(SUMMARY_FILE).uri, summary)
     storage.switch(out.uri, version)
     return stage.uri
@@ -555,7 +586,9 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
     redo = f"extract it again with python -m jobs.preprocess --output {loc.uri}"
     if not storage.exists(folder.join(SUMMARY_FILE).uri):
         if folder.uri != loc.uri:
-            raise storage.StorageError(f"{loc.uri}: its published version {folder.uri} has no {SUMMARY_FILE}: damaged; {redo}")
+            raise storage.StorageError(
+                f"{loc.uri}: its published version {folder.uri} has no {SUMMARY_FILE}: damaged; {redo}"
+            )
         if files:
             raise storage.StorageError(
                 f"{loc.uri} holds Parquet parts but no published dataset (no {storage.PUBLISHED_POINTER} or {SUMMARY_FILE}): "
@@ -567,7 +600,9 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
     if "parts" in summary:
         if names != set(summary["parts"]):
             missing, extra = sorted(set(summary["parts"]) - names), sorted(names - set(summary["parts"]))
-            raise storage.StorageError(f"{folder.uri} is damaged: parts missing {missing[:3]}, unexpected {extra[:3]}; {redo}")
+            raise storage.StorageError(
+                f"{folder.uri} is damaged: parts missing {missing[:3]}, unexpected {extra[:3]}; {redo}"
+            )
     else:
         runs = {_PART.search(n).group(1) for n in names}
         rows = sum(_part_rows(folder, files).values()) if runs == {summary.get("run_id")} else None
@@ -609,7 +644,7 @@ def _check_split(split: str | None) -> None:
         raise ValueError(f"split={split!r}; choose from {list(SPLITS)} or None for all rows")
 
 
-def read_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> "Any":
+def read_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> Any:
     """A lazy ``ray.data.Dataset`` of one split (``None``: all rows). The spectrogram column
     arrives in numpy batches as ``(batch, n_bins, n_frames)`` float32."""
     import ray.data
@@ -626,10 +661,12 @@ def read_split(uri: str, split: str | None, columns: Sequence[str] | None = None
 def _read_file_split(path: str, fs: pafs.FileSystem, split: str | None, columns: list[str] | None) -> pa.Table:
     import ray.data  # noqa: F401  registers Ray's tensor types with pyarrow, for the spectrogram column
 
-    return pq.read_table(path, filesystem=fs, columns=columns, filters=None if split is None else [("split", "==", split)])
+    return pq.read_table(
+        path, filesystem=fs, columns=columns, filters=None if split is None else [("split", "==", split)]
+    )
 
 
-def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> "Any":
+def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> Any:
     """One split as a materialised ``ray.data.Dataset``, each Parquet file read (and filtered) by a Ray
     task wherever Ray places it, its rows staying in that node's object store.
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -263,7 +263,9 @@ def waveform_to_spectrogram(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarr
     return out.spec[0], float(out.db_min[0]), float(out.db_max[0])
 
 
-def spectrogram_to_db(spec: np.ndarray, cfg: FeatureConfig, db_min: float | None = None, db_max: float | None = None) -> np.ndarray:
+def spectrogram_to_db(
+    spec: np.ndarray, cfg: FeatureConfig, db_min: float | None = None, db_max: float | None = None
+) -> np.ndarray:
     """Undo the [0, 1] scaling. For ``per_clip`` without a stored range, a range of
     ``db_ceiling - db_floor`` is assumed: a constant dB offset only changes loudness,
     which the inverse's peak normalisation removes anyway."""

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from vae.errors import UserError
 
@@ -82,7 +82,9 @@ def fetch_fsdd(
         archive = os.path.join(tmp, "fsdd.tar.gz")
         digest = _download(url, archive, timeout_s, progress)
         if sha256 is not None and digest != sha256.lower():
-            raise FetchError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest}; nothing was unpacked")
+            raise FetchError(
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest}; nothing was unpacked"
+            )
         n = _unpack_recordings(archive, os.path.join(tmp, "recordings"))
         if n == 0:
             raise FetchError(f"{url} has no recordings/*.wav")

@@ -18,7 +18,7 @@ frequencies when none is asked for).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -74,7 +74,12 @@ def _fit_mixture(z: np.ndarray, cfg: SamplingConfig, seed: int) -> dict:
         for k in range(1, max(1, min(cfg.expost_components, len(z) // 10)) + 1)
     ]
     gm = min(fits, key=lambda fit: fit.bic(z))
-    return {"count": int(len(z)), "weights": gm.weights_.tolist(), "means": gm.means_.tolist(), "covariances": gm.covariances_.tolist()}
+    return {
+        "count": int(len(z)),
+        "weights": gm.weights_.tolist(),
+        "means": gm.means_.tolist(),
+        "covariances": gm.covariances_.tolist(),
+    }
 
 
 def _expost_draw(mixture: dict, covariance: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,7 +113,9 @@ def sample_digits(loaded: LoadedModel, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng([seed, 1]).choice(N_DIGITS, size=n, p=counts / counts.sum())
 
 
-def sample_latents(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_latents(
+    loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` latents [n, latent_dim] and the digit each stands for: ``digit``'s own, or digits
     drawn with the training frequencies when ``digit`` is None."""
     if digit is not None:

@@ -120,7 +120,9 @@ def expected_digits(digits: str, repeat: int) -> list[int]:
     return [int(c) for c in digits] * repeat
 
 
-def label(segments: list[Segment], digits: list[int], speaker: str, first_take: int, cfg: IngestConfig) -> list[Utterance]:
+def label(
+    segments: list[Segment], digits: list[int], speaker: str, first_take: int, cfg: IngestConfig
+) -> list[Utterance]:
     """Pair segments with digits in order; a digit's takes count up from ``first_take``."""
     if len(segments) != len(digits):
         raise CountMismatch(segments, len(digits), cfg)

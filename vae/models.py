@@ -20,7 +20,6 @@ from vae import losses
 from vae.config import N_DIGITS, LossConfig, ModelConfig, PriorConfig
 from vae.priors import build_prior
 
-
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 6.0
 
 
@@ -53,8 +52,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         replica = tf.distribute.get_replica_context()
         across_replicas = self.synchronized and replica is not None and replica.num_replicas_in_sync > 1
-        if not self.fused or across_replicas or not (training and self.trainable) or mask is not None \
-                or inputs.shape.rank != 4 or self.axis not in (-1, 3):
+        if (
+            not self.fused
+            or across_replicas
+            or not (training and self.trainable)
+            or mask is not None
+            or inputs.shape.rank != 4
+            or self.axis not in (-1, 3)
+        ):
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, tf.float32)
         gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
@@ -110,14 +115,23 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
     channels = cfg.decoder_filters()
     for i in reversed(range(1, len(cfg.filters))):
         x = keras.layers.Conv2DTranspose(
-            channels[i], int(cfg.kernels[i]), strides=strides[i], padding="same", name=f"decoder_conv_t_{i}", dtype=dtype
+            channels[i],
+            int(cfg.kernels[i]),
+            strides=strides[i],
+            padding="same",
+            name=f"decoder_conv_t_{i}",
+            dtype=dtype,
         )(x)
         x = _norm_act(x, cfg, f"decoder_{i}", dtype)
-    x = keras.layers.Conv2DTranspose(1, int(cfg.kernels[0]), strides=strides[0], padding="same", name="decoder_output", dtype=dtype)(x)
+    x = keras.layers.Conv2DTranspose(
+        1, int(cfg.kernels[0]), strides=strides[0], padding="same", name="decoder_output", dtype=dtype
+    )(x)
     out_h, out_w = x.shape[1], x.shape[2]
     if (out_h, out_w) != tuple(input_hw):
         # Input sizes not divisible by the stride product: upsampling overshoots, crop back.
-        x = keras.layers.Cropping2D(((0, out_h - input_hw[0]), (0, out_w - input_hw[1])), name="decoder_crop", dtype=dtype)(x)
+        x = keras.layers.Cropping2D(
+            ((0, out_h - input_hw[0]), (0, out_w - input_hw[1])), name="decoder_crop", dtype=dtype
+        )(x)
     x = keras.layers.Activation("sigmoid", name="decoder_sigmoid", dtype="float32")(x)
     return keras.Model(inputs if cfg.conditional else inputs[0], x, name="decoder")
 
@@ -164,7 +178,7 @@ class VAE(keras.Model):
         """Whether training needs each clip's digit (a conditional model or a digit-tied prior)."""
         return bool(self.model_cfg.conditional or self.prior.uses_digits)
 
-    def build_all(self) -> "VAE":
+    def build_all(self) -> VAE:
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
         eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.latent_dim))
@@ -198,7 +212,9 @@ class VAE(keras.Model):
         mu, _ = self.encode(x, digits, training=training)
         return self.decode(mu, digits, training=training)
 
-    def per_example_losses(self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0) -> dict[str, tf.Tensor]:
+    def per_example_losses(
+        self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0
+    ) -> dict[str, tf.Tensor]:
         """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None.
 
         loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it)."""
@@ -240,7 +256,14 @@ class DistributedSteps:
     """
 
     def __init__(
-        self, model: VAE, optimizer, global_batch: int, strategy=None, jit_compile: bool = False, clip_norm: float = 0.0, fused_norm: bool = True
+        self,
+        model: VAE,
+        optimizer,
+        global_batch: int,
+        strategy=None,
+        jit_compile: bool = False,
+        clip_norm: float = 0.0,
+        fused_norm: bool = True,
     ):
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
         self.clip_norm = float(clip_norm)
@@ -316,9 +339,16 @@ def _scaled(grad, factor):
 
 
 def build_vae(
-    input_hw, model_cfg: ModelConfig, prior_cfg: PriorConfig, loss_cfg: LossConfig | None = None, mixed_precision: bool = False, seed: int = 0
+    input_hw,
+    model_cfg: ModelConfig,
+    prior_cfg: PriorConfig,
+    loss_cfg: LossConfig | None = None,
+    mixed_precision: bool = False,
+    seed: int = 0,
 ) -> VAE:
-    return VAE(tuple(input_hw), model_cfg, prior_cfg, loss_cfg, mixed_precision=mixed_precision, seed=seed, name="vae").build_all()
+    return VAE(
+        tuple(input_hw), model_cfg, prior_cfg, loss_cfg, mixed_precision=mixed_precision, seed=seed, name="vae"
+    ).build_all()
 
 
 # --------------------------------------------------------------------------- cost

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Iterable, Mapping, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 import yaml
 
@@ -104,7 +105,9 @@ def apply_run_overrides(base: RunConfig, overrides: Mapping[str, Any]) -> RunCon
     """:func:`apply_overrides` for a job's RunConfig, whose features always come from its dataset."""
     features = sorted(k for k in overrides if k.split(".", 1)[0] == "features")
     if features:
-        raise ConfigError(f"{features[0]}: the features are those the dataset was made with (jobs.preprocess --features)")
+        raise ConfigError(
+            f"{features[0]}: the features are those the dataset was made with (jobs.preprocess --features)"
+        )
     return apply_overrides(base, overrides)
 
 
@@ -126,7 +129,9 @@ def _assign(data: dict[str, Any], cls: type, key: str, value: Any) -> None:
         node, node_cls = node[part], type(default)
     default = _field_default(node_cls, name, key)
     if dataclasses.is_dataclass(default):
-        raise ConfigError(f"{key}: is a section, not a value; set its keys, e.g. {key}.{dataclasses.fields(default)[0].name}")
+        raise ConfigError(
+            f"{key}: is a section, not a value; set its keys, e.g. {key}.{dataclasses.fields(default)[0].name}"
+        )
     node[name] = value
 
 

@@ -32,8 +32,14 @@ class PipelineError(UserError, RuntimeError):
     """A stage produced nothing the next one can use (no clip extracted, no usable sweep checkpoint)."""
 
 
-def evaluate_best(run_dir: str, best: str, data_uri: str, out: str, classifier_uri: str | None = None,
-                  config: EvalConfig | None = None) -> dict[str, Any]:
+def evaluate_best(
+    run_dir: str,
+    best: str,
+    data_uri: str,
+    out: str,
+    classifier_uri: str | None = None,
+    config: EvalConfig | None = None,
+) -> dict[str, Any]:
     """Score a training run's best checkpoint on audio into ``out`` (its report included) and record
     the numbers beside the training metrics: in the checkpoint's metrics.json, in ``RUN/metrics.json``
     (so runs and sweep trials compare on them) and in the run's trackers. ``jobs.train`` and the
@@ -58,7 +64,7 @@ def input_fingerprint(src: str, cfg: FeatureConfig) -> str:
     infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
     h = hashlib.sha256(to_json(cfg).encode())
     for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
-        h.update(f"{info.path[len(loc.path):]}\0{info.size}\n".encode())
+        h.update(f"{info.path[len(loc.path) :]}\0{info.size}\n".encode())
     return h.hexdigest()[:12]
 
 
@@ -74,7 +80,9 @@ def extract_features(src: str, storage_uri: str, preset_name: str, cfg: FeatureC
         if storage.exists(out):
             log.info(f"features: nothing to reuse at {out} ({exc}); extracting again")
     else:
-        log.info(f"features: reusing {out} ({done['written']} clips, {done['rejected']} rejected): same input and features")
+        log.info(
+            f"features: reusing {out} ({done['written']} clips, {done['rejected']} rejected): same input and features"
+        )
         return out
     log.info(f"features: extracting {src} -> {out}")
     summary = extract(src, out, cfg)
@@ -95,8 +103,10 @@ def ensure_recogniser(features_uri: str, storage_uri: str, config: RecogniserCon
     log.info(f"recogniser: training on {features_uri}")
     rec = recogniser.train_from_parquet(features_uri, config)
     recogniser.save(rec, out)
-    log.info(f"recogniser: test accuracy {rec.metrics.get('test_accuracy'):.3f} "
-         f"(after Griffin-Lim {rec.metrics.get('test_accuracy_griffin_lim'):.3f}) -> {out}")
+    log.info(
+        f"recogniser: test accuracy {rec.metrics.get('test_accuracy'):.3f} "
+        f"(after Griffin-Lim {rec.metrics.get('test_accuracy_griffin_lim'):.3f}) -> {out}"
+    )
     return out
 
 
@@ -112,8 +122,18 @@ class PipelineResult:
     timings_s: dict = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        keys = ("digit_accuracy", "digit_accuracy_se", "digit_accuracy_floor", "inception_score", "inception_score_floor",
-                "frechet_distance", "frechet_distance_floor", "recon_lsd_db", "recon_lsd_db_floor", "recon_mse")
+        keys = (
+            "digit_accuracy",
+            "digit_accuracy_se",
+            "digit_accuracy_floor",
+            "inception_score",
+            "inception_score_floor",
+            "frechet_distance",
+            "frechet_distance_floor",
+            "recon_lsd_db",
+            "recon_lsd_db_floor",
+            "recon_mse",
+        )
         return {
             "features": self.features,
             "recogniser": self.recogniser,

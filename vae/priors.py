@@ -118,8 +118,12 @@ class _Components(Prior):
         super().__init__(latent_dim, cfg, **kwargs)
         k, d = self.components, self.latent_dim
         self.logits = self.add_weight(name="logits", shape=(k,), initializer="zeros", trainable=learn_weights)
-        self.means = self.add_weight(name="means", shape=(k, d), initializer=keras.initializers.RandomNormal(stddev=1.0))
-        self.raw_scales = self.add_weight(name="raw_scales", shape=(k, d), initializer=keras.initializers.Constant(UNIT_RAW_SCALE))
+        self.means = self.add_weight(
+            name="means", shape=(k, d), initializer=keras.initializers.RandomNormal(stddev=1.0)
+        )
+        self.raw_scales = self.add_weight(
+            name="raw_scales", shape=(k, d), initializer=keras.initializers.Constant(UNIT_RAW_SCALE)
+        )
 
     def scales(self) -> tf.Tensor:
         return tf.math.softplus(self.raw_scales) + 1e-5
@@ -134,7 +138,9 @@ class _Components(Prior):
         else:
             w = np.asarray(weights, np.float64)
             if w.shape != (self.components,) or not np.all(w >= 0) or w.sum() <= 0:
-                raise ValueError(f"mixture weights must be {self.components} non-negative numbers, not all 0; got {w.tolist()}")
+                raise ValueError(
+                    f"mixture weights must be {self.components} non-negative numbers, not all 0; got {w.tolist()}"
+                )
             mixing = tfd.Categorical(probs=tf.constant(w / w.sum(), tf.float32))
         return tfd.MixtureSameFamily(mixing, self.component_distribution())
 

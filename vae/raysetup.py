@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence
-
+from collections.abc import Sequence
+from typing import Any
 
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
 
 
-def init_ray(num_cpus: int | None = None, warm: Sequence[str] = (), warm_tasks: int | None = None, **local_kwargs: Any) -> bool:
+def init_ray(
+    num_cpus: int | None = None, warm: Sequence[str] = (), warm_tasks: int | None = None, **local_kwargs: Any
+) -> bool:
     """Connect to ``RAY_ADDRESS`` if set, else start a local Ray instance.
 
     ``num_cpus``, ``warm`` and ``local_kwargs`` (e.g. ``object_store_memory``,
@@ -37,7 +39,9 @@ def init_ray(num_cpus: int | None = None, warm: Sequence[str] = (), warm_tasks: 
         # `ray start` left running on this machine.
         address = "local"
         kwargs.update(num_cpus=num_cpus, **local_kwargs)
-    api_server = _pin_api_server(kwargs) if address == "local" and kwargs.get("include_dashboard") is not False else None
+    api_server = (
+        _pin_api_server(kwargs) if address == "local" and kwargs.get("include_dashboard") is not False else None
+    )
     # Only Ray's own processes, which take their environment from the raylet started here, get
     # the variable: a subprocess of this driver (e.g. `ray job submit --address OTHER`) must not.
     saved = os.environ.get(API_SERVER_VAR)

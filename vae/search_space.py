@@ -29,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -57,7 +58,13 @@ SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "max_t"),
 SEARCH_KEYS = {"optuna": ("type", "seed", "start_with"), "random": ("type", "seed", "start_with")}
 # prior.components takes whole numbers only: these distributions give them.
 INTEGER_DISTRIBUTIONS = ("choice", "randint", "lograndint")
-SECTIONS = {"model": ModelConfig, "prior": PriorConfig, "loss": LossConfig, "train": TrainConfig, "sampling": SamplingConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "prior": PriorConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "sampling": SamplingConfig,
+}
 COMPONENTS_KEY = "prior.components"
 
 
@@ -147,8 +154,11 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         raise fail("(top level)", "expected a mapping")
     for key in raw:
         if key == "metric":
-            raise fail("metric", "not part of the format: a sweep always minimises the weight-independent objective "
-                                 "(val_recon_mse / val_variance + 1 - digit_accuracy, see vae.tuning)")
+            raise fail(
+                "metric",
+                "not part of the format: a sweep always minimises the weight-independent objective "
+                "(val_recon_mse / val_variance + 1 - digit_accuracy, see vae.tuning)",
+            )
         if key not in TOP_LEVEL:
             raise fail(str(key), f"unknown key; allowed: {list(TOP_LEVEL)}")
 
@@ -210,8 +220,11 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
             raise fail(f"search.start_with[{i}]", f"gives an invalid config: {exc}") from None
     if scheduler["type"] == "asha":
         if "train.epochs" in [p.key for p in params]:
-            raise fail("params.train.epochs", "cannot be searched with the asha scheduler: its rungs need one epoch count "
-                                              "(fix train.epochs; the scheduler stops weak trials early)")
+            raise fail(
+                "params.train.epochs",
+                "cannot be searched with the asha scheduler: its rungs need one epoch count "
+                "(fix train.epochs; the scheduler stops weak trials early)",
+            )
         asha_settings(scheduler, epochs, SweepConfig(), fail)
     return space
 
@@ -227,8 +240,10 @@ def _parse_start(i: int, point: Any, params: list[Param], fail) -> dict:
     out = {}
     for p in params:
         value = _number(point[p.key])
-        inside = value in p.args if p.kind == "choice" else (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and p.args[0] <= value <= p.args[1]
+        inside = (
+            value in p.args
+            if p.kind == "choice"
+            else (isinstance(value, (int, float)) and not isinstance(value, bool) and p.args[0] <= value <= p.args[1])
         )
         if not inside:
             raise fail(f"{where}.{p.key}", f"{value!r} is outside the searched {p.kind} {list(p.args)}")
@@ -252,7 +267,9 @@ def _settings(raw: dict, section: str, allowed: dict[str, tuple[str, ...]], defa
         raise fail(f"{section}.type", f"{kind!r}; choose from {list(allowed)}")
     for key in settings:
         if key not in allowed[kind]:
-            raise fail(f"{section}.{key}", f"unknown setting of {section} type {kind!r}; allowed: {list(allowed[kind])}")
+            raise fail(
+                f"{section}.{key}", f"unknown setting of {section} type {kind!r}; allowed: {list(allowed[kind])}"
+            )
     return settings
 
 
@@ -266,7 +283,10 @@ def asha_settings(scheduler: Mapping[str, Any], epochs: int, defaults: SweepConf
         raise fail("scheduler.max_t", f"must be an integer from 1 to train.epochs={epochs}, got {max_t!r}")
     grace = scheduler.get("grace_period", defaults.grace_period)
     if not _whole(grace, 1) or grace > max_t:
-        raise fail("scheduler.grace_period", f"must be an integer from 1 to max_t={max_t} (train.epochs={epochs}), got {grace!r}")
+        raise fail(
+            "scheduler.grace_period",
+            f"must be an integer from 1 to max_t={max_t} (train.epochs={epochs}), got {grace!r}",
+        )
     factor = scheduler.get("reduction_factor", defaults.reduction_factor)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 1:
         raise fail("scheduler.reduction_factor", f"must be a number above 1, got {factor!r}")
@@ -298,8 +318,10 @@ def _check_key(key: Any, where: str, fail) -> None:
 
 def _parse_param(key: str, spec: Any, where: str, fail) -> Param:
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise fail(where, f"expected one distribution, e.g. {{loguniform: [1e-4, 1e-2]}}; choose from {list(DISTRIBUTIONS)}")
-    (kind, args), = spec.items()
+        raise fail(
+            where, f"expected one distribution, e.g. {{loguniform: [1e-4, 1e-2]}}; choose from {list(DISTRIBUTIONS)}"
+        )
+    ((kind, args),) = spec.items()
     if kind not in DISTRIBUTIONS:
         raise fail(where, f"unknown distribution {kind!r}; choose from {list(DISTRIBUTIONS)}")
     if not isinstance(args, list) or not args:

@@ -14,8 +14,9 @@ import posixpath
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -71,7 +72,7 @@ class Location:
     path: str
     uri: str
 
-    def join(self, *parts: str) -> "Location":
+    def join(self, *parts: str) -> Location:
         sep_join = posixpath.join if is_s3(self.uri) else os.path.join
         return Location(self.fs, sep_join(self.path, *parts), sep_join(self.uri, *parts))
 
@@ -92,7 +93,9 @@ def resolve(uri: str | os.PathLike) -> Location:
     if is_s3(uri):
         bucket, _, key = uri[len("s3://") :].partition("/")
         if not _BUCKET.fullmatch(bucket):
-            raise StorageError(f"{uri!r}: an s3:// path needs a bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+            raise StorageError(
+                f"{uri!r}: an s3:// path needs a bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+            )
         key = key.rstrip("/")
         if key and any(part in ("", ".", "..") for part in key.split("/")):
             raise StorageError(f"{uri!r}: malformed s3:// path (empty, '.' or '..' segment in the key)")

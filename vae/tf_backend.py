@@ -22,7 +22,9 @@ from ray.train.v2._internal.util import TrainingFramework
 
 
 def _set_tf_config(worker_addresses: list[str], index: int) -> None:
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": worker_addresses}, "task": {"type": "worker", "index": index}})
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": worker_addresses}, "task": {"type": "worker", "index": index}}
+    )
 
 
 def _address() -> str:
@@ -30,9 +32,14 @@ def _address() -> str:
 
 
 class _Backend(Backend):
-    def on_start(self, worker_group, backend_config: "TFConfig") -> None:
+    def on_start(self, worker_group, backend_config: TFConfig) -> None:
         addresses = worker_group.execute(_address)
-        ray.get([worker_group.execute_single_async(i, _set_tf_config, worker_addresses=addresses, index=i) for i in range(len(worker_group))])
+        ray.get(
+            [
+                worker_group.execute_single_async(i, _set_tf_config, worker_addresses=addresses, index=i)
+                for i in range(len(worker_group))
+            ]
+        )
 
 
 @dataclass

@@ -21,7 +21,8 @@ import shutil
 import tempfile
 import time
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,9 @@ def flat_params(run_cfg: Any) -> dict[str, str]:
     """A RunConfig as ``section.field -> text``."""
     from vae.config import to_dict
 
-    return {f"{section}.{key}": str(value) for section, fields in to_dict(run_cfg).items() for key, value in fields.items()}
+    return {
+        f"{section}.{key}": str(value) for section, fields in to_dict(run_cfg).items() for key, value in fields.items()
+    }
 
 
 def tensorboard_tag(key: str) -> str:
@@ -115,7 +118,12 @@ class TensorBoardSink:
 
         table = "\n".join(f"| {key} | {value} |" for key, value in params.items())
         with self._writer.as_default():
-            tf.summary.write("run_config", tf.constant("| param | value |\n|---|---|\n" + table), step=0, metadata=summary_metadata("text"))
+            tf.summary.write(
+                "run_config",
+                tf.constant("| param | value |\n|---|---|\n" + table),
+                step=0,
+                metadata=summary_metadata("text"),
+            )
         self._sync()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -123,7 +131,12 @@ class TensorBoardSink:
 
         with self._writer.as_default():
             for key, value in metrics.items():
-                tf.summary.write(tensorboard_tag(key), tf.constant(value, tf.float32), step=step, metadata=summary_metadata("scalars"))
+                tf.summary.write(
+                    tensorboard_tag(key),
+                    tf.constant(value, tf.float32),
+                    step=step,
+                    metadata=summary_metadata("scalars"),
+                )
         self._sync()
 
     def log_samples(self, step: int, names: list[str], specs: np.ndarray, waves: np.ndarray, sample_rate: int) -> None:
@@ -137,7 +150,12 @@ class TensorBoardSink:
                 tf.summary.write(f"samples/{name}/spectrogram", tf.stack([str(width), str(height), png]), step=step,
                                  metadata=summary_metadata("images"))  # fmt: skip
                 wav = tf.audio.encode_wav(np.clip(wave, -1.0, 1.0)[:, None], sample_rate)
-                tf.summary.write(f"samples/{name}/audio", tf.stack([[wav, tf.constant("")]]), step=step, metadata=summary_metadata("audio"))
+                tf.summary.write(
+                    f"samples/{name}/audio",
+                    tf.stack([[wav, tf.constant("")]]),
+                    step=step,
+                    metadata=summary_metadata("audio"),
+                )
         self._sync()
 
     def log_artifact(self, uri: str) -> None:
@@ -179,7 +197,9 @@ class MlflowSink:
         experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
         name = storage.resolve(run_dir).uri.rstrip("/").rsplit("/", 1)[-1]
         run = self._client.create_run(experiment_id, run_name=name, tags={"run_dir": storage.resolve(run_dir).uri})
-        storage.write_json(record_uri, {"tracking_uri": self.target, "experiment_id": experiment_id, "run_id": run.info.run_id})
+        storage.write_json(
+            record_uri, {"tracking_uri": self.target, "experiment_id": experiment_id, "run_id": run.info.run_id}
+        )
         return run.info.run_id
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -242,10 +262,15 @@ class Tracker:
         scalars = scalar_metrics(metrics)
         self._each(f"log epoch {epoch}", lambda sink: sink.log_metrics(epoch, scalars))
 
-    def log_samples(self, epoch: int, spectrograms: np.ndarray, waves: np.ndarray, sample_rate: int, names: list[str] | None = None) -> None:
+    def log_samples(
+        self, epoch: int, spectrograms: np.ndarray, waves: np.ndarray, sample_rate: int, names: list[str] | None = None
+    ) -> None:
         """Spectrograms [n, bins, frames] in [0, 1] as images and their waveforms [n, samples] as audio."""
         names = names or [f"sample_{i}" for i in range(len(spectrograms))]
-        self._each(f"log samples of epoch {epoch}", lambda sink: sink.log_samples(epoch, names, spectrograms, waves, sample_rate))
+        self._each(
+            f"log samples of epoch {epoch}",
+            lambda sink: sink.log_samples(epoch, names, spectrograms, waves, sample_rate),
+        )
 
     def log_checkpoint_samples(self, epoch: int, model, checkpoint_dir: str, n_digits: int) -> None:
         """One generated clip for each of the first ``n_digits`` digits of the local checkpoint
@@ -255,7 +280,9 @@ class Tracker:
         try:
             digits, specs, waves, sample_rate = checkpoint_samples(model, checkpoint_dir, n_digits)
         except Exception as exc:  # a sample is a nicety: never worth a run
-            warnings.warn(f"tracking: no samples for epoch {epoch} from {checkpoint_dir}: {exc}", TrackingWarning, stacklevel=2)
+            warnings.warn(
+                f"tracking: no samples for epoch {epoch} from {checkpoint_dir}: {exc}", TrackingWarning, stacklevel=2
+            )
             return
         self.log_samples(epoch, specs, waves, sample_rate, names=[f"digit_{d}" for d in digits])
 
@@ -267,7 +294,7 @@ class Tracker:
         self._each("close", lambda sink: sink.close())
         self._sinks = []
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -324,7 +351,9 @@ def worker_tracker(config: Mapping[str, Any], rank: int, run_cfg: Any) -> Tracke
     return tracker
 
 
-def checkpoint_samples(model, checkpoint_dir: str, n_digits: int, seed: int = 0) -> tuple[list[int], np.ndarray, np.ndarray, int]:
+def checkpoint_samples(
+    model, checkpoint_dir: str, n_digits: int, seed: int = 0
+) -> tuple[list[int], np.ndarray, np.ndarray, int]:
     """Digits, spectrograms, Griffin-Lim waveforms and sample rate of one generated clip for each of the
     first ``n_digits`` digits the local checkpoint ``checkpoint_dir`` has statistics for."""
     from vae import checkpoint as ckpt_lib
@@ -333,7 +362,9 @@ def checkpoint_samples(model, checkpoint_dir: str, n_digits: int, seed: int = 0)
     loaded = ckpt_lib.in_memory(checkpoint_dir, model)
     digits = generation.digits_available(loaded)[:n_digits]
     specs = np.concatenate([generation.sample(loaded, 1, digit=d, seed=seed + d) for d in digits])
-    waves = generation.to_waveforms(loaded, specs, db_ranges=[generation.db_range(loaded, d) for d in digits], seed=seed)
+    waves = generation.to_waveforms(
+        loaded, specs, db_ranges=[generation.db_range(loaded, d) for d in digits], seed=seed
+    )
     return digits, specs, np.stack(waves), loaded.run_config.features.sample_rate
 
 

@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,9 @@ def empty_latent_sums(latent_dim: int, components: int) -> dict[str, np.ndarray]
     }
 
 
-def add_latent_sums(sums: dict[str, np.ndarray], mu: np.ndarray, batch: dict[str, np.ndarray], components: np.ndarray | None) -> None:
+def add_latent_sums(
+    sums: dict[str, np.ndarray], mu: np.ndarray, batch: dict[str, np.ndarray], components: np.ndarray | None
+) -> None:
     """Accumulate one batch of posterior means (and mixture assignments) into ``sums`` by digit."""
     mu = np.asarray(mu, dtype=np.float64)
     digits = np.asarray(batch["digit"], dtype=np.int64)
@@ -150,7 +153,12 @@ def latent_stats_from_sums(sums: dict[str, np.ndarray], prior_kind: str) -> dict
 
 
 def loop_config(
-    run_cfg: RunConfig, run_dir: str, num_train_rows: int, *, ranking: Ranking = Ranking(), fault: FaultConfig | None = None
+    run_cfg: RunConfig,
+    run_dir: str,
+    num_train_rows: int,
+    *,
+    ranking: Ranking = Ranking(),
+    fault: FaultConfig | None = None,
 ) -> dict[str, Any]:
     """The ``train_loop_config`` of :func:`train_loop_per_worker`: plain data only. The test-only
     fault switch travels here, beside the RunConfig, so no saved config carries it."""
@@ -284,7 +292,14 @@ def start_worker(config: dict[str, Any]) -> Worker:
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if world > 1 else tf.distribute.get_strategy()
     steps_per_epoch = (config["num_train_rows"] // world) // tcfg.batch_size
     with strategy.scope():
-        model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, mixed_precision=tcfg.mixed_precision, seed=tcfg.seed)
+        model = build_vae(
+            run_cfg.features.shape,
+            run_cfg.model,
+            run_cfg.prior,
+            run_cfg.loss,
+            mixed_precision=tcfg.mixed_precision,
+            seed=tcfg.seed,
+        )
         optimizer = make_optimizer(tcfg)
         optimizer.build(model.trainable_variables)
     return Worker(
@@ -293,7 +308,13 @@ def start_worker(config: dict[str, Any]) -> Worker:
         rank=rank,
         world=world,
         steps=DistributedSteps(
-            model, optimizer, tcfg.batch_size * world, strategy, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm
+            model,
+            optimizer,
+            tcfg.batch_size * world,
+            strategy,
+            jit_compile=tcfg.jit_compile,
+            clip_norm=tcfg.clip_norm,
+            fused_norm=tcfg.fused_batch_norm,
         ),
         train=load_shard(ray.train.get_dataset_shard(TRAIN)),
         val=load_shard(ray.train.get_dataset_shard(VAL)),
@@ -314,7 +335,9 @@ def restore(worker: Worker) -> tuple[int, dict]:
         return 0, {}
     # Ray hands over its latest checkpoint; go on from the newest one that verifies (that one, unless damaged).
     steps = worker.steps
-    start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(worker.run_dir, steps.model, steps.optimizer, worker.say)
+    start_epoch, metrics, restored = ckpt_lib.restore_newest_intact(
+        worker.run_dir, steps.model, steps.optimizer, worker.say
+    )
     worker.say(f"resuming from {restored} after epoch {start_epoch}")
     return start_epoch, metrics
 
@@ -356,7 +379,9 @@ def epoch_order(rows: int, steps: int, batch_size: int, seed: int, epoch: int, r
     return np.random.default_rng([seed, epoch, rank]).permutation(rows)[: steps * batch_size]
 
 
-def _train_epoch(steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _train_epoch(
+    steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: int, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """One pass over this worker's shard (in memory): summed loss terms and each step's gradient norm."""
     import tensorflow as tf
 
@@ -455,16 +480,20 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     train_time = time.perf_counter() - t0
     val = _validate(worker.steps, worker.val, run_cfg)
     val_time = time.perf_counter() - t0 - train_time
-    total = worker.all_reduce({
-        "train": train_sums,
-        "train_clips": np.array([steps_done * tcfg.batch_size]),
-        "val": val,
-        "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
-    })
+    total = worker.all_reduce(
+        {
+            "train": train_sums,
+            "train_clips": np.array([steps_done * tcfg.batch_size]),
+            "val": val,
+            "clock": np.array([time.perf_counter() - started, time.perf_counter() - t0]),
+        }
+    )
     elapsed, epoch_time = total["clock"] / worker.world
     out_of_time = tcfg.time_budget_s > 0 and epoch < tcfg.epochs and elapsed + epoch_time > tcfg.time_budget_s
     metrics = _epoch_metrics(epoch, steps_done, total, train_time)
-    metrics.update(kl_weight=run_cfg.loss.kl_weight(epoch), learning_rate=learning_rate, stopped_by_time_budget=bool(out_of_time))
+    metrics.update(
+        kl_weight=run_cfg.loss.kl_weight(epoch), learning_rate=learning_rate, stopped_by_time_budget=bool(out_of_time)
+    )
     metrics.update(_norm_metrics(worker.steps, norms))
     metrics.update(elapsed_s=float(elapsed), train_time_s=train_time, validate_time_s=val_time, checkpoint_time_s=0.0)
     return metrics, bool(out_of_time)
@@ -478,7 +507,9 @@ def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], histor
     if worker.rank == 0:
         metrics["epoch_time_s"] = float(time.perf_counter() - epoch_started)  # as saved; the reported one is final
         steps = worker.steps
-        checkpoint = _checkpoint(steps.model, steps.optimizer, epoch, worker.run_cfg, {**metrics, "history": history}, latent)
+        checkpoint = _checkpoint(
+            steps.model, steps.optimizer, epoch, worker.run_cfg, {**metrics, "history": history}, latent
+        )
     metrics["checkpoint_time_s"] = time.perf_counter() - t0
     return checkpoint
 
@@ -501,7 +532,11 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
         f"epoch {epoch}/{epochs}: train loss {m['train_loss']:.4g} (recon_mse {m['train_recon_mse']:.4g}, "
         f"kl {m['train_kl']:.4g}) | val loss {m['val_loss']:.4g} (recon_mse {m['val_recon_mse']:.4g}, "
         f"kl {m['val_kl']:.4g}) | {m['train_clips_per_s']:.1f} clips/s, {m['epoch_time_s']:.1f} s"
-        + (f" | {m['clipped_steps']:.0%} of steps clipped (max gradient norm {m['grad_norm_max']:.3g})" if m.get("clipped_steps") else "")
+        + (
+            f" | {m['clipped_steps']:.0%} of steps clipped (max gradient norm {m['grad_norm_max']:.3g})"
+            if m.get("clipped_steps")
+            else ""
+        )
         + (f" | {m['nonfinite_steps']} steps with a non-finite gradient" if m.get("nonfinite_steps") else "")
     )
 
@@ -518,7 +553,9 @@ def report(worker: Worker, tracker, epoch: int, metrics: dict[str, Any], checkpo
     worker.say(_epoch_line(epoch, worker.run_cfg.train.epochs, metrics))
     tracker.log_epoch(epoch, metrics)
     if checkpoint is not None:
-        tracker.log_checkpoint_samples(epoch, worker.steps.model, checkpoint.path, worker.run_cfg.train.tracking_samples)
+        tracker.log_checkpoint_samples(
+            epoch, worker.steps.model, checkpoint.path, worker.run_cfg.train.tracking_samples
+        )
     try:
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
     finally:
@@ -588,12 +625,21 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed)
     optimizer = make_optimizer(tcfg)
     optimizer.build(model.trainable_variables)
-    steps = DistributedSteps(model, optimizer, tcfg.batch_size, jit_compile=tcfg.jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm)
+    steps = DistributedSteps(
+        model,
+        optimizer,
+        tcfg.batch_size,
+        jit_compile=tcfg.jit_compile,
+        clip_norm=tcfg.clip_norm,
+        fused_norm=tcfg.fused_batch_norm,
+    )
     history = []
     for epoch in range(1, (epochs or tcfg.epochs) + 1):
         optimizer.learning_rate = tcfg.learning_rate_at(epoch)
         sums, norms = _train_epoch(steps, train, run_cfg, epoch, 0, steps_per_epoch, progress=False)
-        history.append({**dict(zip(TERMS, (sums / max(len(norms) * tcfg.batch_size, 1)).tolist())), **_norm_metrics(steps, norms)})
+        history.append(
+            {**dict(zip(TERMS, (sums / max(len(norms) * tcfg.batch_size, 1)).tolist())), **_norm_metrics(steps, norms)}
+        )
     return model, optimizer, history
 
 
@@ -630,7 +676,9 @@ def build_trainer(
     return DataParallelTrainer(
         train_loop,
         backend_config=TFConfig(),
-        train_loop_config=loop_config(run_cfg, storage.join(storage_uri, name), num_train_rows, ranking=ranking, fault=fault),
+        train_loop_config=loop_config(
+            run_cfg, storage.join(storage_uri, name), num_train_rows, ranking=ranking, fault=fault
+        ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=tcfg.num_workers,
             use_gpu=tcfg.use_gpu,
@@ -643,7 +691,9 @@ def build_trainer(
             storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=tcfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=tcfg.checkpoints_to_keep, checkpoint_score_attribute=ranking.metric, checkpoint_score_order="min"
+                num_to_keep=tcfg.checkpoints_to_keep,
+                checkpoint_score_attribute=ranking.metric,
+                checkpoint_score_order="min",
             ),
             callbacks=callbacks,
         ),
@@ -677,7 +727,9 @@ def _check_same_architecture(stored: RunConfig, new: RunConfig, run_dir: str) ->
         if a[section][key] != b[section][key]
     ]
     if diffs:
-        raise ConfigError(f"--resume of {run_dir}: the checkpoints were made with a different config ({'; '.join(diffs)})")
+        raise ConfigError(
+            f"--resume of {run_dir}: the checkpoints were made with a different config ({'; '.join(diffs)})"
+        )
 
 
 def check_run(storage_uri: str, name: str, resume: bool) -> str:
@@ -704,7 +756,9 @@ def check_resume(run_dir: str, epochs: int) -> None:
     if point is None:
         return
     for name, why in point.skipped:
-        print(f"--resume: {name} fails verification ({why}); going on from {point.uri} (epoch {point.epoch})", flush=True)
+        print(
+            f"--resume: {name} fails verification ({why}); going on from {point.uri} (epoch {point.epoch})", flush=True
+        )
     if epochs <= point.epoch:
         raise NothingToTrain(
             f"run {run_dir} has trained {point.epoch} epochs ({point.uri}): nothing left to train with "
@@ -761,13 +815,17 @@ def fit(
             f"TrainConfig.batch_size={tcfg.batch_size} x num_workers={tcfg.num_workers} exceeds the "
             f"{n_train} train clips in {data_uri}: no full batch per worker"
         )
-    trainer = build_trainer(run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault)
+    trainer = build_trainer(
+        run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault
+    )
     import ray.train
 
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
-        raise TrainingError(f"run {run_dir} failed; its checkpoints so far are kept, continue with --resume: {exc}") from exc
+        raise TrainingError(
+            f"run {run_dir} failed; its checkpoints so far are kept, continue with --resume: {exc}"
+        ) from exc
     if result.error is not None:
         raise TrainingError(f"run {run_dir} failed: {result.error}") from result.error
     if not result.best_checkpoints:
@@ -777,7 +835,9 @@ def fit(
         run_dir=run_dir,
         best_checkpoint=storage.ray_uri(best.path, best.filesystem),
         best_metrics=dict(best_metrics),
-        latest_checkpoint=storage.ray_uri(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else "",
+        latest_checkpoint=storage.ray_uri(result.checkpoint.path, result.checkpoint.filesystem)
+        if result.checkpoint
+        else "",
         latest_metrics=dict(result.metrics or {}),
         run_config=run_cfg,
     )

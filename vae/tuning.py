@@ -26,8 +26,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -59,12 +60,19 @@ def data_variance(data_uri: str, split: str = "test") -> float:
 
 
 def _trial(
-    params: dict, *, space: SearchSpace, base: dict, data_uri: str, exp_uri: str, sweep: dict, datasets: dict, tracking: dict | None = None
+    params: dict,
+    *,
+    space: SearchSpace,
+    base: dict,
+    data_uri: str,
+    exp_uri: str,
+    sweep: dict,
+    datasets: dict,
+    tracking: dict | None = None,
 ) -> None:
     """One Tune trial: the training job's own ``fit`` with the sampled config. ``tracking``: the sweep
     driver's MLflow settings (vae.tracking), which a trial's process does not inherit."""
     import ray.tune
-
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from vae.training import NothingToTrain, Ranking, fit
@@ -74,14 +82,29 @@ def _trial(
     # The trial's driver holds TRIAL_DRIVER_CPU; its workers take the rest of their CPUs, so
     # N trials of W workers fit on N x W CPUs.
     tcfg = run_cfg.train
-    run_cfg = replace(run_cfg, train=replace(tcfg, cpus_per_worker=tcfg.cpus_per_worker - TRIAL_DRIVER_CPU / tcfg.num_workers))
+    run_cfg = replace(
+        run_cfg, train=replace(tcfg, cpus_per_worker=tcfg.cpus_per_worker - TRIAL_DRIVER_CPU / tcfg.num_workers)
+    )
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     # Trials rank and keep their checkpoints by the sweep's objective, measured in the trial's own workers.
-    ranking = Ranking(val_variance=sweep["val_variance"], recogniser=sweep.get("recogniser"), n_per_digit=sweep_settings(sweep).n_per_digit)
+    ranking = Ranking(
+        val_variance=sweep["val_variance"],
+        recogniser=sweep.get("recogniser"),
+        n_per_digit=sweep_settings(sweep).n_per_digit,
+    )
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
-        fit(run_cfg, data_uri, trials_uri, trial_id, resume=resume, callbacks=[TuneReportCallback()], datasets=datasets, ranking=ranking)
+        fit(
+            run_cfg,
+            data_uri,
+            trials_uri,
+            trial_id,
+            resume=resume,
+            callbacks=[TuneReportCallback()],
+            datasets=datasets,
+            ranking=ranking,
+        )
     except NothingToTrain:
         return  # a resumed sweep restarted a trial whose training had finished: its results are in
 
@@ -161,7 +184,9 @@ def run_sweep(
         sweep = storage.read_json(sweep_file)
         settings = replace(sweep_settings(sweep), max_concurrent=settings.max_concurrent)
     elif storage.exists(exp_uri):
-        raise SweepExists(f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name")
+        raise SweepExists(
+            f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name"
+        )
     base = base or RunConfig()
     base = replace(base, train=replace(base.train, num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu))
 
@@ -190,7 +215,13 @@ def run_sweep(
     from vae.tracking import mlflow_settings
 
     trainable = tune.with_parameters(
-        _trial, space=space, base=sweep["base"], data_uri=data_uri, exp_uri=exp_uri, sweep=sweep, datasets=datasets,
+        _trial,
+        space=space,
+        base=sweep["base"],
+        data_uri=data_uri,
+        exp_uri=exp_uri,
+        sweep=sweep,
+        datasets=datasets,
         tracking=mlflow_settings(),
     )
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
@@ -227,7 +258,9 @@ def _tuner(trainable, space: SearchSpace, exp_uri: str, settings: SweepConfig, t
     fs = loc.fs if storage.is_s3(loc.uri) else None
     tune_path = storage.resolve(storage.join(exp_uri, TUNE_DIR)).path
     if resume and tune.Tuner.can_restore(tune_path, storage_filesystem=fs):
-        return tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
+        return tune.Tuner.restore(
+            tune_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs
+        )
     run_config = tune.RunConfig(
         name=TUNE_DIR,
         storage_path=loc.path,
@@ -354,4 +387,3 @@ def publish_best(exp_uri: str, best: dict, n_samples: int = 2) -> str:
         with open(os.path.join(tmp, "sweep_best.json"), "w") as f:
             json.dump({k: best[k] for k in ("trial_id", "params", "checkpoint", "metrics")}, f, indent=2, default=str)
         return storage.publish(tmp, storage.join(exp_uri, BEST_DIR))
-

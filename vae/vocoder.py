@@ -14,7 +14,7 @@ TensorFlow is imported inside functions: feature extraction imports
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -61,7 +61,9 @@ def spectrograms_to_waveforms(
     if db_min is not None:
         db_min, db_max = np.asarray(db_min, np.float32), np.asarray(db_max, np.float32)
         if db_min.shape != (n,) or db_max.shape != (n,):
-            raise ValueError(f"db_min and db_max need one value per spectrogram ({n}), got {db_min.shape} and {db_max.shape}")
+            raise ValueError(
+                f"db_min and db_max need one value per spectrogram ({n}), got {db_min.shape} and {db_max.shape}"
+            )
         db_min, db_max = db_min[:, None, None], db_max[:, None, None]
     n_iter = cfg.griffin_lim_iters if n_iter is None else int(n_iter)
     if n_iter < 0:
@@ -154,9 +156,7 @@ def _griffin_lim_fn(n_fft: int, hop: int, n_samples: int, n_frames: int, jit_com
             angles = update * tf.cast(magnitude / (tf.abs(update) + eps), tf.complex64)
             return i + 1, angles, rebuilt
 
-        _, angles, _ = tf.while_loop(
-            lambda i, *_: i < n_iter, step, (tf.constant(0), angles, tf.zeros_like(angles))
-        )
+        _, angles, _ = tf.while_loop(lambda i, *_: i < n_iter, step, (tf.constant(0), angles, tf.zeros_like(angles)))
         return istft(angles)
 
     return griffin_lim

@@ -86,12 +86,16 @@ class Context:
 
     @cached_property
     def reconstructions(self) -> np.ndarray:
-        return audio.resynthesise(self.recon_specs, self.features, *self.ranges, workers=self.workers, label="reconstructions, griffin-lim")
+        return audio.resynthesise(
+            self.recon_specs, self.features, *self.ranges, workers=self.workers, label="reconstructions, griffin-lim"
+        )
 
     @cached_property
     def floor(self) -> np.ndarray:
         """The test clips through features and Griffin-Lim alone: the best any model can sound here."""
-        return audio.resynthesise(self.specs, self.features, *self.ranges, workers=self.workers, label="vocoder floor, griffin-lim")
+        return audio.resynthesise(
+            self.specs, self.features, *self.ranges, workers=self.workers, label="vocoder floor, griffin-lim"
+        )
 
     @cached_property
     def components(self) -> np.ndarray | None:
@@ -139,7 +143,14 @@ def sample_waves(loaded, requests: list[tuple[int | None, int]], seed: int, work
     lo, hi = np.concatenate(lo), np.concatenate(hi)
     ranges = (None, None) if np.isnan(lo).any() else (lo, hi)
     what = "unconditional samples" if requests[0][0] is None else "digit-conditional samples"
-    return audio.resynthesise(np.concatenate(specs), loaded.run_config.features, *ranges, workers=workers, seed=seed, label=f"{what}, griffin-lim")
+    return audio.resynthesise(
+        np.concatenate(specs),
+        loaded.run_config.features,
+        *ranges,
+        workers=workers,
+        seed=seed,
+        label=f"{what}, griffin-lim",
+    )
 
 
 def check_source(source: str, clip_id: str) -> None:
@@ -151,7 +162,9 @@ def check_source(source: str, clip_id: str) -> None:
     except (storage.StorageError, ValueError) as exc:
         raise ValueError(f"clip {clip_id!r}: its source {source!r} cannot be its recording: {exc}") from None
     if named != clip_id or (not storage.is_s3(uri) and uri != source):
-        raise ValueError(f"clip {clip_id!r}: its source {source!r} is not <id>.wav at a plain path; the dataset is not one jobs.preprocess wrote")
+        raise ValueError(
+            f"clip {clip_id!r}: its source {source!r} is not <id>.wav at a plain path; the dataset is not one jobs.preprocess wrote"
+        )
 
 
 def read_originals(sources, feats: FeatureConfig, ids=None) -> np.ndarray:

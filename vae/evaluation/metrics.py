@@ -95,4 +95,6 @@ def _check_rows(probs: np.ndarray, digits: np.ndarray | None = None) -> None:
 
 def _check_pairs(originals, reconstructions) -> None:
     if len(originals) != len(reconstructions) or len(originals) == 0:
-        raise ValueError(f"need as many reconstructions as originals (> 0), got {len(originals)} and {len(reconstructions)}")
+        raise ValueError(
+            f"need as many reconstructions as originals (> 0), got {len(originals)} and {len(reconstructions)}"
+        )

@@ -112,7 +112,13 @@ def train(
     x, y = specs, digits
     if config.gl_augment:
         waves = audio.resynthesise(
-            specs, features, db_min, db_max, n_iter=config.gl_iters, workers=workers, seed=config.seed,
+            specs,
+            features,
+            db_min,
+            db_max,
+            n_iter=config.gl_iters,
+            workers=workers,
+            seed=config.seed,
             label="recogniser augmentation, griffin-lim",
         )
         x = np.concatenate([specs, audio.to_spectrograms(waves, features.sample_rate, features)])
@@ -127,7 +133,12 @@ def train(
         optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     history = probs_only.fit(
-        x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True, verbose=0,
+        x,
+        y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        shuffle=True,
+        verbose=0,
         callbacks=[_progress(config.epochs)],
     )
     metrics = {
@@ -141,7 +152,9 @@ def train(
 def evaluate(rec: Recogniser, specs: np.ndarray, digits: np.ndarray, db_min=None, db_max=None, workers=None) -> dict:
     """Accuracy on clean spectrograms and on their resynthesis at the features' own Griffin-Lim setting."""
     probs, _ = rec.predict(specs)
-    waves = audio.resynthesise(specs, rec.features, db_min, db_max, workers=workers, label="recogniser test, griffin-lim")
+    waves = audio.resynthesise(
+        specs, rec.features, db_min, db_max, workers=workers, label="recogniser test, griffin-lim"
+    )
     heard = rec.listen(waves, rec.features.sample_rate)
     digits = np.asarray(digits)
     return {
@@ -164,12 +177,23 @@ def train_from_parquet(
         raise ValueError(f"{data_uri}: need clips in both the train and test splits to train a recogniser")
     per_clip = features.normalisation == "per_clip"
     rec = train(
-        tr["spectrogram"], tr["digit"], features, config,
-        tr["db_min"] if per_clip else None, tr["db_max"] if per_clip else None, workers,
+        tr["spectrogram"],
+        tr["digit"],
+        features,
+        config,
+        tr["db_min"] if per_clip else None,
+        tr["db_max"] if per_clip else None,
+        workers,
     )
     rec.metrics.update(
-        evaluate(rec, te["spectrogram"], te["digit"],
-                 te["db_min"] if per_clip else None, te["db_max"] if per_clip else None, workers)
+        evaluate(
+            rec,
+            te["spectrogram"],
+            te["digit"],
+            te["db_min"] if per_clip else None,
+            te["db_max"] if per_clip else None,
+            workers,
+        )
     )
     rec.metrics["data"] = data_uri
     return rec
@@ -212,6 +236,8 @@ def _progress(epochs: int):
 
     def report(epoch, logs):
         level = logging.INFO if epoch + 1 == epochs else logging.DEBUG
-        log.log(level, "recogniser epoch %d/%d: loss %.4f accuracy %.4f", epoch + 1, epochs, logs["loss"], logs["accuracy"])
+        log.log(
+            level, "recogniser epoch %d/%d: loss %.4f accuracy %.4f", epoch + 1, epochs, logs["loss"], logs["accuracy"]
+        )
 
     return keras.callbacks.LambdaCallback(on_epoch_end=report)

@@ -178,4 +178,3 @@ def run_history(loaded) -> list[dict]:
             pass  # the run folder is gone or unreadable: the checkpoint's own metrics remain
     by_epoch = {int(r["epoch"]): r for r in rows if isinstance(r.get("epoch"), (int, float))}
     return [by_epoch[e] for e in sorted(by_epoch)]
-

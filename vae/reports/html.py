@@ -10,9 +10,10 @@ from __future__ import annotations
 import html
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 CSS = """
@@ -57,45 +58,47 @@ class Page:
         if subtitle:
             self.parts.append(f"<p class='sub'>{html.escape(subtitle)}</p>")
 
-    def heading(self, text: str, level: int = 2, anchor: str | None = None) -> "Page":
+    def heading(self, text: str, level: int = 2, anchor: str | None = None) -> Page:
         ident = f" id='{html.escape(anchor)}'" if anchor else ""
         self.parts.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
         return self
 
-    def text(self, text: str, cls: str | None = None) -> "Page":
+    def text(self, text: str, cls: str | None = None) -> Page:
         c = f" class='{cls}'" if cls else ""
         self.parts.append(f"<p{c}>{html.escape(text)}</p>")
         return self
 
-    def code(self, text: str) -> "Page":
+    def code(self, text: str) -> Page:
         self.parts.append(f"<p><code>{html.escape(text)}</code></p>")
         return self
 
-    def bullets(self, items: Iterable[str], cls: str | None = None) -> "Page":
+    def bullets(self, items: Iterable[str], cls: str | None = None) -> Page:
         c = f" class='{cls}'" if cls else ""
         self.parts.append(f"<ul{c}>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
         return self
 
-    def pre(self, text: str) -> "Page":
+    def pre(self, text: str) -> Page:
         self.parts.append(f"<pre>{html.escape(text)}</pre>")
         return self
 
-    def image(self, src: str, alt: str, caption: str = "", width: int | None = None) -> "Page":
+    def image(self, src: str, alt: str, caption: str = "", width: int | None = None) -> Page:
         w = f" style='max-width:{int(width)}px'" if width else ""
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
         self.parts.append(f"<figure><img src='{_attr(src)}' alt='{_attr(alt)}'{w}>{cap}</figure>")
         return self
 
-    def audio(self, src: str, label: str = "") -> "Page":
+    def audio(self, src: str, label: str = "") -> Page:
         self.parts.append(f"<p>{html.escape(label)} <audio controls preload='none' src='{_attr(src)}'></audio></p>")
         return self
 
-    def table(self, header: Sequence[str], rows: Iterable[Sequence[Any]], highlight: Iterable[int] = ()) -> "Page":
+    def table(self, header: Sequence[str], rows: Iterable[Sequence[Any]], highlight: Iterable[int] = ()) -> Page:
         hl = set(highlight)
         out = ["<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"]
         for i, row in enumerate(rows):
             cells = "".join(
-                f"<td class='num'>{html.escape(fmt(v))}</td>" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"<td>{html.escape(fmt(v))}</td>"
+                f"<td class='num'>{html.escape(fmt(v))}</td>"
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+                else f"<td>{html.escape(fmt(v))}</td>"
                 for v in row
             )
             cls = " class='hl'" if i in hl else ""
@@ -103,7 +106,13 @@ class Page:
         self.parts.append("".join(out) + "</table>")
         return self
 
-    def grid(self, row_labels: Sequence[str], rows: Sequence[Sequence[Cell]], col_labels: Sequence[str] = (), cell_px: int = 150) -> "Page":
+    def grid(
+        self,
+        row_labels: Sequence[str],
+        rows: Sequence[Sequence[Cell]],
+        col_labels: Sequence[str] = (),
+        cell_px: int = 150,
+    ) -> Page:
         """Clips in a labelled grid: one row per label, each cell an image over an audio player."""
         n = max((len(r) for r in rows), default=0)
         style = f"grid-template-columns:64px repeat({n},minmax(0,{cell_px}px))"
@@ -120,11 +129,14 @@ class Page:
         self.parts.append("".join(out) + "</div>")
         return self
 
-    def row(self, *images: tuple[str, str]) -> "Page":
+    def row(self, *images: tuple[str, str]) -> Page:
         """Images ``(src, alt)`` side by side."""
         self.parts.append(
             "<div style='display:flex;flex-wrap:wrap;gap:12px'>"
-            + "".join(f"<img src='{_attr(s)}' alt='{_attr(a)}' style='max-width:{100 // max(1, len(images)) - 1}%'>" for s, a in images)
+            + "".join(
+                f"<img src='{_attr(s)}' alt='{_attr(a)}' style='max-width:{100 // max(1, len(images)) - 1}%'>"
+                for s, a in images
+            )
             + "</div>"
         )
         return self

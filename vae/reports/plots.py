@@ -7,7 +7,7 @@ paths inside the report folder and reference the files relatively.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -59,7 +59,12 @@ def spectrogram_image(spec: np.ndarray, path: str, scale: int = 2) -> str:
     return path
 
 
-def waveforms(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sample_rate: int, path: str, labels=("original", "reconstruction")) -> str:
+def waveforms(
+    pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    sample_rate: int,
+    path: str,
+    labels=("original", "reconstruction"),
+) -> str:
     """One row per ``(title, a, b)``: the two waveforms side by side, each peak-normalised (the vocoder's
     output always is, so only the shapes compare)."""
     plt = _plt()
@@ -140,7 +145,9 @@ def latent_map(points: np.ndarray, digits: np.ndarray, path: str, title: str) ->
     return _save(fig, path)
 
 
-def count_table(table: np.ndarray, path: str, xlabel: str, ylabel: str, title: str, row_labels=None, col_labels=None) -> str:
+def count_table(
+    table: np.ndarray, path: str, xlabel: str, ylabel: str, title: str, row_labels=None, col_labels=None
+) -> str:
     """A heat map of counts with the numbers written in (confusion matrix, component x digit table)."""
     plt = _plt()
     table = np.asarray(table)
@@ -152,7 +159,15 @@ def count_table(table: np.ndarray, path: str, xlabel: str, ylabel: str, title: s
     for i in range(rows):
         for j in range(cols):
             if table[i, j]:
-                ax.text(j, i, str(table[i, j]), ha="center", va="center", fontsize=7, color="white" if table[i, j] > top / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(table[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if table[i, j] > top / 2 else "black",
+                )
     ax.set_xticks(range(cols), col_labels if col_labels is not None else range(cols))
     ax.set_yticks(range(rows), row_labels if row_labels is not None else range(rows))
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)

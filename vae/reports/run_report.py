@@ -96,14 +96,21 @@ def _metrics(page: Page, ev: Evaluation, folder: str) -> None:
     rows = []
     for name, (higher, meaning) in METRICS.items():
         if name in m:
-            rows.append([name, m[name], m.get(f"{name}_floor"), m.get(f"{name}_real"), "higher" if higher else "lower", meaning])
+            rows.append(
+                [name, m[name], m.get(f"{name}_floor"), m.get(f"{name}_real"), "higher" if higher else "lower", meaning]
+            )
     page.table(["metric", "model", "vocoder floor", "real clips", "better", "meaning"], rows)
     draws = m.get("frechet_distance_draws") or []
     page.text(
         f"{m['test_clips']} test clips; {m.get('conditional_samples', 0)} digit-conditional and "
         f"{m.get('unconditional_samples', 0)} unconditional samples"
-        + (f" (inception score and Frechet distance: means over {len(draws)} draws; Frechet distance of each: "
-           + ", ".join(f"{v:.1f}" for v in draws) + ")." if len(draws) > 1 else ".")
+        + (
+            f" (inception score and Frechet distance: means over {len(draws)} draws; Frechet distance of each: "
+            + ", ".join(f"{v:.1f}" for v in draws)
+            + ")."
+            if len(draws) > 1
+            else "."
+        )
     )
 
 
@@ -111,7 +118,9 @@ def _clips(page: Page, ev: Evaluation, folder: str) -> None:
     """Real, reconstructed and generated clips of every digit, as spectrograms with their audio."""
     feats = ev.features
     page.heading("Real, reconstructed and generated clips", anchor="clips")
-    page.text("Spectrograms of the audio itself (low frequencies at the bottom). Generated clips are captioned with what the recogniser heard.")
+    page.text(
+        "Spectrograms of the audio itself (low frequencies at the bottom). Generated clips are captioned with what the recogniser heard."
+    )
     heard_recon = to_spectrograms(ev.reconstructions, feats.sample_rate, feats)
     heard_gen = to_spectrograms(ev.generated, feats.sample_rate, feats)
     n_show = ev.config.n_report_per_digit
@@ -127,7 +136,17 @@ def _clips(page: Page, ev: Evaluation, folder: str) -> None:
         for j, i in enumerate(gen_idx):
             heard = None if ev.generated_heard is None else int(ev.generated_heard[i])
             cap = f"#{j}" + ("" if heard is None else f" heard {heard}")
-            gen.append(_clip(folder, f"gen_{d}_{j}", heard_gen[i], ev.generated[i], feats, cap, bad=heard is not None and heard != d))
+            gen.append(
+                _clip(
+                    folder,
+                    f"gen_{d}_{j}",
+                    heard_gen[i],
+                    ev.generated[i],
+                    feats,
+                    cap,
+                    bad=heard is not None and heard != d,
+                )
+            )
         grid_rows.append(real + recon + gen)
     page.grid(
         [f"digit {d}" for d in range(N_DIGITS)],
@@ -143,8 +162,13 @@ def _recogniser(page: Page, ev: Evaluation, folder: str) -> None:
     if "digit_accuracy_per_digit" not in m:
         return
     per = m["digit_accuracy_per_digit"]
-    plots.bars([str(d) for d in range(N_DIGITS)], {"model": [per[str(d)] for d in range(N_DIGITS)]}, _plot(folder, "digit_accuracy.png"),
-               "digit accuracy of conditional samples", "share heard as asked")
+    plots.bars(
+        [str(d) for d in range(N_DIGITS)],
+        {"model": [per[str(d)] for d in range(N_DIGITS)]},
+        _plot(folder, "digit_accuracy.png"),
+        "digit accuracy of conditional samples",
+        "share heard as asked",
+    )
     confusion = np.zeros((N_DIGITS, N_DIGITS), np.int64)
     np.add.at(confusion, (ev.generated_digits, ev.generated_heard), 1)
     plots.count_table(confusion, _plot(folder, "confusion.png"), "heard as", "asked for", "what the recogniser heard")
@@ -157,7 +181,11 @@ def _waveforms(page: Page, ev: Evaluation, folder: str) -> None:
     feats = ev.features
     page.heading("Waveforms", anchor="waveforms")
     picks = _spread(np.arange(len(ev.test_ids)), N_WAVEFORM_EXAMPLES)
-    plots.waveforms([(str(ev.test_ids[i]), ev.originals[i], ev.reconstructions[i]) for i in picks], feats.sample_rate, _plot(folder, "waveforms.png"))
+    plots.waveforms(
+        [(str(ev.test_ids[i]), ev.originals[i], ev.reconstructions[i]) for i in picks],
+        feats.sample_rate,
+        _plot(folder, "waveforms.png"),
+    )
     page.image("plots/waveforms.png", "original and reconstructed waveforms")
 
 
@@ -199,13 +227,19 @@ def _components(page: Page, ev: Evaluation, folder: str) -> None:
     m, prior = ev.metrics, ev.run_config.prior
     k = PRIORS[prior.kind].components_of(prior)
     table = component_table(ev.components, ev.test_digits, k)
-    plots.count_table(table, _plot(folder, "components.png"), "mixture component", "digit", "test clips per digit and component")
+    plots.count_table(
+        table, _plot(folder, "components.png"), "mixture component", "digit", "test clips per digit and component"
+    )
     page.heading("Mixture components", anchor="components")
-    page.text(f"Which digits each of the {k} components holds (test clips assigned to their most likely component). "
-              f"Purity {m.get('component_purity', float('nan')):.3f}: share of clips in a component whose majority digit is theirs.")
+    page.text(
+        f"Which digits each of the {k} components holds (test clips assigned to their most likely component). "
+        f"Purity {m.get('component_purity', float('nan')):.3f}: share of clips in a component whose majority digit is theirs."
+    )
     page.image("plots/components.png", "component x digit table")
-    page.table(["component", *[f"digit {d}" for d in range(N_DIGITS)], "total"],
-               [[c, *[int(v) for v in table[:, c]], int(table[:, c].sum())] for c in range(k)])
+    page.table(
+        ["component", *[f"digit {d}" for d in range(N_DIGITS)], "total"],
+        [[c, *[int(v) for v in table[:, c]], int(table[:, c].sum())] for c in range(k)],
+    )
 
 
 def _configuration(page: Page, ev: Evaluation, folder: str) -> None:
@@ -248,4 +282,3 @@ def _spread(indices: np.ndarray, n: int) -> np.ndarray:
     if len(indices) <= n:
         return indices
     return indices[np.linspace(0, len(indices) - 1, n).round().astype(int)]
-

@@ -136,7 +136,9 @@ def _plot_parallel(trials, keys: list[str], path: str) -> None:
         norm = (obj - obj.min()) / (obj.max() - obj.min()) if obj.max() > obj.min() else np.zeros_like(obj)
         cmap = plt.get_cmap("viridis")
         for i in np.argsort(-norm):
-            ax.plot(range(len(axes_keys)), [c[i] for c in cols], color=cmap(norm[i]), lw=2 if norm[i] == 0 else 1, alpha=0.8)
+            ax.plot(
+                range(len(axes_keys)), [c[i] for c in cols], color=cmap(norm[i]), lw=2 if norm[i] == 0 else 1, alpha=0.8
+            )
     ax.set_xticks(range(len(axes_keys)))
     ax.set_xticklabels([_short(k) for k in axes_keys])
     ax.set_yticks([])
@@ -237,12 +239,17 @@ def _base(sweep: dict):
 
 def _markdown(exp_uri, rows, best, best_uri, summary) -> str:
     lines = [f"# Sweep report: {exp_uri}", ""]
-    lines.append(f"{summary['trials']} trials, {summary['trial_epochs']} trial-epochs; statuses {summary['status_counts']}.")
+    lines.append(
+        f"{summary['trials']} trials, {summary['trial_epochs']} trial-epochs; statuses {summary['status_counts']}."
+    )
     lines.append("Objective (lower is better): " + summary["objective"] + ".")
     if best:
-        lines += ["", f"**Best:** trial `{best['trial_id']}` epoch {best['metrics'].get('epoch')}, objective "
-                  f"{fmt(best['metrics'].get('objective'))}; published at `{best_uri}`.",
-                  "Params: " + ", ".join(f"`{k}={fmt(v)}`" for k, v in sorted(best["params"].items()))]
+        lines += [
+            "",
+            f"**Best:** trial `{best['trial_id']}` epoch {best['metrics'].get('epoch')}, objective "
+            f"{fmt(best['metrics'].get('objective'))}; published at `{best_uri}`.",
+            "Params: " + ", ".join(f"`{k}={fmt(v)}`" for k, v in sorted(best["params"].items())),
+        ]
     if rows:
         keys = list(rows[0])
         lines += ["", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -251,30 +258,44 @@ def _markdown(exp_uri, rows, best, best_uri, summary) -> str:
 
 
 def _html(exp_uri, rows, best, best_uri, summary, samples) -> Page:
-    page = Page("Sweep report", f"{exp_uri}: {summary['trials']} trials, {summary['trial_epochs']} trial-epochs, "
-                f"statuses {summary['status_counts']}")
+    page = Page(
+        "Sweep report",
+        f"{exp_uri}: {summary['trials']} trials, {summary['trial_epochs']} trial-epochs, "
+        f"statuses {summary['status_counts']}",
+    )
     page.text("Ranked by the weight-independent objective (lower is better): " + summary["objective"] + ".")
     if best:
         m = best["metrics"]
         page.heading("Best configuration")
         page.bullets(f"{k} = {fmt(v)}" for k, v in sorted(best["params"].items()))
-        page.text(f"Trial {best['trial_id']}, epoch {m.get('epoch')}: "
-                  + ", ".join(f"{k} {fmt(m.get(k))}" for k in HEADLINE if m.get(k) is not None)
-                  + f". Published to {best_uri}; generate with:")
+        page.text(
+            f"Trial {best['trial_id']}, epoch {m.get('epoch')}: "
+            + ", ".join(f"{k} {fmt(m.get(k))}" for k in HEADLINE if m.get(k) is not None)
+            + f". Published to {best_uri}; generate with:"
+        )
         page.code(f"python -m jobs.generate --checkpoint {best_uri} --out OUT --n 5 --digit 7")
     page.heading("Trials")
     header = list(rows[0]) if rows else []
     best_index = [i for i, r in enumerate(rows) if best and r["trial_id"] == best["trial_id"]]
     page.table(header, [list(r.values()) for r in rows], highlight=best_index)
     page.heading("Learning curves")
-    page.row(("curves_objective.png", "objective per epoch"), ("curves_val_recon_mse.png", "validation reconstruction per epoch"))
+    page.row(
+        ("curves_objective.png", "objective per epoch"),
+        ("curves_val_recon_mse.png", "validation reconstruction per epoch"),
+    )
     page.heading("Hyperparameters")
-    page.image("parallel.png", "parallel coordinates", "each axis min-max scaled, log axes for wide ranges; dark = better")
-    page.image("effects.png", "effect of each hyperparameter", "best objective of each trial against each hyperparameter")
+    page.image(
+        "parallel.png", "parallel coordinates", "each axis min-max scaled, log axes for wide ranges; dark = better"
+    )
+    page.image(
+        "effects.png", "effect of each hyperparameter", "best objective of each trial against each hyperparameter"
+    )
     if samples:
         page.heading("Best model: samples per digit")
         by_digit: dict[int, list[Cell]] = {}
         for s in samples:
-            by_digit.setdefault(s["digit"], []).append(Cell(image=s["png"], audio=s["wav"], caption=os.path.basename(s["wav"])))
+            by_digit.setdefault(s["digit"], []).append(
+                Cell(image=s["png"], audio=s["wav"], caption=os.path.basename(s["wav"]))
+            )
         page.grid([f"digit {d}" for d in sorted(by_digit)], [by_digit[d] for d in sorted(by_digit)])
     return page

@@ -31,7 +31,6 @@ worker thread, so the replica keeps accepting (and batching) requests while one
 computes; a bad request is answered before it reaches a batch.
 """
 
-
 import asyncio
 import base64
 import io
@@ -168,7 +167,9 @@ def spectrogram_image(spec: np.ndarray) -> bytes:
     import matplotlib.image
 
     buf = io.BytesIO()
-    matplotlib.image.imsave(buf, np.asarray(spec, np.float32), cmap="magma", vmin=0.0, vmax=1.0, origin="lower", format="png")
+    matplotlib.image.imsave(
+        buf, np.asarray(spec, np.float32), cmap="magma", vmin=0.0, vmax=1.0, origin="lower", format="png"
+    )
     return buf.getvalue()
 
 
@@ -193,7 +194,9 @@ class VaeService:
         self.conditional = self.loaded.run_config.model.conditional
         # Whether a clip asked for without a digit still stands for one (drawn with the training
         # frequencies): so with ex-post mixtures, a conditional decoder or the digit-tied prior.
-        self.draws_digit = generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.model.prior.uses_digits
+        self.draws_digit = (
+            generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.model.prior.uses_digits
+        )
         self.page = PAGE.read_text()
         self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
         for handler in (self._generate_batch, self._reconstruct_batch):
@@ -232,7 +235,9 @@ class VaeService:
             specs.append((spec, digits))
             owners.append(i)
             ranges += [generation.db_range(self.loaded, d) for d in digits]
-            seeds += [item.seed + j for j in range(item.n)]  # as jobs.generate --seed: the clip sounds the same in any batch
+            seeds += [
+                item.seed + j for j in range(item.n)
+            ]  # as jobs.generate --seed: the clip sounds the same in any batch
         if specs:
             waves = self._to_waveforms(np.concatenate([spec for spec, _ in specs]), ranges, seeds)
             start = 0
@@ -301,8 +306,16 @@ class VaeService:
             "sampler": generation.sampler(self.loaded),
             "sample_rate": self.features.sample_rate,
             "clip_seconds": self.features.clip_seconds,
-            "limits": {"max_clips": cfg.max_clips, "max_upload_bytes": cfg.max_upload_bytes, "max_upload_seconds": cfg.max_upload_seconds},
-            "batching": {"max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s, **self.counters},
+            "limits": {
+                "max_clips": cfg.max_clips,
+                "max_upload_bytes": cfg.max_upload_bytes,
+                "max_upload_seconds": cfg.max_upload_seconds,
+            },
+            "batching": {
+                "max_batch_size": cfg.max_batch_size,
+                "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
+                **self.counters,
+            },
             "replica": serve.get_replica_context().replica_id.unique_id,
         }
 
@@ -311,7 +324,9 @@ class VaeService:
         params = _params(request, ("digit", "seed", "n", "format"))
         digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
         if digit is not None and digit not in self.digits:
-            raise BadRequest(f"digit={digit} is not in checkpoint {self.loaded.uri}: it has latent statistics for digits {self.digits}")
+            raise BadRequest(
+                f"digit={digit} is not in checkpoint {self.loaded.uri}: it has latent statistics for digits {self.digits}"
+            )
         limit = self.config.max_clips
         n = _int(params, "n", 1, limit, f"a request may ask for 1 to {limit} clips (ServeConfig.max_clips)") or 1
         seed = _int(params, "seed", 0, MAX_SEED, f"seeds are 0-{MAX_SEED}")
@@ -329,7 +344,9 @@ class VaeService:
             wav = await asyncio.to_thread(self._wav, waves[0])
             drawn = {} if digits[0] is None else {"X-Clip-Digit": str(digits[0])}
             return Response(wav, media_type="audio/wav", headers={**headers, **drawn, **self._problem_header(waves[0])})
-        clips = await asyncio.to_thread(lambda: [{"digit": d, **self._clip_json(spec, y)} for spec, y, d in zip(specs, waves, digits)])
+        clips = await asyncio.to_thread(
+            lambda: [{"digit": d, **self._clip_json(spec, y)} for spec, y, d in zip(specs, waves, digits)]
+        )
         body = {"digit": digit, "seed": seed, "n": n, "sample_rate": self.features.sample_rate, "clips": clips}
         return JSONResponse(body, headers=headers)
 
@@ -338,7 +355,9 @@ class VaeService:
         params = _params(request, ("digit", "format", "trim"))
         digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
         if digit is None and self.conditional:
-            raise BadRequest(f"checkpoint {self.loaded.uri} is a conditional model: say which digit the clip is, with digit=D")
+            raise BadRequest(
+                f"checkpoint {self.loaded.uri} is a conditional model: say which digit the clip is, with digit=D"
+            )
         fmt = _choice(params, "format", ("wav", "json"), "wav")
         trim = _flag(params, "trim")
         data = await _read_body(request, self.config.max_upload_bytes)
@@ -356,7 +375,9 @@ class VaeService:
             return {
                 **self._clip_json(recon, y),
                 "original_spectrogram_png": _b64(spectrogram_image(item.spectrogram)),
-                "log_spectral_distance_db": log_spectral_distance(fit_length(original, self.features), y, self.features),
+                "log_spectral_distance_db": log_spectral_distance(
+                    fit_length(original, self.features), y, self.features
+                ),
                 "sample_rate": self.features.sample_rate,
                 "source_sample_rate": clip.source_sample_rate,
                 "source_channels": clip.source_channels,
@@ -424,7 +445,12 @@ def start(host: str, port: int, config: ServeConfig = ServeConfig()) -> None:
     serve.start(
         http_options={"host": host, "port": port},
         controller_options={
-            "runtime_env": {"env_vars": {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": timeout, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": timeout}}
+            "runtime_env": {
+                "env_vars": {
+                    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": timeout,
+                    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": timeout,
+                }
+            }
         },
     )
 

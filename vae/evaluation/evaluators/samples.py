@@ -44,7 +44,10 @@ def reference_subsets(n_clips: int, config: EvalConfig) -> list[np.ndarray]:
     """The test clips each unconditional draw's floors and references are scored on: ``config.unconditional_draws``
     random subsets of ``config.n_unconditional``, as many clips as the model's draw (the Frechet distance is
     biased upwards for small sets)."""
-    return [np.random.default_rng([config.seed, k]).permutation(n_clips)[: config.n_unconditional] for k in range(config.unconditional_draws)]
+    return [
+        np.random.default_rng([config.seed, k]).permutation(n_clips)[: config.n_unconditional]
+        for k in range(config.unconditional_draws)
+    ]
 
 
 def _conditional(ctx: Context) -> dict[str, Any]:
@@ -72,6 +75,8 @@ def _unconditional(ctx: Context) -> dict[str, Any]:
         "inception_score_real": float(np.mean([M.inception_score(real.probs[s]) for s in subsets])),
         "frechet_distance": float(np.mean(fd)),
         "frechet_distance_draws": [float(v) for v in fd],
-        "frechet_distance_floor": float(np.mean([M.frechet_distance(floor.embeddings[s], real.embeddings) for s in subsets])),
+        "frechet_distance_floor": float(
+            np.mean([M.frechet_distance(floor.embeddings[s], real.embeddings) for s in subsets])
+        ),
         "unconditional_samples": int(len(uncond.probs)),
     }
