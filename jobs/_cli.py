@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from vae.errors import UserError
 
@@ -27,21 +26,6 @@ def fail(job: str, message: str) -> int:
     print(f"{job}: error: {message}", file=sys.stderr)
     print(json.dumps({"error": message}))
     return 1
-
-
-def exit_without_teardown(code: int) -> NoReturn:
-    """End the process with ``code``: atexit handlers run and the standard streams are flushed, as
-    with ``sys.exit``, but the interpreter's teardown is skipped. After Ray's shutdown it spends
-    ~0.45 s unloading Ray's and Arrow's native libraries, and it writes nothing. Also skipped: joining
-    non-daemon threads. For a job whose outputs are all closed, and whose threads all finished, when
-    its ``main`` returns."""
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader that went away (`| head`), a closed stream: nothing more to say
-            pass
-    os._exit(code)
 
 
 def positive_int(text: str) -> int:

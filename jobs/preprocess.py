@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 from dataclasses import asdict
 
-from jobs._cli import exit_without_teardown, fail, parser, positive_int, run
+from jobs._cli import fail, parser, positive_int, run
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
 from vae.dataset import WORKER_MODULES, extract, list_inputs, max_blocks
 from vae.raysetup import finish_ray, init_ray
@@ -75,7 +76,7 @@ def _main(args: argparse.Namespace) -> int:
             summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, listed=files)
         finally:
             if owns_ray:
-                finish_ray()  # before the summary, which stays the last line; faster than Ray's own at exit
+                finish_ray()  # before the summary, which stays the last line
     except KeyboardInterrupt:
         if summary is None:
             fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
@@ -101,4 +102,4 @@ def _main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _interrupt)
-    exit_without_teardown(main())  # everything is written and published when main returns
+    sys.exit(main())

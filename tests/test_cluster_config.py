@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import importlib
 import json
 import logging
 import re
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import ray
 import yaml
+from lockfile import locked_versions
 
 REPO = Path(__file__).resolve().parents[1]
 AWS_YAML = REPO / "cluster" / "aws.yaml"
@@ -29,6 +30,9 @@ RAYSERVICE_YAML = REPO / "cluster" / "kuberay-rayservice.yaml"
 SERVE_YAML = REPO / "cluster" / "serve.yaml"
 DOCKERFILE = REPO / "cluster" / "Dockerfile"
 PROJECT_MOUNT = "/home/ray/fsdd-vae"
+# Every install comes from the lock files, so the clusters must run the Ray they pin, whatever
+# Ray this machine has installed.
+LOCKED_RAY = locked_versions(REPO / "requirements.lock")["ray"]
 
 
 def _aws_config() -> dict:
@@ -51,6 +55,11 @@ def _rayservice_docs() -> list[dict]:
 def _rayservice() -> dict:
     (service,) = [d for d in _rayservice_docs() if d.get("kind") == "RayService"]
     return service
+
+
+def _import_attr(path: str):
+    module, _, name = path.replace(":", ".").rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _free_port() -> int:
@@ -95,13 +104,13 @@ def test_aws_yaml_installs_the_project_on_every_node():
         "the repository (run `ray up` from its root) is synced to every node"
     )
     assert ".venv" in cfg["rsync_exclude"]
-    for key, extra in (("head_setup_commands", ""), ("worker_setup_commands", "[gpu]")):
+    for key, lock in (("head_setup_commands", "requirements.lock"), ("worker_setup_commands", "requirements-gpu.lock")):
         commands = " ".join(cfg[key])
-        assert f'"{PROJECT_MOUNT}{extra}"' in commands, f"{key} must pip install the project{extra}"
-    # Pinned to the Ray this project is tested with, so pip does not swap the image's Ray.
-    assert f"=={ray.__version__}" in " ".join(cfg["head_setup_commands"] + cfg["worker_setup_commands"])
+        assert f"--require-hashes --no-deps -r {PROJECT_MOUNT}/{lock}" in commands, f"{key} must install {lock}"
+        assert f"--no-deps {PROJECT_MOUNT}" in commands.replace(f"-r {PROJECT_MOUNT}", ""), f"{key}: the project"
+        assert "==" not in commands, f"{key}: versions come from the lock, not the command line"
     for image in (cfg["docker"]["image"], cfg["docker"]["head_image"]):
-        assert image.startswith(f"rayproject/ray:{ray.__version__}-"), image
+        assert image.startswith(f"rayproject/ray:{LOCKED_RAY}-"), image
 
 
 def test_aws_nodes_share_the_cluster_token():
@@ -208,7 +217,7 @@ def test_kuberay_manifest_is_a_rayjob_with_cpu_head_and_gpu_workers():
     spec = job["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
     cluster = spec["rayClusterSpec"]
-    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["rayVersion"] == LOCKED_RAY
     assert cluster["enableInTreeAutoscaling"] is True
 
     (head,) = _containers(cluster["headGroupSpec"]["template"])
@@ -276,9 +285,14 @@ def test_kuberay_every_ray_process_gets_the_token_and_s3_identity():
         ]
 
 
-def test_cluster_images_pin_the_tested_ray():
-    assert re.search(rf"^FROM rayproject/ray:{re.escape(ray.__version__)}-py\d+-gpu$", DOCKERFILE.read_text(), re.M)
-    assert f"ray[data,train,tune,serve,default]=={ray.__version__}" in DOCKERFILE.read_text()
+def test_cluster_image_runs_the_locked_ray_and_installs_the_lock():
+    text = DOCKERFILE.read_text()
+    assert re.search(rf"^FROM rayproject/ray:{re.escape(LOCKED_RAY)}-py311-gpu$", text, re.M)
+    assert re.search(
+        r"^RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements-gpu.lock$", text, re.M
+    )
+    assert re.search(r"^RUN pip install --no-cache-dir --no-deps \.$", text, re.M)
+    assert "==" not in text, "versions come from the lock"
 
 
 # --------------------------------------------------------------------------- Serve: config file and KubeRay RayService
@@ -293,15 +307,13 @@ def _serve_app(config: dict):
 
 
 def test_serve_yaml_passes_serves_schema_and_its_args_build_the_app():
-    from ray._common.utils import import_attr
-
     from vae.config import ServeConfig, from_dict
     from vae.serving import build_app
 
     config = yaml.safe_load(SERVE_YAML.read_text())
     app = _serve_app(config)
     assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
-    assert app.route_prefix == "/" and import_attr(app.import_path) is build_app
+    assert app.route_prefix == "/" and _import_attr(app.import_path) is build_app
     args = dict(app.args)
     checkpoint = args.pop("checkpoint")
     assert checkpoint.startswith("s3://") and checkpoint.endswith("/best"), "serves a sweep's published best/"
@@ -328,7 +340,7 @@ def test_kuberay_rayservice_serves_the_serve_yaml_with_token_auth():
     assert serve_config == yaml.safe_load(SERVE_YAML.read_text()), "serveConfigV2 must be cluster/serve.yaml"
 
     cluster = service["spec"]["rayClusterConfig"]
-    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["rayVersion"] == LOCKED_RAY
     # The operator deploys serveConfigV2 through the dashboard, so it must hold the token itself.
     assert cluster["authOptions"]["mode"] == "token"
     (account,) = [d for d in _rayservice_docs() if d.get("kind") == "ServiceAccount"]

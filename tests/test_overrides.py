@@ -370,29 +370,6 @@ def test_train_classifier_no_gl_augment_is_a_shorthand():
     assert _cli.job_config(args, RecogniserConfig, "recogniser", train_classifier.SHORTHANDS).gl_augment is False
 
 
-def test_exit_without_teardown_runs_atexit_flushes_and_keeps_the_status():
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent(
-        """
-        import atexit, sys
-        from jobs._cli import exit_without_teardown
-        atexit.register(lambda: print("atexit ran"))
-        sys.stdout.write("buffered, no newline; ")
-        sys.stderr.write("err buffered")
-        exit_without_teardown(3)
-        print("never")
-        """
-    )
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 3, out.stderr
-    assert out.stdout == "buffered, no newline; atexit ran\n"
-    assert out.stderr == "err buffered"
-
-
 @pytest.mark.parametrize(
     "job, required, flag",
     [

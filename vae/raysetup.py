@@ -129,15 +129,5 @@ def finish_ray() -> None:
     (its JSON summary) really is the last one. A local instance started by :func:`init_ray` stops."""
     import ray
 
-    if not ray.is_initialized():
-        return
-    # ray.shutdown() stops a local instance's processes one by one, the GCS before the autoscaler's
-    # monitor, whose SIGTERM handler then waits on the dead GCS until Ray kills it a second later
-    # (measured: 1.0 s of a 1.1 s shutdown). Nothing of the monitor's is kept, so it goes first, at
-    # once. Only a process this driver started is in its node's list: a cluster's monitor is never touched.
-    # Ray's private API: should it change, this falls back to plain ray.shutdown().
-    node = getattr(ray._private.worker, "_global_node", None)
-    kill_monitor = getattr(node, "kill_monitor", None)
-    if kill_monitor is not None:
-        kill_monitor(check_alive=False)
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,24 +1,22 @@
 """Ray Train's TensorFlow set-up, without importing TensorFlow where it is not used.
 
 Each worker learns the cluster from ``TF_CONFIG`` (every worker's address, and its own index), which
-``MultiWorkerMirroredStrategy`` reads. Ray's own ``TensorflowConfig`` does the same, but it lives in
-``ray.train.tensorflow``, whose ``__init__`` imports TensorFlow: every process that unpickles it (the
-Train controller of every run, the Tune actor that builds each trial's trainer) paid a ~7 s import it
-never used. It also sets ``TF_USE_LEGACY_KERAS=1`` on the workers, which this project's Keras 3
-models do not want.
+``MultiWorkerMirroredStrategy`` reads: the same ``TF_CONFIG`` as Ray's own ``TensorflowConfig``
+(tests/test_training.py compares them). Ray's lives in ``ray.train.tensorflow``, whose ``__init__``
+imports TensorFlow into every process that unpickles it (the Train controller of every run, the Tune
+actor that builds each trial's trainer), and it sets ``TF_USE_LEGACY_KERAS=1`` on the workers, which
+this project's Keras 3 models must not see. Only public Ray APIs are used here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
-from ray._common.network_utils import build_address
-from ray.train._internal.utils import get_address_and_port
 from ray.train.backend import Backend, BackendConfig
-from ray.train.v2._internal.util import TrainingFramework
 
 
 def _set_tf_config(worker_addresses: list[str], index: int) -> None:
@@ -28,7 +26,13 @@ def _set_tf_config(worker_addresses: list[str], index: int) -> None:
 
 
 def _address() -> str:
-    return build_address(*get_address_and_port())
+    """``host:port`` of this worker for TensorFlow's collectives: its node's IP and a port free now."""
+    host = ray.util.get_node_ip_address()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
 
 
 class _Backend(Backend):
@@ -49,7 +53,3 @@ class TFConfig(BackendConfig):
     @property
     def backend_cls(self):
         return _Backend
-
-    @property
-    def framework(self):
-        return TrainingFramework.TENSORFLOW
