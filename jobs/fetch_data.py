@@ -25,13 +25,14 @@ def main(argv: list[str] | None = None) -> int:
         default=FSDD_SHA256,
         help="expected SHA-256 of the archive (default: the pinned one; if none, the recordings are checked against the pinned content digest)",
     )
-    p.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds each network wait may take (default 10)")
+    p.add_argument("--deadline", type=float, default=900.0, help="seconds the whole download may take (default 900)")
     args = p.parse_args(argv)
     return run("fetch_data", lambda: _main(args), args.verbose)
 
 
 def _main(args: argparse.Namespace) -> int:
-    recordings = fetch_fsdd(args.dest, args.url, args.sha256, args.timeout)
+    recordings = fetch_fsdd(args.dest, args.url, args.sha256, args.timeout, deadline_s=args.deadline)
     print(json.dumps({"recordings": recordings, "url": args.url}))
     return 0
 

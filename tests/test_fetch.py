@@ -101,3 +101,38 @@ def test_offline_fails_fast_with_fsdd_dir_hint(tmp_path, free_port):
     assert url in res.stderr and "FSDD_DIR" in res.stderr
     assert "FSDD_DIR" in json.loads(res.stdout.strip().splitlines()[-1])["error"]
     assert not (tmp_path / "data" / "recordings").exists()
+
+
+def test_a_server_that_drips_bytes_meets_the_overall_deadline(tmp_path):
+    """Each read answers within the network timeout, so only the deadline on the whole download ends it."""
+    import http.server
+    import threading
+    import time
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            try:
+                for _ in range(200):  # bounded: the server stops by itself
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/fsdd.tar.gz"
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchError, match=r"not finished after 1 s \(\d+ bytes so far\).*--deadline"):
+            fetch_fsdd(str(tmp_path / "data"), url=url, sha256="0" * 64, timeout_s=5, deadline_s=1, progress=None)
+        assert time.monotonic() - started < 4
+    finally:
+        server.shutdown()
+    assert not (tmp_path / "data" / "recordings").exists()

@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -61,6 +62,7 @@ def fetch_fsdd(
     sha256: str | None = FSDD_SHA256,
     timeout_s: float = 10.0,
     progress: Callable[[str], None] | None = print,
+    deadline_s: float = 900.0,
     content_sha256: str = FSDD_CONTENT_SHA256,
     content_speakers: tuple[str, ...] = FSDD_CONTENT_SPEAKERS,
 ) -> str:
@@ -69,7 +71,8 @@ def fetch_fsdd(
     Does nothing when a previous fetch of the same archive completed. With ``sha256``
     the archive is verified before anything is unpacked; without, the unpacked
     recordings of ``content_speakers`` must match ``content_sha256``. Either way the
-    folder appears complete and verified, or not at all.
+    folder appears complete and verified, or not at all. ``timeout_s`` bounds each network
+    wait, ``deadline_s`` the whole download.
     """
     recordings = os.path.join(dest, "recordings")
     marker = os.path.join(dest, ".fsdd-archive-sha256")
@@ -80,7 +83,7 @@ def fetch_fsdd(
     os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as tmp:
         archive = os.path.join(tmp, "fsdd.tar.gz")
-        digest = _download(url, archive, timeout_s, progress)
+        digest = _download(url, archive, timeout_s, progress, deadline_s)
         if sha256 is not None and digest != sha256.lower():
             raise FetchError(
                 f"checksum mismatch for {url}: expected sha256 {sha256}, got {digest}; nothing was unpacked"
@@ -111,14 +114,21 @@ def fetch_fsdd(
     return recordings
 
 
-def _download(url: str, path: str, timeout_s: float, progress: Callable[[str], None] | None) -> str:
-    """Stream ``url`` to ``path``; returns the SHA-256 hex digest."""
+def _download(url: str, path: str, timeout_s: float, progress: Callable[[str], None] | None, deadline_s: float) -> str:
+    """Stream ``url`` to ``path`` within ``deadline_s``; returns the SHA-256 hex digest."""
     h = hashlib.sha256()
+    ends = time.monotonic() + deadline_s
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(path, "wb") as out:
             total, done, step = int(resp.headers.get("Content-Length") or 0), 0, 4 << 20
             next_report = step
-            while chunk := resp.read(1 << 16):
+            # read1: what has arrived, so a server that sends a byte at a time still meets the deadline.
+            while chunk := resp.read1(1 << 16):
+                if time.monotonic() > ends:
+                    raise FetchError(
+                        f"cannot download {url}: not finished after {deadline_s:g} s ({done} bytes so far); "
+                        f"a slower link needs --deadline. {OFFLINE_HINT}"
+                    )
                 out.write(chunk)
                 h.update(chunk)
                 done += len(chunk)

@@ -22,17 +22,65 @@ from vae.config import ConfigError, RunConfig, from_dict, to_dict
 
 T = TypeVar("T")
 
+# Config and search-space files are a few KB; these bounds refuse YAML bombs (aliases of aliases
+# that expand to billions of values, deep nesting) before anything is built from them.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 20
+
 # YAML 1.1 (PyYAML) reads 1e-3 and 1.0e4 as strings: numbers in this form are taken as floats.
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML (JSON included), refused with a ConfigError naming ``where`` if it is over
+    :data:`MAX_YAML_BYTES`, would expand (aliases included) to over :data:`MAX_YAML_VALUES` values,
+    or nests deeper than :data:`MAX_YAML_DEPTH`: checked on the parser's events, before any object
+    is built."""
+    if len(text.encode()) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: over {MAX_YAML_BYTES} bytes; config files are a few KB")
+    try:
+        _check_expansion(yaml.parse(text, Loader=yaml.SafeLoader), where)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML or JSON: {exc}") from None
+
+
+def _check_expansion(events: Iterable[yaml.Event], where: str) -> None:
+    """Count the values the document expands to, an alias counting as all of its anchor's."""
+    sizes: dict[str, int] = {}
+    open_: list[list[Any]] = [[None, 0]]  # [anchor, values so far] of each collection being read
+    for event in events:
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append([event.anchor, 1])
+            if len(open_) - 1 > MAX_YAML_DEPTH:
+                raise ConfigError(f"{where}: nested over {MAX_YAML_DEPTH} levels deep")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, n = open_.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, n = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, n = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = n
+        open_[-1][1] += n
+        if open_[-1][1] > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: expands to over {MAX_YAML_VALUES} values through YAML aliases (*name)")
+
+
+def read_yaml_file(path: str, where: str) -> Any:
+    """The YAML file at ``path`` through :func:`load_yaml`, reading no more than its size bound."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read(MAX_YAML_BYTES + 1)
+    return load_yaml(text, where)
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value as YAML reads it (ints, floats, true/false, [lists], strings), 1e-3 included."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{text!r} is not a YAML value: {exc}") from None
-    return as_number(value)
+    return as_number(load_yaml(text, f"{text[:80]!r}"))
 
 
 def as_number(value: Any) -> Any:
@@ -57,12 +105,9 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
     """A ``--config`` file (YAML or JSON: config sections as nested mappings) as dotted keys."""
     src = os.fspath(path)
     try:
-        with open(src) as f:
-            raw = yaml.safe_load(f)
+        raw = read_yaml_file(src, f"--config {src}")
     except OSError as exc:
         raise ConfigError(f"--config {src}: cannot be read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {src}: not valid YAML or JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {src}: expected a mapping of config sections, e.g. {{train: {{epochs: 5}}}}")
     return flatten(raw)

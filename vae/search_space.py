@@ -33,8 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from vae.config import (
     MODEL_PRESETS,
     MOVED_KEYS,
@@ -48,7 +46,7 @@ from vae.config import (
     TrainConfig,
     preset,
 )
-from vae.overrides import apply_overrides  # noqa: F401  (re-exported: vae.search_space.apply_overrides)
+from vae.overrides import apply_overrides, read_yaml_file  # noqa: F401  (apply_overrides re-exported)
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -130,12 +128,11 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
     """Read and validate a space file; raise :class:`SpaceError` naming the file and key."""
     src = os.fspath(path)
     try:
-        with open(src) as f:
-            raw = yaml.safe_load(f)
+        raw = read_yaml_file(src, src)
     except FileNotFoundError:
         raise SpaceError(f"{src}: search-space file not found") from None
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{src}: not valid YAML: {exc}") from None
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from None
     return parse_space(raw, src)
 
 

@@ -477,12 +477,12 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve's application builder (``import_path: vae.serving:build_app`` in a config file, or
     ``serve run vae.serving:build_app checkpoint=URI max_batch_size=8``): ``args`` holds
     ``checkpoint`` and any :class:`vae.config.ServeConfig` field."""
-    import yaml
+    from vae.overrides import load_yaml
 
     args = dict(args)
     if "checkpoint" not in args:
         raise ValueError(f"application args need 'checkpoint' (a checkpoint URI); got {sorted(args)}")
     checkpoint = str(args.pop("checkpoint"))
     # `serve run` passes every value as a string; a config file passes typed YAML.
-    typed = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in args.items()}
+    typed = {k: load_yaml(v, f"application arg {k}") if isinstance(v, str) else v for k, v in args.items()}
     return application(checkpoint, from_dict(ServeConfig, typed))
