@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 FSDD_DIR ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install lock clean
+.PHONY: demo test test-fast lint install lock clean
 
 # Every install is the lock's: the same versions, checked by hash, today and next month.
 $(STAMP): requirements.lock pyproject.toml
@@ -20,6 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# Formatter, linter and type check: what CI runs before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The edit loop: everything that starts no Ray, browser or job (tests marked slow, by hand or by fixture in tests/conftest.py).
 test-fast: $(STAMP)

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Distinctive credentials, so that a test can search what was written for them.
 S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_ACCESS_KEY_ID": "AKIAFSDDVAETESTKEY01",
+    "AWS_SECRET_ACCESS_KEY": "fsdd-vae-test-secret-Zq3w9",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 # The balanced slice behind ``small_parquet``: 10 digits x 5 speakers x these takes

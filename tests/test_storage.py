@@ -139,3 +139,16 @@ def test_ray_paths_become_uris_of_the_storage_they_live_on():
     assert storage.ray_uri("bucket/exp/checkpoint_0001") == "s3://bucket/exp/checkpoint_0001"
     assert storage.ray_uri("/runs/exp/checkpoint_0001") == "/runs/exp/checkpoint_0001"
     assert storage.ray_uri("s3://bucket/k") == "s3://bucket/k"
+
+
+def test_the_s3_filesystem_pickles_without_credentials(monkeypatch):
+    """Ray pickles the filesystem it is handed into the experiment's files; keys must not travel."""
+    import pickle
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAPICKLETESTKEY001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "pickle-test-secret-Qx7")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "pickle-test-session-Rt5")
+    data = pickle.dumps(storage.s3_filesystem())
+    assert not [
+        s for s in (b"AKIAPICKLETESTKEY001", b"pickle-test-secret-Qx7", b"pickle-test-session-Rt5") if s in data
+    ]

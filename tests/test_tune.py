@@ -260,3 +260,21 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_local, smal
         assert len(again.history) == n, f"finished trial {trial_id} ran again"
     assert os.path.isfile(os.path.join(exp, "report", "index.html"))
     assert last_json(proc.stdout)["trials"] == 2
+
+
+def test_no_credentials_are_written_to_the_bucket(smoke_sweep, s3_endpoint):
+    """Ray pickles the filesystem it is handed (tune/tuner.pkl, the searcher's state): the sweep's
+    files in the bucket, Tune's own included, must not hold the keys of the process that ran it."""
+    import boto3
+    from conftest import S3_ENV
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"])
+    secrets = [S3_ENV["AWS_ACCESS_KEY_ID"].encode(), S3_ENV["AWS_SECRET_ACCESS_KEY"].encode()]
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="sweeps")
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.startswith("smoke/tune/") for k in keys), "Tune's own state is among what was searched"
+    leaked = [k for k in keys if any(s in client.get_object(Bucket="sweeps", Key=k)["Body"].read() for s in secrets)]
+    assert leaked == []

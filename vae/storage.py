@@ -46,7 +46,11 @@ def ray_uri(path: str, filesystem: pafs.FileSystem | None = None) -> str:
 
 
 def s3_filesystem() -> pafs.S3FileSystem:
-    """An S3 filesystem configured from the standard AWS environment variables."""
+    """An S3 filesystem configured from the standard AWS environment variables (endpoint, region).
+
+    Credentials are left to the AWS SDK's default chain (``AWS_*`` variables, profile, instance
+    role) in each process that uses it: Ray pickles the filesystem it is handed into the
+    experiment's files in the bucket, and explicit keys would be pickled with it."""
     kwargs: dict[str, Any] = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
@@ -56,9 +60,6 @@ def s3_filesystem() -> pafs.S3FileSystem:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         kwargs["region"] = region
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
     # Fail in seconds, not minutes, when the endpoint is down.
     kwargs.update(connect_timeout=5, request_timeout=30, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
     return pafs.S3FileSystem(**kwargs)
