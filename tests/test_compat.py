@@ -116,3 +116,44 @@ def test_a_stored_checkpoint_without_a_manifest_is_whole_with_every_file_it_held
 def test_the_unmanifested_checkpoint_files_are_checkpoint_file_names():
     names = (checkpoint.WEIGHTS, checkpoint.CONFIG, checkpoint.STATE, checkpoint.METRICS, checkpoint.LATENT_STATS)
     assert compat.UNMANIFESTED_CHECKPOINT == names
+
+
+def _old_dataset(tmp_path: Path) -> Path:
+    """A copy of the stored dataset folder that holds its parts and summary itself (no published version)."""
+    folder = tmp_path / "old"
+    shutil.copytree(DATA / "old_layouts" / "dataset", folder)
+    return folder
+
+
+def test_a_dataset_folder_holding_its_parts_itself_is_read_when_it_is_one_whole_run(tmp_path):
+    from vae import dataset, storage
+
+    folder = _old_dataset(tmp_path)
+    summary = _json(folder / dataset.SUMMARY_FILE)
+    assert "parts" not in summary and not (folder / storage.PUBLISHED_POINTER).exists()
+    parts = [p.name for p in folder.glob("part-*.parquet")]
+    files = [str(folder / name) for name in parts]
+    read = compat.dataset_summary(storage.resolve(str(folder)), files, summary, "redo")
+    assert read == {**summary, "parts": {parts[0]: 3}}
+    assert list(dataset.load_split_numpy(str(folder), "train", columns=["id"])["id"]) == ["1_anna_5", "2_bob_7"]
+    assert dataset.read_feature_config(str(folder)).shape == (8, 11)
+
+    # A part of another (interrupted) run beside them: not one whole dataset.
+    shutil.copy(folder / parts[0], folder / parts[0].replace(summary["run_id"], "0123456789ab"))
+    with pytest.raises(storage.StorageError, match="not one whole dataset.*interrupted extraction") as info:
+        dataset.published_dataset(str(folder))
+    assert str(folder) in str(info.value)
+
+
+def test_publishing_into_a_dataset_folder_holding_its_parts_itself_removes_them(tmp_path):
+    import pyarrow.parquet as pq
+
+    from vae import dataset, storage
+
+    folder = _old_dataset(tmp_path)
+    version = dataset.write_dataset(str(folder), pq.read_table(next(folder.glob("part-*.parquet"))))
+    compat.remove_unpublished_dataset(storage.resolve(str(folder)))
+    assert not list(folder.glob("part-*.parquet"))
+    assert not (folder / dataset.REJECTED_DIR).exists() and not (folder / dataset.SUMMARY_FILE).exists()
+    assert storage.published(str(folder)) == version
+    assert len(dataset.load_split_numpy(str(folder), None, columns=["id"])["id"]) == 3

@@ -8,10 +8,14 @@ holding their parts themselves instead of a published version.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vae.config import ConfigError, RunConfig, SweepConfig, from_dict, to_dict
+
+if TYPE_CHECKING:
+    from vae.storage import Location
 
 # Keys an old run config lacks, at the values it was trained and sampled with (today's defaults differ).
 MISSING_KEYS: dict[str, dict[str, Any]] = {
@@ -81,3 +85,32 @@ def unmanifested_checkpoint_missing(exists: Callable[[str], bool]) -> list[str]:
     """The files a checkpoint without ``manifest.json`` lacks, of :data:`UNMANIFESTED_CHECKPOINT`;
     ``exists(name)`` says whether the checkpoint holds the file ``name``."""
     return [name for name in UNMANIFESTED_CHECKPOINT if not exists(name)]
+
+
+def dataset_summary(folder: Location, files: list[str], summary: Mapping[str, Any], redo: str) -> dict[str, Any]:
+    """The ``_summary.json`` of a dataset folder that holds its parts itself, with ``parts`` (name -> rows)
+    as a published version's lists them. Raises StorageError unless every part belongs to the run the
+    summary names and together they hold the rows it counts, which an interrupted extraction never leaves."""
+    from vae import dataset, storage
+
+    runs = {dataset.part_run(posixpath.basename(f)) for f in files}
+    parts = dataset.part_rows(folder, files) if runs == {summary.get("run_id")} else None
+    rows = None if parts is None else sum(parts.values())
+    if rows != summary.get("written"):
+        raise storage.StorageError(
+            f"{folder.uri} is not one whole dataset: parts of {len(runs)} extraction run(s) holding "
+            f"{'an unknown number of' if rows is None else rows} rows, its {dataset.SUMMARY_FILE} counts "
+            f"{summary.get('written')} rows of run {summary.get('run_id')}: left by an interrupted extraction; {redo}"
+        )
+    return {**summary, "parts": parts}
+
+
+def remove_unpublished_dataset(out: Location) -> None:
+    """Remove the parts, ``_rejected/`` and summary a dataset folder holds itself, once a version of it is
+    published (readers follow ``PUBLISHED.json``)."""
+    from vae import dataset, storage
+
+    for path in dataset.part_files(out):
+        storage.delete_tree(out.join(posixpath.basename(path)).uri)
+    for name in (dataset.REJECTED_DIR, dataset.SUMMARY_FILE):
+        storage.delete_tree(out.join(name).uri)
