@@ -126,9 +126,8 @@ class ModelConfig:
     conditional: bool = True
     # The decoder's channels as a multiple of the original's, whose transposed conv i (i >= 1) has
     # filters[i]: one level deeper than the encoder map of the size it makes. With filters doubling per
-    # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the FLOPs of
-    # `default`, 1.5-1.7x its train clips/s in the demo on 2 CPU cores, and as good or better heard in
-    # the demo's budget (two seeds: see "Training speed" in the README).
+    # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the model's
+    # FLOPs at 1.0 (speed and quality of both: "Training speed" in the README).
     decoder_width: float = 0.5
 
     def validate(self) -> ModelConfig:
@@ -253,12 +252,12 @@ class TrainConfig:
     placement_strategy: str = "PACK"
     seed: int = 0
     # XLA-compile the train/eval steps where the strategy allows it (one worker): see
-    # vae.models.DistributedSteps. Off by default: on 2 CPU cores the XLA step of `default` ran at
-    # 106 clips/s against 133 without (benchmarks/train_throughput.py); try it on GPUs.
+    # vae.models.DistributedSteps. Off by default: slower than the plain step on CPU
+    # (benchmarks/train_throughput.py); try it on GPUs.
     jit_compile: bool = False
     # On one worker, BatchNorm's training pass through TensorFlow's fused kernel (vae.models.BatchNormalization):
-    # 1.25-1.34x the `default` step on 2 CPU cores (benchmarks/step_variants.py), the same maths; oneDNN's
-    # backward is less exact where a gradient nearly cancels. Several workers use Keras' all-reduced moments.
+    # a faster step (benchmarks/step_variants.py), the same maths; oneDNN's backward is less exact where a
+    # gradient nearly cancels. Several workers use Keras' all-reduced moments.
     fused_batch_norm: bool = True
     # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
     # and a fit) after every this-many epochs, and always after the last one.
@@ -528,8 +527,8 @@ class DemoConfig:
     max_epochs: int = 200
     train_budget_s: float = 600.0
     seed: int = 0
-    # A checkpoint (latent statistics and the ex-post fit: ~2 s of a ~24 s epoch on 2 cores) after
-    # every this-many epochs and after the last one, which the budget's best model mostly is.
+    # A checkpoint (latent statistics and the ex-post fit: a pass over the train shard) after every
+    # this-many epochs and after the last one, which the budget's best model mostly is.
     checkpoint_every: int = 5
 
     def validate(self) -> DemoConfig:

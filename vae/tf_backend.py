@@ -3,8 +3,8 @@
 Each worker learns the cluster from ``TF_CONFIG`` (every worker's address, and its own index), which
 ``MultiWorkerMirroredStrategy`` reads. Ray's own ``TensorflowConfig`` does the same, but it lives in
 ``ray.train.tensorflow``, whose ``__init__`` imports TensorFlow: every process that unpickles it (the
-Train controller of every run, the Tune actor that builds each trial's trainer) paid a ~7 s import it
-never used. It also sets ``TF_USE_LEGACY_KERAS=1`` on the workers, which this project's Keras 3
+Train controller of every run, the Tune actor that builds each trial's trainer) would pay a ~7 s
+import it never uses. It also sets ``TF_USE_LEGACY_KERAS=1`` on the workers, which this project's Keras 3
 models do not want.
 """
 
