@@ -1,7 +1,7 @@
 """Score a trained VAE on the audio it makes and write its report.
 
     python -m jobs.evaluate --checkpoint CKPT --data PARQUET --out DIR
-        [--classifier RECOGNISER] [--n-per-digit N] [--n-unconditional N] [--wavs DIR] [--seed S] [--workers N]
+        [--classifier RECOGNISER] [--n-per-digit N] [--n-unconditional N] [--wavs DIR] [--seed S]
 
 Writes DIR/metrics.json (each metric with its vocoder floor) and DIR/index.html
 with its PNG and WAV files beside it, referenced relatively. CKPT, PARQUET, DIR,
@@ -39,12 +39,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--wavs", help="a folder of other WAVs (e.g. unseen voices) to measure reconstruction on")
     p.add_argument("--seed", type=int, help=f"sampling and Griffin-Lim seed (default {EvalConfig.seed})")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)",
-    )
     add_config_arguments(p, "eval.n_report_per_digit=2")
     return p.parse_args(argv)
 
@@ -62,9 +56,7 @@ def _main(args: argparse.Namespace) -> int:
     config = job_config(args, EvalConfig, "eval", SHORTHANDS)
     storage.check_reachable(args.out)
     loaded = load(args.checkpoint)
-    m = evaluate_and_report(
-        loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs, workers=args.workers
-    )
+    m = evaluate_and_report(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs)
     for name in HEADLINE:
         if name in m:
             floor = m.get(f"{name}_floor")

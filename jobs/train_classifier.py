@@ -1,7 +1,7 @@
 """Train the digit recogniser that scores generated audio.
 
     python -m jobs.train_classifier --data PARQUET --out DIR_OR_S3
-        [--epochs N] [--no-gl-augment] [--gl-iters N] [--workers N] [--min-accuracy A]
+        [--epochs N] [--no-gl-augment] [--gl-iters N] [--min-accuracy A]
 
 Trains a small CNN on the ``train`` split of a dataset written by jobs.preprocess,
 on the real spectrograms and on their Griffin-Lim resynthesis (so vocoder
@@ -48,12 +48,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="train on the real spectrograms only",
     )
     p.add_argument("--seed", type=int)
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="no longer used: Griffin-Lim runs batched in this process (kept so old command lines work)",
-    )
     p.add_argument("--min-accuracy", type=float, default=0.95, help="exit 1 if the test accuracy is below this")
     add_config_arguments(p, "recogniser.learning_rate=1e-3")
     return p.parse_args(argv)
@@ -71,7 +65,7 @@ def _main(args: argparse.Namespace) -> int:
     config = job_config(args, RecogniserConfig, "recogniser", SHORTHANDS)
     started = time.perf_counter()
     storage.check_reachable(args.out)
-    rec = recogniser.train_from_parquet(args.data, config, workers=args.workers)
+    rec = recogniser.train_from_parquet(args.data, config)
     rec.metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     out = recogniser.save(rec, args.out)
     m = rec.metrics

@@ -119,7 +119,7 @@ def test_weights_and_config_alone_are_not_a_checkpoint(saved, tmp_path):
         checkpoint.load(str(ckpt))
 
 
-def test_a_checkpoint_from_before_manifests_still_loads(saved, tmp_path):
+def test_a_checkpoint_without_a_manifest_loads(saved, tmp_path):
     old = str(tmp_path / "old")
     shutil.copytree(saved, old)
     os.remove(os.path.join(old, checkpoint.MANIFEST))

@@ -15,8 +15,6 @@ from vae.config import (
     from_dict,
     from_json,
     preset,
-    saved_run_config,
-    to_dict,
     to_json,
 )
 
@@ -81,54 +79,6 @@ def test_demo_config_trains_the_default_for_its_budget():
     assert (cfg.model, cfg.prior, cfg.sampling) == (RunConfig().model, RunConfig().prior, RunConfig().sampling)
     with pytest.raises(ConfigError, match="train_budget_s"):
         DemoConfig(train_budget_s=0).validate()
-
-
-def test_a_config_written_before_the_loss_section_loads_into_it_with_the_same_values():
-    """Before LossConfig, the reconstruction term and the KL settings were keys of ``prior``."""
-    old = to_dict(RunConfig(prior=PriorConfig(kind="mixture", components=4)))
-    del old["loss"]
-    old["prior"].update(
-        reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5
-    )
-
-    cfg = saved_run_config(old).validate()
-
-    assert cfg.prior == PriorConfig(kind="mixture", components=4)
-    assert cfg.loss == LossConfig(
-        reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5
-    )
-    assert cfg.loss.kl_weight(3) == 0.5
-    assert saved_run_config(to_dict(cfg)) == cfg  # today's layout reads back as it is
-    # Older still: no reconstruction key at all meant mse (BEFORE_KEYS_EXISTED).
-    del old["prior"]["reconstruction"]
-    assert saved_run_config(old).loss.reconstruction == "mse"
-    del old["train"]["clip_norm"]  # trained before clipping existed: without it
-    assert saved_run_config(old).train.clip_norm == 0.0
-    del old["train"]["fused_batch_norm"]  # and before the fused BatchNorm kernel: Keras' layer
-    assert saved_run_config(old).train.fused_batch_norm is False
-    del old["model"]["decoder_width"]  # and before the decoder's width was a choice: the original's
-    assert saved_run_config(old).model.decoder_width == 1.0
-    # The new layout is the only one from_dict takes, and a key in both places is an error.
-    with pytest.raises(ConfigError, match=r"RunConfig\.prior: unknown key"):
-        from_dict(RunConfig, old)
-    with pytest.raises(ConfigError, match=r"prior\.recon_weight.*loss\.recon_weight"):
-        saved_run_config({**old, "loss": {"recon_weight": 1.0}})
-
-
-def test_legacy_checkpoint_configs_load_into_the_loss_section():
-    import json
-    from pathlib import Path
-
-    for kind in ("normal", "mixture"):
-        path = Path(__file__).parent / "data" / "legacy_checkpoints" / kind / "config.json"
-        raw = json.loads(path.read_text())
-        cfg = saved_run_config(raw).validate()
-        assert (cfg.prior.kind, cfg.prior.components) == (kind, raw["prior"]["components"])
-        assert (cfg.loss.reconstruction, cfg.loss.recon_weight, cfg.loss.kl_samples) == (
-            raw["prior"]["reconstruction"],
-            raw["prior"]["recon_weight"],
-            raw["prior"]["kl_samples"],
-        )
 
 
 def test_the_cosine_learning_rate_anneals_over_the_epochs_or_the_time_budget_whichever_runs_out_first():

@@ -224,10 +224,10 @@ def test_per_clip_features_are_inverted_with_the_training_db_range():
 
 
 @pytest.mark.parametrize("kind", ["normal", "mixture"])
-def test_checkpoints_written_before_conditional_models_still_load_and_generate(kind, tmp_path, capsys):
-    """tests/data/legacy_checkpoints/: tiny checkpoints written by the code at 5c7c476 (no ex-post
-    mixtures, no sampling section in config.json): they load, say they sample from the prior the
-    original way, and generate a digit and from the prior."""
+def test_stored_legacy_checkpoints_load_and_generate(kind, tmp_path, capsys):
+    """tests/data/legacy_checkpoints/: tiny checkpoints of an earlier layout (no manifest, no ex-post
+    mixtures, no sampling section and the loss keys in ``prior`` in config.json, read by vae.compat):
+    they load, say they sample from the prior, and generate a digit and from the prior."""
     legacy = str(REPO / "tests" / "data" / "legacy_checkpoints" / kind)
     loaded = checkpoint.load(legacy)
     assert loaded.run_config.prior.kind == kind and not loaded.run_config.model.conditional

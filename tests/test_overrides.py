@@ -20,8 +20,6 @@ from vae.config import (
     ServeConfig,
     SweepConfig,
     preset,
-    saved_run_config,
-    to_dict,
 )
 from vae.errors import UserError
 from vae.overrides import apply_overrides, apply_run_overrides, parse_assignment, read_file, split
@@ -233,33 +231,6 @@ def test_sweep_config_defaults_are_the_ones_the_sweep_used():
         1,
         False,
     )
-
-
-def test_sweep_settings_of_a_sweep_json_old_and_new():
-    from vae.tuning import sweep_settings
-
-    assert sweep_settings({"settings": to_dict(SweepConfig(num_samples=5))}) == SweepConfig(num_samples=5)
-    old = {"num_samples": 4, "n_per_digit": 2, "workers_per_trial": 1, "use_gpu": False, "base": {}}
-    assert sweep_settings(old) == SweepConfig(num_samples=4, n_per_digit=2)
-
-
-def test_no_run_config_carries_the_fault_switch_and_old_ones_still_load():
-    assert not [k for k in to_dict(RunConfig())["train"] if "fault" in k]
-    old = to_dict(RunConfig())
-    old["train"].update(fault_epoch=-1, fault_rank=1)
-    assert saved_run_config(old) == RunConfig()
-
-
-def test_legacy_checkpoint_configs_with_fault_keys_load():
-    from pathlib import Path
-
-    from vae.checkpoint import check
-
-    for kind in ("normal", "mixture"):
-        folder = Path(__file__).parent / "data" / "legacy_checkpoints" / kind
-        assert "fault_epoch" in json.loads((folder / "config.json").read_text())["train"]
-        _, cfg = check(str(folder))
-        assert cfg.prior.kind == kind
 
 
 def test_the_fault_switch_travels_in_the_loop_config_only():

@@ -45,15 +45,6 @@ def test_a_space_naming_a_moved_key_fails_naming_its_new_place(tmp_path):
         parse_space({"fixed": {"prior.kl_warmup_epochs": 2}, "params": {"model.latent_dim": {"choice": [8]}}})
 
 
-def test_stored_trial_parameters_with_moved_keys_still_apply():
-    """A sweep resumed across the move: Tune hands back the parameters it stored, old keys included."""
-    space = load_space("tune_spaces/smoke.yaml")
-    cfg = space.run_config(
-        {"prior.kind": "normal", "prior.recon_weight": 300.0, "prior.reconstruction": "mse"}, RunConfig()
-    )
-    assert (cfg.loss.recon_weight, cfg.loss.reconstruction) == (300.0, "mse")
-
-
 def test_fixed_values_and_model_preset_apply():
     cfg = load_space("tune_spaces/smoke.yaml").run_config({"model.latent_dim": 2}, RunConfig())
     assert cfg.train.epochs == 2 and cfg.model.latent_dim == 2 and cfg.model.filters == (4, 8)

@@ -102,8 +102,6 @@ def test_evaluation_refuses_a_dataset_whose_ids_or_sources_are_not_its_recording
                     "1",
                     "--n-unconditional",
                     "2",
-                    "--workers",
-                    "1",
                 ]
             )
             == 1
@@ -124,7 +122,6 @@ def test_the_run_report_keeps_every_file_inside_its_folder(untrained, small_parq
         data,
         None,
         EvalConfig(n_per_digit=1, n_unconditional=2, n_report_per_digit=3),
-        workers=1,
     )
     ev = replace(ev, test_ids=np.asarray(HOSTILE, dtype=object))
     out = tmp_path / "a" / "b" / "c" / "report"

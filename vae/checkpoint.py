@@ -12,8 +12,8 @@
 A checkpoint is whole or it is not a checkpoint: loading verifies the manifest and
 names the first file that is missing or differs; anything that still cannot be
 loaded is one :class:`CheckpointError` naming the checkpoint and the file. A
-checkpoint written before manifests existed loads if it holds every file above
-but the manifest. The model is rebuilt from ``config.json`` and the weights loaded
+checkpoint without a manifest is whole if it holds the files of
+:data:`vae.compat.UNMANIFESTED_CHECKPOINT`. The model is rebuilt from ``config.json`` and the weights loaded
 into it, so a checkpoint needs no pickled code (``optimizer.npz`` is read with
 ``allow_pickle=False``).
 
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from vae import storage
-from vae.config import RunConfig, saved_run_config, to_json
+from vae import compat, storage
+from vae.config import RunConfig, from_dict, to_json
 from vae.errors import UserError
 
 WEIGHTS = "model.weights.h5"
@@ -47,8 +47,6 @@ METRICS = "metrics.json"
 LATENT_STATS = "latent_stats.json"
 EXPOST = "expost.json"
 MANIFEST = "manifest.json"
-# What every checkpoint written before manifests existed holds.
-LEGACY_REQUIRED = (WEIGHTS, CONFIG, STATE, METRICS, LATENT_STATS)
 # checkpoint_<epoch>, with -<k> when a resumed run would otherwise reuse the name of a damaged one.
 _DIR_NAME = re.compile(r"checkpoint_(\d+)(?:-(\d+))?")
 
@@ -128,11 +126,11 @@ def problem(directory: str) -> str | None:
     """Why the local checkpoint ``directory`` is not whole (naming the first bad file), or None.
 
     With a manifest: every file it lists must exist with its size and SHA-256.
-    Without one (written before manifests existed): every file of :data:`LEGACY_REQUIRED` must exist.
+    Without one: every file of :data:`vae.compat.UNMANIFESTED_CHECKPOINT` must exist.
     """
     manifest_path = os.path.join(directory, MANIFEST)
     if not os.path.exists(manifest_path):
-        missing = [n for n in LEGACY_REQUIRED if not os.path.exists(os.path.join(directory, n))]
+        missing = compat.unmanifested_checkpoint_missing(lambda name: os.path.exists(os.path.join(directory, name)))
         return f"{MANIFEST} and {', '.join(missing)} missing: not a complete checkpoint" if missing else None
     try:
         with open(manifest_path) as f:
@@ -336,7 +334,7 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
 
     verify(directory, uri)
     try:
-        run_cfg = saved_run_config(_read_json(directory, CONFIG, uri)).validate()
+        run_cfg = compat.run_config(_read_json(directory, CONFIG, uri)).validate()
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {uri or directory}: {CONFIG} is not a valid RunConfig: {exc}") from None
     epoch = _epoch(directory, uri)
@@ -365,7 +363,7 @@ def in_memory(directory: str, model) -> LoadedModel:
 
     return LoadedModel(
         uri=directory,
-        run_config=saved_run_config(_read_json(directory, CONFIG, None)),
+        run_config=from_dict(RunConfig, _read_json(directory, CONFIG, None)),
         model=model,
         latent_stats=read(LATENT_STATS),
         metrics=read(METRICS),
@@ -381,12 +379,18 @@ def check(uri: str) -> tuple[str, RunConfig]:
         raise CheckpointError(f"checkpoint {uri} does not exist")
     resolved = storage.published(uri)
     manifest = storage.join(resolved, MANIFEST)  # load verifies sizes and hashes; here, presence
-    required = list(storage.read_json(manifest).get("files", {})) if storage.exists(manifest) else LEGACY_REQUIRED
-    missing = [name for name in required if not storage.exists(storage.join(resolved, name))]
+
+    def present(name: str) -> bool:
+        return storage.exists(storage.join(resolved, name))
+
+    if storage.exists(manifest):
+        missing = [name for name in storage.read_json(manifest).get("files", {}) if not present(name)]
+    else:
+        missing = compat.unmanifested_checkpoint_missing(present)
     if missing:
         raise CheckpointError(f"checkpoint {resolved} is missing {missing}")
     try:
-        return resolved, saved_run_config(json.loads(storage.read_text(storage.join(resolved, CONFIG)))).validate()
+        return resolved, compat.run_config(json.loads(storage.read_text(storage.join(resolved, CONFIG)))).validate()
     except ValueError as exc:  # ConfigError and JSON errors
         raise CheckpointError(f"checkpoint {resolved}: {CONFIG} is not a valid run config: {exc}") from exc
 

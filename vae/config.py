@@ -1,7 +1,8 @@
 """Typed configs: the only place a default value lives.
 
 Every artefact (Parquet metadata, checkpoints, reports) carries the config that
-made it, serialised with :func:`to_json` and read back with :func:`from_json`.
+made it, serialised with :func:`to_json` and read back with :func:`from_json` (older layouts:
+:mod:`vae.compat`).
 Presets are plain data: a preset is a dict of overrides applied to the
 dataclass defaults, so ``replace(preset("default"), latent_dim=32)`` is all a
 sweep needs.
@@ -125,9 +126,8 @@ class ModelConfig:
     conditional: bool = True
     # The decoder's channels as a multiple of the original's, whose transposed conv i (i >= 1) has
     # filters[i]: one level deeper than the encoder map of the size it makes. With filters doubling per
-    # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the FLOPs of
-    # `default`, 1.5-1.7x its train clips/s in the demo on 2 CPU cores, and as good or better heard in
-    # the demo's budget (two seeds: see "Training speed" in the README).
+    # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the model's
+    # FLOPs at 1.0 (speed and quality of both: "Training speed" in the README).
     decoder_width: float = 0.5
 
     def validate(self) -> ModelConfig:
@@ -252,12 +252,12 @@ class TrainConfig:
     placement_strategy: str = "PACK"
     seed: int = 0
     # XLA-compile the train/eval steps where the strategy allows it (one worker): see
-    # vae.models.DistributedSteps. Off by default: on 2 CPU cores the XLA step of `default` ran at
-    # 106 clips/s against 133 without (benchmarks/train_throughput.py); try it on GPUs.
+    # vae.models.DistributedSteps. Off by default: slower than the plain step on CPU
+    # (benchmarks/train_throughput.py); try it on GPUs.
     jit_compile: bool = False
     # On one worker, BatchNorm's training pass through TensorFlow's fused kernel (vae.models.BatchNormalization):
-    # 1.25-1.34x the `default` step on 2 CPU cores (benchmarks/step_variants.py), the same maths; oneDNN's
-    # backward is less exact where a gradient nearly cancels. Several workers use Keras' all-reduced moments.
+    # a faster step (benchmarks/step_variants.py), the same maths; oneDNN's backward is less exact where a
+    # gradient nearly cancels. Several workers use Keras' all-reduced moments.
     fused_batch_norm: bool = True
     # A checkpoint (with latent statistics and ex-post mixtures: a pass over the train shard
     # and a fit) after every this-many epochs, and always after the last one.
@@ -527,8 +527,8 @@ class DemoConfig:
     max_epochs: int = 200
     train_budget_s: float = 600.0
     seed: int = 0
-    # A checkpoint (latent statistics and the ex-post fit: ~2 s of a ~24 s epoch on 2 cores) after
-    # every this-many epochs and after the last one, which the budget's best model mostly is.
+    # A checkpoint (latent statistics and the ex-post fit: a pass over the train shard) after every
+    # this-many epochs and after the last one, which the budget's best model mostly is.
     checkpoint_every: int = 5
 
     def validate(self) -> DemoConfig:
@@ -594,52 +594,6 @@ def from_dict(cls: type[T], data: Mapping[str, Any], _path: str = "") -> T:
 
 def from_json(cls: type[T], text: str) -> T:
     return from_dict(cls, json.loads(text))
-
-
-# Keys a saved RunConfig may lack because it was written before they existed, at the value that
-# reproduces how it was trained and sampled (today's defaults differ).
-BEFORE_KEYS_EXISTED = {
-    "model": {"conditional": False, "decoder_width": 1.0},
-    "loss": {"reconstruction": "mse"},
-    "sampling": {"sampler": "prior"},
-    "train": {"clip_norm": 0.0, "fused_batch_norm": False},
-}
-
-# Dotted keys that moved to another section, old -> new: saved configs (and a sweep's stored trial
-# parameters) written before the move are read through this table.
-MOVED_KEYS = {
-    f"prior.{name}": f"loss.{name}"
-    for name in ("reconstruction", "recon_weight", "gaussian_init_scale", "kl_samples", "kl_warmup_epochs")
-}
-
-
-# Keys a saved RunConfig may have that no longer belong to it (the fault switch is FaultConfig now).
-AFTER_KEYS_REMOVED = {"train": ("fault_epoch", "fault_rank")}
-
-
-def saved_run_config(data: Mapping[str, Any]) -> RunConfig:
-    """A RunConfig read back from a checkpoint, run folder or sweep, old ones included."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"RunConfig: expected a mapping, got {type(data).__name__}")
-    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-    for old, new in MOVED_KEYS.items():
-        (old_section, old_name), (new_section, new_name) = old.split(".", 1), new.split(".", 1)
-        if not isinstance(data.get(old_section), dict) or old_name not in data[old_section]:
-            continue
-        value, target = data[old_section].pop(old_name), data.setdefault(new_section, {})
-        if isinstance(target, dict):  # (anything else fails in from_dict, naming the section)
-            if new_name in target:
-                raise ConfigError(f"RunConfig: both {old} (its old place) and {new} are given; keep {new}")
-            target[new_name] = value
-    for section, keys in BEFORE_KEYS_EXISTED.items():
-        if isinstance(data.setdefault(section, {}), dict):
-            for key, value in keys.items():
-                data[section].setdefault(key, value)
-    for section, names in AFTER_KEYS_REMOVED.items():
-        if isinstance(data.get(section), dict):
-            for name in names:
-                data[section].pop(name, None)
-    return from_dict(RunConfig, data)
 
 
 def _coerce(value: Any, default: Any, key: str) -> Any:

@@ -12,8 +12,8 @@ a fresh version folder ``V`` (``_v<time>-<random>``), and only then does the one
 pointer ``PUBLISHED.json`` switch to it (:func:`vae.storage.switch`). An extraction that
 is interrupted, killed or fails leaves the published dataset as it was; two at once
 into one ``DST``: the last to finish wins, whole. The readers here read only a
-published dataset (or a folder of the layout written before publishing existed,
-if it holds exactly one finished run) and fail naming the folder otherwise.
+published dataset (or a folder holding the parts and summary of exactly one finished
+run itself: :func:`vae.compat.dataset_summary`) and fail naming the folder otherwise.
 
 The FeatureConfig is also JSON in every part file's schema metadata under
 :data:`FEATURES_KEY`, so a reader can invert a row without being told the preset.
@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from vae import storage
+from vae import compat, storage
 from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
 from vae.errors import UserError
 from vae.features import (
@@ -320,7 +320,15 @@ def _extract_and_write(
     }
 
 
-def _part_files(loc: storage.Location) -> list[str]:
+def part_run(name: str) -> str:
+    """The extraction run id in the name of the part file ``name``."""
+    match = _PART.search(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not the name of a part file")
+    return match.group(1)
+
+
+def part_files(loc: storage.Location) -> list[str]:
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
     except OSError as exc:
@@ -328,7 +336,7 @@ def _part_files(loc: storage.Location) -> list[str]:
     return sorted(i.path for i in infos if i.type == pafs.FileType.File and _PART.search(i.base_name))
 
 
-def _part_rows(loc: storage.Location, files: list[str]) -> dict[str, int]:
+def part_rows(loc: storage.Location, files: list[str]) -> dict[str, int]:
     """Rows of each part file, from its Parquet footer, by file name."""
     try:
         return {posixpath.basename(f): pq.read_metadata(f, filesystem=loc.fs).num_rows for f in files}
@@ -338,8 +346,8 @@ def _part_rows(loc: storage.Location, files: list[str]) -> dict[str, int]:
 
 def _check_staged(stage: storage.Location, written: int, rejected: int) -> dict[str, int]:
     """The staged parts (name -> rows), after checking they hold exactly the rows the tasks reported."""
-    parts = _part_rows(stage, _part_files(stage))
-    rejected_rows = sum(_part_rows(stage.join(REJECTED_DIR), _part_files(stage.join(REJECTED_DIR))).values())
+    parts = part_rows(stage, part_files(stage))
+    rejected_rows = sum(part_rows(stage.join(REJECTED_DIR), part_files(stage.join(REJECTED_DIR))).values())
     if sum(parts.values()) != written or rejected_rows != rejected:
         raise ExtractError(
             f"{stage.uri} holds {sum(parts.values())} clips and {rejected_rows} rejections, the extraction wrote "
@@ -354,15 +362,6 @@ def _discard(stage: storage.Location) -> None:
         storage.delete_tree(stage.uri)
     except storage.StorageError:
         pass
-
-
-def _remove_unpublished_layout(out: storage.Location) -> None:
-    """After the first publish into a folder of the layout before publishing existed, remove that
-    layout's parts, ``_rejected/`` and summary from the folder itself (readers follow the pointer now)."""
-    for path in _part_files(out):
-        storage.delete_tree(out.join(posixpath.basename(path)).uri)
-    for name in (REJECTED_DIR, SUMMARY_FILE):
-        storage.delete_tree(out.join(name).uri)
 
 
 # --------------------------------------------------------------------------- the job
@@ -525,7 +524,7 @@ def extract(
             ) from exc
         raise
     if written:
-        _remove_unpublished_layout(out)
+        compat.remove_unpublished_dataset(out)
     return summary
 
 
@@ -570,10 +569,8 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
     - a folder with ``PUBLISHED.json`` (:func:`extract`): its published version, whose part files
       must be exactly those its summary lists;
     - a version folder itself, checked the same way;
-    - a folder of the layout written before publishing existed (parts, ``_rejected/`` and
-      ``_summary.json`` in the folder itself): read only if every part belongs to the run its
-      summary names and together they hold the rows it counts, which an extraction interrupted
-      part-way never leaves;
+    - a folder holding its parts, ``_rejected/`` and ``_summary.json`` itself, without a version:
+      read as :func:`vae.compat.dataset_summary` says;
     - a single Parquet file (no summary).
     """
     loc = storage.resolve(uri)
@@ -582,7 +579,7 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
     if not storage.is_dir(loc.uri):
         return loc, [loc.path], {}
     folder = storage.resolve(storage.published(loc.uri))
-    files = _part_files(folder)
+    files = part_files(folder)
     redo = f"extract it again with python -m jobs.preprocess --output {loc.uri}"
     if not storage.exists(folder.join(SUMMARY_FILE).uri):
         if folder.uri != loc.uri:
@@ -596,22 +593,14 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
             )
         raise storage.StorageError(f"{loc.uri} holds no published dataset (no {storage.PUBLISHED_POINTER}): {redo}")
     summary = storage.read_json(folder.join(SUMMARY_FILE).uri)
+    if "parts" not in summary:
+        summary = compat.dataset_summary(folder, files, summary, redo)
     names = {posixpath.basename(f) for f in files}
-    if "parts" in summary:
-        if names != set(summary["parts"]):
-            missing, extra = sorted(set(summary["parts"]) - names), sorted(names - set(summary["parts"]))
-            raise storage.StorageError(
-                f"{folder.uri} is damaged: parts missing {missing[:3]}, unexpected {extra[:3]}; {redo}"
-            )
-    else:
-        runs = {_PART.search(n).group(1) for n in names}
-        rows = sum(_part_rows(folder, files).values()) if runs == {summary.get("run_id")} else None
-        if rows != summary.get("written"):
-            raise storage.StorageError(
-                f"{loc.uri} is not one whole dataset: parts of {len(runs)} extraction run(s) holding "
-                f"{'an unknown number of' if rows is None else rows} rows, its {SUMMARY_FILE} counts "
-                f"{summary.get('written')} rows of run {summary.get('run_id')}: left by an interrupted extraction; {redo}"
-            )
+    if names != set(summary["parts"]):
+        missing, extra = sorted(set(summary["parts"]) - names), sorted(names - set(summary["parts"]))
+        raise storage.StorageError(
+            f"{folder.uri} is damaged: parts missing {missing[:3]}, unexpected {extra[:3]}; {redo}"
+        )
     if not files:
         raise storage.StorageError(f"{folder.uri} holds no clips; {redo}")
     return folder, files, summary
@@ -719,7 +708,7 @@ def load_rejected(uri: str) -> list[dict[str, str]]:
     """The ``source``/``reason`` rows of the dataset's ``_rejected``, sorted by source. ``uri`` may also
     be a version folder that was not published (an extraction whose every input was rejected)."""
     folder = storage.resolve(storage.published(uri)).join(REJECTED_DIR)
-    files = _part_files(folder)
+    files = part_files(folder)
     if not files:
         raise storage.StorageError(f"no Parquet files in {folder.uri}")
     table = pa.concat_tables([pq.read_table(f, filesystem=folder.fs, schema=REJECTED_SCHEMA) for f in files])

@@ -98,7 +98,7 @@ def _expost_draw(mixture: dict, covariance: str, n: int, rng: np.random.Generato
 
 def sampler(loaded: LoadedModel) -> str:
     """The sampler this checkpoint's samples come from: its configured one, or ``prior`` when an
-    ``expost`` checkpoint carries no fitted mixtures (checkpoints written before they existed)."""
+    ``expost`` checkpoint carries no fitted mixtures."""
     wanted = loaded.run_config.sampling.sampler
     return "expost" if wanted == "expost" and loaded.expost.get("digits") else "prior"
 

@@ -37,8 +37,8 @@ def encoded_shape(input_hw: tuple[int, int], cfg: ModelConfig) -> tuple[int, int
 
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras' BatchNormalization, synchronised so that 1 worker x 2B and N workers x B normalise over
-    the same batch, and named like it, as weights files key a layer by its class name (checkpoints
-    saved before it load). With ``fused``, its training pass on one replica goes through TensorFlow's
+    the same batch, and named like it, as weights files key a layer by its class name (weights saved
+    from Keras' layer load into it). With ``fused``, its training pass on one replica goes through TensorFlow's
     fused kernel: one op forward and one backward (oneDNN's on CPU) instead of Keras' dozen, for the
     same statistics, output and moving averages up to round-off. oneDNN's backward accumulates less
     exactly than Keras' reductions, which shows where a gradient is a near-cancelling sum (a conv

@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vae.compat import MOVED_KEYS
 from vae.config import (
     MODEL_PRESETS,
-    MOVED_KEYS,
     ConfigError,
     LossConfig,
     ModelConfig,
@@ -49,8 +49,6 @@ from vae.config import (
 from vae.overrides import apply_overrides, read_yaml_file  # noqa: F401  (apply_overrides re-exported)
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "lograndint")
-SCHEDULERS = ("asha", "fifo")
-SEARCHERS = ("optuna", "random")
 TOP_LEVEL = ("base", "fixed", "params", "scheduler", "search", "num_samples", "description")
 SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor", "max_t"), "fifo": ("type",)}
 SEARCH_KEYS = {"optuna": ("type", "seed", "start_with"), "random": ("type", "seed", "start_with")}
@@ -117,10 +115,8 @@ class SearchSpace:
         return {p.key: p.to_tune() for p in self.params}
 
     def run_config(self, sampled: Mapping[str, Any], base: RunConfig) -> RunConfig:
-        """The trial's RunConfig: ``base`` + model preset + fixed values + the sampled values. A key
-        that has moved (:data:`vae.config.MOVED_KEYS`, e.g. in the stored trials of a sweep resumed
-        across the move) is read at its new place; space files must name the new one (:func:`_check_key`)."""
-        values = {MOVED_KEYS.get(key, key): value for key, value in {**self.fixed, **sampled}.items()}
+        """The trial's RunConfig: ``base`` + model preset + fixed values + the sampled values."""
+        values = {**self.fixed, **sampled}
         return apply_overrides(dataclasses.replace(base, model=preset(ModelConfig, self.model_preset)), values)
 
 

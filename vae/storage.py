@@ -284,7 +284,7 @@ def check_reachable(uri: str) -> None:
 
 PUBLISHED_POINTER = "PUBLISHED.json"
 # v<UTC date>-<time>-<microseconds>-<random>; names sort by start time. "_" hides a version from
-# pyarrow/pandas dataset discovery; the middle field is absent in versions made before it existed.
+# pyarrow/pandas dataset discovery; names without the microseconds are versions too.
 _VERSION = re.compile(r"_?v\d{8}-\d{6}(-\d{6})?-[0-9a-f]{8}")
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from vae import storage, tracking
-from vae.config import N_DIGITS, ConfigError, FaultConfig, RunConfig, from_dict, saved_run_config, to_dict
+from vae import compat, storage, tracking
+from vae.config import N_DIGITS, ConfigError, FaultConfig, RunConfig, from_dict, to_dict
 from vae.errors import UserError
 
 TRAIN, VAL = "train", "val"
@@ -715,7 +715,7 @@ def stored_run_config(storage_uri: str, name: str) -> RunConfig | None:
     path = storage.join(storage_uri, name, RUN_CONFIG_FILE)
     if not storage.exists(path):
         return None
-    return saved_run_config(storage.read_json(path))
+    return compat.run_config(storage.read_json(path))
 
 
 def _check_same_architecture(stored: RunConfig, new: RunConfig, run_dir: str) -> None:

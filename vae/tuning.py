@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from vae import storage
-from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, saved_run_config, to_dict
+from vae import compat, storage
+from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, to_dict
 from vae.errors import UserError
 from vae.search_space import SearchSpace, SpaceError, asha_settings
 from vae.training import OBJECTIVE
@@ -78,7 +78,7 @@ def _trial(
     from vae.training import NothingToTrain, Ranking, fit
 
     trial_id = ray.tune.get_context().get_trial_id()
-    run_cfg = space.run_config(params, saved_run_config(base))  # (a sweep.json from before a key moved too)
+    run_cfg = space.run_config(compat.trial_params(params), from_dict(RunConfig, base))
     # The trial's driver holds TRIAL_DRIVER_CPU; its workers take the rest of their CPUs, so
     # N trials of W workers fit on N x W CPUs.
     tcfg = run_cfg.train
@@ -119,11 +119,8 @@ class SweepResult:
 
 
 def sweep_settings(sweep: Mapping[str, Any]) -> SweepConfig:
-    """The SweepConfig a ``sweep.json`` records (one written before SweepConfig: its top-level keys)."""
-    if "settings" in sweep:
-        return from_dict(SweepConfig, sweep["settings"])
-    legacy = ("num_samples", "n_per_digit", "workers_per_trial", "use_gpu")
-    return from_dict(SweepConfig, {k: sweep[k] for k in legacy if k in sweep})
+    """The SweepConfig a ``sweep.json`` (as :func:`vae.compat.sweep` reads it) records."""
+    return from_dict(SweepConfig, sweep["settings"])
 
 
 def _scheduler(space: SearchSpace, epochs: int, settings: SweepConfig):
@@ -181,7 +178,7 @@ def run_sweep(
     if resume:
         if not storage.exists(sweep_file):
             raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
-        sweep = storage.read_json(sweep_file)
+        sweep = compat.sweep(storage.read_json(sweep_file))
         settings = replace(sweep_settings(sweep), max_concurrent=settings.max_concurrent)
     elif storage.exists(exp_uri):
         raise SweepExists(
@@ -332,7 +329,8 @@ def load_trials(exp_uri: str) -> list[TrialRecord]:
         history = [_result_row(row) for row in rows]
         error = trial.get_error()
         error = str(error).strip().splitlines()[-1] if error else None
-        records.append(TrialRecord(trial.trial_id, trial.status, dict(trial.config), _dedupe_epochs(history), error))
+        params = compat.trial_params(trial.config)
+        records.append(TrialRecord(trial.trial_id, trial.status, params, _dedupe_epochs(history), error))
     return sorted(records, key=lambda r: (r.best_row() or {}).get(OBJECTIVE, math.inf))
 
 

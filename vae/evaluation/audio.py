@@ -27,7 +27,6 @@ def resynthesise(
     db_min: np.ndarray | None = None,
     db_max: np.ndarray | None = None,
     n_iter: int | None = None,
-    workers: int | None = None,
     seed: int = 0,
     label: str = "griffin-lim",
 ) -> np.ndarray:
@@ -35,7 +34,6 @@ def resynthesise(
 
     ``db_min``/``db_max`` are per-clip ranges (``per_clip`` features); ``None``
     uses the config's range. Clip ``i`` gets the Griffin-Lim seed ``seed + i``.
-    ``workers`` is no longer used (Griffin-Lim was once spread over processes).
     Progress goes to the log: a line when done, and (at DEBUG, ``--verbose``) every few seconds.
     """
     last = [time.monotonic()]

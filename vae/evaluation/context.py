@@ -37,7 +37,6 @@ class Context:
     config: EvalConfig = field(default_factory=EvalConfig)
     recogniser: Recogniser | None = None
     wavs_uri: str | None = None
-    workers: int | None = None
     notes: list[str] = field(default_factory=list)
     _heard: dict[str, Heard] = field(default_factory=dict, repr=False)
 
@@ -86,16 +85,12 @@ class Context:
 
     @cached_property
     def reconstructions(self) -> np.ndarray:
-        return audio.resynthesise(
-            self.recon_specs, self.features, *self.ranges, workers=self.workers, label="reconstructions, griffin-lim"
-        )
+        return audio.resynthesise(self.recon_specs, self.features, *self.ranges, label="reconstructions, griffin-lim")
 
     @cached_property
     def floor(self) -> np.ndarray:
         """The test clips through features and Griffin-Lim alone: the best any model can sound here."""
-        return audio.resynthesise(
-            self.specs, self.features, *self.ranges, workers=self.workers, label="vocoder floor, griffin-lim"
-        )
+        return audio.resynthesise(self.specs, self.features, *self.ranges, label="vocoder floor, griffin-lim")
 
     @cached_property
     def components(self) -> np.ndarray | None:
@@ -113,13 +108,13 @@ class Context:
     def generated(self) -> np.ndarray:
         """``config.n_per_digit`` digit-conditional samples of each digit, in digit order, as audio."""
         n = self.config.n_per_digit
-        return sample_waves(self.loaded, [(d, n) for d in range(N_DIGITS)], self.config.seed + 1, self.workers)
+        return sample_waves(self.loaded, [(d, n) for d in range(N_DIGITS)], self.config.seed + 1)
 
     @cached_property
     def unconditional(self) -> np.ndarray:
         """``config.unconditional_draws`` draws of ``config.n_unconditional`` samples of the model's sampler, as audio."""
         n = self.config.n_unconditional * self.config.unconditional_draws
-        return sample_waves(self.loaded, [(None, n)], self.config.seed, self.workers)
+        return sample_waves(self.loaded, [(None, n)], self.config.seed)
 
     def heard(self, name: str) -> Heard:
         """The recogniser's reading of one of the :data:`AUDIO` sets."""
@@ -132,7 +127,7 @@ class Context:
         return self._heard[name]
 
 
-def sample_waves(loaded, requests: list[tuple[int | None, int]], seed: int, workers: int | None = None) -> np.ndarray:
+def sample_waves(loaded, requests: list[tuple[int | None, int]], seed: int) -> np.ndarray:
     """WAVs of ``n`` samples per ``(digit or None for the sampler, n)``, in order: request ``i`` is
     sampled with seed ``seed + 1000 i``, and clip ``j`` of all gets the Griffin-Lim seed ``seed + j``."""
     specs, lo, hi = [], [], []
@@ -147,7 +142,6 @@ def sample_waves(loaded, requests: list[tuple[int | None, int]], seed: int, work
         np.concatenate(specs),
         loaded.run_config.features,
         *ranges,
-        workers=workers,
         seed=seed,
         label=f"{what}, griffin-lim",
     )

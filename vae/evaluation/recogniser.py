@@ -100,7 +100,6 @@ def train(
     config: RecogniserConfig = RecogniserConfig(),
     db_min: np.ndarray | None = None,
     db_max: np.ndarray | None = None,
-    workers: int | None = None,
 ) -> Recogniser:
     """Fit the recogniser on real spectrograms and, with ``config.gl_augment``, their Griffin-Lim resynthesis."""
     import keras
@@ -117,7 +116,6 @@ def train(
             db_min,
             db_max,
             n_iter=config.gl_iters,
-            workers=workers,
             seed=config.seed,
             label="recogniser augmentation, griffin-lim",
         )
@@ -149,12 +147,10 @@ def train(
     return Recogniser(features, config, model, metrics)
 
 
-def evaluate(rec: Recogniser, specs: np.ndarray, digits: np.ndarray, db_min=None, db_max=None, workers=None) -> dict:
+def evaluate(rec: Recogniser, specs: np.ndarray, digits: np.ndarray, db_min=None, db_max=None) -> dict:
     """Accuracy on clean spectrograms and on their resynthesis at the features' own Griffin-Lim setting."""
     probs, _ = rec.predict(specs)
-    waves = audio.resynthesise(
-        specs, rec.features, db_min, db_max, workers=workers, label="recogniser test, griffin-lim"
-    )
+    waves = audio.resynthesise(specs, rec.features, db_min, db_max, label="recogniser test, griffin-lim")
     heard = rec.listen(waves, rec.features.sample_rate)
     digits = np.asarray(digits)
     return {
@@ -164,9 +160,7 @@ def evaluate(rec: Recogniser, specs: np.ndarray, digits: np.ndarray, db_min=None
     }
 
 
-def train_from_parquet(
-    data_uri: str, config: RecogniserConfig = RecogniserConfig(), workers: int | None = None
-) -> Recogniser:
+def train_from_parquet(data_uri: str, config: RecogniserConfig = RecogniserConfig()) -> Recogniser:
     """Train on the ``train`` split of a preprocessed dataset; score on its ``test`` split."""
     from vae.dataset import load_split_numpy, read_feature_config
 
@@ -183,7 +177,6 @@ def train_from_parquet(
         config,
         tr["db_min"] if per_clip else None,
         tr["db_max"] if per_clip else None,
-        workers,
     )
     rec.metrics.update(
         evaluate(
@@ -192,7 +185,6 @@ def train_from_parquet(
             te["digit"],
             te["db_min"] if per_clip else None,
             te["db_max"] if per_clip else None,
-            workers,
         )
     )
     rec.metrics["data"] = data_uri

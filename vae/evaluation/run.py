@@ -73,12 +73,11 @@ def evaluate_run(
     classifier_uri: str | None = None,
     config: EvalConfig | None = None,
     wavs_uri: str | None = None,
-    workers: int | None = None,
 ) -> dict[str, Any]:
     """The metrics of ``loaded`` (a :class:`vae.checkpoint.LoadedModel`) on the ``test`` split of
     ``data_uri``, sample metrics included when ``classifier_uri`` (a recogniser checkpoint) is given.
     ``config`` (default: :class:`EvalConfig`'s) says how many samples, with which seed."""
-    return dict(evaluate(loaded, data_uri, classifier_uri, config or EvalConfig(), wavs_uri, workers).metrics)
+    return dict(evaluate(loaded, data_uri, classifier_uri, config or EvalConfig(), wavs_uri).metrics)
 
 
 def evaluate(
@@ -87,14 +86,13 @@ def evaluate(
     classifier_uri: str | None = None,
     config: EvalConfig = EvalConfig(),
     wavs_uri: str | None = None,
-    workers: int | None = None,
 ) -> Evaluation:
     """All the numbers and clips of an evaluation, without writing anything."""
     started = time.perf_counter()
     config.validate()
     _check_inputs(loaded, data_uri, wavs_uri)
     rec = recogniser.load(classifier_uri) if classifier_uri else None
-    ctx = Context(loaded, data_uri, config, rec, wavs_uri, workers)
+    ctx = Context(loaded, data_uri, config, rec, wavs_uri)
     log.info(f"evaluating {loaded.uri} on the test split of {data_uri}")
     ctx.originals  # noqa: B018 -- reads and checks every test clip's source before the long work
     metrics: dict[str, Any] = {}

@@ -39,11 +39,10 @@ def evaluate_and_report(
     classifier_uri: str | None = None,
     config: EvalConfig | None = None,
     wavs_uri: str | None = None,
-    workers: int | None = None,
 ) -> dict[str, Any]:
     """:func:`vae.evaluation.run.evaluate_run`, with ``metrics.json`` and the report written to ``out_uri``
     (folder or s3://)."""
-    ev = evaluate(loaded, data_uri, classifier_uri, config or EvalConfig(), wavs_uri, workers)
+    ev = evaluate(loaded, data_uri, classifier_uri, config or EvalConfig(), wavs_uri)
     write(ev, out_uri)
     return dict(ev.metrics)
 

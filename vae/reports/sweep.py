@@ -16,7 +16,7 @@ import tempfile
 
 import numpy as np
 
-from vae import storage
+from vae import compat, storage
 from vae.reports.html import Cell, Page, fmt
 from vae.reports.plots import spectrogram_image
 
@@ -69,10 +69,6 @@ def _plot_curves(trials, path: str, metric: str) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return drawn
-
-
-def _param_values(trials, key):
-    return [t.params.get(key) for t in trials]
 
 
 def _is_log(values) -> bool:
@@ -154,7 +150,6 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
     if not best_uri:
         return []
     from vae.checkpoint import CONFIG as CONFIG_FILE
-    from vae.config import saved_run_config
     from vae.evaluation.audio import to_spectrograms
     from vae.features import decode_audio
 
@@ -162,7 +157,7 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
     samples_uri = storage.join(base, "samples")
     if not storage.exists(samples_uri):
         return []
-    cfg = saved_run_config(storage.read_json(storage.join(base, CONFIG_FILE))).features
+    cfg = compat.run_config(storage.read_json(storage.join(base, CONFIG_FILE))).features
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
     items = []
     for rel, uri in storage.walk_files(samples_uri):
@@ -186,7 +181,7 @@ def _best_samples(best_uri: str | None, out: str) -> list[dict]:
 def build_sweep_report(exp_uri: str, trials, best: dict | None) -> str:
     """Write ``<EXP>/report/`` (index.html, summary.json, trials.csv, report.md) and return its URI."""
     sweep_uri = storage.join(exp_uri, "sweep.json")
-    sweep = storage.read_json(sweep_uri) if storage.exists(sweep_uri) else {}
+    sweep = compat.sweep(storage.read_json(sweep_uri)) if storage.exists(sweep_uri) else {}
     param_keys = sorted({k for t in trials for k in t.params})
     max_epochs = None
     if sweep.get("base"):
@@ -232,9 +227,9 @@ def build_sweep_report(exp_uri: str, trials, best: dict | None) -> str:
 
 
 def _base(sweep: dict):
-    from vae.config import saved_run_config
+    from vae.config import RunConfig, from_dict
 
-    return saved_run_config(sweep["base"])
+    return from_dict(RunConfig, sweep["base"])
 
 
 def _markdown(exp_uri, rows, best, best_uri, summary) -> str:

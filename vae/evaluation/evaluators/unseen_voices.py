@@ -46,10 +46,8 @@ def evaluate(ctx: Context) -> dict[str, Any]:
         return {}
     voices = read_voices(ctx.loaded, ctx.wavs_uri, ctx.notes)
     feats, waves = ctx.features, np.stack([v.waveform for v in voices])
-    recon = reconstruct(ctx.loaded, voices, ctx.workers, "unseen voices, griffin-lim")
-    floor = _vocode(
-        np.stack([v.spectrogram for v in voices]), voices, feats, ctx.workers, "unseen voices floor, griffin-lim"
-    )
+    recon = reconstruct(ctx.loaded, voices, "unseen voices, griffin-lim")
+    floor = _vocode(np.stack([v.spectrogram for v in voices]), voices, feats, "unseen voices floor, griffin-lim")
     return {
         "wavs": storage.resolve(ctx.wavs_uri).uri,
         "wavs_clips": int(len(voices)),
@@ -88,19 +86,15 @@ def read_voice(loaded, uri: str, digit: int | None = None) -> Voice:
     return Voice(uri, fit_length(clip.waveform, feats), spec, (db_min, db_max), digit)
 
 
-def reconstruct(
-    loaded, voices: list[Voice], workers: int | None = None, label: str = "reconstructions, griffin-lim"
-) -> np.ndarray:
+def reconstruct(loaded, voices: list[Voice], label: str = "reconstructions, griffin-lim") -> np.ndarray:
     """WAVs of ``voices`` through the encoder (posterior mean), the decoder and Griffin-Lim (clip ``i``: seed ``i``)."""
     digits = np.array([v.digit for v in voices]) if loaded.run_config.model.conditional else None
     specs = generation.reconstruct(loaded, np.stack([v.spectrogram for v in voices]), digits)
-    return _vocode(specs, voices, loaded.run_config.features, workers, label)
+    return _vocode(specs, voices, loaded.run_config.features, label)
 
 
-def _vocode(
-    specs: np.ndarray, voices: list[Voice], feats: FeatureConfig, workers: int | None, label: str
-) -> np.ndarray:
+def _vocode(specs: np.ndarray, voices: list[Voice], feats: FeatureConfig, label: str) -> np.ndarray:
     ranges = (None, None)
     if feats.normalisation == "per_clip":
         ranges = (np.array([v.db_range[0] for v in voices]), np.array([v.db_range[1] for v in voices]))
-    return audio.resynthesise(specs, feats, *ranges, workers=workers, label=label)
+    return audio.resynthesise(specs, feats, *ranges, label=label)
