@@ -109,3 +109,11 @@ def test_the_results_check_fails_on_a_hand_edit(tmp_path):
     )
     assert result.returncode == 1
     assert "differs" in result.stderr
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*.md")), ids=str)
+def test_every_repository_path_a_page_names_exists(path):
+    """A refactor that moves a file the docs name fails here, not in a reader's hands."""
+    named = re.findall(r"`((?:vae|jobs|cluster|tune_spaces|benchmarks|tests)/[\w./-]*)`", (ROOT / path).read_text())
+    missing = [name for name in named if not (ROOT / name).exists()]
+    assert not missing, f"{path} names {missing}, which do not exist"
