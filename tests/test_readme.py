@@ -94,7 +94,8 @@ def _flags(job: str) -> set[str]:
             entry([])
     finally:
         argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
-    return {flag for action in captured[0]._actions for flag in action.option_strings}
+    (own,) = [p for p in captured if p.prog == f"python -m jobs.{job}"]
+    return {flag for action in own._actions for flag in action.option_strings}
 
 
 @pytest.mark.parametrize("job", _jobs())
