@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 FSDD_DIR ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint install lock clean
+.PHONY: demo test test-fast lint docs install lock clean
 
 # Every install is the lock's: the same versions, checked by hash, today and next month.
 $(STAMP): requirements.lock pyproject.toml
@@ -31,8 +31,12 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or a page missing from the nav fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build/site site
 
 # Re-resolve the lock files from pyproject.toml's ranges (the newest versions they allow), then
 # `make install` installs them. requirements-gpu.lock is the same set plus CUDA's libraries, for

@@ -1,4 +1,4 @@
-"""Feature presets compared: round-trip quality, storage and inversion cost (the README's `default` vs `seed`).
+"""Feature presets compared: round-trip quality, storage and inversion cost (`default` vs `seed`, docs/data.md).
 
     python -m benchmarks.features [--takes 0] [--presets seed default]
 
