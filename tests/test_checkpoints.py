@@ -178,3 +178,32 @@ def test_resume_goes_on_from_the_newest_intact_checkpoint(ray_local, small_parqu
     with pytest.raises(TrainingError, match="no intact checkpoint") as info:
         fit(_tiny(4), small_parquet, runs, "r", resume=True)
     assert "--name" in str(info.value) and "--resume" not in str(info.value).split("no intact checkpoint")[1]
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3], ids=["manifest-pending", "file", "manifest-final"])
+def test_a_metrics_rewrite_stopped_at_any_write_leaves_a_whole_checkpoint(saved, tmp_path, monkeypatch, fail_at):
+    """jobs.train --evaluate, the pipeline and the demo rewrite the best checkpoint's metrics.json:
+    each of its writes can fail (storage down, disk full), and the checkpoint must still load, with
+    the old metrics or the new."""
+    from vae import storage
+
+    ckpt = str(tmp_path / "ckpt")
+    shutil.copytree(saved, ckpt)
+    old = checkpoint.load(ckpt).metrics
+    real, calls = storage.write_bytes, []
+
+    def failing(uri, data):
+        calls.append(uri)
+        if len(calls) == fail_at:
+            raise storage.StorageError(f"cannot write {uri}: simulated outage")
+        real(uri, data)
+
+    monkeypatch.setattr(storage, "write_bytes", failing)
+    with pytest.raises(storage.StorageError, match="simulated outage"):
+        checkpoint.write_json(ckpt, checkpoint.METRICS, {**old, "digit_accuracy": 0.5})
+    monkeypatch.setattr(storage, "write_bytes", real)
+    assert checkpoint.problem(ckpt) is None
+    assert checkpoint.load(ckpt).metrics.get("digit_accuracy") in (old.get("digit_accuracy"), 0.5)
+    checkpoint.write_json(ckpt, checkpoint.METRICS, {**old, "digit_accuracy": 0.25})  # and the next rewrite works
+    assert checkpoint.load(ckpt).metrics["digit_accuracy"] == 0.25
+    assert "pending" not in json.dumps(storage.read_json(os.path.join(ckpt, checkpoint.MANIFEST)))

@@ -109,23 +109,35 @@ def save(
 
 def write_json(uri: str, name: str, obj: Any) -> None:
     """Replace the JSON file ``name`` (e.g. ``metrics.json``) of the checkpoint ``uri`` (local or s3://)
-    and its manifest entry, manifest last."""
+    so that a failure at any point leaves a whole checkpoint, with the old content or the new.
+
+    Three single-object writes: the manifest accepts the new content beside the old (``pending``),
+    the file is replaced, the manifest keeps only the new entry."""
     with tempfile.TemporaryDirectory(prefix="fsdd-vae-ckpt-json-") as tmp:
         path = os.path.join(tmp, name)
         _dump(path, obj)
+        manifest_uri = storage.join(uri, MANIFEST)
+        manifest = storage.read_json(manifest_uri) if storage.exists(manifest_uri) else None
+        entry = _entry(path)
+        if manifest is not None and name in manifest["files"]:
+            manifest["files"][name] = {**manifest["files"][name], "pending": entry}
+            storage.write_json(manifest_uri, manifest)
         with open(path, "rb") as f:
             storage.write_bytes(storage.join(uri, name), f.read())
-        manifest_uri = storage.join(uri, MANIFEST)
-        if storage.exists(manifest_uri):
-            manifest = storage.read_json(manifest_uri)
-            manifest["files"][name] = _entry(path)
+        if manifest is not None:
+            manifest["files"][name] = entry
             storage.write_json(manifest_uri, manifest)
+
+
+def _matches(path: str, size: int, sha: str) -> bool:
+    return os.path.getsize(path) == size and _digest(path) == sha
 
 
 def problem(directory: str) -> str | None:
     """Why the local checkpoint ``directory`` is not whole (naming the first bad file), or None.
 
-    With a manifest: every file it lists must exist with its size and SHA-256.
+    With a manifest: every file it lists must exist with its size and SHA-256 (or those of its
+    ``pending`` rewrite).
     Without one: every file of :data:`vae.compat.UNMANIFESTED_CHECKPOINT` must exist.
     """
     manifest_path = os.path.join(directory, MANIFEST)
@@ -135,16 +147,19 @@ def problem(directory: str) -> str | None:
     try:
         with open(manifest_path) as f:
             files = json.load(f)["files"]
-        entries = [(str(name), int(e["bytes"]), str(e["sha256"])) for name, e in files.items()]
+        entries = [(str(name), int(e["bytes"]), str(e["sha256"]), e.get("pending")) for name, e in files.items()]
+        pending = {name: (int(p["bytes"]), str(p["sha256"])) for name, _, _, p in entries if p is not None}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"{MANIFEST} is not a valid manifest ({type(exc).__name__}: {exc})"
     for name in (WEIGHTS, CONFIG):
         if name not in files:
             return f"{MANIFEST} does not list {name}"
-    for name, size, sha in entries:
+    for name, size, sha, _ in entries:
         path = os.path.join(directory, storage.safe_name(name))
         if not os.path.isfile(path):
             return f"{name} is missing"
+        if name in pending and _matches(path, *pending[name]):  # a rewrite (write_json) that stopped midway
+            continue
         if os.path.getsize(path) != size:
             return f"{name} has {os.path.getsize(path)} bytes, its manifest says {size}"
         if _digest(path) != sha:
