@@ -29,9 +29,11 @@ def _main(args: argparse.Namespace) -> int:
 
     trials = load_trials(args.experiment)
     best = best_epoch(trials)
-    report = build_sweep_report(
-        args.experiment, trials, best if storage.exists(storage.join(args.experiment, "best")) else None
-    )
+    best_dir = storage.join(args.experiment, "best")
+    published = storage.is_published(best_dir)
+    report = build_sweep_report(args.experiment, trials, best if published else None)
+    if best and not published:
+        print(f"{best_dir}: no published version (a publish was interrupted); jobs.tune --resume publishes it")
     print(f"{len(trials)} trials; report: {report}/index.html")
     print(json.dumps({"report": f"{report}/index.html", "trials": len(trials)}))
     return 0

@@ -278,3 +278,16 @@ def test_no_credentials_are_written_to_the_bucket(smoke_sweep, s3_endpoint):
     assert any(k.startswith("smoke/tune/") for k in keys), "Tune's own state is among what was searched"
     leaked = [k for k in keys if any(s in client.get_object(Bucket="sweeps", Key=k)["Body"].read() for s in secrets)]
     assert leaked == []
+
+
+def test_report_after_an_interrupted_publish_does_not_call_best_published(smoke_sweep, tmp_path):
+    exp, _, _ = smoke_sweep
+    copy = exp + "-interrupted"
+    storage.copy_tree(exp, copy)
+    storage.delete_tree(storage.join(copy, "best", storage.PUBLISHED_POINTER))  # the version folder stays
+    proc = run_job("jobs.report", "--experiment", copy)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no published version (a publish was interrupted)" in proc.stdout
+    summary = storage.read_json(storage.join(copy, "report", "summary.json"))
+    assert summary["best_checkpoint"] is None
+    assert "Published to" not in storage.read_text(storage.join(copy, "report", "index.html"))

@@ -354,6 +354,15 @@ def _pointer(dst: str) -> str | None:
     return version
 
 
+def is_published(uri: str) -> bool:
+    """Whether ``uri`` names a published version (an interrupted publish leaves a version folder
+    and no pointer)."""
+    try:
+        return _pointer(uri) is not None
+    except StorageError:
+        return False
+
+
 def published(uri: str) -> str:
     """The directory to read for ``uri``: its published version if it was published, else ``uri`` itself."""
     version = _pointer(uri)
