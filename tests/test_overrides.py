@@ -263,7 +263,7 @@ def test_legacy_checkpoint_configs_with_fault_keys_load():
 
 
 def test_the_fault_switch_travels_in_the_loop_config_only():
-    from vae.training import loop_config
+    from vae.worker import loop_config
 
     config = loop_config(RunConfig(), "runs/x", 10, fault=FaultConfig(epoch=2, rank=0))
     assert config["fault"] == {"epoch": 2, "rank": 0}

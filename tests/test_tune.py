@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import pytest
 
 from vae import storage
-from vae.training import objective
+from vae.objective import objective
 from vae.tuning import SweepNotFound, load_trials
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,9 @@ def test_objective_does_not_scale_with_reconstruction_weight():
 
 def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     from vae.config import RunConfig
-    from vae.training import OBJECTIVE, SCORE_METRIC, Ranking, Worker, build_trainer, rank_epoch
+    from vae.objective import OBJECTIVE, SCORE_METRIC, Ranking
+    from vae.training import build_trainer
+    from vae.worker import Worker, rank_epoch
 
     assert Ranking().metric == SCORE_METRIC and Ranking(val_variance=0.04).metric == OBJECTIVE
     trainer = build_trainer(RunConfig(), {}, "/tmp/unused", "run", 100, ranking=Ranking(val_variance=0.04))
@@ -61,7 +63,7 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
         def digit_accuracy(self, checkpoint) -> float:
             return 0.9
 
-    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, Ranking(val_variance=0.04, recogniser="rec"))
+    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, Ranking(val_variance=0.04, scorer=lambda loaded: 0.9))
     at_checkpoint, between = {"val_recon_mse": 0.01}, {"val_recon_mse": 0.01}
     rank_epoch(worker, at_checkpoint, checkpoint=object())
     rank_epoch(worker, between, checkpoint=None)

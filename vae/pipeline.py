@@ -162,8 +162,9 @@ def run_pipeline(
     ``run_cfg`` is trained once."""
     from vae import checkpoint
     from vae.config import preset
+    from vae.objective import SCORE_METRIC
     from vae.reports.run_report import evaluate_and_report
-    from vae.training import SCORE_METRIC, NothingToTrain, fit
+    from vae.training import NothingToTrain, fit
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()

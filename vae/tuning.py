@@ -35,8 +35,8 @@ import numpy as np
 from vae import storage
 from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, saved_run_config, to_dict
 from vae.errors import UserError
+from vae.objective import OBJECTIVE, Ranking, Scorer
 from vae.search_space import SearchSpace, SpaceError, asha_settings
-from vae.training import OBJECTIVE
 
 TRIAL_DRIVER_CPU = 0.01
 TUNE_DIR, TRIALS_DIR, BEST_DIR, REPORT_DIR = "tune", "trials", "best", "report"
@@ -75,7 +75,7 @@ def _trial(
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from vae.training import NothingToTrain, Ranking, fit
+    from vae.training import NothingToTrain, fit
 
     trial_id = ray.tune.get_context().get_trial_id()
     run_cfg = space.run_config(params, saved_run_config(base))  # (a sweep.json from before a key moved too)
@@ -88,11 +88,7 @@ def _trial(
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     # Trials rank and keep their checkpoints by the sweep's objective, measured in the trial's own workers.
-    ranking = Ranking(
-        val_variance=sweep["val_variance"],
-        recogniser=sweep.get("recogniser"),
-        n_per_digit=sweep_settings(sweep).n_per_digit,
-    )
+    ranking = Ranking(val_variance=sweep["val_variance"], scorer=_scorer(sweep))
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
         fit(
@@ -107,6 +103,15 @@ def _trial(
         )
     except NothingToTrain:
         return  # a resumed sweep restarted a trial whose training had finished: its results are in
+
+
+def _scorer(sweep: Mapping[str, Any]) -> Scorer | None:
+    """The digit accuracy the sweep's objective adds, by its recogniser; None without one."""
+    if not sweep.get("recogniser"):
+        return None
+    from vae.evaluation.evaluators.samples import SampleScorer
+
+    return SampleScorer(sweep["recogniser"], sweep_settings(sweep).n_per_digit)
 
 
 @dataclass
