@@ -183,15 +183,9 @@ def run_sweep(
     exp_uri = storage.join(storage_uri, name)
     storage.check_reachable(storage_uri)
     sweep_file = storage.join(exp_uri, SWEEP_FILE)
-    if resume:
-        if not storage.exists(sweep_file):
-            raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
-        sweep = storage.read_json(sweep_file)
+    sweep = _recorded_sweep(exp_uri, name, resume)
+    if sweep is not None:
         settings = replace(sweep_settings(sweep), max_concurrent=settings.max_concurrent)
-    elif storage.exists(exp_uri):
-        raise SweepExists(
-            f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name"
-        )
     base = base or RunConfig()
     base = replace(base, train=replace(base.train, num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu))
 
@@ -204,7 +198,7 @@ def run_sweep(
 
     # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
     datasets = load_datasets(data_uri)
-    if not resume:
+    if sweep is None:
         settings = replace(settings, num_samples=settings.num_samples or space.num_samples)
         sweep = {
             "space": space.source,
@@ -216,6 +210,36 @@ def run_sweep(
             "metric": OBJECTIVE,
         }
         storage.write_json(sweep_file, sweep)
+    tune_config = tune.TuneConfig(
+        metric=OBJECTIVE,
+        mode="min",
+        num_samples=int(settings.num_samples or space.num_samples),
+        max_concurrent_trials=max_concurrent,
+        scheduler=scheduler,
+        search_alg=searcher,
+    )
+    trainable = _trainable(space, data_uri, exp_uri, sweep, datasets)
+    _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
+    return finish(exp_uri)
+
+
+def _recorded_sweep(exp_uri: str, name: str, resume: bool) -> dict[str, Any] | None:
+    """The ``sweep.json`` of the sweep to resume; None for a new sweep, after checking its name is free."""
+    sweep_file = storage.join(exp_uri, SWEEP_FILE)
+    if resume:
+        if not storage.exists(sweep_file):
+            raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
+        return storage.read_json(sweep_file)
+    if storage.exists(exp_uri):
+        raise SweepExists(
+            f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name"
+        )
+    return None
+
+
+def _trainable(space: SearchSpace, data_uri: str, exp_uri: str, sweep: dict[str, Any], datasets: dict[str, Any]):
+    """:func:`_trial` with everything but its sampled parameters bound, and the resources of its driver."""
+    from ray import tune
 
     from vae.tracking import mlflow_settings
 
@@ -231,17 +255,7 @@ def run_sweep(
     )
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
     # Tune refuses an empty request, so the driver asks for a token share of a CPU.
-    trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
-    tune_config = tune.TuneConfig(
-        metric=OBJECTIVE,
-        mode="min",
-        num_samples=int(settings.num_samples or space.num_samples),
-        max_concurrent_trials=max_concurrent,
-        scheduler=scheduler,
-        search_alg=searcher,
-    )
-    _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
-    return finish(exp_uri)
+    return tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
 
 
 def _max_concurrent(settings: SweepConfig) -> int:
