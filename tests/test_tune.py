@@ -79,6 +79,20 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     assert untouched == {"val_recon_mse": 0.01}  # a single run ranks by val_recon_mse as reported
 
 
+def test_a_sweep_hands_its_trials_a_scorer_that_travels_without_its_loaded_recogniser():
+    import pickle
+
+    from vae.evaluation.evaluators.samples import SampleScorer
+    from vae.tuning import _scorer
+
+    assert _scorer({"recogniser": None}) is None
+    scorer = _scorer({"recogniser": "rec", "settings": {"n_per_digit": 5}})
+    assert scorer == SampleScorer("rec", n_per_digit=5)
+    scorer._recogniser = object()  # loaded by rank 0 at its first checkpoint
+    again = pickle.loads(pickle.dumps(scorer))
+    assert again == scorer and again._recogniser is None
+
+
 def test_malformed_space_fails_before_any_trial(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("params:\n  model.latent_dimm: {choice: [2, 4]}\n")
