@@ -46,8 +46,8 @@ def untrained_checkpoint(directory: str, fsdd_dir: Path, model: str) -> str:
     from vae import checkpoint, generation
     from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
     from vae.dataset import extract_clip
+    from vae.latent_stats import latent_stats
     from vae.models import build_vae
-    from vae.training import latent_stats
 
     features = preset(FeatureConfig, "default")
     paths = [fsdd_dir / f"{d}_{s}_{t}.wav" for d in range(10) for s in ("george", "lucas") for t in range(5, 10)]

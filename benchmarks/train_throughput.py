@@ -144,7 +144,7 @@ def run_baseline(rev: str, data: str, model: str, epochs: int, batch: int) -> di
 def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
     """Clips/s of the compiled train step on one fixed batch, in this process."""
     from vae.models import DistributedSteps, build_vae
-    from vae.training import make_optimizer
+    from vae.worker import make_optimizer
 
     b, dim = run_cfg.train.batch_size, run_cfg.model.latent_dim
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss)

@@ -21,6 +21,7 @@ from jobs._cli import add_config_arguments, config_overrides, parser, positive_i
 from vae.config import (
     FEATURE_PRESETS,
     MODEL_PRESETS,
+    PRIOR_KINDS,
     EvalConfig,
     ModelConfig,
     RunConfig,
@@ -28,7 +29,6 @@ from vae.config import (
     TrainConfig,
     preset,
 )
-from vae.priors import PRIORS
 from vae.raysetup import finish_ray, init_ray
 
 SHORTHANDS = {
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--train-only", action="store_true", help="train one model instead of sweeping")
     p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS))
     p.add_argument("--model", default="default", choices=sorted(MODEL_PRESETS), help="train-only: model preset")
-    p.add_argument("--prior", choices=sorted(PRIORS), help="train-only: prior")
+    p.add_argument("--prior", choices=PRIOR_KINDS, help="train-only: prior")
     p.add_argument("--epochs", type=int, help="train-only: epochs")
     p.add_argument("--num-workers", type=int, help=f"train-only: Ray Train workers (default {TrainConfig.num_workers})")
     p.add_argument(

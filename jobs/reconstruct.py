@@ -61,14 +61,7 @@ def _main(args: argparse.Namespace) -> int:
 
     written, skipped, distances = [], [], []
     for start in range(0, len(files), args.batch_size):
-        voices = []
-        for uri in files[start : start + args.batch_size]:
-            try:
-                voices.append(unseen_voices.read_voice(loaded, uri, args.digit))
-            except UserError as exc:
-                reason = _reason(exc)
-                print(f"  skipped {uri}: {reason}", flush=True)
-                skipped.append({"file": uri, "reason": reason})
+        voices = _read_voices(loaded, files[start : start + args.batch_size], args.digit, skipped)
         if not voices:
             continue
         for voice, y in zip(voices, unseen_voices.reconstruct(loaded, voices)):
@@ -104,6 +97,21 @@ def _main(args: argparse.Namespace) -> int:
         )
     )
     return 0 if written else 1
+
+
+def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[str, str]]) -> list:
+    """The clips of ``uris`` that can be read; each one that cannot goes to ``skipped`` with why."""
+    from vae.evaluation.evaluators import unseen_voices
+
+    voices = []
+    for uri in uris:
+        try:
+            voices.append(unseen_voices.read_voice(loaded, uri, digit))
+        except UserError as exc:
+            reason = _reason(exc)
+            print(f"  skipped {uri}: {reason}", flush=True)
+            skipped.append({"file": uri, "reason": reason})
+    return voices
 
 
 def _reason(exc: UserError) -> str:

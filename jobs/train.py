@@ -22,7 +22,16 @@ import sys
 from dataclasses import replace
 
 from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, parser, positive_int, run
-from vae.config import MODEL_PRESETS, ConfigError, FaultConfig, ModelConfig, RunConfig, preset
+from vae.config import (
+    MODEL_PRESETS,
+    PRIOR_KINDS,
+    RECONSTRUCTION_KINDS,
+    ConfigError,
+    FaultConfig,
+    ModelConfig,
+    RunConfig,
+    preset,
+)
 
 # Shorthand flag -> the config key it sets (fault.*: the test-only FaultConfig, never saved).
 SHORTHANDS = {
@@ -57,12 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", required=True, help="run name: checkpoints go to STORAGE/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run NAME from its latest checkpoint")
     p.add_argument("--model", choices=sorted(MODEL_PRESETS), help="ModelConfig preset (default: default)")
-    from vae.losses import RECONSTRUCTIONS
-    from vae.priors import PRIORS
-
-    p.add_argument("--prior", choices=sorted(PRIORS), help="latent prior (vae/priors.py)")
+    p.add_argument("--prior", choices=PRIOR_KINDS, help="latent prior (vae/priors.py)")
     p.add_argument("--components", type=int, help="mixture components K")
-    p.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS), help="reconstruction term (vae/losses.py)")
+    p.add_argument("--reconstruction", choices=RECONSTRUCTION_KINDS, help="reconstruction term (vae/losses.py)")
     p.add_argument("--latent-dim", type=int)
     p.add_argument(
         "--conditional",

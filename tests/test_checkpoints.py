@@ -17,7 +17,8 @@ from vae import checkpoint
 from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.generation import fit_expost
 from vae.models import build_vae
-from vae.training import TrainingError, fit, make_optimizer
+from vae.training import TrainingError, fit
+from vae.worker import make_optimizer
 
 
 @pytest.fixture(scope="module")

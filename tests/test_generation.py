@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from in_process import train_in_process
 
 from jobs import generate as generate_job
 from jobs import reconstruct as reconstruct_job
@@ -26,7 +27,7 @@ from vae.config import (
     preset,
 )
 from vae.dataset import load_split_numpy, read_feature_config
-from vae.training import latent_stats, train_in_process
+from vae.latent_stats import latent_stats
 
 REPO = Path(__file__).resolve().parents[1]
 

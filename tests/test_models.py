@@ -7,11 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import tensorflow as tf
+from in_process import train_in_process
 
 from vae import checkpoint, storage
 from vae.config import ConfigError, FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.models import build_vae, flops_per_clip, layer_costs
-from vae.training import make_optimizer, train_in_process
+from vae.worker import make_optimizer
 
 
 @pytest.mark.parametrize("features,model", [("default", "default"), ("default", "tiny"), ("seed", "seed")])

@@ -54,7 +54,7 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
     from ray.cluster_utils import Cluster
     from ray.util.state import list_tasks
 
-    from vae import storage, training
+    from vae import storage, training, worker
     from vae.config import FeatureConfig, ModelConfig, RunConfig, TrainConfig, preset
     from vae.dataset import extract
 
@@ -108,7 +108,7 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
             storage.write_json(
                 storage.join(config["run_dir"], "placement", f"rank{rank}.json"), {"rank": rank, "node_id": node}
             )
-            training.train_loop_per_worker(config)
+            worker.train_loop_per_worker(config)
 
         run_cfg = RunConfig(
             features=preset(FeatureConfig, "default"),
@@ -118,7 +118,7 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
         datasets = training.load_datasets(parquet)
         runs = str(work / "runs")
         trainer = training.build_trainer(
-            run_cfg, datasets, runs, "spread", datasets[training.TRAIN].count(), train_loop=record_node_then_train
+            run_cfg, datasets, runs, "spread", datasets[worker.TRAIN].count(), train_loop=record_node_then_train
         )
         try:
             result = trainer.fit()

@@ -234,7 +234,7 @@ def test_sweep_config_defaults_are_the_ones_the_sweep_used():
 
 
 def test_the_fault_switch_travels_in_the_loop_config_only():
-    from vae.training import loop_config
+    from vae.worker import loop_config
 
     config = loop_config(RunConfig(), "runs/x", 10, fault=FaultConfig(epoch=2, rank=0))
     assert config["fault"] == {"epoch": 2, "rank": 0}

@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from vae import losses
-from vae.config import LossConfig, PriorConfig
+from vae.config import PRIOR_KINDS, RECONSTRUCTION_KINDS, ConfigError, LossConfig, PriorConfig
 from vae.priors import PRIORS, UNIT_RAW_SCALE, MixturePrior, NormalPrior, TiedPrior, analytic_normal_kl, build_prior
 
 
@@ -132,6 +132,22 @@ def test_every_prior_kind_is_registered_and_built_by_name():
         assert prior.kind == kind and prior.sample(3, seed=0).shape == (3, 5)
     with pytest.raises(ValueError, match="PriorConfig.kind"):
         build_prior(PriorConfig(kind="vamp"), 2)
+
+
+def test_the_model_registries_hold_one_class_for_each_kind_the_config_knows():
+    """Config validation knows the kinds by name only (it never imports the model code)."""
+    assert tuple(sorted(PRIORS)) == PRIOR_KINDS
+    assert tuple(sorted(losses.RECONSTRUCTIONS)) == RECONSTRUCTION_KINDS
+    for kind in PRIOR_KINDS:
+        assert PriorConfig(kind=kind).validate().kind == kind
+    for kind in RECONSTRUCTION_KINDS:
+        assert LossConfig(reconstruction=kind).validate().reconstruction == kind
+    with pytest.raises(ConfigError, match=r"PriorConfig.kind='vamp'; choose from \['mixture', 'normal', 'tied'\]"):
+        PriorConfig(kind="vamp").validate()
+    with pytest.raises(
+        ConfigError, match=r"LossConfig.reconstruction='l1'; choose from \['bernoulli', 'gaussian', 'mse'\]"
+    ):
+        LossConfig(reconstruction="l1").validate()
 
 
 def test_every_prior_answers_for_its_components_and_for_a_digit_itself():

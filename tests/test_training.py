@@ -13,17 +13,8 @@ import pytest
 
 from vae import checkpoint, storage
 from vae.config import FaultConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.training import (
-    RUN_CONFIG_FILE,
-    TrainingError,
-    batches,
-    epoch_order,
-    fit,
-    gradient_norm_metrics,
-    make_optimizer,
-    pack,
-    unpack,
-)
+from vae.training import RUN_CONFIG_FILE, TrainingError, fit
+from vae.worker import batches, epoch_order, gradient_norm_metrics, make_optimizer, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 import pytest
 
 from vae import storage
-from vae.training import objective
+from vae.objective import objective
 from vae.tuning import SweepNotFound, load_trials
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,9 @@ def test_objective_does_not_scale_with_reconstruction_weight():
 
 def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     from vae.config import RunConfig
-    from vae.training import OBJECTIVE, SCORE_METRIC, Ranking, Worker, build_trainer, rank_epoch
+    from vae.objective import OBJECTIVE, SCORE_METRIC, Ranking
+    from vae.training import build_trainer
+    from vae.worker import Worker, rank_epoch
 
     assert Ranking().metric == SCORE_METRIC and Ranking(val_variance=0.04).metric == OBJECTIVE
     trainer = build_trainer(RunConfig(), {}, "/tmp/unused", "run", 100, ranking=Ranking(val_variance=0.04))
@@ -61,7 +63,7 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
         def digit_accuracy(self, checkpoint) -> float:
             return 0.9
 
-    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, Ranking(val_variance=0.04, recogniser="rec"))
+    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, Ranking(val_variance=0.04, scorer=lambda loaded: 0.9))
     at_checkpoint, between = {"val_recon_mse": 0.01}, {"val_recon_mse": 0.01}
     rank_epoch(worker, at_checkpoint, checkpoint=object())
     rank_epoch(worker, between, checkpoint=None)
@@ -75,6 +77,20 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     untouched = {"val_recon_mse": 0.01}
     rank_epoch(Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1), untouched, checkpoint=object())
     assert untouched == {"val_recon_mse": 0.01}  # a single run ranks by val_recon_mse as reported
+
+
+def test_a_sweep_hands_its_trials_a_scorer_that_travels_without_its_loaded_recogniser():
+    import pickle
+
+    from vae.evaluation.evaluators.samples import SampleScorer
+    from vae.tuning import _scorer
+
+    assert _scorer({"recogniser": None}) is None
+    scorer = _scorer({"recogniser": "rec", "settings": {"n_per_digit": 5}})
+    assert scorer == SampleScorer("rec", n_per_digit=5)
+    scorer._recogniser = object()  # loaded by rank 0 at its first checkpoint
+    again = pickle.loads(pickle.dumps(scorer))
+    assert again == scorer and again._recogniser is None
 
 
 def test_malformed_space_fails_before_any_trial(tmp_path):

@@ -20,8 +20,8 @@ from jobs import generate as generate_job
 from jobs import reconstruct as reconstruct_job
 from vae import checkpoint, dataset, storage
 from vae.config import EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.latent_stats import latent_stats
 from vae.models import build_vae
-from vae.training import latent_stats
 
 HOSTILE = [
     "../../../../elsewhere/PWNED_1",

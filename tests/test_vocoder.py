@@ -88,7 +88,7 @@ def test_batches_are_independent_and_seeded(fsdd_dir):
     other_seed = vocoder.spectrograms_to_waveforms(specs[:1], cfg, seed=6)[0]
     assert np.abs(other_seed - batched[0]).max() > 0.05
     # The single-clip helper is a batch of one.
-    np.testing.assert_array_equal(F.spectrogram_to_waveform(specs[2], cfg, seed=7), alone[2])
+    np.testing.assert_array_equal(vocoder.spectrogram_to_waveform(specs[2], cfg, seed=7), alone[2])
     # One seed per clip (a service's batch of unrelated requests): clip i sounds as it does alone with seed[i].
     seeds = [5 + i for i in range(len(specs))][::-1]
     np.testing.assert_allclose(

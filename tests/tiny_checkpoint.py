@@ -19,8 +19,8 @@ def make_checkpoint(directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 1
 
     from vae import checkpoint, generation
     from vae.dataset import extract_clip
+    from vae.latent_stats import latent_stats
     from vae.models import build_vae
-    from vae.training import latent_stats
 
     features = preset(FeatureConfig, "default")
     rows = [

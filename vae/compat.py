@@ -91,26 +91,26 @@ def dataset_summary(folder: Location, files: list[str], summary: Mapping[str, An
     """The ``_summary.json`` of a dataset folder that holds its parts itself, with ``parts`` (name -> rows)
     as a published version's lists them. Raises StorageError unless every part belongs to the run the
     summary names and together they hold the rows it counts, which an interrupted extraction never leaves."""
-    from vae import dataset, storage
+    from vae import parts, storage
 
-    runs = {dataset.part_run(posixpath.basename(f)) for f in files}
-    parts = dataset.part_rows(folder, files) if runs == {summary.get("run_id")} else None
-    rows = None if parts is None else sum(parts.values())
+    runs = {parts.part_run(posixpath.basename(f)) for f in files}
+    rows_by_part = parts.part_rows(folder, files) if runs == {summary.get("run_id")} else None
+    rows = None if rows_by_part is None else sum(rows_by_part.values())
     if rows != summary.get("written"):
         raise storage.StorageError(
             f"{folder.uri} is not one whole dataset: parts of {len(runs)} extraction run(s) holding "
-            f"{'an unknown number of' if rows is None else rows} rows, its {dataset.SUMMARY_FILE} counts "
+            f"{'an unknown number of' if rows is None else rows} rows, its {parts.SUMMARY_FILE} counts "
             f"{summary.get('written')} rows of run {summary.get('run_id')}: left by an interrupted extraction; {redo}"
         )
-    return {**summary, "parts": parts}
+    return {**summary, "parts": rows_by_part}
 
 
 def remove_unpublished_dataset(out: Location) -> None:
     """Remove the parts, ``_rejected/`` and summary a dataset folder holds itself, once a version of it is
     published (readers follow ``PUBLISHED.json``)."""
-    from vae import dataset, storage
+    from vae import parts, storage
 
-    for path in dataset.part_files(out):
+    for path in parts.part_files(out):
         storage.delete_tree(out.join(posixpath.basename(path)).uri)
-    for name in (dataset.REJECTED_DIR, dataset.SUMMARY_FILE):
+    for name in (parts.REJECTED_DIR, parts.SUMMARY_FILE):
         storage.delete_tree(out.join(name).uri)

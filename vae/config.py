@@ -170,6 +170,11 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 # --------------------------------------------------------------------------- prior / loss
 
+# The variants by name: config validation, CLI choices and search spaces read these, and the model
+# code's registries (vae.priors.PRIORS, vae.losses.RECONSTRUCTIONS) hold one class for each.
+PRIOR_KINDS = ("mixture", "normal", "tied")
+RECONSTRUCTION_KINDS = ("bernoulli", "gaussian", "mse")
+
 
 @dataclass(frozen=True)
 class PriorConfig:
@@ -181,9 +186,7 @@ class PriorConfig:
     components: int = 10  # of "mixture" ("tied" has one per digit)
 
     def validate(self) -> PriorConfig:
-        from vae.priors import PRIORS
-
-        _choice(self, "kind", tuple(sorted(PRIORS)))
+        _choice(self, "kind", PRIOR_KINDS)
         _positive(self, "components")
         return self
 
@@ -207,9 +210,7 @@ class LossConfig:
     kl_warmup_epochs: int = 0
 
     def validate(self) -> LossConfig:
-        from vae.losses import RECONSTRUCTIONS
-
-        _choice(self, "reconstruction", tuple(sorted(RECONSTRUCTIONS)))
+        _choice(self, "reconstruction", RECONSTRUCTION_KINDS)
         _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale")
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"LossConfig.kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")

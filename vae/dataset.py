@@ -58,18 +58,16 @@ from vae.features import (
     waveform_to_spectrogram,
     waveforms_to_spectrograms,
 )
+from vae.parts import REJECTED_DIR, SUMMARY_FILE, part_files, part_rows
 from vae.raysetup import cluster_cpus
 
 FEATURES_KEY = "fsdd_vae.features"
-REJECTED_DIR = "_rejected"
-SUMMARY_FILE = "_summary.json"
 SPLITS = ("train", "test")
 # FSDD's official split: takes 0-4 of every speaker and digit are the test set.
 FIRST_TRAIN_TAKE = 5
 # {digit}_{speaker}_{take}.wav; a speaker is letters, digits and hyphens (not first), at most 64:
 # safe as a path segment and in HTML as it is.
 _NAME = re.compile(r"(\d)_([A-Za-z0-9][A-Za-z0-9-]{0,63})_(\d+)\.wav", re.IGNORECASE)
-_PART = re.compile(r"part-([0-9a-f]+)-[^/]*\.parquet$")
 # Clips per input block of the pipeline: small enough that work spreads over the
 # cluster and progress moves, large enough that per-task overhead stays negligible.
 _CLIPS_PER_BLOCK = 64
@@ -320,30 +318,6 @@ def _extract_and_write(
     }
 
 
-def part_run(name: str) -> str:
-    """The extraction run id in the name of the part file ``name``."""
-    match = _PART.search(name)
-    if match is None:
-        raise ValueError(f"{name!r} is not the name of a part file")
-    return match.group(1)
-
-
-def part_files(loc: storage.Location) -> list[str]:
-    try:
-        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
-    except OSError as exc:
-        raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File and _PART.search(i.base_name))
-
-
-def part_rows(loc: storage.Location, files: list[str]) -> dict[str, int]:
-    """Rows of each part file, from its Parquet footer, by file name."""
-    try:
-        return {posixpath.basename(f): pq.read_metadata(f, filesystem=loc.fs).num_rows for f in files}
-    except OSError as exc:
-        raise storage.StorageError(f"cannot read the Parquet footers under {loc.uri}: {exc}") from exc
-
-
 def _check_staged(stage: storage.Location, written: int, rejected: int) -> dict[str, int]:
     """The staged parts (name -> rows), after checking they hold exactly the rows the tasks reported."""
     parts = part_rows(stage, part_files(stage))
@@ -446,75 +420,33 @@ def extract(
     with the reasons in its ``_rejected`` (``summary.rejected_output``). ``listed``:
     ``list_inputs(src)`` if the caller already has it (listing a large prefix takes time).
     """
-    import ray
-
     cfg.validate()
     started = time.perf_counter()
     files = list(listed) if listed is not None else list_inputs(src)
     src_uri = storage.resolve(src).uri if isinstance(src, (str, os.PathLike)) else f"{len(files)} listed files"
-    out = storage.resolve(dst)
-    storage.check_reachable(out.uri)
-    version = storage.new_version(hidden=True)
-    stage = out.join(version)
-    storage.makedirs(stage.join(REJECTED_DIR).uri)
-    in_fs = storage.resolve(files[0]).fs
+    out, version, stage = _new_stage(dst)
     run_id = uuid.uuid4().hex[:12]
-
-    if num_blocks is None:
-        num_blocks = default_num_blocks(len(files), cluster_cpus())
-    num_blocks = min(num_blocks, len(files))
-    ds = ray.data.from_items(input_items(files), override_num_blocks=num_blocks)
-    # batch_size=None: one batch per input block, so each block is one task writing one file.
-    ds = ds.map_batches(
-        _extract_and_write,
-        fn_kwargs=dict(fs=in_fs, cfg=cfg, out=stage, run_id=run_id),
-        batch_size=None,
-        batch_format="numpy",
-    )
-    # Ray Data reserves part of the cluster per operator for multi-operator
-    # pipelines; with one fused map whose outputs are a few counts it only holds
-    # back the first wave of tasks (measured: one CPU idle for ~1 s of a 5 s run
-    # on 2 CPUs). Set on this dataset's own context copy only.
-    ds.context.op_resource_reservation_enabled = False
+    num_blocks = min(default_num_blocks(len(files), cluster_cpus()) if num_blocks is None else num_blocks, len(files))
+    ds = _extraction(files, cfg, stage, run_id, num_blocks)
     if progress:
         progress(f"extract: {len(files)} inputs in {num_blocks} blocks -> {stage.uri}")
-    written = train = test = 0
-    cpu_s = 0.0
-    rejected: list[dict[str, str]] = []
-    last_report = time.perf_counter()
     try:
-        for r in ds.iter_rows():
-            written, train, test = written + int(r["written"]), train + int(r["train"]), test + int(r["test"])
-            cpu_s += float(r["cpu_s"])
-            rejected += json.loads(r["rejected"])
-            done = written + len(rejected)
-            if progress and (time.perf_counter() - last_report > 5 or done == len(files)):
-                last_report = time.perf_counter()
-                progress(
-                    f"extract: {done}/{len(files)} inputs done, {written} written, {len(rejected)} rejected, {last_report - started:.1f} s"
-                )
-        if not rejected:  # _rejected/ is always a readable, possibly empty, dataset
-            _write_table(REJECTED_SCHEMA.empty_table(), stage.join(REJECTED_DIR, f"part-{run_id}-empty.parquet"))
-        parts = _check_staged(stage, written, len(rejected))
-        rejected.sort(key=lambda r: r["source"])
+        tally = _tally(ds, len(files), started, progress)
+        parts = _check_stage(stage, tally, run_id)
         summary = ExtractSummary(
             input=src_uri,
             output=out.uri,
             rejected_output=stage.join(REJECTED_DIR).uri,
-            written=written,
-            rejected=len(rejected),
-            train=train,
-            test=test,
+            **tally.counts(),
             seconds=round(time.perf_counter() - started, 3),
             run_id=run_id,
-            worker_cpu_s=round(cpu_s, 3),
-            dataset=stage.uri if written else "",
-            rejected_examples=rejected[:5],
+            dataset=stage.uri if tally.written else "",
+            rejected_examples=tally.rejected[:5],
             features=to_dict(cfg),
         )
         record = {k: v for k, v in asdict(summary).items() if k != "rejected_examples"}
         storage.write_json(stage.join(SUMMARY_FILE).uri, {**record, "parts": parts})
-        if written:
+        if tally.written:
             storage.switch(out.uri, version)
     except BaseException as exc:  # KeyboardInterrupt too: Ctrl-C must not leave a half-written version behind
         _discard(stage)
@@ -523,9 +455,87 @@ def extract(
                 f"extraction into {out.uri} failed, the dataset published there left as it was: {exc}"
             ) from exc
         raise
-    if written:
+    if summary.written:
         compat.remove_unpublished_dataset(out)
     return summary
+
+
+def _new_stage(dst: str) -> tuple[storage.Location, str, storage.Location]:
+    """``dst`` (checked reachable), a fresh hidden version folder name and that folder, with its ``_rejected/``."""
+    out = storage.resolve(dst)
+    storage.check_reachable(out.uri)
+    version = storage.new_version(hidden=True)
+    stage = out.join(version)
+    storage.makedirs(stage.join(REJECTED_DIR).uri)
+    return out, version, stage
+
+
+def _extraction(files: list[str], cfg: FeatureConfig, stage: storage.Location, run_id: str, num_blocks: int):
+    """The Ray Dataset of the extraction: ``num_blocks`` tasks, each extracting its inputs and writing
+    one Parquet part (and one of rejects) into the version folder ``stage``; one row of counts per task."""
+    import ray
+
+    ds = ray.data.from_items(input_items(files), override_num_blocks=num_blocks)
+    # batch_size=None: one batch per input block, so each block is one task writing one file.
+    ds = ds.map_batches(
+        _extract_and_write,
+        fn_kwargs=dict(fs=storage.resolve(files[0]).fs, cfg=cfg, out=stage, run_id=run_id),
+        batch_size=None,
+        batch_format="numpy",
+    )
+    # Ray Data reserves part of the cluster per operator for multi-operator
+    # pipelines; with one fused map whose outputs are a few counts it only holds
+    # back the first wave of tasks (measured: one CPU idle for ~1 s of a 5 s run
+    # on 2 CPUs). Set on this dataset's own context copy only.
+    ds.context.op_resource_reservation_enabled = False
+    return ds
+
+
+@dataclass
+class _Tally:
+    """What the extraction's tasks report, summed as their rows arrive."""
+
+    written: int = 0
+    train: int = 0
+    test: int = 0
+    worker_cpu_s: float = 0.0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        return dict(
+            written=self.written,
+            rejected=len(self.rejected),
+            train=self.train,
+            test=self.test,
+            worker_cpu_s=round(self.worker_cpu_s, 3),
+        )
+
+
+def _tally(ds, n_inputs: int, started: float, progress: Callable[[str], None] | None) -> _Tally:
+    """Run the extraction, summing its tasks' counts and saying how far it got every 5 s and at the end."""
+    tally, last_report = _Tally(), time.perf_counter()
+    for r in ds.iter_rows():
+        tally.written += int(r["written"])
+        tally.train += int(r["train"])
+        tally.test += int(r["test"])
+        tally.worker_cpu_s += float(r["cpu_s"])
+        tally.rejected += json.loads(r["rejected"])
+        done = tally.written + len(tally.rejected)
+        if progress and (time.perf_counter() - last_report > 5 or done == n_inputs):
+            last_report = time.perf_counter()
+            progress(
+                f"extract: {done}/{n_inputs} inputs done, {tally.written} written, {len(tally.rejected)} rejected, {last_report - started:.1f} s"
+            )
+    tally.rejected.sort(key=lambda r: r["source"])
+    return tally
+
+
+def _check_stage(stage: storage.Location, tally: _Tally, run_id: str) -> dict[str, int]:
+    """The staged version folder's parts, checked against what the tasks reported (its ``_rejected/``
+    made a readable, possibly empty, dataset first)."""
+    if not tally.rejected:
+        _write_table(REJECTED_SCHEMA.empty_table(), stage.join(REJECTED_DIR, f"part-{run_id}-empty.parquet"))
+    return _check_staged(stage, tally.written, len(tally.rejected))
 
 
 def write_dataset(dst: str, clips: pa.Table, input: str = "") -> str:

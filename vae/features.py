@@ -286,29 +286,6 @@ def peak_normalise(y: np.ndarray, peak: float = 0.99) -> np.ndarray:
     return (y * (peak / m)).astype(np.float32)
 
 
-def spectrogram_to_waveform(
-    spec: np.ndarray,
-    cfg: FeatureConfig,
-    db_min: float | None = None,
-    db_max: float | None = None,
-    n_iter: int | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """One normalised spectrogram -> waveform at ``cfg.sample_rate`` by Griffin-Lim, peak-normalised.
-
-    A batch of one for :func:`vae.vocoder.spectrograms_to_waveforms`; give that many clips at once.
-    """
-    from vae.vocoder import spectrograms_to_waveforms
-
-    spec = np.asarray(spec, dtype=np.float32)
-    if spec.ndim == 3:
-        spec = spec[..., 0]
-    if spec.shape != cfg.shape:
-        raise ValueError(f"spectrogram shape {spec.shape} does not match FeatureConfig shape {cfg.shape}")
-    ranges = (None, None) if db_min is None and db_max is None else ([db_min], [db_max])
-    return spectrograms_to_waveforms(spec[None], cfg, *ranges, n_iter=n_iter, seed=seed)[0]
-
-
 def log_spectral_distance(a: np.ndarray, b: np.ndarray, cfg: FeatureConfig) -> float:
     """Log-spectral distance in dB between two waveforms, each peak-normalised first.
 

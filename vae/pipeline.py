@@ -160,10 +160,7 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run every stage; ``space`` (a SearchSpace) sweeps with ``sweep``'s settings, otherwise
     ``run_cfg`` is trained once."""
-    from vae import checkpoint
     from vae.config import preset
-    from vae.reports.run_report import evaluate_and_report
-    from vae.training import SCORE_METRIC, NothingToTrain, fit
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -181,40 +178,15 @@ def run_pipeline(
     lap("features")
     rec = ensure_recogniser(features, storage_uri, RecogniserConfig()) if with_recogniser else None
     lap("recogniser")
-
-    sweep_report = None
+    sweep_reports = None
     if space is not None:
-        from vae.tuning import run_sweep
-
-        log.info(f"sweep: {space.source} -> {exp_uri}")
-        result = run_sweep(space, features, storage_uri, name, sweep, resume=resume, recogniser_uri=rec)
-        if not result.best_uri:
-            raise PipelineError(f"the sweep {exp_uri} produced no usable checkpoint; see {result.report_uri}")
-        best = storage.join(exp_uri, "best")
-        sweep_report = storage.join(result.report_uri, "index.html")
+        best, sweep_reports = _sweep(space, features, storage_uri, name, sweep, resume, rec)
     else:
-        run_cfg = run_cfg or RunConfig()
-        log.info(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
-        try:
-            result = fit(run_cfg, features, exp_uri, "train", resume=resume)
-        except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation
-            best = checkpoint.best_intact(storage.join(exp_uri, "train"), SCORE_METRIC)
-            log.info(f"train: {exc}; evaluating its best checkpoint {best}")
-        else:
-            best = result.best_checkpoint
-            log.info(f"train: best checkpoint {best} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})")
+        best = _train(run_cfg or RunConfig(), features, exp_uri, resume)
     lap("train" if space is None else "sweep")
-
     evaluation = storage.join(exp_uri, "evaluation")
-    log.info(f"evaluate: {best} -> {evaluation}")
     config = replace(EvalConfig(), n_per_digit=n_per_digit).validate()
-    if space is None:
-        metrics = evaluate_best(storage.join(exp_uri, "train"), best, features, evaluation, rec, config)
-    else:  # the published best/ of a sweep stays as published; the sweep's tracker run gets both reports
-        loaded = checkpoint.load(best)
-        metrics = evaluate_and_report(loaded, features, evaluation, classifier_uri=rec, config=config)
-        reports = [uri for uri in (evaluation, result.report_uri) if uri]
-        tracking.log_report(exp_uri, reports, metrics, loaded.epoch)
+    metrics = _evaluate(exp_uri, best, features, evaluation, rec, config, sweep_reports)
     lap("evaluate")
     return PipelineResult(
         features=features,
@@ -223,6 +195,63 @@ def run_pipeline(
         evaluation=evaluation,
         report=storage.join(evaluation, "index.html"),
         metrics=metrics,
-        sweep_report=sweep_report,
+        sweep_report=None if sweep_reports is None else storage.join(sweep_reports, "index.html"),
         timings_s=timings,
     )
+
+
+def _sweep(
+    space, features: str, storage_uri: str, name: str, sweep: SweepConfig | None, resume: bool, rec: str | None
+) -> tuple[str, str]:
+    """Run (or resume) the sweep of ``space``: its published best checkpoint and its report folder."""
+    from vae.tuning import run_sweep
+
+    exp_uri = storage.join(storage_uri, name)
+    log.info(f"sweep: {space.source} -> {exp_uri}")
+    result = run_sweep(space, features, storage_uri, name, sweep, resume=resume, recogniser_uri=rec)
+    if not result.best_uri:
+        raise PipelineError(f"the sweep {exp_uri} produced no usable checkpoint; see {result.report_uri}")
+    return storage.join(exp_uri, "best"), result.report_uri
+
+
+def _train(run_cfg: RunConfig, features: str, exp_uri: str, resume: bool) -> str:
+    """Train ``run_cfg`` once (or go on with it) into ``exp_uri/train``: its best checkpoint."""
+    from vae import checkpoint
+    from vae.objective import SCORE_METRIC
+    from vae.training import NothingToTrain, fit
+
+    log.info(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
+    try:
+        result = fit(run_cfg, features, exp_uri, "train", resume=resume)
+    except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation
+        best = checkpoint.best_intact(storage.join(exp_uri, "train"), SCORE_METRIC)
+        log.info(f"train: {exc}; evaluating its best checkpoint {best}")
+        return best
+    log.info(
+        f"train: best checkpoint {result.best_checkpoint} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})"
+    )
+    return result.best_checkpoint
+
+
+def _evaluate(
+    exp_uri: str,
+    best: str,
+    features: str,
+    evaluation: str,
+    rec: str | None,
+    config: EvalConfig,
+    sweep_reports: str | None,
+) -> dict[str, Any]:
+    """Evaluate ``best`` into ``evaluation``. A trained run's best goes through :func:`evaluate_best`; the
+    published best/ of a sweep stays as published, and the sweep's tracker run gets both reports."""
+    from vae import checkpoint
+    from vae.reports.run_report import evaluate_and_report
+
+    log.info(f"evaluate: {best} -> {evaluation}")
+    if sweep_reports is None:
+        return evaluate_best(storage.join(exp_uri, "train"), best, features, evaluation, rec, config)
+    loaded = checkpoint.load(best)
+    metrics = evaluate_and_report(loaded, features, evaluation, classifier_uri=rec, config=config)
+    reports = [uri for uri in (evaluation, sweep_reports) if uri]
+    tracking.log_report(exp_uri, reports, metrics, loaded.epoch)
+    return metrics

@@ -143,6 +143,27 @@ def _failer(src: str):
 
 def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
     fail = _failer(src)
+    _check_top_level(raw, fail)
+    model_preset = _parse_base(raw, fail)
+    fixed = _parse_fixed(raw, fail)
+    params = _parse_params(raw, fixed, fail)
+    num_samples = raw.get("num_samples", SearchSpace.num_samples)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise fail("num_samples", f"must be a positive integer, got {num_samples!r}")
+    scheduler = _settings(raw, "scheduler", SCHEDULER_KEYS, "asha", fail)
+    search = _settings(raw, "search", SEARCH_KEYS, "optuna", fail)
+    if "seed" in search and not _whole(search["seed"], 0):
+        raise fail("search.seed", f"must be an integer >= 0, got {search['seed']!r}")
+    start_with = search.pop("start_with", None) or []
+    if not isinstance(start_with, list):
+        raise fail("search.start_with", "expected a list of configurations")
+    start_with = tuple(_parse_start(i, point, params, fail) for i, point in enumerate(start_with))
+    space = SearchSpace(src, model_preset, dict(fixed), tuple(params), scheduler, search, num_samples, start_with)
+    _check_configs(space, fail)
+    return space
+
+
+def _check_top_level(raw: Any, fail) -> None:
     if not isinstance(raw, dict):
         raise fail("(top level)", "expected a mapping")
     for key in raw:
@@ -155,20 +176,28 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         if key not in TOP_LEVEL:
             raise fail(str(key), f"unknown key; allowed: {list(TOP_LEVEL)}")
 
+
+def _parse_base(raw: dict, fail) -> str:
+    """The model preset the space starts from."""
     base = raw.get("base") or {}
     if not isinstance(base, dict) or set(base) - {"model"}:
         raise fail("base", "expected a mapping with only 'model' (a model preset name)")
     model_preset = base.get("model", "default")
     if model_preset not in MODEL_PRESETS:
         raise fail("base.model", f"unknown model preset {model_preset!r}; choose from {sorted(MODEL_PRESETS)}")
+    return model_preset
 
+
+def _parse_fixed(raw: dict, fail) -> dict[str, Any]:
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise fail("fixed", "expected a mapping of dotted config keys to values")
     for key in fixed:
         _check_key(key, f"fixed.{key}", fail)
-    fixed = {k: _number(v) for k, v in fixed.items()}
+    return {k: _number(v) for k, v in fixed.items()}
 
+
+def _parse_params(raw: dict, fixed: Mapping[str, Any], fail) -> list[Param]:
     params_raw = raw.get("params") or {}
     if not isinstance(params_raw, dict) or not params_raw:
         raise fail("params", "expected a non-empty mapping of dotted config keys to distributions")
@@ -181,45 +210,35 @@ def parse_space(raw: Any, src: str = "<space>") -> SearchSpace:
         params.append(_parse_param(key, spec, where, fail))
         if key == COMPONENTS_KEY and params[-1].kind not in INTEGER_DISTRIBUTIONS:
             raise fail(where, f"takes whole numbers: use one of {list(INTEGER_DISTRIBUTIONS)}, not {params[-1].kind}")
+    return params
 
-    num_samples = raw.get("num_samples", SearchSpace.num_samples)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise fail("num_samples", f"must be a positive integer, got {num_samples!r}")
-    scheduler = _settings(raw, "scheduler", SCHEDULER_KEYS, "asha", fail)
-    search = _settings(raw, "search", SEARCH_KEYS, "optuna", fail)
-    if "seed" in search and not _whole(search["seed"], 0):
-        raise fail("search.seed", f"must be an integer >= 0, got {search['seed']!r}")
-    start_with = search.pop("start_with", None) or []
-    if not isinstance(start_with, list):
-        raise fail("search.start_with", "expected a list of configurations")
-    start_with = tuple(_parse_start(i, point, params, fail) for i, point in enumerate(start_with))
 
-    space = SearchSpace(src, model_preset, dict(fixed), tuple(params), scheduler, search, num_samples, start_with)
+def _check_configs(space: SearchSpace, fail) -> None:
+    """Every corner of the space and every starting point must make a valid RunConfig (catch e.g. a
+    negative learning rate now), and the asha scheduler's settings must fit the epochs."""
     try:
         epochs = space.run_config({}, RunConfig()).train.epochs
     except ConfigError as exc:
         raise fail("fixed", str(exc)) from None
-    # Every corner of the space must make a valid RunConfig: catch e.g. a negative learning rate now.
-    for p in params:
+    for p in space.params:
         for value in p.grid(2):
             try:
                 space.run_config({p.key: value}, RunConfig())
             except ConfigError as exc:
                 raise fail(f"params.{p.key}", f"value {value!r} gives an invalid config: {exc}") from None
-    for i, point in enumerate(start_with):
+    for i, point in enumerate(space.start_with):
         try:
             space.run_config(point, RunConfig())
         except ConfigError as exc:
             raise fail(f"search.start_with[{i}]", f"gives an invalid config: {exc}") from None
-    if scheduler["type"] == "asha":
-        if "train.epochs" in [p.key for p in params]:
+    if space.scheduler["type"] == "asha":
+        if "train.epochs" in [p.key for p in space.params]:
             raise fail(
                 "params.train.epochs",
                 "cannot be searched with the asha scheduler: its rungs need one epoch count "
                 "(fix train.epochs; the scheduler stops weak trials early)",
             )
-        asha_settings(scheduler, epochs, SweepConfig(), fail)
-    return space
+        asha_settings(space.scheduler, epochs, SweepConfig(), fail)
 
 
 def _parse_start(i: int, point: Any, params: list[Param], fail) -> dict:

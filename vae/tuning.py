@@ -35,8 +35,8 @@ import numpy as np
 from vae import compat, storage
 from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, to_dict
 from vae.errors import UserError
+from vae.objective import OBJECTIVE, Ranking, Scorer
 from vae.search_space import SearchSpace, SpaceError, asha_settings
-from vae.training import OBJECTIVE
 
 TRIAL_DRIVER_CPU = 0.01
 TUNE_DIR, TRIALS_DIR, BEST_DIR, REPORT_DIR = "tune", "trials", "best", "report"
@@ -75,7 +75,7 @@ def _trial(
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from vae.training import NothingToTrain, Ranking, fit
+    from vae.training import NothingToTrain, fit
 
     trial_id = ray.tune.get_context().get_trial_id()
     run_cfg = space.run_config(compat.trial_params(params), from_dict(RunConfig, base))
@@ -88,11 +88,7 @@ def _trial(
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     # Trials rank and keep their checkpoints by the sweep's objective, measured in the trial's own workers.
-    ranking = Ranking(
-        val_variance=sweep["val_variance"],
-        recogniser=sweep.get("recogniser"),
-        n_per_digit=sweep_settings(sweep).n_per_digit,
-    )
+    ranking = Ranking(val_variance=sweep["val_variance"], scorer=_scorer(sweep))
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
         fit(
@@ -107,6 +103,15 @@ def _trial(
         )
     except NothingToTrain:
         return  # a resumed sweep restarted a trial whose training had finished: its results are in
+
+
+def _scorer(sweep: Mapping[str, Any]) -> Scorer | None:
+    """The digit accuracy the sweep's objective adds, by its recogniser; None without one."""
+    if not sweep.get("recogniser"):
+        return None
+    from vae.evaluation.evaluators.samples import SampleScorer
+
+    return SampleScorer(sweep["recogniser"], sweep_settings(sweep).n_per_digit)
 
 
 @dataclass
@@ -175,15 +180,9 @@ def run_sweep(
     exp_uri = storage.join(storage_uri, name)
     storage.check_reachable(storage_uri)
     sweep_file = storage.join(exp_uri, SWEEP_FILE)
-    if resume:
-        if not storage.exists(sweep_file):
-            raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
-        sweep = compat.sweep(storage.read_json(sweep_file))
+    sweep = _recorded_sweep(exp_uri, name, resume)
+    if sweep is not None:
         settings = replace(sweep_settings(sweep), max_concurrent=settings.max_concurrent)
-    elif storage.exists(exp_uri):
-        raise SweepExists(
-            f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name"
-        )
     base = base or RunConfig()
     base = replace(base, train=replace(base.train, num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu))
 
@@ -196,7 +195,7 @@ def run_sweep(
 
     # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
     datasets = load_datasets(data_uri)
-    if not resume:
+    if sweep is None:
         settings = replace(settings, num_samples=settings.num_samples or space.num_samples)
         sweep = {
             "space": space.source,
@@ -208,6 +207,36 @@ def run_sweep(
             "metric": OBJECTIVE,
         }
         storage.write_json(sweep_file, sweep)
+    tune_config = tune.TuneConfig(
+        metric=OBJECTIVE,
+        mode="min",
+        num_samples=int(settings.num_samples or space.num_samples),
+        max_concurrent_trials=max_concurrent,
+        scheduler=scheduler,
+        search_alg=searcher,
+    )
+    trainable = _trainable(space, data_uri, exp_uri, sweep, datasets)
+    _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
+    return finish(exp_uri)
+
+
+def _recorded_sweep(exp_uri: str, name: str, resume: bool) -> dict[str, Any] | None:
+    """The ``sweep.json`` of the sweep to resume; None for a new sweep, after checking its name is free."""
+    sweep_file = storage.join(exp_uri, SWEEP_FILE)
+    if resume:
+        if not storage.exists(sweep_file):
+            raise SweepNotFound(f"nothing to resume: {sweep_file} does not exist (drop --resume to start {name})")
+        return compat.sweep(storage.read_json(sweep_file))
+    if storage.exists(exp_uri):
+        raise SweepExists(
+            f"experiment {exp_uri} already exists: pass --resume to continue it, or choose another --name"
+        )
+    return None
+
+
+def _trainable(space: SearchSpace, data_uri: str, exp_uri: str, sweep: dict[str, Any], datasets: dict[str, Any]):
+    """:func:`_trial` with everything but its sampled parameters bound, and the resources of its driver."""
+    from ray import tune
 
     from vae.tracking import mlflow_settings
 
@@ -223,17 +252,7 @@ def run_sweep(
     )
     # The trial function only drives a Train run and the Train workers hold the CPUs/GPUs;
     # Tune refuses an empty request, so the driver asks for a token share of a CPU.
-    trainable = tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
-    tune_config = tune.TuneConfig(
-        metric=OBJECTIVE,
-        mode="min",
-        num_samples=int(settings.num_samples or space.num_samples),
-        max_concurrent_trials=max_concurrent,
-        scheduler=scheduler,
-        search_alg=searcher,
-    )
-    _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
-    return finish(exp_uri)
+    return tune.with_resources(trainable, {"cpu": TRIAL_DRIVER_CPU})
 
 
 def _max_concurrent(settings: SweepConfig) -> int:

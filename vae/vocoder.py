@@ -85,6 +85,27 @@ def spectrograms_to_waveforms(
     return out
 
 
+def spectrogram_to_waveform(
+    spec: np.ndarray,
+    cfg: FeatureConfig,
+    db_min: float | None = None,
+    db_max: float | None = None,
+    n_iter: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """One normalised spectrogram -> waveform at ``cfg.sample_rate`` by Griffin-Lim, peak-normalised.
+
+    A batch of one for :func:`spectrograms_to_waveforms`; give that many clips at once.
+    """
+    spec = np.asarray(spec, dtype=np.float32)
+    if spec.ndim == 3:
+        spec = spec[..., 0]
+    if spec.shape != cfg.shape:
+        raise ValueError(f"spectrogram shape {spec.shape} does not match FeatureConfig shape {cfg.shape}")
+    ranges = (None, None) if db_min is None and db_max is None else ([db_min], [db_max])
+    return spectrograms_to_waveforms(spec[None], cfg, *ranges, n_iter=n_iter, seed=seed)[0]
+
+
 def _invert(mag: np.ndarray, cfg: FeatureConfig, n_iter: int, seeds: np.ndarray, jit_compile: bool) -> np.ndarray:
     """One batch of linear STFT magnitudes ``[B, n_bins, n_frames]`` (Nyquist side trimmed
     as in the features) -> peak-normalised waveforms ``[B, cfg.n_samples]``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 from vae import generation
 from vae.config import N_DIGITS, EvalConfig
 from vae.evaluation import metrics as M
+from vae.evaluation import recogniser
 from vae.evaluation.context import Context
 
 METRICS: dict[str, tuple[bool, str]] = {
@@ -38,6 +40,24 @@ def sample_accuracy(loaded, recogniser, n_per_digit: int) -> float:
     """:func:`digit_accuracy` of a loaded checkpoint alone (no test data), with :class:`EvalConfig`'s
     seed: what a sweep ranks its checkpoints by, so a sweep and the run report agree on one."""
     return digit_accuracy(Context(loaded, None, EvalConfig(n_per_digit=n_per_digit).validate(), recogniser))
+
+
+@dataclass
+class SampleScorer:
+    """:func:`sample_accuracy` as the scorer a sweep hands its trainer (:data:`vae.objective.Scorer`):
+    pickled to the workers with the recogniser's URI only, the recogniser loaded on first use."""
+
+    recogniser_uri: str
+    n_per_digit: int = 3
+    _recogniser: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __call__(self, loaded) -> float:
+        if self._recogniser is None:
+            self._recogniser = recogniser.load(self.recogniser_uri)
+        return sample_accuracy(loaded, self._recogniser, self.n_per_digit)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_recogniser": None}
 
 
 def reference_subsets(n_clips: int, config: EvalConfig) -> list[np.ndarray]:
