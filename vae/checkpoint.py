@@ -182,9 +182,12 @@ def _read_json(directory: str, name: str, uri: str | None, default: Any = None) 
         raise CheckpointError(f"checkpoint {uri or directory}: {name} is missing")
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {uri or directory}: {name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):  # every file of a checkpoint holds one JSON object
+        raise CheckpointError(f"checkpoint {uri or directory}: {name} holds a {type(data).__name__}, not a JSON object")
+    return data
 
 
 def _epoch(directory: str, uri: str | None) -> int:

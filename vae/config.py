@@ -24,6 +24,48 @@ T = TypeVar("T")
 N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is this wide
 
 
+# The largest value each config number may take (a key absent here: DEFAULT_MAX). Beyond them a run
+# could only exhaust memory or time; a tuple's bound holds for each of its numbers.
+DEFAULT_MAX = 1e9
+UPPER_BOUNDS: dict[str, float] = {
+    "FeatureConfig.sample_rate": 192_000,
+    "FeatureConfig.n_fft": 16_384,
+    "FeatureConfig.hop_length": 16_384,
+    "FeatureConfig.clip_seconds": 60,
+    "FeatureConfig.n_bins": 8_193,
+    "FeatureConfig.griffin_lim_iters": 2_000,
+    "FeatureConfig.db_ceiling": 200,
+    "ModelConfig.filters": 2_048,
+    "ModelConfig.kernels": 15,
+    "ModelConfig.strides": 8,
+    "ModelConfig.latent_dim": 2_048,
+    "ModelConfig.decoder_width": 8,
+    "PriorConfig.components": 1_000,
+    "LossConfig.kl_samples": 1_000,
+    "TrainConfig.batch_size": 65_536,
+    "TrainConfig.learning_rate": 10,
+    "TrainConfig.num_workers": 10_000,
+    "TrainConfig.cpus_per_worker": 1_024,
+    "TrainConfig.seed": 2**31 - 1,
+    "TrainConfig.checkpoints_to_keep": 1_000,
+    "TrainConfig.tracking_samples": 10,
+    "TrainConfig.max_failures": 1_000,
+    "SamplingConfig.expost_components": 50,
+    "SweepConfig.reduction_factor": 100,
+    "SweepConfig.max_failures": 1_000,
+    "RecogniserConfig.filters": 2_048,
+    "RecogniserConfig.downsample": 16,
+    "RecogniserConfig.embedding_dim": 4_096,
+    "RecogniserConfig.learning_rate": 10,
+    "RecogniserConfig.gl_iters": 2_000,
+    "EvalConfig.n_per_digit": 10_000,
+    "EvalConfig.n_unconditional": 100_000,
+    "EvalConfig.unconditional_draws": 100,
+    "EvalConfig.n_report_per_digit": 100,
+    "EvalConfig.tsne_perplexity": 1_000,
+}
+
+
 class ConfigError(UserError, ValueError):
     """A config value is missing, of the wrong type or out of range; the message names the key."""
 
@@ -72,6 +114,7 @@ class FeatureConfig:
         return (self.n_bins, self.n_frames)
 
     def validate(self) -> FeatureConfig:
+        _within_bounds(self)
         _positive(self, "sample_rate", "n_fft", "hop_length", "clip_seconds", "n_bins", "griffin_lim_iters")
         if self.n_bins > self.n_fft // 2 + 1:
             raise ConfigError(f"FeatureConfig.n_bins={self.n_bins} exceeds n_fft // 2 + 1 = {self.n_fft // 2 + 1}")
@@ -131,19 +174,29 @@ class ModelConfig:
     decoder_width: float = 0.5
 
     def validate(self) -> ModelConfig:
+        _within_bounds(self)
         if not (len(self.filters) == len(self.kernels) == len(self.strides)) or not self.filters:
             raise ConfigError(
                 "ModelConfig.filters, kernels and strides must be non-empty and of equal length, got "
                 f"{len(self.filters)}, {len(self.kernels)}, {len(self.strides)}"
             )
-        if any(int(f) <= 0 for f in self.filters):
-            raise ConfigError(f"ModelConfig.filters must be positive, got {self.filters}")
+        if any(not _is_number(f) or int(f) != f or f <= 0 for f in self.filters):
+            raise ConfigError(f"ModelConfig.filters must be whole numbers of at least 1, got {self.filters}")
+        if any(not _is_number(k) or int(k) != k or k < 1 for k in self.kernels):
+            raise ConfigError(f"ModelConfig.kernels must be whole numbers of at least 1, got {self.kernels}")
+        if any(int(s) != s or s < 1 for pair in self.stride_pairs() for s in pair) or any(
+            isinstance(s, (list, tuple)) and len(s) != 2 for s in self.strides
+        ):
+            raise ConfigError(
+                f"ModelConfig.strides must be whole numbers >= 1 or [rows, columns] pairs, got {self.strides}"
+            )
+        _choice(self, "activation", ACTIVATIONS)
         _positive(self, "latent_dim", "decoder_width")
         _choice(self, "normalisation", ("batch", "none"))
         return self
 
     def stride_pairs(self) -> list[tuple[int, int]]:
-        return [tuple(s) if isinstance(s, (list, tuple)) else (int(s), int(s)) for s in self.strides]
+        return [(s[0], s[-1]) if isinstance(s, (list, tuple)) else (int(s), int(s)) for s in self.strides]
 
     def decoder_filters(self) -> list[int]:
         """Channels out of the decoder's transposed conv i, for i >= 1 (index 0: the 1-channel output's)."""
@@ -186,6 +239,7 @@ class PriorConfig:
     components: int = 10  # of "mixture" ("tied" has one per digit)
 
     def validate(self) -> PriorConfig:
+        _within_bounds(self)
         _choice(self, "kind", PRIOR_KINDS)
         _positive(self, "components")
         return self
@@ -210,6 +264,7 @@ class LossConfig:
     kl_warmup_epochs: int = 0
 
     def validate(self) -> LossConfig:
+        _within_bounds(self)
         _choice(self, "reconstruction", RECONSTRUCTION_KINDS)
         _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale")
         if self.kl_warmup_epochs < 0:
@@ -270,6 +325,7 @@ class TrainConfig:
     max_failures: int = 2
 
     def validate(self) -> TrainConfig:
+        _within_bounds(self)
         _positive(
             self,
             "epochs",
@@ -320,6 +376,7 @@ class FaultConfig:
         return self.epoch > 0
 
     def validate(self) -> FaultConfig:
+        _within_bounds(self)
         if self.rank < 0:
             raise ConfigError(f"FaultConfig.rank={self.rank} must be >= 0")
         return self
@@ -340,6 +397,7 @@ class SamplingConfig:
     expost_covariance: str = "full"  # sklearn GaussianMixture covariance_type: "full" or "diag"
 
     def validate(self) -> SamplingConfig:
+        _within_bounds(self)
         _choice(self, "sampler", ("expost", "prior"))
         _choice(self, "expost_covariance", ("full", "diag"))
         _positive(self, "expost_components")
@@ -359,6 +417,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
     def validate(self) -> RunConfig:
+        _within_bounds(self)
         self.features.validate()
         self.model.validate()
         self.prior.validate()
@@ -387,6 +446,7 @@ class SweepConfig:
     search_seed: int = 0  # the search algorithm's seed where the space file gives none
 
     def validate(self) -> SweepConfig:
+        _within_bounds(self)
         for name in ("num_samples", "max_concurrent"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -424,7 +484,8 @@ class RecogniserConfig:
     seed: int = 0
 
     def validate(self) -> RecogniserConfig:
-        if not self.filters or any(int(f) <= 0 for f in self.filters):
+        _within_bounds(self)
+        if not self.filters or any(not _is_number(f) or int(f) != f or f <= 0 for f in self.filters):
             raise ConfigError(f"RecogniserConfig.filters must be non-empty and positive, got {self.filters}")
         _positive(self, "downsample", "embedding_dim", "epochs", "batch_size", "learning_rate", "gl_iters")
         if not 0 <= self.dropout < 1:
@@ -449,6 +510,7 @@ class EvalConfig:
     seed: int = 0
 
     def validate(self) -> EvalConfig:
+        _within_bounds(self)
         _positive(
             self, "n_per_digit", "n_unconditional", "unconditional_draws", "n_report_per_digit", "tsne_perplexity"
         )
@@ -481,6 +543,7 @@ class ServeConfig:
     proxy_timeout_s: float = 60.0
 
     def validate(self) -> ServeConfig:
+        _within_bounds(self)
         _positive(
             self, "max_clips", "max_batch_size", "max_ongoing_requests", "num_replicas", "max_upload_bytes", "max_upload_seconds",
             "proxy_timeout_s",
@@ -513,6 +576,7 @@ class IngestConfig:
     pad_seconds: float = 0.02  # kept either side of an utterance
 
     def validate(self) -> IngestConfig:
+        _within_bounds(self)
         _positive(self, "top_db", "frame_seconds", "min_gap_seconds", "min_utterance_seconds")
         if self.pad_seconds < 0:
             raise ConfigError(f"IngestConfig.pad_seconds={self.pad_seconds} must be >= 0")
@@ -533,6 +597,7 @@ class DemoConfig:
     checkpoint_every: int = 5
 
     def validate(self) -> DemoConfig:
+        _within_bounds(self)
         _positive(self, "max_epochs", "train_budget_s", "checkpoint_every")
         return self
 
@@ -603,7 +668,12 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
         return value
     if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or int(value) != value
+        ):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(value)
     if isinstance(default, float):
@@ -619,6 +689,43 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return value
+
+
+# Keras activation names the models accept.
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid", "leaky_relu", "softplus", "mish")
+
+
+def _within_bounds(cfg: Any) -> None:
+    """Every number of ``cfg`` (each number of a tuple too) at most its :data:`UPPER_BOUNDS` entry."""
+    for f in fields(cfg):
+        value, key = getattr(cfg, f.name), f"{type(cfg).__name__}.{f.name}"
+        numbers = _numbers(value, key)
+        bound = UPPER_BOUNDS.get(key, DEFAULT_MAX)
+        if any(n > bound for n in numbers):
+            raise ConfigError(f"{key}={value!r} is over its bound {bound:g}")
+
+
+def _numbers(value: Any, key: str) -> list[float]:
+    """The numbers in a config value: itself, or those of a tuple of numbers and (for strides) pairs."""
+    if isinstance(value, bool) or isinstance(value, str) or value is None:
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, tuple):
+        out: list[float] = []
+        for item in value:
+            if isinstance(item, (tuple, list)) and all(_is_number(v) for v in item):
+                out += list(item)
+            elif _is_number(item):
+                out.append(item)
+            else:
+                raise ConfigError(f"{key}: expected numbers (or pairs of them), got {item!r} in {list(value)!r}")
+        return out
+    return []
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _positive(cfg: Any, *names: str) -> None:

@@ -132,6 +132,11 @@ class RunLock:
                 storage.delete_tree(self.uri)
             except storage.StorageError as exc:
                 log.warning(f"{self.run_uri}: could not remove the lease (it expires by itself): {exc}")
+        if not storage.is_s3(self.run_uri):
+            try:
+                os.rmdir(self.run_uri)  # a run that wrote nothing leaves its name free
+            except OSError:
+                pass
 
     def __enter__(self) -> RunLock:
         self.acquire()

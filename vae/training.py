@@ -14,6 +14,7 @@ from typing import Any
 from vae import compat, storage
 from vae.config import ConfigError, FaultConfig, RunConfig, to_dict
 from vae.objective import Ranking
+from vae.runlock import RunLock
 from vae.worker import TRAIN, VAL, TrainingError, loop_config, train_loop_per_worker
 
 COLUMNS = ["id", "digit", "spectrogram", "db_min", "db_max"]
@@ -157,12 +158,14 @@ def load_datasets(data_uri: str) -> dict[str, Any]:
 
 def prepare_run(
     run_cfg: RunConfig, data_uri: str, storage_uri: str, name: str, resume: bool, fault: FaultConfig
-) -> tuple[str, RunConfig]:
-    """Every check a run can make before Ray Train starts, then its config written to the run folder:
-    the run's URI and its config with the features stored with the data."""
+) -> RunConfig:
+    """Every check a run can make before Ray Train starts, then its config written to the run folder
+    (which :func:`check_run` has checked): its config with the features stored with the data."""
     from vae.dataset import read_feature_config
 
-    run_dir = check_run(storage_uri, name, resume)
+    run_dir = storage.join(storage_uri, name)
+    if not resume and storage.exists(storage.join(run_dir, RUN_CONFIG_FILE)):
+        raise TrainingError(f"run {run_dir} was started meanwhile: pass --resume to continue it")
     run_cfg = replace(run_cfg, features=read_feature_config(data_uri)).validate()
     tcfg = run_cfg.train
     if fault.armed and fault.rank >= tcfg.num_workers:
@@ -173,7 +176,7 @@ def prepare_run(
             _check_same_architecture(stored, run_cfg, run_dir)
         check_resume(run_dir, tcfg.epochs)
     storage.write_json(storage.join(run_dir, RUN_CONFIG_FILE), to_dict(run_cfg))
-    return run_dir, run_cfg
+    return run_cfg
 
 
 def _train_rows(datasets: dict[str, Any], run_cfg: RunConfig, data_uri: str) -> int:
@@ -219,19 +222,22 @@ def fit(
 
     The features of ``run_cfg`` are replaced by the ones stored with the data.
     Without ``resume`` an existing run is an error; with it, training continues
-    from the run's latest checkpoint (epoch count and optimizer state included).
+    from the run's latest checkpoint (epoch count and optimizer state included). The run's lease
+    (:mod:`vae.runlock`) refuses a second writer while this one trains.
     ``datasets`` (from :func:`load_datasets`) lets many runs share one read of the data:
     a sweep reads it once in its driver, outside the trials' placement groups. ``ranking``: what
     the checkpoints kept are the best by. ``fault``: the test-only fault switch (off by default).
     """
     fault = (fault or FaultConfig()).validate()
-    run_dir, run_cfg = prepare_run(run_cfg, data_uri, storage_uri, name, resume, fault)
-    datasets = datasets or load_datasets(data_uri)
-    n_train = _train_rows(datasets, run_cfg, data_uri)
-    trainer = build_trainer(
-        run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault
-    )
-    result = _run_trainer(trainer, run_dir)
+    run_dir = check_run(storage_uri, name, resume)
+    with RunLock(run_dir, what="training run"):
+        run_cfg = prepare_run(run_cfg, data_uri, storage_uri, name, resume, fault)
+        datasets = datasets or load_datasets(data_uri)
+        n_train = _train_rows(datasets, run_cfg, data_uri)
+        trainer = build_trainer(
+            run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault
+        )
+        result = _run_trainer(trainer, run_dir)
     best, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][ranking.metric])
     return FitResult(
         run_dir=run_dir,

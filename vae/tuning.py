@@ -36,6 +36,7 @@ from vae import compat, storage
 from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, to_dict
 from vae.errors import UserError
 from vae.objective import OBJECTIVE, Ranking, Scorer
+from vae.runlock import RunLock
 from vae.search_space import SearchSpace, SpaceError, asha_settings
 
 TRIAL_DRIVER_CPU = 0.01
@@ -179,7 +180,6 @@ def run_sweep(
     settings = (settings or SweepConfig()).validate()
     exp_uri = storage.join(storage_uri, name)
     storage.check_reachable(storage_uri)
-    sweep_file = storage.join(exp_uri, SWEEP_FILE)
     sweep = _recorded_sweep(exp_uri, name, resume)
     if sweep is not None:
         settings = replace(sweep_settings(sweep), max_concurrent=settings.max_concurrent)
@@ -195,29 +195,42 @@ def run_sweep(
 
     # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
     datasets = load_datasets(data_uri)
-    if sweep is None:
-        settings = replace(settings, num_samples=settings.num_samples or space.num_samples)
-        sweep = {
-            "space": space.source,
-            "data": data_uri,
-            "recogniser": recogniser_uri,
-            "val_variance": data_variance(data_uri),
-            "base": to_dict(base),
-            "settings": to_dict(settings),
-            "metric": OBJECTIVE,
-        }
-        storage.write_json(sweep_file, sweep)
-    tune_config = tune.TuneConfig(
-        metric=OBJECTIVE,
-        mode="min",
-        num_samples=int(settings.num_samples or space.num_samples),
-        max_concurrent_trials=max_concurrent,
-        scheduler=scheduler,
-        search_alg=searcher,
-    )
-    trainable = _trainable(space, data_uri, exp_uri, sweep, datasets)
-    _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
-    return finish(exp_uri)
+    with RunLock(exp_uri, what="sweep"):
+        if sweep is None:
+            sweep = _record_sweep(space, data_uri, exp_uri, recogniser_uri, base, settings)
+            settings = sweep_settings(sweep)
+        tune_config = tune.TuneConfig(
+            metric=OBJECTIVE,
+            mode="min",
+            num_samples=int(settings.num_samples or space.num_samples),
+            max_concurrent_trials=max_concurrent,
+            scheduler=scheduler,
+            search_alg=searcher,
+        )
+        trainable = _trainable(space, data_uri, exp_uri, sweep, datasets)
+        _tuner(trainable, space, exp_uri, settings, tune_config, resume).fit()
+        return finish(exp_uri)
+
+
+def _record_sweep(
+    space: SearchSpace, data_uri: str, exp_uri: str, recogniser_uri: str | None, base: RunConfig, settings: SweepConfig
+) -> dict[str, Any]:
+    """Write a new sweep's ``sweep.json`` (the run's lease held); refused if another sweep of this
+    name was recorded since the name was checked."""
+    sweep_file = storage.join(exp_uri, SWEEP_FILE)
+    if storage.exists(sweep_file):
+        raise SweepExists(f"experiment {exp_uri} was started meanwhile: pass --resume to continue it")
+    sweep = {
+        "space": space.source,
+        "data": data_uri,
+        "recogniser": recogniser_uri,
+        "val_variance": data_variance(data_uri),
+        "base": to_dict(base),
+        "settings": to_dict(replace(settings, num_samples=settings.num_samples or space.num_samples)),
+        "metric": OBJECTIVE,
+    }
+    storage.write_json(sweep_file, sweep)
+    return sweep
 
 
 def _recorded_sweep(exp_uri: str, name: str, resume: bool) -> dict[str, Any] | None:

@@ -210,6 +210,8 @@ def load(uri: str) -> Recogniser:
     if not storage.exists(cfg_uri):
         raise storage.StorageError(f"{uri} is not a recogniser checkpoint: {cfg_uri} does not exist")
     meta = storage.read_json(cfg_uri)
+    if not isinstance(meta, dict) or not {"features", "recogniser"} <= set(meta):
+        raise storage.StorageError(f"{uri} is not a recogniser checkpoint: {cfg_uri} lacks 'features' and 'recogniser'")
     features = from_dict(FeatureConfig, meta["features"]).validate()
     config = from_dict(RecogniserConfig, meta["recogniser"]).validate()
     model = build_model(features, config)
