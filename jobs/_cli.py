@@ -21,10 +21,24 @@ USER_ERRORS = (UserError, ValueError)
 Shorthands = Mapping[str, "str | tuple[str, ...]"]
 
 
-def fail(job: str, message: str) -> int:
-    """Report ``message`` for ``job`` and return the exit status (1)."""
-    print(f"{job}: error: {message}", file=sys.stderr)
-    print(json.dumps({"error": message}))
+# An error is one line: a longer message (a storage client's or Ray's, with its traceback) is cut here.
+MAX_ERROR_CHARS = 500
+
+
+def brief(message: str) -> str:
+    """``message`` as one line of at most :data:`MAX_ERROR_CHARS` characters."""
+    line = " ".join(message.split())
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def fail(job: str, message: str, verbose: bool = False) -> int:
+    """Report ``message`` for ``job`` in one line (all of it with ``verbose``) and return the exit status (1)."""
+    short = brief(message)
+    if verbose and short != message:
+        print(f"{job}: error, in full:\n{message}", file=sys.stderr)
+    hint = " (all of it: --verbose)" if short != message and not verbose else ""
+    print(f"{job}: error: {short}{hint}", file=sys.stderr)
+    print(json.dumps({"error": short}))
     return 1
 
 
@@ -73,7 +87,7 @@ def run(job: str, fn: Callable[[], int], verbose: bool = False) -> int:
     try:
         return fn()
     except USER_ERRORS as exc:
-        return fail(job, str(exc))
+        return fail(job, str(exc), verbose)
 
 
 def add_config_arguments(p: argparse.ArgumentParser, example: str = "train.learning_rate=3e-4") -> None:

@@ -132,7 +132,7 @@ def _main(args: argparse.Namespace) -> int:
     import ray
 
     from vae import storage
-    from vae.dataset import read_feature_config
+    from vae.dataset import check_clips, read_feature_config
     from vae.pipeline import evaluate_best
     from vae.raysetup import finish_ray, init_ray
     from vae.training import check_run, fit, stored_run_config
@@ -144,6 +144,7 @@ def _main(args: argparse.Namespace) -> int:
         # Validated with the data's features before Ray starts, so a bad option or path fails in seconds.
         run_cfg, fault = build_config(args, stored)
         run_cfg = replace(run_cfg, features=read_feature_config(args.data)).validate()
+        check_clips(args.data)  # bad clips fail here, not in every retry of the run
         t = run_cfg.train
         print(
             f"run {args.name}: model {args.model or ('as stored' if stored else 'default')} "

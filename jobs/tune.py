@@ -82,6 +82,9 @@ def _main(args: argparse.Namespace) -> int:
     """The job's body: check the space and settings, sweep, report."""
     space = load_space(args.space)  # a malformed space fails here, before Ray or any trial starts
     settings, base = configs(args)
+    from vae.dataset import check_clips
+
+    check_clips(args.data)  # bad clips fail here, not in every retry of every trial
     init_ray(args.num_cpus)
     from vae.tuning import run_sweep
 

@@ -70,3 +70,90 @@ def test_generate_refuses_a_checkpoint_with_a_bad_file_naming_it(tiny, tmp_path,
     err = capsys.readouterr().err
     assert code == 1 and says in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def _damaged_copy(small_parquet: str, tmp_path, damage) -> tuple[str, str]:
+    """A copy of the dataset with its first part file rewritten by ``damage(table) -> table``; the
+    copy's URI and that file's name."""
+    import pyarrow.parquet as pq
+
+    from vae.dataset import parquet_files
+
+    copy = tmp_path / "data"
+    shutil.copytree(small_parquet, copy)
+    _, files = parquet_files(str(copy))
+    table = pq.read_table(files[0])
+    pq.write_table(damage(table), files[0])
+    return str(copy), files[0]
+
+
+def _with_spectrograms(table, values, shape=None):
+    import pyarrow as pa
+
+    spec = table.column("spectrogram").combine_chunks()
+    shape = shape or spec.type.shape
+    storage_array = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), pa.float32()), int(values[0].size))
+    tensor = pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.float32(), shape), storage_array)
+    return table.set_column(table.schema.get_field_index("spectrogram"), "spectrogram", tensor)
+
+
+def _values(table):
+    spec = table.column("spectrogram").combine_chunks()
+    return spec.storage.flatten().to_numpy().reshape(len(spec), -1).copy()
+
+
+def _nan(table):
+    values = _values(table)
+    values[0, 5] = float("nan")
+    return _with_spectrograms(table, values)
+
+
+def _digit_42(table):
+    import pyarrow as pa
+
+    digits = table.column("digit").to_numpy().copy()
+    digits[0] = 42
+    return table.set_column(table.schema.get_field_index("digit"), "digit", pa.array(digits, pa.int64()))
+
+
+def _wrong_shape(table):
+    values = _values(table)
+    return _with_spectrograms(table, values[:, : values.shape[1] // 2], shape=[values.shape[1] // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (_nan, "has a spectrogram with NaN or infinite values"),
+        (_digit_42, "has digit 42; digits are 0-9"),
+        (_wrong_shape, "spectrograms of shape"),
+    ],
+    ids=["nan", "digit-42", "wrong-shape"],
+)
+def test_train_refuses_bad_clips_naming_the_file_before_training(small_parquet, tmp_path, capsys, damage, says):
+    data, part = _damaged_copy(small_parquet, tmp_path, damage)
+    runs = tmp_path / "runs"
+    code = train.main(["--data", data, "--storage", str(runs), "--name", "n", "--model", "tiny", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{part}: " in err and says in err and "Traceback" not in err, err
+    assert not (runs / "n").exists(), "nothing written: the name stays free"
+
+
+def test_a_long_storage_error_is_one_line_in_the_json_and_on_stderr(tmp_path, capsys):
+    """A storage client's message can carry kilobytes of detail; the job's error stays one line."""
+    from jobs import _cli
+    from vae.storage import StorageError
+
+    detail = "\n".join(f"  at frame {i}: aws-sdk-cpp said something long" for i in range(60))
+
+    def body() -> int:
+        raise StorageError(f"cannot write s3://bucket/run/metrics.json: {detail}")
+
+    assert _cli.run("train", body) == 1
+    out, err = capsys.readouterr()
+    error = json.loads(out.strip().splitlines()[-1])["error"]
+    assert error.startswith("cannot write s3://bucket/run/metrics.json: at frame 0")
+    assert "\n" not in error and len(error) <= _cli.MAX_ERROR_CHARS
+    assert err.count("\n") == 1 and err.endswith("(all of it: --verbose)\n")
+    assert _cli.run("train", body, verbose=True) == 1
+    assert "at frame 59" in capsys.readouterr().err

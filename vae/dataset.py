@@ -48,7 +48,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vae import compat, storage
-from vae.config import ConfigError, FeatureConfig, from_json, to_dict, to_json
+from vae.config import N_DIGITS, ConfigError, FeatureConfig, from_json, to_dict, to_json
 from vae.errors import UserError
 from vae.features import (
     AudioError,
@@ -636,6 +636,39 @@ def read_feature_config(uri: str) -> FeatureConfig:
         return from_json(FeatureConfig, raw.decode()).validate()
     except (ValueError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{files[0]}: bad {FEATURES_KEY!r} metadata: {exc}") from exc
+
+
+def check_clips(uri: str) -> int:
+    """Read every clip of the dataset at ``uri`` once, on the driver, and refuse (naming the file and
+    clip) a spectrogram of another shape than the dataset's features, a digit outside 0-9 or a value
+    that is not finite: in the workers each would fail every retry of a run. Returns the clip count."""
+    cfg = read_feature_config(uri)
+    loc, files = parquet_files(uri)
+    count = 0
+    for path in files:
+        try:
+            reader = pq.ParquetFile(path, filesystem=loc.fs)
+            spec_type = reader.schema_arrow.field("spectrogram").type
+            shape = tuple(getattr(spec_type, "shape", ()))
+            if shape != cfg.shape:
+                raise ConfigError(f"{path}: spectrograms of shape {shape}, the dataset's features make {cfg.shape}")
+            for batch in reader.iter_batches(batch_size=512, columns=["id", "digit", "spectrogram"]):
+                _check_batch(path, batch)
+                count += batch.num_rows
+        except (OSError, KeyError) as exc:
+            raise storage.StorageError(f"cannot read the clips of {path} under {loc.uri}: {exc}") from exc
+    return count
+
+
+def _check_batch(path: str, batch: pa.RecordBatch) -> None:
+    ids, digits = batch.column("id").to_pylist(), batch.column("digit").to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((digits < 0) | (digits >= N_DIGITS))
+    if bad.size:
+        raise ConfigError(f"{path}: clip {ids[bad[0]]} has digit {digits[bad[0]]}; digits are 0-9")
+    values = batch.column("spectrogram").storage.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), -1)
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        raise ConfigError(f"{path}: clip {ids[bad[0]]} has a spectrogram with NaN or infinite values")
 
 
 def _check_split(split: str | None) -> None:
