@@ -174,3 +174,9 @@ def test_tensorflow_runs_on_onednn_kernels_unless_the_environment_says_otherwise
             json.loads(line) for line in import_in_fresh_interpreter(["vae.models"], enabled, env).splitlines()[-2:]
         )
         assert not failed and on is expected, (value, failed, on)
+
+
+def test_no_function_in_vae_or_jobs_is_over_sixty_lines():
+    from benchmarks.function_lengths import MAX_LINES, lengths, sources
+
+    assert [where for n, where in lengths(sources(None)) if n > MAX_LINES] == []
