@@ -18,8 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	FSDD_DIR="$(FSDD_DIR)" $(BIN)/python -m jobs.demo
 
+# Two pytest-xdist workers (CI has 2 cores): the tests on the session's Ray in one, the rest beside them
+# (the groups are set in tests/conftest.py). PYTEST_WORKERS=0 runs everything in this one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # Formatter, linter and type check: what CI runs before the tests.
 lint: $(STAMP)

@@ -31,10 +31,22 @@ SMALL_TAKES = (0, 1, 5, 6, 7)
 HEAVY_FIXTURES = frozenset({"ray_local", "full_parquet", "recogniser_dir", "browser"})
 
 
+# Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) a worker is a pytest session of its own,
+# with its own session fixtures. Every test using the session's Ray (directly or through small_parquet,
+# full_parquet, recogniser_dir) is put in one group, so one worker starts Ray and builds those datasets
+# once; the other worker runs the rest, one test file at a time (a group per file), so module-scoped
+# fixtures (a Ray head of its own, a two-node cluster, a trained checkpoint) are set up once too.
+RAY_GROUP = "ray"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        names = getattr(item, "fixturenames", ())
+        if HEAVY_FIXTURES.intersection(names):
             item.add_marker(pytest.mark.slow)
+        group = RAY_GROUP if "ray_local" in names else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _free_port() -> int:
