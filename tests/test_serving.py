@@ -289,6 +289,50 @@ def test_bad_requests_get_4xx_json_naming_the_problem_and_the_replica_survives(s
     assert http(service + "/api/generate?digit=1&seed=1")[0] == 200
 
 
+def _replica_pid(app: str) -> int:
+    from ray.util.state import list_actors
+
+    (actor,) = list_actors(filters=[("class_name", "=", f"ServeReplica:{app}:VaeService"), ("state", "=", "ALIVE")])
+    return actor.pid
+
+
+def _peak_rss_bytes(pid: int, reset: bool = False) -> int:
+    """The process's peak resident memory (VmHWM); ``reset`` first brings the peak down to the current RSS."""
+    if reset:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def _long_flac(seconds: float, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * rate), np.int16), rate, subtype="PCM_16", format="FLAC")
+    return buf.getvalue()  # silence: an hour at 8 kHz is about 90 KB
+
+
+def test_oversized_audio_is_refused_from_its_header_before_decoding(service):
+    """Duration and sample rate come from the header: a clip declaring hours, or 1 Hz (which
+    resampling would turn into millions of samples), costs the replica neither time nor memory."""
+    replica, pid = _replica(service), _replica_pid("fsdd-vae-test")
+    one_hz = wav(np.zeros(20_000, np.float32), 1)  # 20,000 s at 1 Hz: 160 M samples once resampled
+    hour = _long_flac(3600, FEATURES.sample_rate)
+    assert len(one_hz) < 50_000 and len(hour) < 200_000
+    cases = [
+        (one_hz, 413, "clip is 20000.0 s long (20000 frames at 1 Hz); the most accepted is 5 s"),
+        (hour, 413, f"clip is 3600.0 s long ({3600 * FEATURES.sample_rate} frames at {FEATURES.sample_rate} Hz)"),
+        (wav(np.zeros(2, np.float32), 1), 400, "not usable audio: sample rate 1 Hz is outside 4000-192000 Hz"),
+    ]
+    before = _peak_rss_bytes(pid, reset=True)
+    for upload, status, message in cases:
+        start = time.monotonic()
+        got, _, body = http(service + "/api/reconstruct", "POST", upload)
+        assert time.monotonic() - start < 5, message
+        assert got == status and message in json.loads(body)["error"], (got, body[:300])
+    assert _peak_rss_bytes(pid) - before < 50 << 20, "the replica decoded a refused clip"
+    assert _replica(service) == replica
+    assert http(service + "/api/generate?digit=1&seed=1")[0] == 200
+
+
 def test_concurrent_requests_are_batched(service, fsdd_dir):
     before = json.loads(http(service + "/api/model")[2])["batching"]
     upload = (fsdd_dir / "6_yweweler_20.wav").read_bytes()

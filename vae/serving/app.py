@@ -390,19 +390,20 @@ class VaeService:
     # ------------------------------------------------------------------ helpers (worker thread)
 
     def _features(self, data: bytes, trim: bool, digit: int | None):
-        """Extraction's decoding, resampling and checks; the waveform, the batch item and the clip."""
-        from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+        """Extraction's decoding, resampling and checks; the waveform, the batch item and the clip.
+        The header is checked first: nothing over the limits is decoded or resampled."""
+        from vae.features import AudioError, TooLarge, check_header, decode_audio, waveform_to_spectrogram
 
         try:
+            check_header(data, self.config.max_upload_seconds)
             clip = decode_audio(data, self.features)
+        except TooLarge as exc:
+            raise BadRequest(
+                f"{exc.reason} (the model hears the first {self.features.clip_seconds:g} s)",
+                status=413,
+            ) from None
         except AudioError as exc:
             raise BadRequest(f"body is not usable audio: {exc.reason}") from None
-        if clip.duration_s > self.config.max_upload_seconds:
-            raise BadRequest(
-                f"clip is {clip.duration_s:.1f} s long; the most this service accepts is {self.config.max_upload_seconds:g} s "
-                f"(the model hears the first {self.features.clip_seconds:g} s)",
-                status=413,
-            )
         y = clip.waveform
         if trim:
             import librosa
