@@ -322,10 +322,11 @@ def test_bad_requests_get_4xx_json_naming_the_problem_and_the_replica_survives(s
     assert http(service + "/api/generate?digit=1&seed=1")[0] == 200
 
 
-def _replica_pid(app: str) -> int:
+def _replica_pid(ray_address: str, app: str) -> int:
     from ray.util.state import list_actors
 
-    (actor,) = list_actors(filters=[("class_name", "=", f"ServeReplica:{app}:VaeService"), ("state", "=", "ALIVE")])
+    filters = [("class_name", "=", f"ServeReplica:{app}:VaeService"), ("state", "=", "ALIVE")]
+    (actor,) = list_actors(address=ray_address, filters=filters)
     return actor.pid
 
 
@@ -343,10 +344,10 @@ def _long_flac(seconds: float, rate: int) -> bytes:
     return buf.getvalue()  # silence: an hour at 8 kHz is about 90 KB
 
 
-def test_oversized_audio_is_refused_from_its_header_before_decoding(service):
+def test_oversized_audio_is_refused_from_its_header_before_decoding(service, ray_local):
     """Duration and sample rate come from the header: a clip declaring hours, or 1 Hz (which
     resampling would turn into millions of samples), costs the replica neither time nor memory."""
-    replica, pid = _replica(service), _replica_pid("fsdd-vae-test")
+    replica, pid = _replica(service), _replica_pid(ray_local, "fsdd-vae-test")
     one_hz = wav(np.zeros(20_000, np.float32), 1)  # 20,000 s at 1 Hz: 160 M samples once resampled
     hour = _long_flac(3600, FEATURES.sample_rate)
     assert len(one_hz) < 50_000 and len(hour) < 200_000
