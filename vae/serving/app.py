@@ -291,9 +291,15 @@ class VaeService:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Trace the model and compile the vocoder for every padded batch size now, not in a request."""
+        """Trace the model, compile the vocoder for every padded batch size and load what an upload
+        and its trimming use now, not in a request."""
         from vae import generation
+        from vae.features import wav_bytes
 
+        seconds = min(self.features.clip_seconds, self.config.max_upload_seconds)
+        t = np.arange(int(seconds * self.features.sample_rate)) / self.features.sample_rate
+        tone = np.where(np.abs(t / seconds - 0.5) < 0.25, 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)  # silence either side
+        self._features(wav_bytes(tone, self.features), trim=True, digit=None)
         spec = generation.sample(self.loaded, 1, seed=0)
         generation.reconstruct(self.loaded, spec, [self.digits[0] if self.digits else 0] if self.conditional else None)
         for size in self.config.vocoder_batch_sizes or (1,):
