@@ -66,9 +66,7 @@ PAGE = Path(__file__).with_name("index.html")
 DEPLOYMENT = "VaeService"
 MAX_SEED = 2**31 - 1
 ENDPOINTS = "GET /, GET /healthz, GET /api/model, GET /api/generate, POST /api/reconstruct"
-
-
-MIN_TOKEN_CHARS = 16
+MIN_TOKEN_CHARS = 16  # ServeConfig.auth_token_env's token
 
 
 class BadRequest(Exception):
