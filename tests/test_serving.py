@@ -368,15 +368,20 @@ def test_oversized_audio_is_refused_from_its_header_before_decoding(service, ray
 
 
 def test_first_trimmed_reconstruct_on_a_fresh_replica_is_quick(secured_service, fsdd_dir):
-    """Trimming loads librosa (tens of seconds): the replica does it while it starts."""
+    """Trimming loads librosa (seconds, tens of them with a cold disk): the replica does it while it
+    starts, so its first trimmed upload costs about what the next one does."""
     y, rate = sf.read(fsdd_dir / "1_jackson_3.wav", dtype="float32")
     padded = wav(np.concatenate([np.zeros(rate // 2, np.float32), y, np.zeros(rate // 2, np.float32)]), rate)
-    start = time.monotonic()
-    status, _, body = http(
-        secured_service + "/api/reconstruct?format=json&trim=1", "POST", padded, as_client("203.0.113.1")
-    )
-    assert status == 200 and json.loads(body)["trimmed"] is True, body[:300]
-    assert time.monotonic() - start < 15
+    seconds = []
+    for client in ("203.0.113.1", "203.0.113.11"):
+        start = time.monotonic()
+        status, _, body = http(
+            secured_service + "/api/reconstruct?format=json&trim=1", "POST", padded, as_client(client)
+        )
+        seconds.append(time.monotonic() - start)
+        assert status == 200 and json.loads(body)["trimmed"] is True, body[:300]
+    first, next_ = seconds
+    assert first < next_ + 3, seconds  # loading librosa in a request costs several seconds
 
 
 def test_api_needs_the_bearer_token_and_the_rest_stays_open(secured_service, service):
