@@ -89,6 +89,12 @@ def _main(args: argparse.Namespace) -> int:
     ).validate()
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.auth_token_env:
+        print(
+            f"warning: serving on {args.host} without auth: anyone who reaches it may use the API "
+            "(--set serve.auth_token_env=VAR, serve.rate_limit_per_minute=N)",
+            flush=True,
+        )
     # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
     resolved, run_cfg = check(args.checkpoint)
     print(f"checkpoint {resolved}: {run_cfg.prior.kind} prior, features {run_cfg.features.shape}", flush=True)

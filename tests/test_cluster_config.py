@@ -353,6 +353,23 @@ def test_kuberay_rayservice_serves_the_serve_yaml_with_token_auth():
         assert {"containerPort": 8000, "name": "serve"} in container["ports"]
 
 
+def test_serve_yaml_turns_on_auth_and_a_rate_limit_with_the_token_from_the_nodes_environment():
+    """The proxy binds 0.0.0.0: /api/* needs a token, named not held by the config (KubeRay: a Secret)."""
+    from vae.config import ServeConfig, from_dict
+
+    args = dict(_serve_app(yaml.safe_load(SERVE_YAML.read_text())).args)
+    args.pop("checkpoint")
+    cfg = from_dict(ServeConfig, args).validate()
+    assert cfg.auth_token_env and cfg.rate_limit_per_minute > 0 and not cfg.docs
+    assert f"export {cfg.auth_token_env}=" in SERVE_YAML.read_text()
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        (container,) = _containers(pod)
+        (env,) = [e for e in container["env"] if e["name"] == cfg.auth_token_env]
+        assert set(env) == {"name", "valueFrom"} and env["valueFrom"]["secretKeyRef"]["key"], env
+
+
 def test_kuberay_rayservice_workers_fit_the_replicas():
     from vae.config import ServeConfig, from_dict
 

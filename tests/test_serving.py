@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,15 @@ import pytest
 import soundfile as sf
 from tiny_checkpoint import DIGITS, make_checkpoint
 
-from vae.config import FeatureConfig, ServeConfig, preset
+from vae.config import FeatureConfig, ServeConfig, preset, to_dict
 
 pytestmark = pytest.mark.slow
 CONFIG = ServeConfig(
     max_clips=4, max_batch_size=8, batch_wait_timeout_s=0.05, max_ongoing_requests=16,
     max_upload_bytes=1 << 20, max_upload_seconds=5.0, vocoder_batch_sizes=(1, 8),  # two shapes to compile per replica
 )  # fmt: skip
+TOKEN_ENV, TOKEN = "FSDD_VAE_TEST_TOKEN", "test-token-0123456789abcdef"
+SECURED = replace(CONFIG, auth_token_env=TOKEN_ENV, rate_limit_per_minute=6)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +72,36 @@ def conditional_service(service, fsdd_dir, tmp_path_factory):
     from vae.serving import application
 
     checkpoint = make_checkpoint(tmp_path_factory.mktemp("serve_cond") / "checkpoint_0000", fsdd_dir, conditional=True)
-    serve.run(application(checkpoint, CONFIG), name="fsdd-vae-conditional", route_prefix="/conditional")
+    config = replace(CONFIG, docs=True)
+    serve.run(application(checkpoint, config), name="fsdd-vae-conditional", route_prefix="/conditional")
     try:
         yield service + "/conditional"
     finally:
         serve.delete("fsdd-vae-conditional")
+
+
+@pytest.fixture(scope="module")
+def secured_service(service, serve_checkpoint):
+    """The first model again, at /secured, fresh, with a token (in its replica's environment) and a
+    rate limit. Each test there speaks as its own client address: from 127.0.0.1 Serve's proxy takes
+    the client from X-Forwarded-For."""
+    from ray import serve
+
+    from vae.serving import VaeService
+
+    app = VaeService.options(
+        max_ongoing_requests=SECURED.max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}},
+    ).bind(serve_checkpoint, to_dict(SECURED))
+    serve.run(app, name="fsdd-vae-secured", route_prefix="/secured")
+    try:
+        yield service + "/secured"
+    finally:
+        serve.delete("fsdd-vae-secured")
+
+
+def as_client(address: str, token: str | None = TOKEN) -> dict[str, str]:
+    return {"X-Forwarded-For": address, **({"Authorization": f"Bearer {token}"} if token else {})}
 
 
 def http(
@@ -130,13 +158,18 @@ def test_batches_are_padded_to_few_vocoder_shapes():
     assert [padded_size(n, ()) for n in (1, 3, 17)] == [1, 3, 17]
 
 
-def test_healthz_and_model_describe_the_checkpoint(service, serve_checkpoint):
+def test_healthz_and_model_describe_the_checkpoint_without_its_path(service, serve_checkpoint):
+    from vae.serving.app import checkpoint_id
+
     status, headers, body = http(service + "/healthz")
     assert status == 200 and json.loads(body)["status"] == "ok"
+    assert serve_checkpoint.encode() not in body
     status, headers, body = http(service + "/api/model")
     model = json.loads(body)
     assert status == 200 and headers["content-type"] == "application/json"
-    assert model["checkpoint"] == serve_checkpoint and model["epoch"] == 0
+    assert serve_checkpoint.encode() not in body
+    assert model["checkpoint_id"] == checkpoint_id(serve_checkpoint) and model["epoch"] == 0
+    assert model["auth"] is False and model["limits"]["rate_limit_per_minute"] == 0
     assert model["digits_available"] == list(DIGITS)
     assert model["config"]["model"]["latent_dim"] == 4 and model["config"]["features"]["n_bins"] == FEATURES.n_bins
     assert model["metrics"]["val_recon_mse"] == 0.1
@@ -289,6 +322,144 @@ def test_bad_requests_get_4xx_json_naming_the_problem_and_the_replica_survives(s
     assert http(service + "/api/generate?digit=1&seed=1")[0] == 200
 
 
+def _replica_pid(ray_address: str, app: str) -> int:
+    from ray.util.state import list_actors
+
+    filters = [("class_name", "=", f"ServeReplica:{app}:VaeService"), ("state", "=", "ALIVE")]
+    (actor,) = list_actors(address=ray_address, filters=filters)
+    return actor.pid
+
+
+def _peak_rss_bytes(pid: int, reset: bool = False) -> int:
+    """The process's peak resident memory (VmHWM); ``reset`` first brings the peak down to the current RSS."""
+    if reset:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def _long_flac(seconds: float, rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * rate), np.int16), rate, subtype="PCM_16", format="FLAC")
+    return buf.getvalue()  # silence: an hour at 8 kHz is about 90 KB
+
+
+def test_oversized_audio_is_refused_from_its_header_before_decoding(service, ray_local):
+    """Duration and sample rate come from the header: a clip declaring hours, or 1 Hz (which
+    resampling would turn into millions of samples), costs the replica neither time nor memory."""
+    replica, pid = _replica(service), _replica_pid(ray_local, "fsdd-vae-test")
+    one_hz = wav(np.zeros(20_000, np.float32), 1)  # 20,000 s at 1 Hz: 160 M samples once resampled
+    hour = _long_flac(3600, FEATURES.sample_rate)
+    assert len(one_hz) < 50_000 and len(hour) < 200_000
+    cases = [
+        (one_hz, 413, "clip is 20000.0 s long (20000 frames at 1 Hz); the most accepted is 5 s"),
+        (hour, 413, f"clip is 3600.0 s long ({3600 * FEATURES.sample_rate} frames at {FEATURES.sample_rate} Hz)"),
+        (wav(np.zeros(2, np.float32), 1), 400, "not usable audio: sample rate 1 Hz is outside 4000-192000 Hz"),
+    ]
+    before = _peak_rss_bytes(pid, reset=True)
+    for upload, status, message in cases:
+        start = time.monotonic()
+        got, _, body = http(service + "/api/reconstruct", "POST", upload)
+        assert time.monotonic() - start < 5, message
+        assert got == status and message in json.loads(body)["error"], (got, body[:300])
+    assert _peak_rss_bytes(pid) - before < 50 << 20, "the replica decoded a refused clip"
+    assert _replica(service) == replica
+    assert http(service + "/api/generate?digit=1&seed=1")[0] == 200
+
+
+def test_first_trimmed_reconstruct_on_a_fresh_replica_is_quick(secured_service, fsdd_dir):
+    """Trimming loads librosa (seconds, tens of them with a cold disk): the replica does it while it
+    starts, so its first trimmed upload costs about what the next one does."""
+    y, rate = sf.read(fsdd_dir / "1_jackson_3.wav", dtype="float32")
+    padded = wav(np.concatenate([np.zeros(rate // 2, np.float32), y, np.zeros(rate // 2, np.float32)]), rate)
+    seconds = []
+    for client in ("203.0.113.1", "203.0.113.11"):
+        start = time.monotonic()
+        status, _, body = http(
+            secured_service + "/api/reconstruct?format=json&trim=1", "POST", padded, as_client(client)
+        )
+        seconds.append(time.monotonic() - start)
+        assert status == 200 and json.loads(body)["trimmed"] is True, body[:300]
+    first, next_ = seconds
+    assert first < next_ + 3, seconds  # loading librosa in a request costs several seconds
+
+
+def test_api_needs_the_bearer_token_and_the_rest_stays_open(secured_service, service):
+    client = "203.0.113.2"
+    for headers, why in [
+        (as_client(client, None), "none was sent"),
+        (as_client(client, TOKEN + "x"), "is not this service's"),
+        ({**as_client(client, None), "Authorization": f"Basic {TOKEN}"}, "scheme is 'Basic'"),
+    ]:
+        status, got, body = http(secured_service + "/api/model", headers=headers)
+        assert status == 401 and got["www-authenticate"] == "Bearer" and why in json.loads(body)["error"], body
+    assert http(secured_service + "/api/nothing", headers=as_client(client, None))[0] == 401
+    status, _, body = http(secured_service + "/api/model", headers=as_client(client))
+    model = json.loads(body)
+    assert status == 200 and model["auth"] is True and model["limits"]["rate_limit_per_minute"] == 6
+    assert TOKEN.encode() not in body and TOKEN_ENV.encode() not in body
+    assert http(secured_service + "/healthz")[0] == 200
+    status, _, page = http(secured_service + "/")
+    assert status == 200 and b'id="token"' in page
+    for docs in ("/docs", "/openapi.json"):
+        assert http(secured_service + docs)[0] == 404 and http(service + docs)[0] == 404
+
+
+def test_each_client_is_rate_limited_with_retry_after(secured_service):
+    limit = SECURED.rate_limit_per_minute
+    answers = [http(secured_service + "/api/model", headers=as_client("203.0.113.3")) for _ in range(2 * limit)]
+    statuses = [status for status, _, _ in answers]
+    served = statuses.index(429)
+    assert limit <= served < 2 * limit and set(statuses[:served]) == {200}, (
+        statuses
+    )  # more on a slow machine: it refills
+    _, headers, body = answers[served]
+    assert 1 <= int(headers["retry-after"]) <= 60 // limit
+    assert "over 6 requests a minute from 203.0.113.3" in json.loads(body)["error"]
+    assert http(secured_service + "/api/model", headers=as_client("203.0.113.3", None))[0] == 429
+    assert http(secured_service + "/healthz", headers=as_client("203.0.113.3"))[0] == 200
+    assert http(secured_service + "/api/model", headers=as_client("203.0.113.4"))[0] == 200  # another client
+
+
+def test_rate_limiter_refills_and_forgets_the_least_recent_clients():
+    from vae.serving.app import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(2, max_clients=2, clock=lambda: now[0])
+    assert [limiter.take("a"), limiter.take("a")] == [0, 0] and limiter.take("a") == pytest.approx(30)
+    now[0] = 15.0
+    assert limiter.take("a") == pytest.approx(15)
+    now[0] = 30.0
+    assert limiter.take("a") == 0 and limiter.take("a") > 0
+    limiter.take("b"), limiter.take("c")
+    assert list(limiter.buckets) == ["b", "c"]
+
+
+def test_a_replica_without_its_token_refuses_to_start(monkeypatch):
+    from vae.serving.app import _token
+
+    assert _token("") is None
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=f"environment variable {TOKEN_ENV} is not set"):
+        _token(TOKEN_ENV)
+    monkeypatch.setenv(TOKEN_ENV, "short")
+    with pytest.raises(RuntimeError, match="holds 5 characters"):
+        _token(TOKEN_ENV)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert _token(TOKEN_ENV) == TOKEN.encode()
+
+
+def test_serve_config_checks_auth_rate_and_docs():
+    from vae.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must name an environment variable"):
+        replace(CONFIG, auth_token_env="my token").validate()
+    with pytest.raises(ConfigError, match="rate_limit_per_minute=-1"):
+        replace(CONFIG, rate_limit_per_minute=-1).validate()
+    with pytest.raises(ConfigError, match="docs=true needs auth off"):
+        replace(SECURED, docs=True).validate()
+
+
 def test_concurrent_requests_are_batched(service, fsdd_dir):
     before = json.loads(http(service + "/api/model")[2])["batching"]
     upload = (fsdd_dir / "6_yweweler_20.wav").read_bytes()
@@ -319,6 +490,9 @@ def test_concurrent_requests_are_batched(service, fsdd_dir):
 def test_a_conditional_model_reconstructs_with_the_digit_the_clip_says(conditional_service, fsdd_dir):
     model = json.loads(http(conditional_service + "/api/model")[2])
     assert model["conditional"] is True and model["sampler"] == "expost"
+    status, _, body = http(conditional_service + "/openapi.json")  # ServeConfig.docs on
+    assert status == 200 and "/api/reconstruct" in json.loads(body)["paths"]
+    assert http(conditional_service + "/docs")[0] == 200
     upload = (fsdd_dir / "2_george_30.wav").read_bytes()
     status, _, body = http(conditional_service + "/api/reconstruct", "POST", upload)
     assert status == 400 and "conditional model: say which digit the clip is, with digit=D" in json.loads(body)["error"]
@@ -501,6 +675,7 @@ def test_serve_job_serves_a_published_best_from_s3_until_interrupted(
     import signal
 
     from vae import storage
+    from vae.serving.app import checkpoint_id
 
     best = make_bucket("serve-best") + "/sweep1/best"
     version = storage.publish(serve_checkpoint, best)
@@ -518,7 +693,7 @@ def test_serve_job_serves_a_published_best_from_s3_until_interrupted(
             time.sleep(1)
         assert http(f"http://127.0.0.1:{port}/healthz")[0] == 200
         model = json.loads(http(f"http://127.0.0.1:{port}/api/model")[2])
-        assert model["checkpoint"] == version  # pinned: a later publish does not change a running service
+        assert model["checkpoint_id"] == checkpoint_id(version)  # pinned: a later publish does not change it
         assert http(f"http://127.0.0.1:{port}/api/generate?digit=3&seed=1")[0] == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0

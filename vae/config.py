@@ -541,6 +541,13 @@ class ServeConfig:
     # How long Serve's controller waits for an HTTP proxy to start or answer a health check before it
     # restarts it (Serve's defaults, 5 s and 10 s, restart proxies on a busy 2-core machine).
     proxy_timeout_s: float = 60.0
+    # Bearer-token auth of every /api/* request: the name of an environment variable that holds the
+    # token on every replica's node (so no secret sits in a config file); "" = no auth.
+    auth_token_env: str = ""
+    # /api/* requests a client address may make per minute, per replica (a token bucket holding a
+    # minute's worth); 0 = no limit.
+    rate_limit_per_minute: int = 0
+    docs: bool = False  # FastAPI's /docs and /openapi.json; never with auth on
 
     def validate(self) -> ServeConfig:
         _within_bounds(self)
@@ -561,6 +568,16 @@ class ServeConfig:
             raise ConfigError(
                 f"ServeConfig.vocoder_batch_sizes={self.vocoder_batch_sizes} must start at 1 and increase"
             )
+        if self.auth_token_env and not (self.auth_token_env.isascii() and self.auth_token_env.isidentifier()):
+            raise ConfigError(
+                f"ServeConfig.auth_token_env={self.auth_token_env!r} must name an environment variable (as FSDD_VAE_TOKEN)"
+            )
+        if self.rate_limit_per_minute < 0:
+            raise ConfigError(
+                f"ServeConfig.rate_limit_per_minute={self.rate_limit_per_minute} must be >= 0 (0 = no limit)"
+            )
+        if self.docs and self.auth_token_env:
+            raise ConfigError("ServeConfig.docs=true needs auth off: /docs and /openapi.json take no token")
         return self
 
 

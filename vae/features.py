@@ -27,6 +27,59 @@ class AudioError(UserError, ValueError):
         self.reason = reason
 
 
+class TooLarge(AudioError):
+    """A clip refused for its size (duration or decoded bytes), before it is decoded."""
+
+
+@dataclass(frozen=True)
+class Header:
+    sample_rate: int
+    frames: int
+    channels: int
+
+
+# Sample rates a clip may declare: a rate far outside them (say 1 Hz) makes resampling to
+# FeatureConfig.sample_rate produce (and allocate) vastly more samples than the file holds.
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 192_000
+# 10 s of 8-channel audio at 192 kHz as float32 is 61 MB.
+MAX_DECODED_BYTES = 64 << 20
+
+
+def check_header(data: bytes, max_seconds: float, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Header:
+    """The declared sample rate, frames and channels of audio bytes, read from the header without
+    decoding; raises :class:`TooLarge` for a clip over ``max_seconds`` or over ``max_decoded_bytes``
+    decoded (float32), :class:`AudioError` for a sample rate outside
+    ``MIN_SAMPLE_RATE``-``MAX_SAMPLE_RATE`` or an unreadable header. Decoding reads no more frames
+    than the header declares, so a clip that passes costs at most ``max_decoded_bytes`` to decode."""
+    import soundfile as sf
+
+    if not data:
+        raise AudioError("empty file")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as exc:  # libsndfile raises several types for corrupt input
+        raise AudioError(f"not decodable audio: {_libsndfile_detail(exc)}") from None
+    header = Header(int(info.samplerate), int(info.frames), int(info.channels))
+    if header.sample_rate <= 0:
+        raise AudioError(f"sample rate {header.sample_rate} Hz in the header")
+    seconds = header.frames / header.sample_rate
+    if seconds > max_seconds:
+        raise TooLarge(
+            f"clip is {seconds:.1f} s long ({header.frames} frames at {header.sample_rate} Hz); "
+            f"the most accepted is {max_seconds:g} s"
+        )
+    if not MIN_SAMPLE_RATE <= header.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"sample rate {header.sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    decoded = header.frames * header.channels * 4
+    if decoded > max_decoded_bytes:
+        raise TooLarge(
+            f"clip decodes to {decoded} bytes ({header.frames} frames x {header.channels} channels, float32); "
+            f"the most accepted is {max_decoded_bytes}"
+        )
+    return header
+
+
 @dataclass(frozen=True)
 class Clip:
     waveform: np.ndarray  # float32, mono, at FeatureConfig.sample_rate, full length
@@ -82,8 +135,7 @@ def _decode_source(data: bytes) -> tuple[np.ndarray, int, int, float]:
     try:
         y, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for corrupt input
-        detail = re.sub(r"^Error opening <[^>]*>: ", "", str(exc).strip())  # drop the BytesIO repr
-        raise AudioError(f"not decodable audio: {detail or type(exc).__name__}") from None
+        raise AudioError(f"not decodable audio: {_libsndfile_detail(exc)}") from None
     channels = y.shape[1]
     duration_s = y.shape[0] / sr
     y = y.mean(axis=1)
@@ -92,6 +144,11 @@ def _decode_source(data: bytes) -> tuple[np.ndarray, int, int, float]:
     if not np.all(np.isfinite(y)):
         raise AudioError("non-finite samples")
     return y, int(sr), int(channels), float(duration_s)
+
+
+def _libsndfile_detail(exc: Exception) -> str:
+    detail = re.sub(r"^Error opening <[^>]*>: ", "", str(exc).strip())  # drop the BytesIO repr
+    return detail or type(exc).__name__
 
 
 def _wav_truncation(data: bytes) -> str | None:

@@ -16,10 +16,17 @@ HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status":
   digit the clip says, is required by a conditional model (ignored otherwise). The
   reconstruction comes back as ``audio/wav``, or as JSON with both spectrograms and the
   log-spectral distance between input and reconstruction.
-- ``GET /api/model``: checkpoint, epoch, config, metrics, digits available, whether the model is
-  conditional, where samples come from, limits, batching counters.
+- ``GET /api/model``: the checkpoint's id (a digest of its URI, which stays private), epoch, the
+  model's config, metrics, digits available, whether the model is conditional, where samples come
+  from, limits, batching counters.
 - ``GET /healthz``: ``{"status": "ok"}`` once the model is loaded (load balancers, Kubernetes probes).
 - ``GET /``: the listening page (``index.html`` beside this file).
+- ``GET /docs``, ``GET /openapi.json``: only with ``ServeConfig.docs``.
+
+Uploads are checked from their header before anything is decoded (:func:`vae.features.check_header`):
+duration, sample rate and decoded size. With ``ServeConfig.auth_token_env`` every ``/api/*`` request
+needs ``Authorization: Bearer <token>`` (401 otherwise); with ``ServeConfig.rate_limit_per_minute``
+a client over its rate gets 429 with ``Retry-After``. ``/``, ``/healthz`` stay open.
 
 Concurrent requests are gathered by ``@serve.batch``: one batch of generate requests is
 inverted by a single :func:`vae.generation.to_waveforms` call, one batch of uploads is
@@ -33,14 +40,22 @@ computes; a bad request is answered before it reaches a batch.
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import io
+import math
+import os
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
@@ -51,6 +66,7 @@ PAGE = Path(__file__).with_name("index.html")
 DEPLOYMENT = "VaeService"
 MAX_SEED = 2**31 - 1
 ENDPOINTS = "GET /, GET /healthz, GET /api/model, GET /api/generate, POST /api/reconstruct"
+MIN_TOKEN_CHARS = 16  # ServeConfig.auth_token_env's token
 
 
 class BadRequest(Exception):
@@ -76,11 +92,75 @@ class ReconstructItem:
     digit: int | None  # what the clip says; a conditional model encodes and decodes with it
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-api = FastAPI(title="fsdd-vae", description="Spoken digits from a trained VAE", docs_url="/docs", redoc_url=None)
+def checkpoint_id(uri: str) -> str:
+    """What the service says of its checkpoint: a digest of its URI, which it keeps to itself."""
+    return hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+class RateLimiter:
+    """A token bucket per client: up to ``per_minute`` requests at once, refilled at ``per_minute``
+    a minute. The ``max_clients`` least recently seen are remembered (a forgotten one starts full)."""
+
+    def __init__(self, per_minute: int, max_clients: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.capacity, self.per_second = float(per_minute), per_minute / 60.0
+        self.max_clients, self.clock = max_clients, clock
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, when)
+
+    def take(self, client: str) -> float:
+        """0 when ``client`` may make a request now (it is counted), else the seconds until it may."""
+        now = self.clock()
+        tokens, then = self.buckets.pop(client, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - then) * self.per_second)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
+        self.buckets[client] = (tokens if wait else tokens - 1, now)
+        if len(self.buckets) > self.max_clients:
+            self.buckets.popitem(last=False)
+        return wait
+
+
+def _token(env: str) -> bytes | None:
+    if not env:
+        return None
+    token = os.environ.get(env, "")
+    if len(token) < MIN_TOKEN_CHARS:
+        state = f"holds {len(token)} characters" if token else "is not set"
+        raise RuntimeError(
+            f"ServeConfig.auth_token_env={env!r}: the environment variable {env} {state} on this replica's node; "
+            f"it must hold the token (at least {MIN_TOKEN_CHARS} characters) that clients send as "
+            f"'Authorization: Bearer <token>'"
+        )
+    return token.encode()
+
+
+def _bearer_refusal(header: str | None, token: bytes) -> str | None:
+    """Why an ``Authorization`` header does not carry ``token``, or None when it does."""
+    if not header:
+        return "this service needs 'Authorization: Bearer <token>' on /api/* requests; none was sent"
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return f"the Authorization header's scheme is {scheme!r}; send 'Authorization: Bearer <token>'"
+    if not hmac.compare_digest(value.strip().encode(), token):
+        return "the bearer token in the Authorization header is not this service's"
+    return None
+
+
+api = FastAPI(
+    title="fsdd-vae",
+    description="Spoken digits from a trained VAE",
+    docs_url=None,  # served by the deployment when ServeConfig.docs is on
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    refusal = serve.get_replica_context().servable_object.refusal(request)
+    return refusal if refusal is not None else await call_next(request)
 
 
 @api.exception_handler(BadRequest)
@@ -198,6 +278,10 @@ class VaeService:
             generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.model.prior.uses_digits
         )
         self.page = PAGE.read_text()
+        self.checkpoint_id = checkpoint_id(self.loaded.uri)
+        self.token = _token(self.config.auth_token_env)
+        per_minute = self.config.rate_limit_per_minute
+        self.limiter = RateLimiter(per_minute) if per_minute else None
         self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
         for handler in (self._generate_batch, self._reconstruct_batch):
             handler.set_max_batch_size(self.config.max_batch_size)
@@ -205,9 +289,15 @@ class VaeService:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Trace the model and compile the vocoder for every padded batch size now, not in a request."""
+        """Trace the model, compile the vocoder for every padded batch size and load what an upload
+        and its trimming use now, not in a request."""
         from vae import generation
+        from vae.features import wav_bytes
 
+        seconds = min(self.features.clip_seconds, self.config.max_upload_seconds)
+        t = np.arange(int(seconds * self.features.sample_rate)) / self.features.sample_rate
+        tone = np.where(np.abs(t / seconds - 0.5) < 0.25, 0.5 * np.sin(2 * np.pi * 440 * t), 0.0)  # silence either side
+        self._features(wav_bytes(tone, self.features), trim=True, digit=None)
         spec = generation.sample(self.loaded, 1, seed=0)
         generation.reconstruct(self.loaded, spec, [self.digits[0] if self.digits else 0] if self.conditional else None)
         for size in self.config.vocoder_batch_sizes or (1,):
@@ -216,6 +306,29 @@ class VaeService:
     def check_health(self) -> None:
         if self.loaded.model is None:
             raise RuntimeError("no model loaded")
+
+    def refusal(self, request: Request) -> Response | None:
+        """The answer to an /api/* request over its client's rate limit (429) or without the token
+        (401), or None to let it through. The client is the peer address Serve's proxy saw (uvicorn
+        takes X-Forwarded-For only from the proxies in its FORWARDED_ALLOW_IPS, by default 127.0.0.1)."""
+        root, path = request.scope.get("root_path", ""), request.url.path
+        if not path.removeprefix(root).startswith("/api/"):
+            return None
+        if self.limiter is not None:
+            client = request.client.host if request.client else "unknown"
+            wait = self.limiter.take(client)
+            if wait:
+                seconds = math.ceil(wait)
+                return _error(
+                    429,
+                    f"over {self.config.rate_limit_per_minute} requests a minute from {client}; retry in {seconds} s",
+                    {"Retry-After": str(seconds)},
+                )
+        if self.token is not None:
+            why = _bearer_refusal(request.headers.get("authorization"), self.token)
+            if why:
+                return _error(401, why, {"WWW-Authenticate": "Bearer"})
+        return None
 
     # ------------------------------------------------------------------ batched work (worker thread)
 
@@ -289,7 +402,19 @@ class VaeService:
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
         self.check_health()
-        return {"status": "ok", "checkpoint": self.loaded.uri, "epoch": self.loaded.epoch}
+        return {"status": "ok", "checkpoint_id": self.checkpoint_id, "epoch": self.loaded.epoch}
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> HTMLResponse:
+        if not self.config.docs:
+            raise HTTPException(404)
+        return get_swagger_ui_html(openapi_url="openapi.json", title=f"{api.title}: API")
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        if not self.config.docs:
+            raise HTTPException(404)
+        return JSONResponse(request.app.openapi())
 
     @api.get("/api/model")
     async def model(self) -> dict[str, Any]:
@@ -297,7 +422,7 @@ class VaeService:
 
         cfg = self.config
         return {
-            "checkpoint": self.loaded.uri,
+            "checkpoint_id": self.checkpoint_id,
             "epoch": self.loaded.epoch,
             "config": to_dict(self.loaded.run_config),
             "metrics": self.loaded.metrics,
@@ -310,7 +435,9 @@ class VaeService:
                 "max_clips": cfg.max_clips,
                 "max_upload_bytes": cfg.max_upload_bytes,
                 "max_upload_seconds": cfg.max_upload_seconds,
+                "rate_limit_per_minute": cfg.rate_limit_per_minute,
             },
+            "auth": self.token is not None,
             "batching": {
                 "max_batch_size": cfg.max_batch_size,
                 "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
@@ -325,7 +452,7 @@ class VaeService:
         digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
         if digit is not None and digit not in self.digits:
             raise BadRequest(
-                f"digit={digit} is not in checkpoint {self.loaded.uri}: it has latent statistics for digits {self.digits}"
+                f"digit={digit} is not in checkpoint {self.checkpoint_id}: it has latent statistics for digits {self.digits}"
             )
         limit = self.config.max_clips
         n = _int(params, "n", 1, limit, f"a request may ask for 1 to {limit} clips (ServeConfig.max_clips)") or 1
@@ -356,7 +483,7 @@ class VaeService:
         digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
         if digit is None and self.conditional:
             raise BadRequest(
-                f"checkpoint {self.loaded.uri} is a conditional model: say which digit the clip is, with digit=D"
+                f"checkpoint {self.checkpoint_id} is a conditional model: say which digit the clip is, with digit=D"
             )
         fmt = _choice(params, "format", ("wav", "json"), "wav")
         trim = _flag(params, "trim")
@@ -390,19 +517,20 @@ class VaeService:
     # ------------------------------------------------------------------ helpers (worker thread)
 
     def _features(self, data: bytes, trim: bool, digit: int | None):
-        """Extraction's decoding, resampling and checks; the waveform, the batch item and the clip."""
-        from vae.features import AudioError, decode_audio, waveform_to_spectrogram
+        """Extraction's decoding, resampling and checks; the waveform, the batch item and the clip.
+        The header is checked first: nothing over the limits is decoded or resampled."""
+        from vae.features import AudioError, TooLarge, check_header, decode_audio, waveform_to_spectrogram
 
         try:
+            check_header(data, self.config.max_upload_seconds)
             clip = decode_audio(data, self.features)
+        except TooLarge as exc:
+            raise BadRequest(
+                f"{exc.reason} (the model hears the first {self.features.clip_seconds:g} s)",
+                status=413,
+            ) from None
         except AudioError as exc:
             raise BadRequest(f"body is not usable audio: {exc.reason}") from None
-        if clip.duration_s > self.config.max_upload_seconds:
-            raise BadRequest(
-                f"clip is {clip.duration_s:.1f} s long; the most this service accepts is {self.config.max_upload_seconds:g} s "
-                f"(the model hears the first {self.features.clip_seconds:g} s)",
-                status=413,
-            )
         y = clip.waveform
         if trim:
             import librosa

@@ -17,7 +17,10 @@ from vae.dataset import parse_name
 from vae.evaluation import audio
 from vae.evaluation import metrics as M
 from vae.evaluation.context import Context
-from vae.features import AudioError, decode_audio, fit_length, waveform_to_spectrogram
+from vae.features import AudioError, check_header, decode_audio, fit_length, waveform_to_spectrogram
+
+# Longer files are skipped from their header, undecoded (the model hears FeatureConfig.clip_seconds).
+MAX_VOICE_SECONDS = 60.0
 
 METRICS: dict[str, tuple[bool, str]] = {
     "recon_lsd_db_wavs": (False, "log-spectral distance (dB) on the extra WAV folder (unseen voices)"),
@@ -74,9 +77,12 @@ def read_voices(loaded, wavs_uri: str, notes: list[str]) -> list[Voice]:
 
 def read_voice(loaded, uri: str, digit: int | None = None) -> Voice:
     """The WAV at ``uri`` for ``loaded``; a conditional model without ``digit`` reads it from the name.
-    Raises :class:`AudioError` (undecodable or silent) or :class:`DigitUnknown`."""
+    Raises :class:`AudioError` (undecodable, silent, or too long or an implausible sample rate
+    by its header, see :func:`vae.features.check_header`) or :class:`DigitUnknown`."""
     feats = loaded.run_config.features
-    clip = decode_audio(storage.read_bytes(uri), feats)
+    data = storage.read_bytes(uri)
+    check_header(data, MAX_VOICE_SECONDS)
+    clip = decode_audio(data, feats)
     spec, db_min, db_max = waveform_to_spectrogram(clip.waveform, feats)
     if digit is None and loaded.run_config.model.conditional:
         try:
