@@ -76,11 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     return run("serve", lambda: _main(args), args.verbose)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The service's config from the options, checked; a warning when it would be open beyond loopback."""
     from dataclasses import replace
-
-    from vae.checkpoint import check
-    from vae.raysetup import finish_ray, init_ray
 
     config = job_config(args, ServeConfig, "serve", SHORTHANDS)
     # A replica must hold at least two batches' requests, or the next batch cannot fill while one runs.
@@ -95,6 +93,14 @@ def _main(args: argparse.Namespace) -> int:
             "(--set serve.auth_token_env=VAR, serve.rate_limit_per_minute=N)",
             flush=True,
         )
+    return config
+
+
+def _main(args: argparse.Namespace) -> int:
+    from vae.checkpoint import check
+    from vae.raysetup import finish_ray, init_ray
+
+    config = _serve_config(args)
     # The checkpoint is checked before Ray starts, so a wrong path fails in seconds.
     resolved, run_cfg = check(args.checkpoint)
     print(f"checkpoint {resolved}: {run_cfg.prior.kind} prior, features {run_cfg.features.shape}", flush=True)
