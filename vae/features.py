@@ -41,7 +41,7 @@ def decode_audios(datas: Sequence[bytes], cfg: FeatureConfig) -> list[Clip | Aud
     input). Multi-channel audio is mixed down; clips at another rate are resampled together
     (see :func:`resample_many`).
     """
-    out: list[Clip | AudioError | None] = [None] * len(datas)
+    out: dict[int, Clip | AudioError] = {}  # by the clip's index in datas: every one gets one
     by_rate: dict[int, list[tuple[int, np.ndarray, int, float]]] = {}
     for i, data in enumerate(datas):
         try:
@@ -59,7 +59,7 @@ def decode_audios(datas: Sequence[bytes], cfg: FeatureConfig) -> list[Clip | Aud
                 out[i] = AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
             else:
                 out[i] = Clip(y.astype(np.float32, copy=False), int(sr), int(channels), float(duration_s))
-    return out
+    return [out[i] for i in range(len(datas))]
 
 
 def decode_audio(data: bytes, cfg: FeatureConfig) -> Clip:
