@@ -14,7 +14,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import yaml
 
@@ -23,6 +23,8 @@ from vae.config import ConfigError, RunConfig, from_dict, to_dict
 
 class _Validated(Protocol):
     """A config dataclass: ``validate()`` checks it and returns it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def validate(self) -> Self: ...
 
