@@ -52,7 +52,8 @@ def _main(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    files, problems = [], []
+    files: list[str] = []
+    problems: list[dict[str, str]] = []
     waves = generation.to_waveforms(loaded, specs, digit=args.digit, seed=args.seed)
     for i, (spec, y) in enumerate(zip(specs, waves)):
         stem = storage.safe_name(f"{args.digit}_{i}" if args.digit is not None else f"sample_{i}")

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, config_overrides, parser, positive_int, run
+from jobs._cli import Shorthands, add_config_arguments, config_overrides, parser, positive_int, run
 from vae.config import (
     FEATURE_PRESETS,
     MODEL_PRESETS,
@@ -31,7 +31,7 @@ from vae.config import (
 )
 from vae.raysetup import finish_ray, init_ray
 
-SHORTHANDS = {
+SHORTHANDS: Shorthands = {
     "prior": "prior.kind",
     "epochs": "train.epochs",
     "num_workers": "train.num_workers",

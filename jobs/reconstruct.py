@@ -59,7 +59,9 @@ def _main(args: argparse.Namespace) -> int:
     input_is_dir = storage.is_dir(base)
     print(f"{len(files)} .wav files under {base}; model {loaded.uri} (epoch {loaded.epoch})", flush=True)
 
-    written, skipped, distances = [], [], []
+    written: list[str] = []
+    skipped: list[dict[str, str]] = []
+    distances: list[float] = []
     for start in range(0, len(files), args.batch_size):
         voices = _read_voices(loaded, files[start : start + args.batch_size], args.digit, skipped)
         if not voices:

@@ -137,6 +137,8 @@ def test_bad_input_is_named():
         vocoder.spectrograms_to_waveforms(good, cfg, np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match="give both or neither"):
         vocoder.spectrograms_to_waveforms(good, cfg, db_min=np.zeros(2))
+    with pytest.raises(ValueError, match="give both or neither"):  # the one-clip helper made silence of it
+        vocoder.spectrogram_to_waveform(good[0], cfg, db_min=-60.0)
     with pytest.raises(ValueError, match="n_iter"):
         vocoder.spectrograms_to_waveforms(good, cfg, n_iter=-1)
     with pytest.raises(ValueError, match="batch_size"):

@@ -287,7 +287,7 @@ def newest_intact(run_dir: str) -> ResumePoint | None:
     None when the run has no checkpoint folder at all; :class:`CheckpointError` saying
     what to do when it has some and none is intact.
     """
-    skipped = []
+    skipped: list[tuple[str, str]] = []
     for name in _checkpoint_dirs(run_dir):
         uri = storage.join(run_dir, name)
         with local_copy(uri) as directory:

@@ -188,13 +188,15 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
 
 def extract_rows(
     items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
 
     The clips are read one by one, then decoded, resampled and featurised together
     (:func:`vae.features.decode_audios`, :func:`vae.features.waveforms_to_spectrograms`).
     """
-    rejected, named, datas = [], [], []
+    rejected: list[dict[str, str]] = []
+    named: list[tuple[str, Labels]] = []
+    datas: list[bytes] = []
     for item in items:
         source, reason = item["source"], item.get("reason") or ""
         if not reason:
@@ -211,28 +213,38 @@ def extract_rows(
                 reason = _unexpected(exc)
         rejected.append({"source": source, "reason": reason})
 
+    # Each named clip becomes a Clip or why it has none, then its row or why it has none.
+    decoded: list[Clip | Exception]
     try:
-        clips = decode_audios(datas, cfg)
+        decoded = list(decode_audios(datas, cfg))
     except Exception:  # noqa: BLE001 - an input broke the batch: one by one, to name it
-        clips = [_attempt(decode_audio, data, cfg) for data in datas]
-    for i, clip in enumerate(clips):
-        if isinstance(clip, Clip):
-            clips[i] = _attempt(check_duration, clip.duration_s, cfg) or clip
-    decoded = [i for i, clip in enumerate(clips) if isinstance(clip, Clip)]
-    waveforms = [clips[i].waveform for i in decoded]
+        decoded = [_attempt(decode_audio, data, cfg) for data in datas]
+    clips = [
+        (_attempt(check_duration, clip.duration_s, cfg) or clip) if isinstance(clip, Clip) else clip for clip in decoded
+    ]
+    kept = [(i, clip) for i, clip in enumerate(clips) if isinstance(clip, Clip)]
+    waveforms = [clip.waveform for _, clip in kept]
+    features: list[tuple[np.ndarray, float, float] | Exception]
     try:
         batch = waveforms_to_spectrograms(waveforms, cfg)
         features = [
-            batch.errors[k] or (batch.spec[k], float(batch.db_min[k]), float(batch.db_max[k]))
-            for k in range(len(decoded))
+            batch.errors[k] or (batch.spec[k], float(batch.db_min[k]), float(batch.db_max[k])) for k in range(len(kept))
         ]
     except Exception:  # noqa: BLE001
         features = [_attempt(waveform_to_spectrogram, y, cfg) for y in waveforms]
-    for i, result in zip(decoded, features):  # clips[i] becomes clip i's row, or why it has none
-        clips[i] = result if isinstance(result, Exception) else _row(*named[i], clips[i], *result)
+    outcomes: dict[int, dict[str, Any] | Exception] = {
+        i: clip for i, clip in enumerate(clips) if isinstance(clip, Exception)
+    }
+    for (i, clip), feature in zip(kept, features):
+        if isinstance(feature, Exception):
+            outcomes[i] = feature
+        else:
+            spec, db_min, db_max = feature
+            outcomes[i] = _row(*named[i], clip, spec, db_min, db_max)
 
-    rows = []
-    for (source, _), result in zip(named, clips):
+    rows: list[dict[str, Any]] = []
+    for i, (source, _) in enumerate(named):
+        result = outcomes[i]
         if isinstance(result, AudioError):
             rejected.append({"source": source, "reason": str(result)})
         elif isinstance(result, Exception):
@@ -475,10 +487,10 @@ def _extraction(files: list[str], cfg: FeatureConfig, stage: storage.Location, r
     one Parquet part (and one of rejects) into the version folder ``stage``; one row of counts per task."""
     import ray
 
-    ds = ray.data.from_items(input_items(files), override_num_blocks=num_blocks)
+    items = ray.data.from_items(input_items(files), override_num_blocks=num_blocks)
     # batch_size=None: one batch per input block, so each block is one task writing one file.
-    ds = ds.map_batches(
-        _extract_and_write,
+    ds = items.map_batches(
+        _extract_and_write,  # type: ignore[arg-type]  # Ray's annotation has no room for fn_kwargs' arguments
         fn_kwargs=dict(fs=storage.resolve(files[0]).fs, cfg=cfg, out=stage, run_id=run_id),
         batch_size=None,
         batch_format="numpy",
@@ -714,7 +726,7 @@ def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None
     read = ray.remote(_read_file_split)
     refs = [read.remote(f, loc.fs, split, list(columns) if columns else None) for f in files]
     try:
-        return from_arrow_refs(refs)
+        return from_arrow_refs(refs)  # type: ignore[arg-type]  # Ray: .remote() and this disagree on ObjectRef's class
     except ray.exceptions.RayTaskError as exc:
         raise storage.StorageError(f"cannot read the {split or 'whole'} split of {loc.uri}: {exc.cause}") from exc
 

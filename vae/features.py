@@ -94,7 +94,7 @@ def decode_audios(datas: Sequence[bytes], cfg: FeatureConfig) -> list[Clip | Aud
     input). Multi-channel audio is mixed down; clips at another rate are resampled together
     (see :func:`resample_many`).
     """
-    out: list[Clip | AudioError | None] = [None] * len(datas)
+    out: dict[int, Clip | AudioError] = {}  # by the clip's index in datas: every one gets one
     by_rate: dict[int, list[tuple[int, np.ndarray, int, float]]] = {}
     for i, data in enumerate(datas):
         try:
@@ -112,7 +112,7 @@ def decode_audios(datas: Sequence[bytes], cfg: FeatureConfig) -> list[Clip | Aud
                 out[i] = AudioError(f"silent (peak below {cfg.silence_peak:g} of full scale)")
             else:
                 out[i] = Clip(y.astype(np.float32, copy=False), int(sr), int(channels), float(duration_s))
-    return out
+    return [out[i] for i in range(len(datas))]
 
 
 def decode_audio(data: bytes, cfg: FeatureConfig) -> Clip:
@@ -321,11 +321,15 @@ def waveform_to_spectrogram(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarr
 
 
 def spectrogram_to_db(
-    spec: np.ndarray, cfg: FeatureConfig, db_min: float | None = None, db_max: float | None = None
+    spec: np.ndarray,
+    cfg: FeatureConfig,
+    db_min: float | np.ndarray | None = None,
+    db_max: float | np.ndarray | None = None,
 ) -> np.ndarray:
     """Undo the [0, 1] scaling. For ``per_clip`` without a stored range, a range of
     ``db_ceiling - db_floor`` is assumed: a constant dB offset only changes loudness,
-    which the inverse's peak normalisation removes anyway."""
+    which the inverse's peak normalisation removes anyway. ``db_min``/``db_max``: one range, or
+    arrays that broadcast against ``spec`` (one per clip of a batch)."""
     lo = cfg.db_floor if db_min is None else db_min
     hi = cfg.db_ceiling if db_max is None else db_max
     return np.clip(np.asarray(spec, dtype=np.float32), 0.0, 1.0) * (hi - lo) + lo

@@ -56,14 +56,14 @@ def fit_expost(latents: np.ndarray, digits: np.ndarray, cfg: SamplingConfig, see
     from threadpoolctl import threadpool_limits
 
     latents, digits = np.asarray(latents, np.float64), np.asarray(digits, np.int64)
-    out = {"covariance": cfg.expost_covariance, "digits": {}}
+    mixtures: dict[str, dict] = {}
     # Small problems: BLAS threads only add overhead here, and fight the trainer's threads.
     with threadpool_limits(1):
         for d in range(N_DIGITS):
             z = latents[digits == d]
             if len(z) >= 2:
-                out["digits"][str(d)] = _fit_mixture(z, cfg, seed)
-    return out
+                mixtures[str(d)] = _fit_mixture(z, cfg, seed)
+    return {"covariance": cfg.expost_covariance, "digits": mixtures}
 
 
 def _fit_mixture(z: np.ndarray, cfg: SamplingConfig, seed: int) -> dict:

@@ -165,7 +165,8 @@ class VAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.input_hw = tuple(int(v) for v in input_hw)
+        height, width = input_hw
+        self.input_hw = (int(height), int(width))
         self.model_cfg, self.prior_cfg, self.loss_cfg = model_cfg, prior_cfg, loss_cfg or LossConfig()
         self.encoder = build_encoder(self.input_hw, model_cfg, mixed_precision)
         self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)

@@ -14,13 +14,22 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 import yaml
 
 from vae.config import ConfigError, RunConfig, from_dict, to_dict
 
-T = TypeVar("T")
+
+class _Validated(Protocol):
+    """A config dataclass: ``validate()`` checks it and returns it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def validate(self) -> Self: ...
+
+
+T = TypeVar("T", bound=_Validated)
 
 # Config and search-space files are a few KB; these bounds refuse YAML bombs (aliases of aliases
 # that expand to billions of values, deep nesting) before anything is built from them.
@@ -60,7 +69,7 @@ def _check_expansion(events: Iterable[yaml.Event], where: str) -> None:
             anchor, n = open_.pop()
         elif isinstance(event, yaml.ScalarEvent):
             anchor, n = event.anchor, 1
-        elif isinstance(event, yaml.AliasEvent):
+        elif isinstance(event, yaml.AliasEvent) and event.anchor is not None:  # an alias always names one
             anchor, n = None, sizes.get(event.anchor, 1)
         else:
             continue

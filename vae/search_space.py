@@ -267,7 +267,7 @@ def _whole(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _settings(raw: dict, section: str, allowed: dict[str, tuple[str, ...]], default: str, fail) -> dict:
+def _settings(raw: dict, section: str, allowed: Mapping[str, tuple[str, ...]], default: str, fail) -> dict:
     """The ``scheduler`` or ``search`` mapping: a known type and only the keys that type takes."""
     settings = raw.get(section)
     settings = {"type": default} if settings is None else settings

@@ -36,7 +36,7 @@ def _address() -> str:
 
 
 class _Backend(Backend):
-    def on_start(self, worker_group, backend_config: TFConfig) -> None:
+    def on_start(self, worker_group, backend_config: BackendConfig) -> None:
         addresses = worker_group.execute(_address)
         ray.get(
             [

@@ -119,7 +119,7 @@ def _scorer(sweep: Mapping[str, Any]) -> Scorer | None:
 class SweepResult:
     experiment: str
     best_uri: str | None
-    report_uri: str | None
+    report_uri: str  # the sweep's report folder, written whether or not a trial succeeded
     best: dict = field(default_factory=dict)
     trials: int = 0
 
@@ -359,8 +359,8 @@ def load_trials(exp_uri: str) -> list[TrialRecord]:
         frame = analysis.trial_dataframes.get(trial.trial_id)
         rows = [] if frame is None else frame.to_dict("records")
         history = [_result_row(row) for row in rows]
-        error = trial.get_error()
-        error = str(error).strip().splitlines()[-1] if error else None
+        failure = trial.get_error()
+        error = (str(failure).strip().splitlines() or [type(failure).__name__])[-1] if failure else None
         params = compat.trial_params(trial.config)
         records.append(TrialRecord(trial.trial_id, trial.status, params, _dedupe_epochs(history), error))
     return sorted(records, key=lambda r: (r.best_row() or {}).get(OBJECTIVE, math.inf))

@@ -58,13 +58,14 @@ def spectrograms_to_waveforms(
     n = len(specs)
     if (db_min is None) != (db_max is None):
         raise ValueError("db_min and db_max go together: give both or neither")
-    if db_min is not None:
-        db_min, db_max = np.asarray(db_min, np.float32), np.asarray(db_max, np.float32)
-        if db_min.shape != (n,) or db_max.shape != (n,):
+    ranges: tuple[np.ndarray, np.ndarray] | None = None  # [N, 1, 1] each, broadcast over a spectrogram
+    if db_min is not None and db_max is not None:
+        lows, highs = np.asarray(db_min, np.float32), np.asarray(db_max, np.float32)
+        if lows.shape != (n,) or highs.shape != (n,):
             raise ValueError(
-                f"db_min and db_max need one value per spectrogram ({n}), got {db_min.shape} and {db_max.shape}"
+                f"db_min and db_max need one value per spectrogram ({n}), got {lows.shape} and {highs.shape}"
             )
-        db_min, db_max = db_min[:, None, None], db_max[:, None, None]
+        ranges = lows[:, None, None], highs[:, None, None]
     n_iter = cfg.griffin_lim_iters if n_iter is None else int(n_iter)
     if n_iter < 0:
         raise ValueError(f"n_iter must be >= 0, got {n_iter}")
@@ -77,7 +78,7 @@ def spectrograms_to_waveforms(
     out = np.zeros((n, cfg.n_samples), dtype=np.float32)
     for a in range(0, n, batch_size):
         b = min(a + batch_size, n)
-        lo, hi = (None, None) if db_min is None else (db_min[a:b], db_max[a:b])
+        lo, hi = (None, None) if ranges is None else (ranges[0][a:b], ranges[1][a:b])
         mag = db_to_magnitude(spectrogram_to_db(specs[a:b], cfg, lo, hi), cfg)
         out[a:b] = _invert(mag, cfg, n_iter, seeds[a:b], jit_compile)
         if progress is not None:
@@ -102,8 +103,14 @@ def spectrogram_to_waveform(
         spec = spec[..., 0]
     if spec.shape != cfg.shape:
         raise ValueError(f"spectrogram shape {spec.shape} does not match FeatureConfig shape {cfg.shape}")
-    ranges = (None, None) if db_min is None and db_max is None else ([db_min], [db_max])
-    return spectrograms_to_waveforms(spec[None], cfg, *ranges, n_iter=n_iter, seed=seed)[0]
+    return spectrograms_to_waveforms(
+        spec[None],
+        cfg,
+        db_min=None if db_min is None else np.array([db_min]),
+        db_max=None if db_max is None else np.array([db_max]),
+        n_iter=n_iter,
+        seed=seed,
+    )[0]
 
 
 def _invert(mag: np.ndarray, cfg: FeatureConfig, n_iter: int, seeds: np.ndarray, jit_compile: bool) -> np.ndarray:

@@ -130,18 +130,22 @@ class Context:
 def sample_waves(loaded, requests: list[tuple[int | None, int]], seed: int) -> np.ndarray:
     """WAVs of ``n`` samples per ``(digit or None for the sampler, n)``, in order: request ``i`` is
     sampled with seed ``seed + 1000 i``, and clip ``j`` of all gets the Griffin-Lim seed ``seed + j``."""
-    specs, lo, hi = [], [], []
+    specs: list[np.ndarray] = []
+    lows: list[np.ndarray] = []
+    highs: list[np.ndarray] = []
     for i, (digit, n) in enumerate(requests):
         specs.append(generation.sample(loaded, n, digit=digit, seed=seed + 1000 * i))
         a, b = generation.db_range(loaded, digit)
-        lo.append(np.full(n, np.nan if a is None else a)), hi.append(np.full(n, np.nan if b is None else b))
-    lo, hi = np.concatenate(lo), np.concatenate(hi)
-    ranges = (None, None) if np.isnan(lo).any() else (lo, hi)
+        lows.append(np.full(n, np.nan if a is None else a))
+        highs.append(np.full(n, np.nan if b is None else b))
+    lo, hi = np.concatenate(lows), np.concatenate(highs)
+    known = not (np.isnan(lo).any() or np.isnan(hi).any())  # else the config's range, for every clip
     what = "unconditional samples" if requests[0][0] is None else "digit-conditional samples"
     return audio.resynthesise(
         np.concatenate(specs),
         loaded.run_config.features,
-        *ranges,
+        db_min=lo if known else None,
+        db_max=hi if known else None,
         seed=seed,
         label=f"{what}, griffin-lim",
     )

@@ -98,7 +98,7 @@ def evaluate(
     metrics: dict[str, Any] = {}
     for evaluator in EVALUATORS:
         metrics.update(evaluator.evaluate(ctx))
-    evaluation = _evaluation(ctx, metrics, classifier_uri)
+    evaluation = _evaluation(ctx, data_uri, metrics, classifier_uri)
     metrics["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     return evaluation
 
@@ -115,10 +115,10 @@ def _check_inputs(loaded, data_uri: str, wavs_uri: str | None) -> None:
         raise storage.StorageError(f"--wavs folder {wavs_uri} does not exist")
 
 
-def _evaluation(ctx: Context, metrics: dict[str, Any], classifier_uri: str | None) -> Evaluation:
+def _evaluation(ctx: Context, data_uri: str, metrics: dict[str, Any], classifier_uri: str | None) -> Evaluation:
     return Evaluation(
         checkpoint=ctx.loaded.uri,
-        data=storage.resolve(ctx.data_uri).uri,
+        data=storage.resolve(data_uri).uri,
         classifier=storage.resolve(classifier_uri).uri if classifier_uri else None,
         run_config=ctx.loaded.run_config,
         config=ctx.config,

@@ -158,7 +158,7 @@ def _clips(page: Page, ev: Evaluation, folder: str) -> None:
 def _recogniser(page: Page, ev: Evaluation, folder: str) -> None:
     """Per-digit accuracy and the confusion matrix of the conditional samples (with a recogniser)."""
     m = ev.metrics
-    if "digit_accuracy_per_digit" not in m:
+    if "digit_accuracy_per_digit" not in m or ev.generated_heard is None:  # both come with a recogniser
         return
     per = m["digit_accuracy_per_digit"]
     plots.bars(

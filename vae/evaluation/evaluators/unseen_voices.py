@@ -100,7 +100,7 @@ def reconstruct(loaded, voices: list[Voice], label: str = "reconstructions, grif
 
 
 def _vocode(specs: np.ndarray, voices: list[Voice], feats: FeatureConfig, label: str) -> np.ndarray:
-    ranges = (None, None)
-    if feats.normalisation == "per_clip":
-        ranges = (np.array([v.db_range[0] for v in voices]), np.array([v.db_range[1] for v in voices]))
-    return audio.resynthesise(specs, feats, *ranges, label=label)
+    if feats.normalisation != "per_clip":
+        return audio.resynthesise(specs, feats, label=label)
+    lo, hi = np.array([v.db_range[0] for v in voices]), np.array([v.db_range[1] for v in voices])
+    return audio.resynthesise(specs, feats, lo, hi, label=label)
