@@ -15,11 +15,24 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 from vae.errors import UserError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+
+class Validated(Protocol):
+    """A config dataclass: ``validate()`` checks it and returns it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def validate(self) -> Self: ...
+
+
+D = TypeVar("D", bound="DataclassInstance")
+T = TypeVar("T", bound=Validated)
 
 N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is this wide
 
@@ -652,7 +665,7 @@ def to_json(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), sort_keys=True)
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], _path: str = "") -> T:
+def from_dict(cls: type[D], data: Mapping[str, Any], _path: str = "") -> D:
     """Build ``cls`` from plain data, recursing into nested config dataclasses.
 
     Unknown keys are an error (a typo must not silently fall back to a default).
@@ -668,14 +681,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any], _path: str = "") -> T:
     for name, value in data.items():
         f = known[name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
             kwargs[name] = from_dict(type(default), value, f"{prefix}.{name}")
         else:
             kwargs[name] = _coerce(value, default, f"{prefix}.{name}")
     return cls(**kwargs)
 
 
-def from_json(cls: type[T], text: str) -> T:
+def from_json(cls: type[D], text: str) -> D:
     return from_dict(cls, json.loads(text))
 
 

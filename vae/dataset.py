@@ -186,14 +186,10 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes:
         return f.read()
 
 
-def extract_rows(
-    items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
-
-    The clips are read one by one, then decoded, resampled and featurised together
-    (:func:`vae.features.decode_audios`, :func:`vae.features.waveforms_to_spectrograms`).
-    """
+def _read_named(
+    items: Iterable[dict[str, str]], fs: pafs.FileSystem
+) -> tuple[list[tuple[str, Labels]], list[bytes], list[dict[str, str]]]:
+    """The items whose names parse and files read, with their bytes; the others with why."""
     rejected: list[dict[str, str]] = []
     named: list[tuple[str, Labels]] = []
     datas: list[bytes] = []
@@ -212,7 +208,18 @@ def extract_rows(
             except Exception as exc:  # noqa: BLE001 - one bad clip must not kill the job
                 reason = _unexpected(exc)
         rejected.append({"source": source, "reason": reason})
+    return named, datas, rejected
 
+
+def extract_rows(
+    items: Iterable[dict[str, str]], fs: pafs.FileSystem, cfg: FeatureConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """(rows, rejected) for items ``{"source": uri, "path": path in fs, "reason": ""}``. Never raises.
+
+    The clips are read one by one, then decoded, resampled and featurised together
+    (:func:`vae.features.decode_audios`, :func:`vae.features.waveforms_to_spectrograms`).
+    """
+    named, datas, rejected = _read_named(items, fs)
     # Each named clip becomes a Clip or why it has none, then its row or why it has none.
     decoded: list[Clip | Exception]
     try:

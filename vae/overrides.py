@@ -14,22 +14,13 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
-from vae.config import ConfigError, RunConfig, from_dict, to_dict
+from vae.config import ConfigError, RunConfig, Validated, from_dict, to_dict
 
-
-class _Validated(Protocol):
-    """A config dataclass: ``validate()`` checks it and returns it."""
-
-    __dataclass_fields__: ClassVar[dict[str, Any]]
-
-    def validate(self) -> Self: ...
-
-
-T = TypeVar("T", bound=_Validated)
+T = TypeVar("T", bound=Validated)
 
 # Config and search-space files are a few KB; these bounds refuse YAML bombs (aliases of aliases
 # that expand to billions of values, deep nesting) before anything is built from them.

@@ -97,7 +97,7 @@ def unpack(vector: np.ndarray, like: dict[str, Any]) -> dict[str, Any]:
 
     def cut(node: dict[str, Any]) -> dict[str, Any]:
         nonlocal offset
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in node.items():
             if isinstance(value, dict):
                 out[key] = cut(value)
@@ -143,7 +143,10 @@ class Worker:
         """Digit accuracy of the samples of this worker's local ``checkpoint`` (the model in memory), by the ranking's scorer."""
         from vae import checkpoint as ckpt_lib
 
-        return self.ranking.scorer(ckpt_lib.in_memory(checkpoint.path, self.steps.model))
+        scorer = self.ranking.scorer
+        if scorer is None:
+            raise TrainingError("digit accuracy needs a scorer: this run's ranking has none")
+        return scorer(ckpt_lib.in_memory(checkpoint.path, self.steps.model))
 
 
 def start_worker(config: dict[str, Any]) -> Worker:
@@ -328,7 +331,12 @@ def _epoch_metrics(epoch: int, steps_done: int, total: dict, train_time: float) 
     from vae.models import TERMS
 
     n_train, val_count = float(total["train_clips"][0]), float(total["val"]["count"][0])
-    metrics = {"epoch": epoch, "steps": steps_done, "train_clips": int(n_train), "val_clips": int(val_count)}
+    metrics: dict[str, Any] = {
+        "epoch": epoch,
+        "steps": steps_done,
+        "train_clips": int(n_train),
+        "val_clips": int(val_count),
+    }
     metrics.update({f"train_{key}": float(v) for key, v in zip(TERMS, total["train"] / max(n_train, 1))})
     # A diverged epoch must rank last among checkpoints, not poison the ordering with NaN.
     val_mean = total["val"]["sums"] / max(val_count, 1)

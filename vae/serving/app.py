@@ -51,7 +51,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -159,7 +159,8 @@ api = FastAPI(
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    refusal = serve.get_replica_context().servable_object.refusal(request)
+    service = cast("VaeService", serve.get_replica_context().servable_object)
+    refusal = service.refusal(request)
     return refusal if refusal is not None else await call_next(request)
 
 
@@ -277,15 +278,16 @@ class VaeService:
         self.draws_digit = (
             generation.sampler(self.loaded) == "expost" or self.conditional or self.loaded.model.prior.uses_digits
         )
-        self.page = PAGE.read_text()
+        self.page_html = PAGE.read_text()
         self.checkpoint_id = checkpoint_id(self.loaded.uri)
         self.token = _token(self.config.auth_token_env)
         per_minute = self.config.rate_limit_per_minute
         self.limiter = RateLimiter(per_minute) if per_minute else None
         self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
         for handler in (self._generate_batch, self._reconstruct_batch):
-            handler.set_max_batch_size(self.config.max_batch_size)
-            handler.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+            # @serve.batch adds these setters; its stub types the method as a plain function.
+            handler.set_max_batch_size(self.config.max_batch_size)  # type: ignore[union-attr]
+            handler.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)  # type: ignore[union-attr]
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -397,7 +399,7 @@ class VaeService:
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> HTMLResponse:
-        return HTMLResponse(self.page)
+        return HTMLResponse(self.page_html)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
@@ -594,7 +596,7 @@ def application(checkpoint: str, config: ServeConfig = ServeConfig()) -> serve.A
 
     config = config.validate()
     checkpoint, _ = check(checkpoint)
-    return VaeService.options(
+    return VaeService.options(  # type: ignore[attr-defined]  # @serve.deployment makes the class a Deployment
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.num_cpus_per_replica},
