@@ -64,3 +64,23 @@ def test_a_torn_local_lease_does_not_block(tmp_path):
     (run / LEASE_FILE).write_text('{"owner": "x", "ho')
     with RunLock(str(run), settle_s=0.05) as lock:
         assert json.loads((run / LEASE_FILE).read_text())["owner"] == lock.owner
+
+
+def test_a_lease_whose_process_ended_on_this_machine_is_taken_over_at_once(run_uri):
+    """A driver killed a moment ago (SIGKILL: no release) does not hold up --resume for the lease's lifetime."""
+    import subprocess
+    import sys
+
+    from vae.runlock import _machine
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(ended.stdout)
+    killed = {"owner": "killed", "host": socket.gethostname(), "pid": pid, "started": time.time(),
+              "heartbeat": time.time(), "machine": _machine()}  # fmt: skip
+    storage.write_json(storage.join(run_uri, LEASE_FILE), killed)
+    with RunLock(run_uri, ttl_s=120, settle_s=0.05) as lock:
+        assert read_lease(run_uri).owner == lock.owner
+    elsewhere = {**killed, "machine": "another-host/another-boot"}  # its pid means nothing here
+    storage.write_json(storage.join(run_uri, LEASE_FILE), elsewhere)
+    with pytest.raises(RunBusy):
+        RunLock(run_uri, ttl_s=120, settle_s=0.05).acquire()

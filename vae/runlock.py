@@ -1,8 +1,9 @@
 """One writer per run: a lease file in the run's folder (local or ``s3://``).
 
 A training run or a sweep holds ``<run>/.lease.json`` (owner, host, pid, start, heartbeat) while it
-writes there. A second writer is refused with a message naming the holder; a lease whose heartbeat
-is older than its time-to-live (the holder was killed) is taken over. Locally the lease is created
+writes there. A second writer is refused with a message naming the holder; a lease whose holder is
+gone is taken over: at once when it ran on this machine (its process no longer exists), else once its
+heartbeat is older than the lease's time-to-live. Locally the lease is created
 exclusively (``O_EXCL``); S3 has no such primitive here, so a writer writes its lease, waits, and
 reads it back, and the heartbeat thread stops renewing, and says so, if another writer took it.
 """
@@ -36,6 +37,28 @@ class Lease:
     pid: int
     started: float
     heartbeat: float
+    machine: str = ""  # this boot of this machine: where it matches, ``pid`` can be looked up
+
+
+def _machine() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{socket.gethostname()}/{f.read().strip()}"
+    except OSError:
+        return ""
+
+
+def _gone(lease: Lease) -> bool:
+    """Whether the holder ran on this machine, since its last boot, and its process has ended."""
+    if not lease.machine or lease.machine != _machine():
+        return False
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def _now() -> float:
@@ -47,7 +70,7 @@ def read_lease(run_uri: str) -> Lease | None:
     uri = storage.join(run_uri, LEASE_FILE)
     try:
         data = storage.read_json(uri)
-        return Lease(**{k: data[k] for k in Lease.__dataclass_fields__})
+        return Lease(**{k: data[k] for k in Lease.__dataclass_fields__ if k in data})
     except (storage.StorageError, KeyError, TypeError):
         return None
 
@@ -73,13 +96,13 @@ class RunLock:
         self._started = _now()
 
     def _lease(self) -> Lease:
-        return Lease(self.owner, socket.gethostname(), os.getpid(), self._started, _now())
+        return Lease(self.owner, socket.gethostname(), os.getpid(), self._started, _now(), _machine())
 
     def _refuse_if_held(self) -> None:
         held, now = read_lease(self.run_uri), _now()
         if held is None or held.owner == self.owner:
             return
-        if now - held.heartbeat < self.ttl_s:
+        if now - held.heartbeat < self.ttl_s and not _gone(held):
             raise RunBusy(
                 f"{self.run_uri}: another {self.what} is writing here ({describe(held, now)}); wait for it to "
                 f"end, or use another name. A writer that was killed is taken over {self.ttl_s:.0f} s after "
