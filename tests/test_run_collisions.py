@@ -27,6 +27,13 @@ def _start(module: str, args: list[str], ray_address: str) -> subprocess.Popen:
     )
 
 
+def _run(module: str, args: list[str], ray_address: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     ends = time.monotonic() + timeout
     while not path.exists():
@@ -41,14 +48,7 @@ def test_a_second_train_of_the_same_run_is_refused_while_the_first_trains(ray_lo
     first = _start("jobs.train", [*common, "--epochs", "3"], ray_local)
     try:
         _wait_for(runs / "dup" / LEASE_FILE, first)
-        second = subprocess.run(
-            [sys.executable, "-m", "jobs.train", *common, "--epochs", "5", "--resume"],
-            cwd=REPO,
-            env={**os.environ, "RAY_ADDRESS": ray_local},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = _run("jobs.train", [*common, "--epochs", "5", "--resume"], ray_local)
         out, err = first.communicate(timeout=900)
     finally:
         first.kill()
@@ -68,14 +68,7 @@ def test_a_second_sweep_of_the_same_name_is_refused_while_the_first_runs(ray_loc
     first = _start("jobs.tune", [*args, "--max-concurrent", "1"], ray_local)
     try:
         _wait_for(sweeps / "same" / LEASE_FILE, first)
-        second = subprocess.run(
-            [sys.executable, "-m", "jobs.tune", *args, "--resume"],
-            cwd=REPO,
-            env={**os.environ, "RAY_ADDRESS": ray_local},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        second = _run("jobs.tune", [*args, "--resume"], ray_local)
     finally:
         first.terminate()
         first.communicate(timeout=300)
