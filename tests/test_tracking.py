@@ -265,3 +265,40 @@ def test_a_ray_train_run_writes_tensorboard_events_and_mlflow_metrics_of_every_e
     val_loss = history(client, run.info.run_id, "val_loss")
     assert sorted(val_loss) == [1, 2] and val_loss[2] == pytest.approx(result.latest_metrics["val_loss"])
     assert sorted(history(client, run.info.run_id, "train_loss")) == [1, 2]
+
+
+def _tensorboard_points(folder, tag: str) -> dict[int, float]:
+    """What TensorBoard shows for ``tag``: the event files in name order, each session-start event
+    dropping the points at its step and later (TensorBoard's purge of orphaned data)."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    points: dict[int, float] = {}
+    for path in sorted(p for p in os.listdir(folder) if p.startswith("events.out.tfevents")):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, path)):
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                points = {step: v for step, v in points.items() if step < event.step}
+            for value in event.summary.value:
+                if value.tag == tag:
+                    points[event.step] = float(tf.make_ndarray(value.tensor))
+    return points
+
+
+def test_a_resumed_run_replaces_the_points_logged_after_its_checkpoint(tmp_path):
+    """A driver killed after epoch 3 had logged it, with its last checkpoint at epoch 2: the resumed
+    run logs epoch 3 again, and TensorBoard shows each epoch once, the resumed run's."""
+    import time
+
+    from vae.tracking import TensorBoardSink
+
+    run_dir = str(tmp_path / "run")
+    first = TensorBoardSink(run_dir)
+    for epoch in (1, 2, 3):
+        first.log_metrics(epoch, {"val_loss": float(epoch)})
+    first.close()
+    time.sleep(1.1)  # event files are named by the second they were opened in
+    resumed = TensorBoardSink(run_dir, resumed_from=2)
+    for epoch in (3, 4):
+        resumed.log_metrics(epoch, {"val_loss": 10.0 * epoch})
+    resumed.close()
+    assert _tensorboard_points(os.path.join(run_dir, "tensorboard"), "val/loss") == {1: 1.0, 2: 2.0, 3: 30.0, 4: 40.0}

@@ -106,12 +106,24 @@ def summary_metadata(plugin: str):
 class TensorBoardSink:
     """Event files through ``tf.summary.write`` under ``<run_dir>/tensorboard``."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, resumed_from: int = 0):
         import tensorflow as tf
 
         self.target = storage.join(run_dir, TENSORBOARD_DIR)
         self._local = tempfile.mkdtemp(prefix="fsdd-vae-tb-") if storage.is_s3(self.target) else None
         self._writer = tf.summary.create_file_writer(self._local or storage.resolve(self.target).path)
+        if resumed_from > 0:
+            self._restart_at(resumed_from + 1)
+
+    def _restart_at(self, step: int) -> None:
+        """A session-start event at ``step``: TensorBoard drops the points of earlier event files from
+        ``step`` on, logged after the checkpoint a resumed run goes on from (they are logged again)."""
+        import tensorflow as tf
+        from tensorflow.core.util import event_pb2
+
+        event = event_pb2.Event(wall_time=time.time(), step=step)
+        event.session_log.status = event_pb2.SessionLog.START
+        tf.raw_ops.ImportEvent(writer=self._writer._resource, event=event.SerializeToString())
 
     def log_params(self, params: dict[str, str]) -> None:
         import tensorflow as tf
@@ -330,23 +342,28 @@ def _open_sink(factory: Callable[[], Any], kind: str, target: str) -> list:
         return []
 
 
-def open_tracker(run_dir: str, rank: int = 0, settings: Mapping[str, str] | None = None) -> Tracker:
+def open_tracker(
+    run_dir: str, rank: int = 0, settings: Mapping[str, str] | None = None, resumed_from: int = 0
+) -> Tracker:
     """The tracker of the run at ``run_dir`` (local or ``s3://``): TensorBoard, plus MLflow when
     ``settings`` (default: this process's environment, see :func:`mlflow_settings`) name a
-    tracking URI. Any rank but 0 gets a tracker that does nothing."""
+    tracking URI. Any rank but 0 gets a tracker that does nothing. ``resumed_from``: the epoch of
+    the checkpoint a resumed run goes on from."""
     if rank != 0:
         return Tracker()
     settings = {**mlflow_settings(), **(settings or {})}
-    sinks = _open_sink(lambda: TensorBoardSink(run_dir), "TensorBoard", storage.join(run_dir, TENSORBOARD_DIR))
+    sinks = _open_sink(
+        lambda: TensorBoardSink(run_dir, resumed_from), "TensorBoard", storage.join(run_dir, TENSORBOARD_DIR)
+    )
     if settings.get(TRACKING_URI_VAR):
         sinks += _open_sink(lambda: MlflowSink(run_dir, settings), "MLflow", settings[TRACKING_URI_VAR])
     return Tracker(sinks)
 
 
-def worker_tracker(config: Mapping[str, Any], rank: int, run_cfg: Any) -> Tracker:
+def worker_tracker(config: Mapping[str, Any], rank: int, run_cfg: Any, resumed_from: int = 0) -> Tracker:
     """A Train worker's tracker from its loop config (run folder and the driver's MLflow settings),
     with the run's params logged."""
-    tracker = open_tracker(config["run_dir"], rank, config.get("tracking"))
+    tracker = open_tracker(config["run_dir"], rank, config.get("tracking"), resumed_from)
     tracker.log_params(run_cfg)
     return tracker
 

@@ -458,7 +458,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch, restored = restore(worker)
     baseline = initial_val_loss(worker) if start_epoch == 0 else restored.get("initial_val_loss")
     history = list(restored.get("history", []))  # every epoch's metrics: curves survive keeping only the best few
-    tracker = tracking.worker_tracker(config, worker.rank, worker.run_cfg)  # rank 0 logs, other ranks get a no-op
+    # Rank 0 logs, other ranks get a no-op.
+    tracker = tracking.worker_tracker(config, worker.rank, worker.run_cfg, resumed_from=start_epoch)
     started, elapsed = time.perf_counter(), 0.0
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         maybe_fault(worker.fault, epoch, worker.rank, worker.run_dir, _say)
