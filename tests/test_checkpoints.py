@@ -156,6 +156,13 @@ def test_resume_goes_on_from_the_newest_intact_checkpoint(ray_local, small_parqu
     assert "checkpoint_0002" in said and checkpoint.WEIGHTS in said and "checkpoint_0001" in said, said
     assert result.latest_metrics["epoch"] == 3 and result.latest_metrics["resumed_from_epoch"] == 1
     assert checkpoint.load(result.latest_checkpoint).epoch == 3
+    # The damaged folder it went back past is gone once the resumed run has finished (removed by the run,
+    # unless Ray's own keep-the-best-two removed it first).
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint_0002"))
+    folders = [
+        n for n in os.listdir(run_dir) if n.startswith("checkpoint_") and os.path.isdir(os.path.join(run_dir, n))
+    ]
+    assert folders and all(checkpoint.problem(os.path.join(run_dir, n)) is None for n in folders), folders
 
     # Nothing left to train is said, and changes nothing.
     config_before = open(os.path.join(run_dir, "run_config.json")).read()
@@ -208,3 +215,13 @@ def test_a_metrics_rewrite_stopped_at_any_write_leaves_a_whole_checkpoint(saved,
     checkpoint.write_json(ckpt, checkpoint.METRICS, {**old, "digit_accuracy": 0.25})  # and the next rewrite works
     assert checkpoint.load(ckpt).metrics["digit_accuracy"] == 0.25
     assert "pending" not in json.dumps(storage.read_json(os.path.join(ckpt, checkpoint.MANIFEST)))
+
+
+def test_remove_damaged_deletes_only_the_checkpoints_that_fail_verification(saved, tmp_path):
+    run_dir = tmp_path / "run"
+    for name in ("checkpoint_0001", "checkpoint_0002", "checkpoint_0003"):
+        shutil.copytree(saved, run_dir / name)
+    _damage(str(run_dir / "checkpoint_0002" / checkpoint.WEIGHTS), "truncated")
+    os.remove(run_dir / "checkpoint_0003" / checkpoint.CONFIG)  # a copy a killed writer never finished
+    assert checkpoint.remove_damaged(str(run_dir)) == ["checkpoint_0003", "checkpoint_0002"]
+    assert sorted(os.listdir(run_dir)) == ["checkpoint_0001"]

@@ -307,6 +307,20 @@ def newest_intact(run_dir: str) -> ResumePoint | None:
     )
 
 
+def remove_damaged(run_dir: str) -> list[str]:
+    """Delete the checkpoint folders of ``run_dir`` that fail verification (left by a killed writer,
+    or damaged since); returns their names. Only for a run no one else writes (its lease held)."""
+    removed = []
+    for name in _checkpoint_dirs(run_dir):
+        uri = storage.join(run_dir, name)
+        with local_copy(uri) as directory:
+            damaged = problem(directory) is not None
+        if damaged:
+            storage.delete_tree(uri)
+            removed.append(name)
+    return removed
+
+
 def best_intact(run_dir: str, metric: str) -> str:
     """The intact checkpoint of the run at ``run_dir`` with the lowest ``metric`` in its metrics.json."""
     scored = []

@@ -190,6 +190,15 @@ def _train_rows(datasets: dict[str, Any], run_cfg: RunConfig, data_uri: str) -> 
     return n_train
 
 
+def _remove_damaged(run_dir: str) -> None:
+    """After a resumed run: the damaged checkpoints it went back past can never be used."""
+    from vae.checkpoint import remove_damaged
+
+    removed = remove_damaged(run_dir)
+    if removed:
+        print(f"removed damaged checkpoint folders of {run_dir}: {', '.join(removed)}", flush=True)
+
+
 def _run_trainer(trainer, run_dir: str):
     """``trainer.fit()``, its failures as a :class:`TrainingError` naming the run."""
     import ray.train
@@ -238,6 +247,8 @@ def fit(
             run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault
         )
         result = _run_trainer(trainer, run_dir)
+        if resume:
+            _remove_damaged(run_dir)
     best, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1][ranking.metric])
     return FitResult(
         run_dir=run_dir,
