@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
@@ -40,6 +41,10 @@ N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is thi
 # The largest value each config number may take (a key absent here: DEFAULT_MAX). Beyond them a run
 # could only exhaust memory or time; a tuple's bound holds for each of its numbers.
 DEFAULT_MAX = 1e9
+# A speaker's name in {digit}_{speaker}_{take}.wav: letters, digits and hyphens (not first), at most 64,
+# safe as a path segment and in HTML as it is.
+SPEAKER = r"[A-Za-z0-9][A-Za-z0-9-]{0,63}"
+
 UPPER_BOUNDS: dict[str, float] = {
     "FeatureConfig.sample_rate": 192_000,
     "FeatureConfig.n_fft": 16_384,
@@ -185,6 +190,9 @@ class ModelConfig:
     # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the model's
     # FLOPs at 1.0 (speed and quality of both: "Training speed" in the README).
     decoder_width: float = 0.5
+    # The decoder also predicts each frame's f0 and whether it is voiced (trained on the dataset's pYIN
+    # track), and decoding draws those harmonics into its spectrogram (vae/harmonics.py).
+    pitch: bool = False
 
     def validate(self) -> ModelConfig:
         _within_bounds(self)
@@ -275,11 +283,20 @@ class LossConfig:
     # The KL term's weight rises linearly from 1/(warm-up + 1) to 1 over the first this-many
     # epochs (0: full weight from the start).
     kl_warmup_epochs: int = 0
+    # Weight of the pitch term of a model with ModelConfig.pitch: per clip, the voicing's cross-entropy
+    # plus the squared log2-f0 error in tenths of an octave on voiced frames, summed over frames.
+    pitch_weight: float = 1.0
+    # Score the reconstruction with each clip's own harmonics (its f0 track) drawn into the decoder's
+    # output, as decoding draws the predicted ones: the decoder learns the envelope they sit on
+    # instead of their average (vae/harmonics.py). Needs ModelConfig.pitch.
+    through_harmonics: bool = False
 
     def validate(self) -> LossConfig:
         _within_bounds(self)
         _choice(self, "reconstruction", RECONSTRUCTION_KINDS)
         _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale")
+        if not self.pitch_weight >= 0:
+            raise ConfigError(f"LossConfig.pitch_weight={self.pitch_weight} must be >= 0")
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"LossConfig.kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
         return self
@@ -320,6 +337,9 @@ class TrainConfig:
     # Ray placement of the workers: "PACK" fills a node first, "SPREAD" puts them on different nodes.
     placement_strategy: str = "PACK"
     seed: int = 0
+    # A speaker none of whose clips train or validate the model (leave-one-speaker-out): evaluation
+    # scores its reconstructions as a voice never heard. "": every speaker trains.
+    held_out_speaker: str = ""
     # XLA-compile the train/eval steps where the strategy allows it (one worker): see
     # vae.models.DistributedSteps. Off by default: slower than the plain step on CPU
     # (benchmarks/train_throughput.py); try it on GPUs.
@@ -339,6 +359,10 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         _within_bounds(self)
+        if self.held_out_speaker and not re.fullmatch(SPEAKER, self.held_out_speaker):
+            raise ConfigError(
+                f"TrainConfig.held_out_speaker={self.held_out_speaker!r} is not a speaker name (letters, digits, hyphens)"
+            )
         _positive(
             self,
             "epochs",
@@ -437,6 +461,10 @@ class RunConfig:
         self.loss.validate()
         self.train.validate()
         self.sampling.validate()
+        if self.loss.through_harmonics and not self.model.pitch:
+            raise ConfigError(
+                "LossConfig.through_harmonics needs ModelConfig.pitch: the harmonics drawn are the pitch's"
+            )
         return self
 
 

@@ -48,7 +48,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vae import compat, storage
-from vae.config import N_DIGITS, ConfigError, FeatureConfig, from_json, to_dict, to_json
+from vae.config import N_DIGITS, SPEAKER, ConfigError, FeatureConfig, from_json, to_dict, to_json
 from vae.errors import UserError
 from vae.features import (
     AudioError,
@@ -58,6 +58,7 @@ from vae.features import (
     waveform_to_spectrogram,
     waveforms_to_spectrograms,
 )
+from vae.harmonics import pitch_track
 from vae.parts import REJECTED_DIR, SUMMARY_FILE, part_files, part_rows
 from vae.raysetup import cluster_cpus
 
@@ -65,9 +66,7 @@ FEATURES_KEY = "fsdd_vae.features"
 SPLITS = ("train", "test")
 # FSDD's official split: takes 0-4 of every speaker and digit are the test set.
 FIRST_TRAIN_TAKE = 5
-# {digit}_{speaker}_{take}.wav; a speaker is letters, digits and hyphens (not first), at most 64:
-# safe as a path segment and in HTML as it is.
-_NAME = re.compile(r"(\d)_([A-Za-z0-9][A-Za-z0-9-]{0,63})_(\d+)\.wav", re.IGNORECASE)
+_NAME = re.compile(rf"(\d)_({SPEAKER})_(\d+)\.wav", re.IGNORECASE)
 # Clips per input block of the pipeline: small enough that work spreads over the
 # cluster and progress moves, large enough that per-task overhead stays negligible.
 _CLIPS_PER_BLOCK = 64
@@ -121,6 +120,7 @@ def clip_schema(cfg: FeatureConfig) -> pa.Schema:
             ("take", pa.int64()),
             ("split", pa.string()),
             ("spectrogram", pa.fixed_shape_tensor(pa.float32(), list(cfg.shape))),
+            ("f0", pa.fixed_shape_tensor(pa.float32(), [cfg.n_frames])),
             ("source", pa.string()),
             ("source_sample_rate", pa.int64()),
             ("duration_s", pa.float64()),
@@ -137,13 +137,13 @@ REJECTED_SCHEMA = pa.schema([("source", pa.string()), ("reason", pa.string())])
 def clips_table(rows: Sequence[dict[str, Any]], cfg: FeatureConfig) -> pa.Table:
     """Rows from :func:`extract_clip` as an Arrow table in :func:`clip_schema`."""
     schema = clip_schema(cfg)
-    spec = np.empty((len(rows), *cfg.shape), dtype=np.float32)
-    for i, r in enumerate(rows):
-        spec[i] = r["spectrogram"]
     arrays = []
     for f in schema:
-        if f.name == "spectrogram":
-            storage_array = pa.FixedShapeTensorArray.from_numpy_ndarray(spec).storage
+        if isinstance(f.type, pa.FixedShapeTensorType):
+            values = np.empty((len(rows), *f.type.shape), dtype=np.float32)
+            for i, r in enumerate(rows):
+                values[i] = r[f.name]
+            storage_array = pa.FixedShapeTensorArray.from_numpy_ndarray(values).storage
             arrays.append(pa.ExtensionArray.from_storage(f.type, storage_array))
         else:
             arrays.append(pa.array([r[f.name] for r in rows], type=f.type))
@@ -158,13 +158,16 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
     labels = parse_name(source)
     clip = decode_audio(data, cfg)
     check_duration(clip.duration_s, cfg)
-    return _row(source, labels, clip, *waveform_to_spectrogram(clip.waveform, cfg))
+    return _row(source, labels, clip, cfg, *waveform_to_spectrogram(clip.waveform, cfg))
 
 
-def _row(source: str, labels: Labels, clip: Clip, spec: np.ndarray, db_min: float, db_max: float) -> dict[str, Any]:
+def _row(
+    source: str, labels: Labels, clip: Clip, cfg: FeatureConfig, spec: np.ndarray, db_min: float, db_max: float
+) -> dict[str, Any]:
     return dict(
         vars(labels),
         spectrogram=spec,
+        f0=pitch_track(clip.waveform, cfg),
         source=source,
         source_sample_rate=clip.source_sample_rate,
         duration_s=clip.duration_s,
@@ -247,7 +250,7 @@ def extract_rows(
             outcomes[i] = feature
         else:
             spec, db_min, db_max = feature
-            outcomes[i] = _row(*named[i], clip, spec, db_min, db_max)
+            outcomes[i] = _attempt(_row, *named[i], clip, cfg, spec, db_min, db_max)
 
     rows: list[dict[str, Any]] = []
     for i, (source, _) in enumerate(named):
@@ -709,21 +712,39 @@ def read_split(uri: str, split: str | None, columns: Sequence[str] | None = None
     return ds.select_columns(list(columns)) if columns else ds
 
 
-def _read_file_split(path: str, fs: pafs.FileSystem, split: str | None, columns: list[str] | None) -> pa.Table:
+def _read_file_split(
+    path: str, fs: pafs.FileSystem, split: str | None, columns: list[str] | None, without_speaker: str = ""
+) -> pa.Table:
     import ray.data  # noqa: F401  registers Ray's tensor types with pyarrow, for the spectrogram column
 
-    return pq.read_table(
-        path, filesystem=fs, columns=columns, filters=None if split is None else [("split", "==", split)]
-    )
+    filters = [] if split is None else [("split", "==", split)]
+    if without_speaker:
+        filters.append(("speaker", "!=", without_speaker))
+    return pq.read_table(path, filesystem=fs, columns=columns, filters=filters or None)
 
 
-def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None = None) -> Any:
+def has_column(uri: str, name: str) -> bool:
+    """Whether the dataset at ``uri`` has a column ``name``."""
+    loc, files = parquet_files(uri)
+    return name in pq.read_schema(files[0], filesystem=loc.fs).names
+
+
+def check_columns(uri: str, columns: Sequence[str]) -> None:
+    """Raise ConfigError naming the first of ``columns`` the dataset at ``uri`` lacks."""
+    for name in columns:
+        if not has_column(uri, name):
+            what = " (the pitch tracks a model with ModelConfig.pitch learns)" if name == "f0" else ""
+            raise ConfigError(f"dataset {uri} has no {name!r} column{what}: preprocess its recordings again")
+
+
+def materialize_split(
+    uri: str, split: str | None, columns: Sequence[str] | None = None, without_speaker: str = ""
+) -> Any:
     """One split as a materialised ``ray.data.Dataset``, each Parquet file read (and filtered) by a Ray
     task wherever Ray places it, its rows staying in that node's object store.
 
     The same rows and types as ``read_split(...).materialize()`` (in file order; training sorts by id),
-    which costs 7-11 s of Ray Data start-up per dataset on 2 cores for a read that takes 0.1 s; every
-    training run reads two.
+    without Ray Data's start-up for a read this small. ``without_speaker``: leave that speaker's clips out.
     """
     import ray
     from ray.data import from_arrow_refs
@@ -731,7 +752,7 @@ def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None
     _check_split(split)
     loc, files = parquet_files(uri)
     read = ray.remote(_read_file_split)
-    refs = [read.remote(f, loc.fs, split, list(columns) if columns else None) for f in files]
+    refs = [read.remote(f, loc.fs, split, list(columns) if columns else None, without_speaker) for f in files]
     try:
         return from_arrow_refs(refs)  # type: ignore[arg-type]  # Ray: .remote() and this disagree on ObjectRef's class
     except ray.exceptions.RayTaskError as exc:

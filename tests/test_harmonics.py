@@ -1,0 +1,59 @@
+"""The pitch tracker and the harmonic renderer on signals whose pitch is known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vae.config import FeatureConfig
+from vae.features import magnitude, waveforms_to_spectrograms
+from vae.harmonics import HARMONIC_DEPTH_DB, comb_db, impose_harmonics, pitch_track
+
+
+def _tone(f0: float, cfg: FeatureConfig, seconds: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * cfg.sample_rate)) / cfg.sample_rate
+    return sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 8)).astype(np.float32) * 0.3
+
+
+def test_a_harmonic_tone_is_tracked_at_its_pitch_and_its_end_is_unvoiced():
+    cfg = FeatureConfig()
+    f0 = pitch_track(_tone(150.0, cfg), cfg)
+    assert f0.shape == (cfg.n_frames,)
+    inside = f0[5 : int(0.45 * cfg.sample_rate / cfg.hop_length)]
+    assert np.mean(inside > 0) > 0.9
+    assert np.all(np.abs(1200 * np.log2(inside[inside > 0] / 150.0)) < 30), "within 30 cents"
+    assert np.all(f0[int(0.55 * cfg.sample_rate / cfg.hop_length) :] == 0), "after the clip ends: unvoiced"
+
+
+def test_white_noise_and_silence_are_mostly_unvoiced():
+    cfg = FeatureConfig()
+    noise = np.random.default_rng(0).normal(0, 0.3, cfg.n_samples).astype(np.float32)
+    assert np.mean(pitch_track(noise, cfg) > 0) < 0.2
+    assert not pitch_track(np.zeros(cfg.n_samples, np.float32), cfg).any()
+
+
+def test_the_comb_peaks_at_multiples_of_f0_and_keeps_the_frame_mean():
+    cfg = FeatureConfig()
+    f0 = np.array([0.0, 125.0, 250.0], np.float32)
+    comb = comb_db(f0, cfg, HARMONIC_DEPTH_DB)
+    assert not comb[:, 0].any(), "an unvoiced frame is left as it is"
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    for t in (1, 2):
+        harmonics = (np.arange(1, int(3000 / f0[t])) * f0[t] / bin_hz).round().astype(int)
+        between = ((np.arange(1, int(3000 / f0[t])) + 0.5) * f0[t] / bin_hz).round().astype(int)
+        assert np.all(comb[harmonics, t] > comb[between, t] + 10), "peaks at h f0, valleys half-way"
+        assert abs(comb[:, t].mean()) < 1e-3
+        peaks = [k for k in range(1, cfg.n_bins - 1) if comb[k, t] > comb[k - 1, t] and comb[k, t] >= comb[k + 1, t]]
+        assert np.allclose(np.array(peaks[:5]) * bin_hz / f0[t], np.arange(1, 6), atol=0.15)
+
+
+def test_drawing_the_harmonics_into_a_blurred_tone_brings_its_peaks_back():
+    cfg = FeatureConfig()
+    spec = waveforms_to_spectrograms([_tone(200.0, cfg)], cfg).spec
+    flat = np.repeat(spec.mean(axis=1, keepdims=True), cfg.n_bins, axis=1)  # no harmonics at all
+    f0 = np.where(np.arange(cfg.n_frames) < 55, 200.0, 0.0)[None].astype(np.float32)
+    drawn = impose_harmonics(flat, f0, cfg, HARMONIC_DEPTH_DB)
+    assert drawn.shape == flat.shape and drawn.min() >= 0 and drawn.max() <= 1
+    frame = drawn[0, :, 30]
+    real = magnitude(_tone(200.0, cfg), cfg)[:, 30]
+    assert np.argmax(frame[:10]) == np.argmax(real[:10]) == round(200 / (cfg.sample_rate / cfg.n_fft))
+    assert np.array_equal(drawn[0, :, 60:], flat[0, :, 60:]), "unvoiced frames unchanged"
