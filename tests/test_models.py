@@ -226,8 +226,8 @@ def test_the_steps_choose_the_batch_norm_kernel(fused):
         graph = step.get_concrete_function().graph.as_graph_def()
         return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
 
-    assert ("FusedBatchNormGradV3" in ops(steps.train)) == fused
-    assert "FusedBatchNormV3" not in ops(steps.evaluate)  # inference normalises with the moving statistics
+    assert ("FusedBatchNormGradV3" in ops(steps.train_graph)) == fused
+    assert "FusedBatchNormV3" not in ops(steps.evaluate_graph)  # inference normalises with the moving statistics
 
 
 def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object, object]:

@@ -372,7 +372,14 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
     epoch = _epoch(directory, uri)
     latent_stats, metrics = _read_json(directory, LATENT_STATS, uri, {}), _read_json(directory, METRICS, uri, {})
     # Inference never needs float16: the weights load into a float32 model either way.
-    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, mixed_precision=False)
+    model = build_vae(
+        run_cfg.features.shape,
+        run_cfg.model,
+        run_cfg.prior,
+        run_cfg.loss,
+        mixed_precision=False,
+        features=run_cfg.features,
+    )
     _load_weights(model, directory, uri)
     expost = _read_json(directory, EXPOST, uri, {})
     return LoadedModel(

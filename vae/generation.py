@@ -25,6 +25,7 @@ import numpy as np
 from vae.checkpoint import LoadedModel
 from vae.config import N_DIGITS, SamplingConfig
 from vae.errors import UserError
+from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics
 from vae.vocoder import spectrograms_to_waveforms
 
 
@@ -156,15 +157,37 @@ def _digits_or_none(loaded: LoadedModel, digits, n: int):
     return np.broadcast_to(np.asarray(digits, np.int64), (n,))
 
 
-def decode(loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: int = 64) -> np.ndarray:
+def decode(loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: int = 64, harmonics: bool = True) -> np.ndarray:
     """Spectrograms [n, n_bins, n_frames] in [0, 1]; ``digits`` (one per latent, or one for all)
-    are needed by a conditional model and ignored otherwise."""
+    are needed by a conditional model and ignored otherwise. A model with ``pitch`` draws the
+    harmonics of its predicted f0 in (:func:`render`) unless ``harmonics`` is False (the raw output)."""
     digits = _digits_or_none(loaded, digits, len(z))
     out = [
         loaded.model.decode(z[b], None if digits is None else digits[b], training=False).numpy()
         for b in _batches(len(z), batch_size)
     ]
-    return np.concatenate(out)[..., 0] if out else np.zeros((0, *loaded.run_config.features.shape), np.float32)
+    specs = np.concatenate(out)[..., 0] if out else np.zeros((0, *loaded.run_config.features.shape), np.float32)
+    return render(loaded, specs, z, digits) if harmonics else specs
+
+
+def decode_pitch(loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: int = 64) -> np.ndarray:
+    """f0 in Hz [n, n_frames] that a model with ``pitch`` predicts for latents ``z``; 0 on frames it
+    more likely than not calls unvoiced."""
+    digits = _digits_or_none(loaded, digits, len(z))
+    out = []
+    for b in _batches(len(z), batch_size):
+        f0, voiced = loaded.model.decode_pitch(z[b], None if digits is None else digits[b], training=False)
+        out.append(np.where(voiced.numpy() > 0.5, f0.numpy(), 0.0))
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, loaded.run_config.features.n_frames))
+
+
+def render(loaded: LoadedModel, specs: np.ndarray, z: np.ndarray, digits=None) -> np.ndarray:
+    """The decoder's spectrograms of latents ``z`` with the harmonics of their predicted pitch drawn in
+    (:func:`vae.harmonics.impose_harmonics`); unchanged for a model without ``pitch``."""
+    if not loaded.run_config.model.pitch or len(specs) == 0:
+        return specs
+    feats = loaded.run_config.features
+    return impose_harmonics(specs, decode_pitch(loaded, z, digits), feats, HARMONIC_DEPTH_DB)
 
 
 def sample(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> np.ndarray:

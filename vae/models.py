@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from vae import losses
-from vae.config import N_DIGITS, LossConfig, ModelConfig, PriorConfig
+from vae.config import N_DIGITS, FeatureConfig, LossConfig, ModelConfig, PriorConfig
+from vae.harmonics import HARMONIC_DEPTH_DB, comb_db
 from vae.priors import build_prior
 
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 6.0
@@ -136,6 +137,36 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
     return keras.Model(inputs if cfg.conditional else inputs[0], x, name="decoder")
 
 
+PITCH_REF_HZ = 100.0  # the pitch head predicts log2(f0 / PITCH_REF_HZ)
+PITCH_ERROR_OCTAVES = 0.1  # the f0 error whose squared-error term is 1/2 per voiced frame
+
+
+def build_pitch_decoder(n_frames: int, cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
+    """[z (, one-hot digit)] -> [n_frames, 2]: per frame log2(f0 / PITCH_REF_HZ) and the voicing logit."""
+    dtype = _policy(mixed_precision)
+    inputs = [keras.Input(shape=(cfg.latent_dim,), name="z")]
+    x = inputs[0]
+    if cfg.conditional:
+        inputs.append(_digit_input())
+        x = keras.layers.Concatenate(name="pitch_z_with_digit")(inputs)
+    for i in range(2):
+        x = keras.layers.Dense(256, activation=cfg.activation, name=f"pitch_dense_{i}", dtype=dtype)(x)
+    x = keras.layers.Dense(2 * n_frames, name="pitch_out", dtype="float32")(x)
+    x = keras.layers.Reshape((n_frames, 2), name="pitch_frames", dtype="float32")(x)
+    return keras.Model(inputs if cfg.conditional else inputs[0], x, name="pitch_decoder")
+
+
+def pitch_loss(predicted, f0):
+    """Per clip: the voicing's cross-entropy plus, on voiced frames (f0 > 0), the squared log2-f0 error
+    in units of :data:`PITCH_ERROR_OCTAVES`, halved; summed over frames."""
+    f0 = tf.cast(f0, tf.float32)
+    voiced = tf.cast(f0 > 0, tf.float32)
+    target = tf.math.log(tf.maximum(f0, 1.0) / PITCH_REF_HZ) / math.log(2.0)
+    error = (predicted[..., 0] - target) / PITCH_ERROR_OCTAVES
+    voicing = tf.nn.sigmoid_cross_entropy_with_logits(labels=voiced, logits=predicted[..., 1])
+    return tf.reduce_sum(voicing + 0.5 * voiced * tf.square(error), axis=-1)
+
+
 class Sampling(keras.layers.Layer):
     """z = mu + exp(log_var / 2) * eps, for eps of shape [samples, batch, dim] (drawn here when not given)."""
 
@@ -162,14 +193,18 @@ class VAE(keras.Model):
         loss_cfg: LossConfig | None = None,
         mixed_precision: bool = False,
         seed: int = 0,
+        features: FeatureConfig | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.features = features
         height, width = input_hw
         self.input_hw = (int(height), int(width))
         self.model_cfg, self.prior_cfg, self.loss_cfg = model_cfg, prior_cfg, loss_cfg or LossConfig()
         self.encoder = build_encoder(self.input_hw, model_cfg, mixed_precision)
         self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)
+        if model_cfg.pitch:
+            self.pitch_decoder = build_pitch_decoder(self.input_hw[1], model_cfg, mixed_precision)
         self.prior = build_prior(prior_cfg, model_cfg.latent_dim)
         self.reconstruction = losses.build_reconstruction(self.loss_cfg)
         self.sampling = Sampling(seed, name="sampling")
@@ -183,7 +218,7 @@ class VAE(keras.Model):
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
         eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.latent_dim))
-        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps)
+        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps, f0=tf.zeros((1, self.input_hw[1])))
         self.built = True
         return self
 
@@ -208,22 +243,47 @@ class VAE(keras.Model):
     def decode(self, z, digits=None, training: bool = False):
         return self.decoder(self._with_digits(tf.convert_to_tensor(z), digits), training=training)
 
+    def decode_pitch(self, z, digits=None, training: bool = False):
+        """(f0 in Hz, probability that the frame is voiced), each [batch, n_frames], of a model with ``pitch``."""
+        out = self.pitch_decoder(self._with_digits(tf.convert_to_tensor(z), digits), training=training)
+        return PITCH_REF_HZ * tf.pow(2.0, out[..., 0]), tf.sigmoid(out[..., 1])
+
+    def draw_harmonics(self, x_hat, f0):
+        """``x_hat`` [batch, n_bins, n_frames, 1] with the harmonics of ``f0`` [batch, n_frames] drawn in, as
+        :func:`vae.harmonics.impose_harmonics` draws them (the features' dB width; clipped to [0, 1])."""
+        import tensorflow.experimental.numpy as tnp
+
+        if self.features is None or f0 is None:
+            raise ValueError("drawing harmonics needs the model's FeatureConfig and the clips' f0 tracks")
+        width = self.features.db_ceiling - self.features.db_floor
+        offsets = comb_db(tf.cast(f0, tf.float32), self.features, HARMONIC_DEPTH_DB, xp=tnp) / width
+        return tf.clip_by_value(tf.cast(x_hat, tf.float32) + offsets[..., None], 0.0, 1.0)
+
     def call(self, x, digits=None, training: bool = False):
         """Deterministic reconstruction through the posterior mean."""
         mu, _ = self.encode(x, digits, training=training)
         return self.decode(mu, digits, training=training)
 
     def per_example_losses(
-        self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0
+        self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0, f0=None
     ) -> dict[str, tf.Tensor]:
-        """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None.
+        """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None;
+        f0: [batch, n_frames] pitch tracks in Hz (0: unvoiced), which a model with ``pitch`` needs.
 
-        loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it)."""
+        loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it); a
+        model with ``pitch`` reconstructs the track too, its :func:`pitch_loss` weighted into ``recon``."""
         x = self._as_image(x)
         mu, log_var = self.encode(x, digits, training=training)
         z = self.sampling(mu, log_var, eps, samples=self.loss_cfg.kl_samples)
         x_hat = self.decode(z[0], digits, training=training)
+        if self.loss_cfg.through_harmonics:
+            x_hat = self.draw_harmonics(x_hat, f0)
         recon = self.reconstruction(x, x_hat)
+        if self.model_cfg.pitch:
+            if f0 is None:
+                raise ValueError("a model with ModelConfig.pitch needs the pitch track (f0) of every clip")
+            predicted = self.pitch_decoder(self._with_digits(z[0], digits), training=training)
+            recon = recon + self.loss_cfg.pitch_weight * pitch_loss(predicted, f0)
         kl = self.prior.kl(mu, log_var, z, digits)
         return {"loss": recon + kl_weight * kl, "recon": recon, "kl": kl, "recon_mse": losses.per_example_mse(x, x_hat)}
 
@@ -280,21 +340,33 @@ class DistributedSteps:
         digits = tf.TensorSpec([None], tf.int32)
         eps = tf.TensorSpec([model.loss_cfg.kl_samples, None, model.model_cfg.latent_dim], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
-        self.train = tf.function(self._train, input_signature=[x, digits, eps, scalar], jit_compile=jit)
-        self.evaluate = tf.function(self._evaluate, input_signature=[x, digits, eps], jit_compile=jit)
+        f0 = tf.TensorSpec([None, w], tf.float32)
+        self.train_graph = tf.function(self._train, input_signature=[x, digits, eps, scalar, f0], jit_compile=jit)
+        self.evaluate_graph = tf.function(self._evaluate, input_signature=[x, digits, eps, f0], jit_compile=jit)
         self.encode = tf.function(self._encode, input_signature=[x, digits], jit_compile=jit)
         self.all_reduce = tf.function(self._all_reduce)
+
+    def _f0(self, x, f0):
+        return np.zeros((len(x), self.model.input_hw[1]), np.float32) if f0 is None else f0
+
+    def train(self, x, digits, eps, kl_weight, f0=None):
+        """One step on a batch (``f0``: its pitch tracks, for a model with ``pitch``): (term sums, gradient norm)."""
+        return self.train_graph(x, digits, eps, kl_weight, self._f0(x, f0))
+
+    def evaluate(self, x, digits, eps, f0=None):
+        """Term sums of a batch, without training."""
+        return self.evaluate_graph(x, digits, eps, self._f0(x, f0))
 
     @staticmethod
     def _sums(terms):
         return tf.stack([tf.reduce_sum(terms[key]) for key in TERMS])
 
-    def _train(self, x, digits, eps, kl_weight):
+    def _train(self, x, digits, eps, kl_weight, f0):
         model, optimizer = self.model, self.optimizer
 
-        def replica_step(x, digits, eps, kl_weight):
+        def replica_step(x, digits, eps, kl_weight, f0):
             with tf.GradientTape() as tape:
-                terms = model.per_example_losses(x, digits, eps, training=True, kl_weight=kl_weight)
+                terms = model.per_example_losses(x, digits, eps, training=True, kl_weight=kl_weight, f0=f0)
                 loss = tf.reduce_sum(terms["loss"]) / self.global_batch
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
@@ -302,7 +374,7 @@ class DistributedSteps:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return self._sums(terms), norm
 
-        per_replica = self.strategy.run(replica_step, args=(x, digits, eps, kl_weight))
+        per_replica = self.strategy.run(replica_step, args=(x, digits, eps, kl_weight, f0))
         return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], per_replica)
 
     def _clip(self, grads, loss_scale):
@@ -320,8 +392,8 @@ class DistributedSteps:
         factor = tf.minimum(1.0, self.clip_norm / norm) / replicas
         return [_scaled(g, factor) for g in total], norm
 
-    def _evaluate(self, x, digits, eps):
-        return self._sums(self.model.per_example_losses(x, digits, eps, training=False))
+    def _evaluate(self, x, digits, eps, f0):
+        return self._sums(self.model.per_example_losses(x, digits, eps, training=False, f0=f0))
 
     def _encode(self, x, digits):
         return self.model.encode(x, digits, training=False)[0]
@@ -346,9 +418,18 @@ def build_vae(
     loss_cfg: LossConfig | None = None,
     mixed_precision: bool = False,
     seed: int = 0,
+    features: FeatureConfig | None = None,
 ) -> VAE:
+    """The VAE, every variable created. ``features`` (the data's) are needed by a loss ``through_harmonics``."""
     return VAE(
-        tuple(input_hw), model_cfg, prior_cfg, loss_cfg, mixed_precision=mixed_precision, seed=seed, name="vae"
+        tuple(input_hw),
+        model_cfg,
+        prior_cfg,
+        loss_cfg,
+        mixed_precision=mixed_precision,
+        seed=seed,
+        features=features,
+        name="vae",
     ).build_all()
 
 

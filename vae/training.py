@@ -149,11 +149,19 @@ def check_resume(run_dir: str, epochs: int) -> None:
         )
 
 
-def load_datasets(data_uri: str) -> dict[str, Any]:
-    """The train and validation (``test`` split) Ray Datasets of a Parquet dataset, materialised once."""
-    from vae.dataset import materialize_split
+def load_datasets(data_uri: str, run_cfg: RunConfig | None = None) -> dict[str, Any]:
+    """The train and validation (``test`` split) Ray Datasets of a Parquet dataset, materialised once,
+    with its pitch tracks when it has them (a model with ``pitch`` needs them), without ``run_cfg``'s
+    held-out speaker."""
+    from vae.dataset import check_columns, has_column, materialize_split
 
-    return {TRAIN: materialize_split(data_uri, "train", COLUMNS), VAL: materialize_split(data_uri, "test", COLUMNS)}
+    pitch = run_cfg is not None and run_cfg.model.pitch
+    columns = COLUMNS + (["f0"] if pitch or has_column(data_uri, "f0") else [])
+    check_columns(data_uri, columns)
+    held_out = run_cfg.train.held_out_speaker if run_cfg else ""
+    return {
+        split: materialize_split(data_uri, name, columns, held_out) for split, name in ((TRAIN, "train"), (VAL, "test"))
+    }
 
 
 def prepare_run(
@@ -241,7 +249,7 @@ def fit(
     run_dir = check_run(storage_uri, name, resume)
     with RunLock(run_dir, what="training run"):
         run_cfg = prepare_run(run_cfg, data_uri, storage_uri, name, resume, fault)
-        datasets = datasets or load_datasets(data_uri)
+        datasets = datasets or load_datasets(data_uri, run_cfg)
         n_train = _train_rows(datasets, run_cfg, data_uri)
         trainer = build_trainer(
             run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault

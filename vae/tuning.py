@@ -194,7 +194,7 @@ def run_sweep(
     from vae.training import load_datasets
 
     # Read once here: inside a trial, Ray Data would be confined to the trial's placement group.
-    datasets = load_datasets(data_uri)
+    datasets = load_datasets(data_uri, base)
     with RunLock(exp_uri, what="sweep"):
         if sweep is None:
             sweep = _record_sweep(space, data_uri, exp_uri, recogniser_uri, base, settings)

@@ -179,6 +179,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
             run_cfg.loss,
             mixed_precision=tcfg.mixed_precision,
             seed=tcfg.seed,
+            features=run_cfg.features,
         )
         optimizer = make_optimizer(tcfg)
         optimizer.build(model.trainable_variables)
@@ -273,7 +274,9 @@ def train_epoch(
     order = epoch_order(shard_rows(data), steps_per_epoch, tcfg.batch_size, tcfg.seed, epoch, rank)
     for batch in batches(data, tcfg.batch_size, order):
         eps = example_noise(batch["id"], epoch, tcfg.seed, run_cfg.loss.kl_samples, dim)
-        step_sums, norm = steps.train(batch["spectrogram"], batch["digit"].astype(np.int32), eps, kl_weight)
+        step_sums, norm = steps.train(
+            batch["spectrogram"], batch["digit"].astype(np.int32), eps, kl_weight, batch.get("f0")
+        )
         sums += step_sums.numpy()
         norms.append(float(norm))
         if progress and rank == 0 and len(norms) % 20 == 0:
@@ -306,7 +309,7 @@ def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
     sums = np.zeros(len(TERMS))
     for batch in batches(data, tcfg.batch_size):
         eps = example_noise(batch["id"], 0, tcfg.seed, run_cfg.loss.kl_samples, run_cfg.model.latent_dim)
-        sums += steps.evaluate(batch["spectrogram"], batch["digit"].astype(np.int32), eps).numpy()
+        sums += steps.evaluate(batch["spectrogram"], batch["digit"].astype(np.int32), eps, batch.get("f0")).numpy()
     return {"sums": sums, "count": np.array([shard_rows(data)])}
 
 

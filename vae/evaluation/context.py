@@ -22,7 +22,7 @@ from vae.evaluation import audio
 from vae.evaluation.recogniser import Heard, Recogniser
 from vae.features import AudioError, decode_audio, fit_length
 
-TEST_COLUMNS = ["id", "digit", "spectrogram", "source", "db_min", "db_max"]
+TEST_COLUMNS = ["id", "digit", "speaker", "spectrogram", "source", "db_min", "db_max"]
 # Waveform sets the recogniser can be asked about: Context attributes of (N, n_samples) audio.
 AUDIO = ("originals", "floor", "reconstructions", "generated", "unconditional")
 
@@ -81,11 +81,13 @@ class Context:
 
     @cached_property
     def recon_specs(self) -> np.ndarray:
-        return generation.decode(self.loaded, self.latents, self.digits)
+        """The decoder's raw output for the test clips (as training scores it)."""
+        return generation.decode(self.loaded, self.latents, self.digits, harmonics=False)
 
     @cached_property
     def reconstructions(self) -> np.ndarray:
-        return audio.resynthesise(self.recon_specs, self.features, *self.ranges, label="reconstructions, griffin-lim")
+        specs = generation.render(self.loaded, self.recon_specs, self.latents, self.digits)
+        return audio.resynthesise(specs, self.features, *self.ranges, label="reconstructions, griffin-lim")
 
     @cached_property
     def floor(self) -> np.ndarray:

@@ -1,0 +1,72 @@
+"""A model that learns the voice's pitch, and leave-one-speaker-out training, on a real local Ray with the
+tiny model and the real small Parquet dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from vae import checkpoint, generation
+from vae.config import ConfigError, EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
+from vae.dataset import check_columns, load_split_numpy, parquet_files, parse_name
+from vae.evaluation.run import evaluate_run
+from vae.training import fit, load_datasets
+from vae.worker import TRAIN, VAL
+
+HELD_OUT = "theo"
+
+
+def _speakers(ds) -> set[str]:
+    return {parse_name(f"{i}.wav").speaker for i in ds.to_pandas()["id"]}
+
+
+@pytest.fixture(scope="module")
+def pitch_run(ray_local, small_parquet, tmp_path_factory):
+    cfg = RunConfig(
+        model=preset(ModelConfig, "tiny", pitch=True, conditional=True),
+        prior=PriorConfig(kind="normal"),
+        train=TrainConfig(epochs=2, batch_size=16, num_workers=1, max_failures=0, held_out_speaker=HELD_OUT),
+    )
+    return fit(cfg, small_parquet, str(tmp_path_factory.mktemp("runs")), "pitch")
+
+
+def test_the_dataset_carries_a_pitch_track_per_frame(small_parquet):
+    test = load_split_numpy(small_parquet, "test", ["f0", "spectrogram"])
+    assert test["f0"].shape == (len(test["spectrogram"]), test["spectrogram"].shape[2])
+    voiced = test["f0"][test["f0"] > 0]
+    assert 0.15 < len(voiced) / test["f0"].size < 0.8 and 60 <= voiced.min() and voiced.max() <= 400
+
+
+def test_a_held_out_speaker_never_trains_or_validates(ray_local, small_parquet):
+    everyone = load_datasets(small_parquet)
+    held_out = load_datasets(small_parquet, RunConfig(train=TrainConfig(held_out_speaker=HELD_OUT)))
+    for split in (TRAIN, VAL):
+        assert HELD_OUT in _speakers(everyone[split])
+        assert _speakers(held_out[split]) == _speakers(everyone[split]) - {HELD_OUT}
+        assert held_out[split].count() == everyone[split].count() * 4 // 5
+
+
+def test_a_pitch_model_trains_generates_with_harmonics_and_scores_the_held_out_voice(pitch_run, small_parquet):
+    loaded = checkpoint.load(pitch_run.best_checkpoint)
+    assert loaded.run_config.model.pitch and loaded.run_config.train.held_out_speaker == HELD_OUT
+    z = np.zeros((3, loaded.run_config.model.latent_dim), np.float32)
+    f0 = generation.decode_pitch(loaded, z, [1, 2, 3])
+    assert f0.shape == (3, loaded.run_config.features.n_frames) and np.all((f0 == 0) | (f0 > 10))
+    raw = generation.decode(loaded, z, [1, 2, 3], harmonics=False)
+    drawn = generation.render(loaded, raw, z, [1, 2, 3])
+    assert np.array_equal(drawn[:, :, f0[0] == 0][0], raw[:, :, f0[0] == 0][0])
+
+    metrics = evaluate_run(loaded, small_parquet, config=EvalConfig(n_per_digit=1, n_unconditional=4))
+    assert metrics["held_out_speaker"] == HELD_OUT and metrics["held_out_clips"] == 20
+    assert metrics["held_out_lsd_db"] > metrics["held_out_lsd_db_floor"] > 0
+    assert 0 <= metrics["held_out_voicing"] <= 1 and 0 <= metrics["held_out_voicing_floor"] <= 1
+    assert 1 <= metrics["held_out_pesq_nb_floor"] <= 4.6
+
+
+def test_a_pitch_model_on_a_dataset_without_pitch_tracks_is_refused_by_name(small_parquet, tmp_path):
+    loc, files = parquet_files(small_parquet)
+    table = pq.read_table(files[0], filesystem=loc.fs).drop_columns(["f0"])
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    with pytest.raises(ConfigError, match="no 'f0' column.*preprocess"):
+        check_columns(str(tmp_path), ["spectrogram", "f0"])
