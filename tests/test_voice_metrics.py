@@ -1,9 +1,10 @@
 """The voice metrics: pYIN's voiced share of a tone and of noise, PESQ of a real clip against itself and a noisy
-copy, without TensorFlow."""
+copy, without TensorFlow; and the voice evaluator's every value on an untrained tiny checkpoint (no Ray)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ import pytest
 
 from vae.config import ConfigError, EvalConfig, FeatureConfig
 from vae.evaluation import metrics
+from vae.evaluation.evaluators import REFERENCES
+from vae.evaluation.evaluators.voice import spread
 from vae.features import resample
 
 CFG = FeatureConfig()
@@ -89,3 +92,56 @@ def test_voicing_clips_is_a_bounded_positive_count():
         EvalConfig(voicing_clips=0).validate()
     with pytest.raises(ConfigError, match="voicing_clips=20000 is over its bound"):
         EvalConfig(voicing_clips=20_000).validate()
+
+
+def test_subsets_are_spread_evenly_over_the_set():
+    assert spread(300, 60).tolist() == list(range(0, 300, 5))  # 6 of each digit's 30 samples
+    assert spread(5, 60).tolist() == [0, 1, 2, 3, 4]
+    assert spread(7, 3).tolist() == [0, 2, 4]
+
+
+# --------------------------------------------------------------------------- the evaluators
+
+
+@pytest.fixture(scope="module")
+def context(fsdd_dir, tmp_path_factory):
+    """A Context of an untrained tiny checkpoint whose test split is 10 real clips (one per digit), made in
+    this process as jobs.preprocess makes rows (no Ray); its WAV folder holds two of them."""
+    from tiny_checkpoint import make_checkpoint
+
+    from vae import checkpoint
+    from vae.dataset import extract_clip
+    from vae.evaluation.context import TEST_COLUMNS, Context
+
+    folder = make_checkpoint(tmp_path_factory.mktemp("ckpt"), fsdd_dir, digits=tuple(range(10)))
+    wavs = tmp_path_factory.mktemp("wavs")
+    paths = [fsdd_dir / f"{d}_george_0.wav" for d in range(10)]
+    for path in paths[:2]:
+        shutil.copy(path, wavs / path.name)
+    rows = [extract_clip(str(p), p.read_bytes(), CFG) for p in paths]
+    config = EvalConfig(n_per_digit=2, voicing_clips=6).validate()
+    ctx = Context(checkpoint.load(folder), None, config, wavs_uri=str(wavs))
+    ctx.__dict__["test"] = {k: np.array([r[k] for r in rows]) for k in TEST_COLUMNS}  # what Context.test caches
+    return ctx
+
+
+def test_the_voice_evaluator_yields_every_value(context):
+    from vae.evaluation.evaluators import voice
+
+    m = voice.evaluate(context)
+    assert (m["voice_clips"], m["voicing_samples_clips"]) == (6, 6)
+    for name in voice.METRICS:  # every headline metric, with the floor the report shows beside it
+        assert name in m and f"{REFERENCES.get(name, name)}_floor" in m, name
+    for name in ("voicing_recon", "voicing_samples", "voicing_real", "voicing_floor"):
+        assert 0 <= m[name] <= 1, (name, m[name])
+    assert m["voicing_real"] > 0.5 and m["voicing_floor"] > 0.5  # george's clips are voiced, through Griffin-Lim too
+    assert m["pesq_nb_skipped"] + m["pesq_nb_floor_skipped"] == 0
+    assert 1 <= m["pesq_nb"] < m["pesq_nb_floor"] <= 4.6  # an untrained model sounds worse than the vocoder alone
+
+
+def test_the_unseen_voices_evaluator_adds_pesq(context):
+    from vae.evaluation.evaluators import unseen_voices
+
+    m = unseen_voices.evaluate(context)
+    assert m["wavs_clips"] == 2 and m["pesq_nb_wavs_skipped"] == m["pesq_nb_wavs_floor_skipped"] == 0
+    assert 1 <= m["pesq_nb_wavs"] < m["pesq_nb_wavs_floor"] <= 4.6
