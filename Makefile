@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-fast lint docs install lock clean
 
 # Every install is the lock's: the same versions, checked by hash, today and next month.
+# pesq has no wheel: pip checks its sdist's hash and builds it (a C compiler is needed) in an isolated
+# environment, whose build requirements (pesq's setup_requires: setuptools, Cython, numpy, pytest-runner)
+# come from the index at their newest versions, not hash-checked: pip checks no build dependency.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock

@@ -84,9 +84,14 @@ def _main(args: argparse.Namespace) -> int:
     m = result.metrics
     se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
     accuracy = f"{m['digit_accuracy']:.3f}" if "digit_accuracy" in m else None
+    rounded = (("voicing_samples", 2), ("voicing_real", 2), ("voicing_floor", 2), ("pesq_nb", 1), ("pesq_nb_floor", 1))
+    # None where not measured (for PESQ, also where it could score no clip)
+    voice = {k: None if m.get(k) is None else f"{m[k]:.{digits}f}" for k, digits in rounded}
     print(
         f"digit accuracy of generated digits {accuracy}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
-        f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB)"
+        f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB), "
+        f"voicing of samples {voice['voicing_samples']} (real {voice['voicing_real']}, floor {voice['voicing_floor']}), "
+        f"reconstruction PESQ {voice['pesq_nb']} (floor {voice['pesq_nb_floor']})"
     )
     print(f"demo finished in {summary['wall_s'] / 60:.1f} min; best checkpoint {result.best_checkpoint}")
     print(f"report: {result.report}")

@@ -69,6 +69,11 @@ def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
     # The vocoder floor is what real clips keep through Griffin-Lim: better than an untrained model.
     assert saved["digit_accuracy_floor"] >= 0.9 and saved["recon_lsd_db_floor"] < saved["recon_lsd_db"]
     assert 0 <= saved["component_purity"] <= 1
+    # The voice metrics, on voicing_clips (60) of the 100 test clips and of the 30 samples.
+    assert (saved["voice_clips"], saved["voicing_samples_clips"]) == (60, 30)
+    for name in ("voicing_recon", "voicing_samples", "voicing_real", "voicing_floor"):
+        assert 0 <= saved[name] <= 1, name
+    assert 1 <= saved["pesq_nb"] < saved["pesq_nb_floor"] <= 4.6
     assert saved["checkpoint"] == evaluation.checkpoint and saved["epoch"] == 2
 
 
@@ -103,7 +108,14 @@ def test_report_contains_every_image_and_audio_it_references(report_dir, evaluat
         "digit_accuracy",
     ):
         assert f"plots/{plot}.png" in images, plot
-    for name in ("Mixture components", "t-SNE", "Training curves", "vocoder floor"):
+    for name in (
+        "Mixture components",
+        "t-SNE",
+        "Training curves",
+        "vocoder floor",
+        "voicing_samples",
+        "Voicing and PESQ",
+    ):
         assert name in html, name
     # Everything in the folder is referenced (no stray files), and every file is what it says.
     assert _files(report_dir) == set(refs) | {"index.html", METRICS_FILE}
@@ -196,6 +208,7 @@ def test_evaluate_job_with_unseen_voices_prints_json_last(
     for name in HEADLINE:
         assert last[name] == pytest.approx(saved[name])
     assert saved["wavs_clips"] == 2 and saved["recon_lsd_db_wavs"] > saved["recon_lsd_db_wavs_floor"] > 0
+    assert saved["pesq_nb_wavs"] < saved["pesq_nb_wavs_floor"]
     assert any("broken.wav" in note for note in saved["notes"])
     assert broken_links(str(out)) == []
 

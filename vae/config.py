@@ -81,6 +81,7 @@ UPPER_BOUNDS: dict[str, float] = {
     "EvalConfig.unconditional_draws": 100,
     "EvalConfig.n_report_per_digit": 100,
     "EvalConfig.tsne_perplexity": 1_000,
+    "EvalConfig.voicing_clips": 10_000,
 }
 
 
@@ -549,12 +550,16 @@ class EvalConfig:
     n_report_per_digit: int = 3  # real / reconstructed / generated clips shown per digit in the report
     tsne_perplexity: float = 30.0
     seed: int = 0
+    # Clips of each set the voice metrics (voicing, pesq_nb) score, spread evenly over it: pYIN takes
+    # ~50 ms a clip, on four sets (reconstructions, samples, real clips, vocoder floor).
+    voicing_clips: int = 60
 
     def validate(self) -> EvalConfig:
         _within_bounds(self)
         _positive(
-            self, "n_per_digit", "n_unconditional", "unconditional_draws", "n_report_per_digit", "tsne_perplexity"
-        )
+            self, "n_per_digit", "n_unconditional", "unconditional_draws", "n_report_per_digit", "tsne_perplexity",
+            "voicing_clips",
+        )  # fmt: skip
         return self
 
 

@@ -133,6 +133,12 @@ class PipelineResult:
             "recon_lsd_db",
             "recon_lsd_db_floor",
             "recon_mse",
+            "voicing_samples",
+            "voicing_recon",
+            "voicing_real",
+            "voicing_floor",
+            "pesq_nb",
+            "pesq_nb_floor",
         )
         return {
             "features": self.features,

@@ -12,7 +12,10 @@ It returns a flat dict of numbers, the union of what every evaluator
 - ``<metric>_floor``: the same metric for the real test clips passed through the
   features and Griffin-Lim alone (no model): the best any model can score here;
 - ``digit_accuracy_real``, ``inception_score_real``: the untouched test clips;
-- ``recon_lsd_db_wavs`` (+ floor), when a folder of other WAVs (unseen voices) is given;
+- ``voicing_recon``, ``voicing_samples`` (pYIN's voiced share of the loud frames) with ``voicing_real`` and
+  ``voicing_floor``; ``pesq_nb`` (narrow-band PESQ of the reconstructions) with ``pesq_nb_floor``, each on at most
+  ``EvalConfig.voicing_clips`` clips of a set;
+- ``recon_lsd_db_wavs`` and ``pesq_nb_wavs`` (+ floors), when a folder of other WAVs (unseen voices) is given;
 - ``component_purity`` for a prior with components (mixture, tied): share of test clips whose component's
   majority digit is their own.
 """

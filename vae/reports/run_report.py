@@ -19,7 +19,7 @@ import numpy as np
 from vae import storage
 from vae.config import N_DIGITS, EvalConfig, to_dict
 from vae.evaluation.audio import to_spectrograms
-from vae.evaluation.evaluators import METRICS
+from vae.evaluation.evaluators import METRICS, REFERENCES
 from vae.evaluation.evaluators.mixture import component_table
 from vae.evaluation.run import METRICS_FILE, Evaluation, evaluate, metrics_document
 from vae.features import write_wav
@@ -95,8 +95,9 @@ def _metrics(page: Page, ev: Evaluation, folder: str) -> None:
     rows = []
     for name, (higher, meaning) in METRICS.items():
         if name in m:
+            ref = REFERENCES.get(name, name)
             rows.append(
-                [name, m[name], m.get(f"{name}_floor"), m.get(f"{name}_real"), "higher" if higher else "lower", meaning]
+                [name, m[name], m.get(f"{ref}_floor"), m.get(f"{ref}_real"), "higher" if higher else "lower", meaning]
             )
     page.table(["metric", "model", "vocoder floor", "real clips", "better", "meaning"], rows)
     draws = m.get("frechet_distance_draws") or []
@@ -110,6 +111,17 @@ def _metrics(page: Page, ev: Evaluation, folder: str) -> None:
             if len(draws) > 1
             else "."
         )
+        + _voice_counts(m)
+    )
+
+
+def _voice_counts(m: dict) -> str:
+    """What the voice metrics scored, for the text under the metric table."""
+    if "voice_clips" not in m:
+        return ""
+    return (
+        f" Voicing and PESQ: {m['voice_clips']} test clips and {m['voicing_samples_clips']} samples; PESQ could not "
+        f"score {m['pesq_nb_skipped']} reconstructions and {m['pesq_nb_floor_skipped']} floor clips (left out)."
     )
 
 

@@ -6,7 +6,9 @@ Every evaluator is a module with
   yields (the report's metric table lists them in :data:`EVALUATORS` order);
 - ``evaluate(ctx: vae.evaluation.context.Context) -> dict[str, Any]``: its named values
   (headline metrics, their ``_floor``/``_real`` references and counts); empty when it does not
-  apply to the checkpoint or the inputs given.
+  apply to the checkpoint or the inputs given;
+- optionally ``REFERENCES``: ``{name: other name}`` for a headline metric whose ``_floor``/``_real``
+  values are the other name's (one reference shared by several metrics).
 
 A new metric is a new module here and a line in :data:`EVALUATORS`.
 """
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vae.evaluation.evaluators import mixture, reconstruction, samples, unseen_voices
+from vae.evaluation.evaluators import mixture, reconstruction, samples, unseen_voices, voice
 
-EVALUATORS: tuple[ModuleType, ...] = (samples, reconstruction, unseen_voices, mixture)
+EVALUATORS: tuple[ModuleType, ...] = (samples, reconstruction, voice, unseen_voices, mixture)
 
 METRICS: dict[str, tuple[bool, str]] = {name: spec for ev in EVALUATORS for name, spec in ev.METRICS.items()}
+
+REFERENCES: dict[str, str] = {name: ref for ev in EVALUATORS for name, ref in getattr(ev, "REFERENCES", {}).items()}

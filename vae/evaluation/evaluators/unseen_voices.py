@@ -17,6 +17,7 @@ from vae.dataset import parse_name
 from vae.evaluation import audio
 from vae.evaluation import metrics as M
 from vae.evaluation.context import Context
+from vae.evaluation.evaluators.voice import spread
 from vae.features import AudioError, check_header, decode_audio, fit_length, waveform_to_spectrogram
 
 # Longer files are skipped from their header, undecoded (the model hears FeatureConfig.clip_seconds).
@@ -25,6 +26,7 @@ MAX_VOICE_SECONDS = 60.0
 METRICS: dict[str, tuple[bool, str]] = {
     "recon_lsd_db_wavs": (False, "log-spectral distance (dB) on the extra WAV folder (unseen voices)"),
     "recon_mse_wavs": (False, "spectrogram MSE on the extra WAV folder (unseen voices)"),
+    "pesq_nb_wavs": (True, "narrow-band PESQ on the extra WAV folder (unseen voices)"),
 }
 
 
@@ -44,13 +46,17 @@ class DigitUnknown(AudioError):
 
 
 def evaluate(ctx: Context) -> dict[str, Any]:
-    """Reconstruction distances on every usable WAV under ``ctx.wavs_uri``; nothing without one."""
+    """Reconstruction distances on every usable WAV under ``ctx.wavs_uri`` (PESQ on at most
+    ``voicing_clips`` of them, :func:`~vae.evaluation.evaluators.voice.spread`); nothing without one."""
     if not ctx.wavs_uri:
         return {}
     voices = read_voices(ctx.loaded, ctx.wavs_uri, ctx.notes)
     feats, waves = ctx.features, np.stack([v.waveform for v in voices])
     recon = reconstruct(ctx.loaded, voices, "unseen voices, griffin-lim")
     floor = _vocode(np.stack([v.spectrogram for v in voices]), voices, feats, "unseen voices floor, griffin-lim")
+    some = spread(len(voices), ctx.config.voicing_clips)
+    pesq, skipped = M.pesq_nb(waves[some], recon[some], feats.sample_rate)
+    pesq_floor, skipped_floor = M.pesq_nb(waves[some], floor[some], feats.sample_rate)
     return {
         "wavs": storage.resolve(ctx.wavs_uri).uri,
         "wavs_clips": int(len(voices)),
@@ -58,6 +64,10 @@ def evaluate(ctx: Context) -> dict[str, Any]:
         "recon_lsd_db_wavs_floor": M.recon_lsd_db(waves, floor, feats),
         "recon_mse_wavs": M.recon_mse(waves, recon, feats),
         "recon_mse_wavs_floor": M.recon_mse(waves, floor, feats),
+        "pesq_nb_wavs": pesq,
+        "pesq_nb_wavs_skipped": skipped,
+        "pesq_nb_wavs_floor": pesq_floor,
+        "pesq_nb_wavs_floor_skipped": skipped_floor,
     }
 
 
