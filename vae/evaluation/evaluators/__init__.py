@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from vae.evaluation.evaluators import mixture, reconstruction, samples, unseen_voices, voice
+from vae.evaluation.evaluators import held_out, mixture, reconstruction, samples, unseen_voices, voice
 
-EVALUATORS: tuple[ModuleType, ...] = (samples, reconstruction, voice, unseen_voices, mixture)
+EVALUATORS: tuple[ModuleType, ...] = (samples, reconstruction, voice, held_out, unseen_voices, mixture)
 
 METRICS: dict[str, tuple[bool, str]] = {name: spec for ev in EVALUATORS for name, spec in ev.METRICS.items()}
 
