@@ -8,8 +8,11 @@ spectrogram is smoothed by a Gaussian of ``sigma`` pixels (both axes, then frequ
 time only), turned into audio by the project's Griffin-Lim, and scored as evaluation scores
 reconstructions (log-spectral distance to the recording; ``recon_mse_decoder``, the MSE of the
 normalised spectrograms before the vocoder) and samples (Frechet distance of recogniser embeddings
-against the real clips, the mean over :class:`EvalConfig`'s draws; the share heard as their digit).
-``--checkpoint`` adds the model's own reconstructions of the same clips, to place it on that scale.
+against the real clips, the mean over :class:`EvalConfig`'s draws; the share heard as their digit),
+and as a voice (narrow-band PESQ against the recording; pYIN's voiced share of loud frames).
+Rows "+ harmonics" draw each clip's own pitch track into the spectrogram
+(:func:`vae.harmonics.impose_harmonics`): the round-trip floor of that renderer, and what it gives
+back to a blurred envelope. ``--checkpoint`` adds the model's own reconstructions of the same clips.
 The last stdout line is JSON.
 """
 
@@ -41,14 +44,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from vae import checkpoint, generation
     from vae.config import ConfigError, EvalConfig, to_dict
-    from vae.dataset import load_split_numpy, read_feature_config
+    from vae.dataset import has_column, load_split_numpy, read_feature_config
     from vae.evaluation import audio, recogniser
     from vae.evaluation import metrics as M
     from vae.evaluation.context import TEST_COLUMNS, read_originals
     from vae.evaluation.evaluators.samples import reference_subsets
+    from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics, pitch_tracks
 
     feats = read_feature_config(args.data)
-    test = load_split_numpy(args.data, "test", TEST_COLUMNS)
+    columns = TEST_COLUMNS + (["f0"] if has_column(args.data, "f0") else [])
+    test = load_split_numpy(args.data, "test", columns)
     specs, digits = test["spectrogram"].astype(np.float32), test["digit"].astype(np.int64)
     ranges = (test["db_min"], test["db_max"]) if feats.normalisation == "per_clip" else (None, None)
     originals = read_originals(test["source"], feats, test["id"])
@@ -62,15 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         if to_dict(loaded.run_config.features) != to_dict(feats):
             raise ConfigError(f"checkpoint {args.checkpoint} was trained on other features than {args.data}")
         candidates["the model's reconstructions"] = generation.reconstruct(loaded, specs, digits)
+    f0 = test["f0"] if "f0" in test else pitch_tracks(originals, feats)
+    candidates["real + harmonics"] = impose_harmonics(specs, f0, feats, HARMONIC_DEPTH_DB)
     for sigma in args.sigmas:
         candidates[f"blurred {sigma:g} px"] = blurred(specs, (sigma, sigma))
+        candidates[f"blurred {sigma:g} px + harmonics"] = impose_harmonics(
+            candidates[f"blurred {sigma:g} px"], f0, feats, HARMONIC_DEPTH_DB
+        )
     for sigma in ONE_AXIS_SIGMAS:
         candidates[f"blurred {sigma:g} px along frequency only"] = blurred(specs, (sigma, 0.0))
         candidates[f"blurred {sigma:g} px along time only"] = blurred(specs, (0.0, sigma))
 
     rows = []
     print(
-        "| test spectrograms | recon_mse_decoder | recon_lsd_db | frechet_distance | heard as their digit |\n|---|---|---|---|---|"
+        "| test spectrograms | recon_mse_decoder | recon_lsd_db | frechet_distance | heard as their digit | pesq_nb | voicing |"
+        "\n|---|---|---|---|---|---|---|"
     )
     for name, spectrograms in candidates.items():
         waves = audio.resynthesise(spectrograms, feats, *ranges, label=name)
@@ -85,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                 np.mean([M.frechet_distance(heard.embeddings[i], real.embeddings) for i in subsets])
             ),
             "heard_as_their_digit": M.digit_accuracy(heard.probs, digits),
+            "pesq_nb": M.pesq_nb(originals, waves, feats.sample_rate)[0],
+            "voicing": M.voicing(waves, feats.sample_rate),
         }
         rows.append(row)
         print(
             f"| {name} | {row['recon_mse_decoder']:.5f} | {row['recon_lsd_db']:.2f} | {row['frechet_distance']:.1f} "
-            f"| {row['heard_as_their_digit']:.3f} |",
+            f"| {row['heard_as_their_digit']:.3f} | {row['pesq_nb']:.2f} | {row['voicing']:.2f} |",
             flush=True,
         )
     print(

@@ -1,14 +1,18 @@
 """What each modelling choice buys, heard through the vocoder: named variants trained for the same
 wall-clock budget on the same data, scored with jobs.evaluate's metrics, in one run.
 
-    python benchmarks/quality.py --data PARQUET --classifier RECOGNISER [--budget 300] [--seeds 0 1]
-        [--variants original expost conditional calibrated mixture tied default]
+    python -m benchmarks.quality --data PARQUET --classifier RECOGNISER [--budget 300 | --epochs N] [--seeds 0 1]
+        [--variants original expost conditional calibrated mixture tied default pitch through]
+        [--held-out-speaker theo] [--out benchmarks/results/voice.json]
 
 Every variant is a few config overrides (plain data, below) on the project's defaults, trained by
 ``vae.training.fit`` (Ray Train, one worker) until ``--budget`` seconds of training are spent, then
-scored on the test split by ``vae.evaluation.run.evaluate_run``. Prints one table, with the vocoder
-floors (real test clips through the features and Griffin-Lim alone) and the seconds each used, and
-the spread over ``--seeds``. The last stdout line is JSON with every row.
+scored on the test split by ``vae.evaluation.run.evaluate_run``. ``--epochs`` trains a fixed number of
+epochs instead (a fair comparison on a machine shared with other work). ``--held-out-speaker`` keeps
+that speaker out of every variant's training, so the held-out metrics score a voice never heard.
+Prints one table, with the vocoder floors (real test clips through the features and Griffin-Lim alone)
+and the seconds each used, and the spread over ``--seeds``. The last stdout line is JSON with every
+row; ``--out`` also writes it to a file.
 """
 
 from __future__ import annotations
@@ -46,33 +50,51 @@ VARIANTS: dict[str, dict] = {
     "faster_lr": {"train.learning_rate": 2e-3},
     # The default without BatchNorm: 1.36x the step's clips/s on 2 cores, so more epochs in the budget.
     "unnormalised": {"model.normalisation": "none"},
+    # The default whose decoder also predicts each frame's pitch, drawn in as harmonics when decoding.
+    "pitch": {"model.pitch": True},
+    # The same, the reconstruction scored with the clip's own harmonics drawn into the decoder's output.
+    "through": {"model.pitch": True, "loss.through_harmonics": True},
 }
-METRICS = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db")
+METRICS = (
+    "digit_accuracy",
+    "inception_score",
+    "frechet_distance",
+    "recon_lsd_db",
+    "voicing_samples",
+    "voicing_recon",
+    "pesq_nb",
+    "held_out_lsd_db",
+    "held_out_pesq_nb",
+    "held_out_voicing",
+)
 
 
-def run_variant(
-    name: str, overrides: dict, seed: int, data: str, classifier: str, budget: float, storage_dir: str
-) -> dict:
+def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace, storage_dir: str) -> dict:
     from vae import checkpoint
     from vae.config import RunConfig
+    from vae.evaluation.evaluators import REFERENCES
     from vae.evaluation.run import evaluate_run
     from vae.search_space import apply_overrides
     from vae.training import fit
 
+    length = (
+        {"train.epochs": args.epochs} if args.epochs else {"train.epochs": 1000, "train.time_budget_s": args.budget}
+    )
     cfg = apply_overrides(
-        RunConfig(), {**overrides, "train.seed": seed, "train.epochs": 1000, "train.time_budget_s": budget}
+        RunConfig(), {**overrides, "train.seed": seed, "train.held_out_speaker": args.held_out_speaker, **length}
     )
     t0 = time.perf_counter()
-    result = fit(cfg, data, storage_dir, f"{name}-seed{seed}")
+    result = fit(cfg, args.data, storage_dir, f"{name}-seed{seed}")
     train_s = time.perf_counter() - t0
-    metrics = evaluate_run(checkpoint.load(result.best_checkpoint), data, classifier_uri=classifier)
+    metrics = evaluate_run(checkpoint.load(result.best_checkpoint), args.data, classifier_uri=args.classifier)
     return {
         "variant": name,
         "seed": seed,
         "epochs": result.latest_metrics.get("epoch"),
         "best_epoch": result.best_metrics.get("epoch"),
         "train_s": round(train_s, 1),
-        **{k: metrics.get(k) for k in (*METRICS, *(f"{m}_floor" for m in METRICS), "sampler")},
+        **{k: metrics.get(k) for k in (*METRICS, "sampler")},
+        **{f"{m}_floor": metrics.get(f"{REFERENCES.get(m, m)}_floor") for m in METRICS},
     }
 
 
@@ -81,6 +103,9 @@ def main() -> None:
     p.add_argument("--data", required=True, help="Parquet dataset (jobs.preprocess, default features)")
     p.add_argument("--classifier", required=True, help="recogniser checkpoint (jobs.train_classifier)")
     p.add_argument("--budget", type=float, default=300.0, help="seconds of training per variant and seed")
+    p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of --budget seconds")
+    p.add_argument("--held-out-speaker", default="", help="a speaker no variant trains on (default: none)")
+    p.add_argument("--out", help="also write the JSON with every row to this file")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = p.parse_args()
@@ -92,11 +117,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as tmp:
         for name in args.variants:
             for seed in args.seeds:
-                rows.append(run_variant(name, VARIANTS[name], seed, args.data, args.classifier, args.budget, tmp))
+                rows.append(run_variant(name, VARIANTS[name], seed, args, tmp))
                 print(json.dumps(rows[-1]), flush=True)
 
+    length = f"{args.epochs} epochs" if args.epochs else f"{args.budget:.0f} s of training"
     print(
-        f"\n{args.budget:.0f} s of training per run on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"\n{length} per run on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
         f"mean (min-max) over seeds {args.seeds}"
     )
     print(f"{'variant':<12} {'sampler':<7} {'epochs':>6}  " + "  ".join(f"{m:>22}" for m in METRICS))
@@ -112,7 +138,18 @@ def main() -> None:
         float(np.mean([r[f"{m}_floor"] for r in rows if r.get(f"{m}_floor") is not None] or [np.nan])) for m in METRICS
     ]
     print(f"{'floor':<12} {'':<7} {'':>6}  " + "  ".join(f"{f:>22.3f}" for f in floors))
-    print(json.dumps({"budget_s": args.budget, "seeds": args.seeds, "rows": rows}))
+    document = {
+        "budget_s": None if args.epochs else args.budget,
+        "epochs": args.epochs or None,
+        "held_out_speaker": args.held_out_speaker,
+        "seeds": args.seeds,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+    }
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(document, f, indent=1)
+    print(json.dumps(document))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ def test_bad_values_name_the_key(cls, data, culprit):
         (lambda: ServeConfig(vocoder_batch_sizes=(1, 4, 4)).validate(), "vocoder_batch_sizes"),
         (lambda: ServeConfig(max_clips=0).validate(), "max_clips"),
         (lambda: IngestConfig(min_gap_seconds=0).validate(), "min_gap_seconds"),
+        (lambda: LossConfig(pitch_weight=-1.0).validate(), "LossConfig.pitch_weight"),
+        (
+            lambda: RunConfig(loss=LossConfig(through_harmonics=True)).validate(),
+            "through_harmonics needs ModelConfig.pitch",
+        ),
+        (lambda: TrainConfig(held_out_speaker="../theo").validate(), "held_out_speaker"),
     ],
 )
 def test_invalid_configs_are_rejected(make, culprit):

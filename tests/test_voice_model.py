@@ -9,7 +9,7 @@ import pytest
 
 from vae import checkpoint, generation
 from vae.config import ConfigError, EvalConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.dataset import check_columns, load_split_numpy, parquet_files, parse_name
+from vae.dataset import load_split_numpy, parquet_files, parse_name, write_dataset
 from vae.evaluation.run import evaluate_run
 from vae.training import fit, load_datasets
 from vae.worker import TRAIN, VAL
@@ -66,7 +66,7 @@ def test_a_pitch_model_trains_generates_with_harmonics_and_scores_the_held_out_v
 
 def test_a_pitch_model_on_a_dataset_without_pitch_tracks_is_refused_by_name(small_parquet, tmp_path):
     loc, files = parquet_files(small_parquet)
-    table = pq.read_table(files[0], filesystem=loc.fs).drop_columns(["f0"])
-    pq.write_table(table, tmp_path / "part-0.parquet")
-    with pytest.raises(ConfigError, match="no 'f0' column.*preprocess"):
-        check_columns(str(tmp_path), ["spectrogram", "f0"])
+    write_dataset(str(tmp_path / "old"), pq.read_table(files[0], filesystem=loc.fs).drop_columns(["f0"]))
+    pitch = RunConfig(model=preset(ModelConfig, "tiny", pitch=True))
+    with pytest.raises(ConfigError, match="no 'f0' column.*preprocess its recordings again"):
+        load_datasets(str(tmp_path / "old"), pitch)
