@@ -143,11 +143,16 @@ def main() -> None:
         "epochs": args.epochs or None,
         "held_out_speaker": args.held_out_speaker,
         "seeds": args.seeds,
-        "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
-    if args.out:
-        with open(args.out, "w") as f:
+    publish(document, args.out)
+
+
+def publish(document: dict, out: str | None) -> None:
+    """Print ``document`` (dated, with the machine's CPU count) as the last stdout line; also write it to ``out``."""
+    document = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), **document}
+    if out:
+        with open(out, "w") as f:
             json.dump(document, f, indent=1)
     print(json.dumps(document))
 

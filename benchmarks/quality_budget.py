@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
-import time
 
-from benchmarks.quality import METRICS, VARIANTS, run_variant
+from benchmarks.quality import METRICS, VARIANTS, publish, run_variant
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -77,16 +75,11 @@ def main() -> None:
         "variant": args.variant,
         "seed": args.seed,
         "held_out_speaker": args.held_out_speaker,
-        "cpus": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
     if args.png:
         plot(rows, args.png)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(document, f, indent=1)
-    print(json.dumps(document))
+    publish(document, args.out)
 
 
 if __name__ == "__main__":
