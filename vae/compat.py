@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 # Keys an old run config lacks, at the values it was trained and sampled with (today's defaults differ).
 MISSING_KEYS: dict[str, dict[str, Any]] = {
-    "model": {"conditional": False, "decoder_width": 1.0},
-    "loss": {"reconstruction": "mse"},
+    "model": {"conditional": False, "decoder_width": 1.0, "pitch": False},
+    "loss": {"reconstruction": "mse", "through_harmonics": False},
     "sampling": {"sampler": "prior"},
     "train": {"clip_norm": 0.0, "fused_batch_norm": False},
 }
