@@ -58,7 +58,7 @@ from vae.features import (
     waveform_to_spectrogram,
     waveforms_to_spectrograms,
 )
-from vae.harmonics import pitch_track
+from vae.harmonics import pitch_track, pitch_tracks
 from vae.parts import REJECTED_DIR, SUMMARY_FILE, part_files, part_rows
 from vae.raysetup import cluster_cpus
 
@@ -70,9 +70,9 @@ _NAME = re.compile(rf"(\d)_({SPEAKER})_(\d+)\.wav", re.IGNORECASE)
 # Clips per input block of the pipeline: small enough that work spreads over the
 # cluster and progress moves, large enough that per-task overhead stays negligible.
 _CLIPS_PER_BLOCK = 64
-# What an extraction task imports (vae.features loads soundfile and soxr when first used): a job can
-# have a fresh instance's workers load it ahead (vae.raysetup.warm_workers).
-WORKER_MODULES = ("ray.data", "vae.dataset", "soundfile", "soxr")
+# What an extraction task imports (vae.features loads soundfile and soxr, vae.harmonics librosa, when
+# first used): a job can have a fresh instance's workers load it ahead (vae.raysetup.warm_workers).
+WORKER_MODULES = ("ray.data", "vae.dataset", "soundfile", "soxr", "librosa")
 
 
 class ExtractError(UserError, RuntimeError):
@@ -158,16 +158,16 @@ def extract_clip(source: str, data: bytes, cfg: FeatureConfig) -> dict[str, Any]
     labels = parse_name(source)
     clip = decode_audio(data, cfg)
     check_duration(clip.duration_s, cfg)
-    return _row(source, labels, clip, cfg, *waveform_to_spectrogram(clip.waveform, cfg))
+    return _row(source, labels, clip, pitch_track(clip.waveform, cfg), *waveform_to_spectrogram(clip.waveform, cfg))
 
 
 def _row(
-    source: str, labels: Labels, clip: Clip, cfg: FeatureConfig, spec: np.ndarray, db_min: float, db_max: float
+    source: str, labels: Labels, clip: Clip, f0: np.ndarray, spec: np.ndarray, db_min: float, db_max: float
 ) -> dict[str, Any]:
     return dict(
         vars(labels),
         spectrogram=spec,
-        f0=pitch_track(clip.waveform, cfg),
+        f0=f0,
         source=source,
         source_sample_rate=clip.source_sample_rate,
         duration_s=clip.duration_s,
@@ -242,15 +242,22 @@ def extract_rows(
         ]
     except Exception:  # noqa: BLE001
         features = [_attempt(waveform_to_spectrogram, y, cfg) for y in waveforms]
+    tracks: Sequence[np.ndarray | Exception]
+    try:
+        tracks = list(pitch_tracks(waveforms, cfg))
+    except Exception:  # noqa: BLE001
+        tracks = [_attempt(pitch_track, y, cfg) for y in waveforms]
     outcomes: dict[int, dict[str, Any] | Exception] = {
         i: clip for i, clip in enumerate(clips) if isinstance(clip, Exception)
     }
-    for (i, clip), feature in zip(kept, features):
+    for (i, clip), feature, f0 in zip(kept, features, tracks):
         if isinstance(feature, Exception):
             outcomes[i] = feature
+        elif isinstance(f0, Exception):
+            outcomes[i] = f0
         else:
             spec, db_min, db_max = feature
-            outcomes[i] = _attempt(_row, *named[i], clip, cfg, spec, db_min, db_max)
+            outcomes[i] = _row(*named[i], clip, f0, spec, db_min, db_max)
 
     rows: list[dict[str, Any]] = []
     for i, (source, _) in enumerate(named):

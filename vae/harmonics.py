@@ -24,40 +24,55 @@ PITCH_HOPS = 2
 HARMONIC_DEPTH_DB = 30.0
 
 
+# Clips tracked by one pYIN call: its transition matrix and Viterbi pass are shared by the batch.
+_PITCH_CLIPS = 16
+
+
 def pitch_track(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """f0 in Hz of each STFT frame of ``y`` (at ``cfg.sample_rate``, fitted to ``clip_seconds``); 0 where unvoiced.
+    """f0 in Hz of each STFT frame of ``y`` (at ``cfg.sample_rate``, cut to ``clip_seconds``); 0 where unvoiced."""
+    return pitch_tracks([y], cfg)[0]
+
+
+def pitch_tracks(ys, cfg: FeatureConfig) -> np.ndarray:
+    """f0 in Hz ``(n, n_frames)`` of each waveform's STFT frames; 0 where unvoiced and past a clip's end.
 
     pYIN every :data:`PITCH_HOPS` STFT hops over frames of two periods of the lowest pitch (at least
     ``2 n_fft``), centred like the STFT's; each STFT frame takes the voicing of the nearest pYIN frame
     and the log-f0 interpolated between the voiced ones."""
     import librosa
 
-    y = np.asarray(y, np.float32)[: cfg.n_samples]  # the frames past a short clip's end are unvoiced
-    if not np.any(y):
-        return np.zeros(cfg.n_frames, np.float32)
-    f0, voiced, _ = librosa.pyin(
-        y,
-        fmin=PITCH_FMIN,
-        fmax=min(PITCH_FMAX, cfg.sample_rate / 4),
-        sr=cfg.sample_rate,
-        frame_length=max(2 * cfg.n_fft, int(2 * cfg.sample_rate / PITCH_FMIN)),
-        hop_length=cfg.hop_length * PITCH_HOPS,
-        center=True,
-    )
-    voiced &= np.isfinite(f0)
-    if not voiced.any():
-        return np.zeros(cfg.n_frames, np.float32)
+    out = np.zeros((len(ys), cfg.n_frames), np.float32)
+    clips = [np.asarray(y, np.float32)[: cfg.n_samples] for y in ys]
+    by_length = np.argsort([len(y) for y in clips], kind="stable")  # a batch pads to its longest clip
+    for start in range(0, len(clips), _PITCH_CLIPS):
+        rows = by_length[start : start + _PITCH_CLIPS]
+        batch = np.zeros((len(rows), max(len(clips[r]) for r in rows)), np.float32)
+        for i, r in enumerate(rows):
+            batch[i, : len(clips[r])] = clips[r]
+        f0, voiced, _ = librosa.pyin(
+            batch,
+            fmin=PITCH_FMIN,
+            fmax=min(PITCH_FMAX, cfg.sample_rate / 4),
+            sr=cfg.sample_rate,
+            frame_length=max(2 * cfg.n_fft, int(2 * cfg.sample_rate / PITCH_FMIN)),
+            hop_length=cfg.hop_length * PITCH_HOPS,
+            center=True,
+        )
+        for i, r in enumerate(rows):
+            out[r] = _on_stft_frames(f0[i], voiced[i] & np.isfinite(f0[i]), len(clips[r]), cfg)
+    return out
+
+
+def _on_stft_frames(f0: np.ndarray, voiced: np.ndarray, n_samples: int, cfg: FeatureConfig) -> np.ndarray:
+    """A pYIN track (every :data:`PITCH_HOPS` hops) on the STFT's frames, unvoiced from ``n_samples`` on."""
     at = np.arange(cfg.n_frames) / PITCH_HOPS
-    nearest = np.round(at).astype(int)
-    inside = nearest < len(voiced)
+    nearest = np.minimum(np.round(at).astype(int), len(voiced) - 1)
     known = np.flatnonzero(voiced)
+    if not len(known):
+        return np.zeros(cfg.n_frames, np.float32)
     log_f0 = np.interp(at, known, np.log(f0[known]))
-    return np.where(inside & voiced[np.minimum(nearest, len(voiced) - 1)], np.exp(log_f0), 0.0).astype(np.float32)
-
-
-def pitch_tracks(ys, cfg: FeatureConfig) -> np.ndarray:
-    """:func:`pitch_track` of each waveform: ``(n, n_frames)``."""
-    return np.stack([pitch_track(y, cfg) for y in ys]) if len(ys) else np.zeros((0, cfg.n_frames), np.float32)
+    inside = np.arange(cfg.n_frames) * cfg.hop_length < n_samples
+    return np.where(inside & voiced[nearest], np.exp(log_f0), 0.0).astype(np.float32)
 
 
 def comb_db(f0, cfg: FeatureConfig, depth_db: float, xp: Any = np):
