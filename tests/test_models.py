@@ -47,7 +47,8 @@ def test_seed_preset_is_the_original_architecture():
 
 def _macs_from_keras(vae) -> int:
     total = 0
-    for layer in vae.encoder.layers + vae.decoder.layers:
+    heads = vae.pitch_decoder.layers if vae.model_cfg.pitch else []
+    for layer in vae.encoder.layers + vae.decoder.layers + heads:
         kind = type(layer).__name__
         if kind == "Conv2D":
             _, h, w, c_out = layer.output.shape

@@ -193,7 +193,7 @@ class ModelConfig:
     decoder_width: float = 0.5
     # The decoder also predicts each frame's f0 and whether it is voiced (trained on the dataset's pYIN
     # track), and decoding draws those harmonics into its spectrogram (vae/harmonics.py).
-    pitch: bool = False
+    pitch: bool = True
 
     def validate(self) -> ModelConfig:
         _within_bounds(self)
@@ -234,12 +234,15 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         latent_dim=128,
         conditional=False,
         decoder_width=1.0,
+        pitch=False,
     ),
     # Channels widen as resolution shrinks: 0.046 GFLOPs per clip, 1/72 of seed (see README);
     # digit-conditional (the tune_spaces/cpu.yaml sweep's choice).
     "default": dict(),
     # For tests: unconditional unless a test asks for the digit input.
-    "tiny": dict(filters=(4, 8), kernels=(3, 3), strides=(4, 4), latent_dim=4, conditional=False, decoder_width=1.0),
+    "tiny": dict(
+        filters=(4, 8), kernels=(3, 3), strides=(4, 4), latent_dim=4, conditional=False, decoder_width=1.0, pitch=False
+    ),
 }
 
 
@@ -658,6 +661,8 @@ class DemoConfig:
     # A checkpoint (latent statistics and the ex-post fit: a pass over the train shard) after every
     # this-many epochs and after the last one, which the budget's best model mostly is.
     checkpoint_every: int = 5
+    # A speaker the demo never trains on, so its report scores a voice never heard ("": train on all).
+    held_out_speaker: str = "theo"
 
     def validate(self) -> DemoConfig:
         _within_bounds(self)
@@ -672,6 +677,7 @@ class DemoConfig:
             time_budget_s=self.train_budget_s,
             seed=self.seed,
             checkpoint_every=self.checkpoint_every,
+            held_out_speaker=self.held_out_speaker,
         )
         return dataclasses.replace(base, train=train).validate()
 

@@ -139,6 +139,7 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
 
 PITCH_REF_HZ = 100.0  # the pitch head predicts log2(f0 / PITCH_REF_HZ)
 PITCH_ERROR_OCTAVES = 0.1  # the f0 error whose squared-error term is 1/2 per voiced frame
+PITCH_HIDDEN = 256  # units of each of the pitch head's two hidden layers
 
 
 def build_pitch_decoder(n_frames: int, cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
@@ -150,7 +151,7 @@ def build_pitch_decoder(n_frames: int, cfg: ModelConfig, mixed_precision: bool =
         inputs.append(_digit_input())
         x = keras.layers.Concatenate(name="pitch_z_with_digit")(inputs)
     for i in range(2):
-        x = keras.layers.Dense(256, activation=cfg.activation, name=f"pitch_dense_{i}", dtype=dtype)(x)
+        x = keras.layers.Dense(PITCH_HIDDEN, activation=cfg.activation, name=f"pitch_dense_{i}", dtype=dtype)(x)
     x = keras.layers.Dense(2 * n_frames, name="pitch_out", dtype="float32")(x)
     x = keras.layers.Reshape((n_frames, 2), name="pitch_frames", dtype="float32")(x)
     return keras.Model(inputs if cfg.conditional else inputs[0], x, name="pitch_decoder")
@@ -444,7 +445,8 @@ class LayerCost:
 
 
 def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
-    """Multiply-accumulates per clip of every conv/dense layer of one forward pass (encoder + decoder).
+    """Multiply-accumulates per clip of every conv/dense layer of one forward pass (encoder, decoder and
+    pitch head).
 
     Conv2D: out_h * out_w * k^2 * c_in * c_out. Conv2DTranspose (TF computes it as
     the input-gradient of a conv): in_h * in_w * k^2 * c_in * c_out. Activations
@@ -471,6 +473,11 @@ def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
         h, w = h * strides[i][0], w * strides[i][1]
         out.append(LayerCost(f"decoder_conv_t_{i}" if i > 0 else "decoder_output", (h, w, c_out), macs))
         c = c_out
+    if cfg.pitch:
+        frames = input_hw[1]
+        out.append(LayerCost("pitch_dense_0", (PITCH_HIDDEN,), (cfg.latent_dim + label) * PITCH_HIDDEN))
+        out.append(LayerCost("pitch_dense_1", (PITCH_HIDDEN,), PITCH_HIDDEN * PITCH_HIDDEN))
+        out.append(LayerCost("pitch_out", (2 * frames,), PITCH_HIDDEN * 2 * frames))
     return out
 
 

@@ -139,6 +139,13 @@ class PipelineResult:
             "voicing_floor",
             "pesq_nb",
             "pesq_nb_floor",
+            "held_out_speaker",
+            "held_out_lsd_db",
+            "held_out_lsd_db_floor",
+            "held_out_pesq_nb",
+            "held_out_pesq_nb_floor",
+            "held_out_voicing",
+            "held_out_voicing_floor",
         )
         return {
             "features": self.features,
