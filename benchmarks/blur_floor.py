@@ -12,7 +12,8 @@ against the real clips, the mean over :class:`EvalConfig`'s draws; the share hea
 and as a voice (narrow-band PESQ against the recording; pYIN's voiced share of loud frames).
 Rows "+ harmonics" draw each clip's own pitch track into the spectrogram
 (:func:`vae.harmonics.impose_harmonics`): the round-trip floor of that renderer, and what it gives
-back to a blurred envelope. ``--checkpoint`` adds the model's own reconstructions of the same clips.
+back to a blurred envelope. ``--checkpoint`` adds the model's own reconstructions of the same clips (for a model with a pitch head:
+also undrawn), and those with each clip's own harmonics drawn in.
 The last stdout line is JSON.
 """
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classifier", required=True, help="a recogniser (jobs.train_classifier output)")
     ap.add_argument("--checkpoint", help="also score this model's reconstructions of the same clips")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0])
+    ap.add_argument("--speaker", help="score only this speaker's test clips (e.g. one a checkpoint never heard)")
     args = ap.parse_args(argv)
 
     from vae import checkpoint, generation
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     feats = read_feature_config(args.data)
     columns = TEST_COLUMNS + (["f0"] if has_column(args.data, "f0") else [])
     test = load_split_numpy(args.data, "test", columns)
+    if args.speaker:
+        test = {k: v[test["speaker"] == args.speaker] for k, v in test.items()}
     specs, digits = test["spectrogram"].astype(np.float32), test["digit"].astype(np.int64)
     ranges = (test["db_min"], test["db_max"]) if feats.normalisation == "per_clip" else (None, None)
     originals = read_originals(test["source"], feats, test["id"])
@@ -66,8 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         loaded = checkpoint.load(args.checkpoint)
         if to_dict(loaded.run_config.features) != to_dict(feats):
             raise ConfigError(f"checkpoint {args.checkpoint} was trained on other features than {args.data}")
-        candidates["the model's reconstructions"] = generation.reconstruct(loaded, specs, digits)
+        z = generation.encode(loaded, specs, digits)
+        raw = generation.decode(loaded, z, digits, harmonics=False)
+        candidates["the model's reconstructions"] = generation.render(loaded, raw, z, digits)
+        if loaded.run_config.model.pitch:
+            candidates["the model's reconstructions, no harmonics drawn"] = raw
     f0 = test["f0"] if "f0" in test else pitch_tracks(originals, feats)
+    if args.checkpoint:
+        candidates["the model's reconstructions, their true harmonics drawn in"] = impose_harmonics(
+            raw, f0, feats, HARMONIC_DEPTH_DB
+        )
     candidates["real + harmonics"] = impose_harmonics(specs, f0, feats, HARMONIC_DEPTH_DB)
     for sigma in args.sigmas:
         candidates[f"blurred {sigma:g} px"] = blurred(specs, (sigma, sigma))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import tempfile
 import time
 
@@ -50,7 +52,9 @@ VARIANTS: dict[str, dict] = {
     "faster_lr": {"train.learning_rate": 2e-3},
     # The default without BatchNorm: 1.36x the step's clips/s on 2 cores, so more epochs in the budget.
     "unnormalised": {"model.normalisation": "none"},
-    # The default whose decoder also predicts each frame's pitch, drawn in as harmonics when decoding.
+    # The default without its pitch head: the decoder's spectrogram alone, no harmonics drawn.
+    "no_pitch": {"model.pitch": False},
+    # The decoder also predicts each frame's pitch, drawn in as harmonics when decoding.
     "pitch": {"model.pitch": True},
     # The same, the reconstruction scored with the clip's own harmonics drawn into the decoder's output.
     "through": {"model.pitch": True, "loss.through_harmonics": True},
@@ -145,12 +149,14 @@ def main() -> None:
         "seeds": args.seeds,
         "rows": rows,
     }
-    publish(document, args.out)
+    publish(document, args.out, "benchmarks.quality")
 
 
-def publish(document: dict, out: str | None) -> None:
-    """Print ``document`` (dated, with the machine's CPU count) as the last stdout line; also write it to ``out``."""
-    document = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), **document}
+def publish(document: dict, out: str | None, module: str) -> None:
+    """Print ``document`` (dated, with the command and the machine's CPU count) as the last stdout line; also
+    write it to ``out``."""
+    command = shlex.join(["python", "-m", module, *sys.argv[1:]])
+    document = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "command": command, **document}
     if out:
         with open(out, "w") as f:
             json.dump(document, f, indent=1)

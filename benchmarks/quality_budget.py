@@ -79,7 +79,7 @@ def main() -> None:
     }
     if args.png:
         plot(rows, args.png)
-    publish(document, args.out)
+    publish(document, args.out, "benchmarks.quality_budget")
 
 
 if __name__ == "__main__":
