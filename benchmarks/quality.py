@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict] = {
     # The default without its pitch head: the decoder's spectrogram alone, no harmonics drawn.
     "no_pitch": {"model.pitch": False},
     # The decoder also predicts each frame's pitch, drawn in as harmonics when decoding.
-    "pitch": {"model.pitch": True},
+    "pitch": {"model.pitch": True, "loss.through_harmonics": False},
     # The same, the reconstruction scored with the clip's own harmonics drawn into the decoder's output.
     "through": {"model.pitch": True, "loss.through_harmonics": True},
 }

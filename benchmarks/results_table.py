@@ -1,12 +1,13 @@
-"""Render the measured demo figures (benchmarks/results/demo.json) as the README's results table.
+"""Render measured figures as the docs' tables: the demo's (benchmarks/results/demo.json) and the voice
+variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``).
 
     python -m benchmarks.results_table            # rewrite the tables between the markers
     python -m benchmarks.results_table --check    # exit 1 if a table is not the JSON's
-    python -m benchmarks.results_table --print    # print the table only
+    python -m benchmarks.results_table --print    # print the tables only
 
-The table lives in README.md and docs/benchmarks.md between ``<!-- results:start -->`` and
-``<!-- results:end -->`` and is never edited by hand: measure, put the figures in the JSON (with the
-command, machine and date), and run this script.
+Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
+README.md and docs/benchmarks.md; ``voice`` in docs/benchmarks.md) and is never edited by hand: measure,
+put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo.json"
 TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
-START = "<!-- results:start -->"
-END = "<!-- results:end -->"
+VOICE = ROOT / "benchmarks" / "results" / "voice.json"
+VOICE_METRICS = ("digit_accuracy", "frechet_distance", "voicing_samples", "voicing_recon", "pesq_nb")
+HELD_OUT_METRICS = ("held_out_lsd_db", "held_out_pesq_nb", "held_out_voicing")
 
 
 def _minutes(seconds: float) -> str:
@@ -60,46 +62,84 @@ def render(results: dict) -> str:
     return "\n".join(rows) + "\n\n" + footer
 
 
-def block(text: str) -> str:
-    """What a file holds between the markers, stripped."""
-    if START not in text or END not in text:
-        raise SystemExit(f"no {START} ... {END} section")
-    return text.split(START, 1)[1].split(END, 1)[0].strip()
+def _fixed(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def rewrite(text: str, table: str) -> str:
-    before = text.split(START, 1)[0]
-    after = text.split(END, 1)[1]
-    return f"{before}{START}\n{table}\n{END}{after}"
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return _fixed(values[0])
+    return f"{_fixed(sum(values) / len(values))} ({_fixed(min(values))}-{_fixed(max(values))})"
+
+
+def render_voice(results: dict) -> str:
+    """The voice variants' Markdown table: per variant the mean (min-max) over seeds, and the floors."""
+    metrics = VOICE_METRICS + HELD_OUT_METRICS
+    rows = ["| variant | epochs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    variants = list(dict.fromkeys(r["variant"] for r in results["rows"]))
+    for name in variants:
+        mine = [r for r in results["rows"] if r["variant"] == name]
+        cells = [
+            _spread([r[m] for r in mine if r.get(m) is not None]) if any(r.get(m) is not None for r in mine) else ""
+            for m in metrics
+        ]
+        rows.append(f"| {name} | {'/'.join(str(r['epochs']) for r in mine)} | " + " | ".join(cells) + " |")
+    floors = [results["rows"][0].get(f"{m}_floor") for m in metrics]
+    rows.append("| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |")
+    seeds = ", ".join(str(s) for s in results["seeds"])
+    length = f"{results['epochs']} epochs" if results.get("epochs") else f"{results['budget_s']:g} s of training"
+    footer = (
+        f"Measured {results['date']} on {results['cpus']} CPUs: {length} per run, seeds {seeds} (mean, min-max), "
+        f"speaker {results['held_out_speaker']!r} held out of training: `{results['command']}`. "
+        "Generated from `benchmarks/results/voice.json` by `python -m benchmarks.results_table`."
+    )
+    return "\n".join(rows) + "\n\n" + footer
+
+
+def block(text: str, name: str) -> str:
+    """What a file holds between table ``name``'s markers, stripped."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"no {start} ... {end} section")
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def rewrite(text: str, name: str, table: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    before = text.split(start, 1)[0]
+    after = text.split(end, 1)[1]
+    return f"{before}{start}\n{table}\n{end}{after}"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.results_table", description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="exit 1 if a file's table differs from the JSON's")
-    mode.add_argument("--print", action="store_true", help="print the table instead of writing the files")
-    p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--files", type=Path, nargs="+", default=list(TARGETS), help="files with the markers")
+    mode.add_argument("--print", action="store_true", help="print the tables instead of writing the files")
+    p.add_argument("--results", type=Path, default=RESULTS, help="the demo's JSON")
+    p.add_argument("--files", type=Path, nargs="+", default=list(TARGETS), help="files with the demo's markers")
+    p.add_argument("--voice", type=Path, default=VOICE, help="the voice variants' JSON")
     args = p.parse_args(argv)
-    table = render(json.loads(args.results.read_text()))
-    if args.print:
-        print(table)
-        return 0
+    tables = [
+        ("results", args.results, render, args.files),
+        ("voice", args.voice, render_voice, [ROOT / "docs" / "benchmarks.md"]),
+    ]
     stale = []
-    for path in args.files:
-        text = path.read_text()
-        current = block(text)
-        if args.check:
-            if current != table:
-                stale.append(path.name)
-        elif current != table:
-            path.write_text(rewrite(text, table))
+    for name, source, renderer, files in tables:
+        table = renderer(json.loads(source.read_text()))
+        if args.print:
+            print(table, end="\n\n")
+            continue
+        for path in files:
+            text = path.read_text()
+            if block(text, name) == table:
+                continue
+            if args.check:
+                stale.append(f"{path.name} ({name}, from {source.name})")
+            else:
+                path.write_text(rewrite(text, name, table))
     if stale:
-        print(
-            f"the results table of {', '.join(stale)} differs from {args.results.name}: "
-            "run `python -m benchmarks.results_table`",
-            file=sys.stderr,
-        )
+        print(f"the tables of {', '.join(stale)} differ: run `python -m benchmarks.results_table`", file=sys.stderr)
         return 1
     return 0
 

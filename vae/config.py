@@ -290,10 +290,10 @@ class LossConfig:
     # Weight of the pitch term of a model with ModelConfig.pitch: per clip, the voicing's cross-entropy
     # plus the squared log2-f0 error in tenths of an octave on voiced frames, summed over frames.
     pitch_weight: float = 1.0
-    # Score the reconstruction with each clip's own harmonics (its f0 track) drawn into the decoder's
-    # output, as decoding draws the predicted ones: the decoder learns the envelope they sit on
-    # instead of their average (vae/harmonics.py). Needs ModelConfig.pitch.
-    through_harmonics: bool = False
+    # A model with ModelConfig.pitch: score the reconstruction with each clip's own harmonics (its f0
+    # track) drawn into the decoder's output, as decoding draws the predicted ones, so the decoder learns
+    # the envelope they sit on instead of their average (vae/harmonics.py). A model without has none to draw.
+    through_harmonics: bool = True
 
     def validate(self) -> LossConfig:
         _within_bounds(self)
@@ -465,10 +465,6 @@ class RunConfig:
         self.loss.validate()
         self.train.validate()
         self.sampling.validate()
-        if self.loss.through_harmonics and not self.model.pitch:
-            raise ConfigError(
-                "LossConfig.through_harmonics needs ModelConfig.pitch: the harmonics drawn are the pitch's"
-            )
         return self
 
 

@@ -277,7 +277,7 @@ class VAE(keras.Model):
         mu, log_var = self.encode(x, digits, training=training)
         z = self.sampling(mu, log_var, eps, samples=self.loss_cfg.kl_samples)
         x_hat = self.decode(z[0], digits, training=training)
-        if self.loss_cfg.through_harmonics:
+        if self.model_cfg.pitch and self.loss_cfg.through_harmonics:
             x_hat = self.draw_harmonics(x_hat, f0)
         recon = self.reconstruction(x, x_hat)
         if self.model_cfg.pitch:
