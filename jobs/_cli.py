@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -60,24 +59,25 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument(
         "--verbose",
         action="store_true",
-        help="every progress line (Griffin-Lim batches, recogniser "
-        "epochs) and TensorFlow's C++ log; by default one line per phase",
+        help="every progress line (each epoch, Griffin-Lim batch) and TensorFlow's and Ray's own logs; "
+        "by default a line per phase and no library's start-up lines",
     )
     return p
 
 
 def log_to_stderr(verbose: bool = False) -> None:
     """The project's log (``vae.*``) on stderr, a timestamp and the module on each line: INFO (one line
-    per phase) by default, everything with ``verbose``, which also lets TensorFlow's C++ log through
-    in this process and the Ray workers it starts."""
+    per phase) by default, everything with ``verbose``, which also lets TensorFlow's and Ray's logs
+    through in this process and the Ray workers it starts (:func:`vae.console.configure`)."""
+    from vae import console
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
     root = logging.getLogger("vae")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
-    if verbose:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    console.configure(verbose)
 
 
 def run(job: str, fn: Callable[[], int], verbose: bool = False) -> int:

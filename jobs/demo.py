@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from jobs._cli import add_config_arguments, config_overrides, parser, run
 from vae import storage
@@ -37,6 +38,22 @@ def locate_data(fsdd_dir: str | None, download_to: str) -> str:
         return storage.resolve(fsdd_dir).uri
     print(f"FSDD_DIR not set: fetching the dataset into {download_to}", flush=True)
     return fetch_fsdd(download_to)
+
+
+def _figure(value: Any, digits: int) -> str:
+    """A metric rounded to ``digits`` decimals, or "n/a" when it was not measured."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def headline(m: dict[str, Any]) -> str:
+    """The demo's numbers in one line: the digit accuracy of its samples and its reconstruction
+    error, each beside the vocoder's floor."""
+    se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
+    return (
+        f"digit accuracy of generated digits {_figure(m.get('digit_accuracy'), 3)}{se} "
+        f"(vocoder floor {_figure(m.get('digit_accuracy_floor'), 3)}), reconstruction LSD "
+        f"{_figure(m.get('recon_lsd_db'), 1)} dB (floor {_figure(m.get('recon_lsd_db_floor'), 1)} dB)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,13 +98,7 @@ def _main(args: argparse.Namespace) -> int:
     finish_ray()
     summary = result.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 1)
-    m = result.metrics
-    se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
-    accuracy = f"{m['digit_accuracy']:.3f}" if "digit_accuracy" in m else None
-    print(
-        f"digit accuracy of generated digits {accuracy}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
-        f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB)"
-    )
+    print(headline(result.metrics))
     print(f"demo finished in {summary['wall_s'] / 60:.1f} min; best checkpoint {result.best_checkpoint}")
     print(f"report: {result.report}")
     print(json.dumps(summary, default=str))

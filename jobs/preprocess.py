@@ -20,6 +20,7 @@ import sys
 from dataclasses import asdict
 
 from jobs._cli import fail, parser, positive_int, run
+from vae import console
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
 from vae.dataset import WORKER_MODULES, extract, list_inputs, max_blocks
 from vae.raysetup import finish_ray, init_ray
@@ -62,7 +63,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"{len(files)} .wav files under {args.input}; features {args.features} {cfg.shape}", flush=True)
         import ray
 
-        owns_ray = not ray.is_initialized()
+        owns_ray, progress = not ray.is_initialized(), console.ProgressLine()
         try:
             # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
             # on 2 cores its processes delay the start of a local instance.
@@ -73,8 +74,9 @@ def _main(args: argparse.Namespace) -> int:
                 include_dashboard=False,
             )
             signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
-            summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, listed=files)
+            summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, progress=progress, listed=files)
         finally:
+            progress.close()
             if owns_ray:
                 finish_ray()  # before the summary, which stays the last line
     except KeyboardInterrupt:

@@ -135,7 +135,7 @@ def _main(args: argparse.Namespace) -> int:
     from vae.dataset import check_clips, read_feature_config
     from vae.pipeline import evaluate_best
     from vae.raysetup import finish_ray, init_ray
-    from vae.training import check_run, fit, stored_run_config
+    from vae.training import check_run, describe, fit, stored_run_config
 
     owns_ray = not ray.is_initialized()
     try:
@@ -145,13 +145,8 @@ def _main(args: argparse.Namespace) -> int:
         run_cfg, fault = build_config(args, stored)
         run_cfg = replace(run_cfg, features=read_feature_config(args.data)).validate()
         check_clips(args.data)  # bad clips fail here, not in every retry of the run
-        t = run_cfg.train
-        print(
-            f"run {args.name}: model {args.model or ('as stored' if stored else 'default')} "
-            f"{run_cfg.model.filters}, prior {run_cfg.prior.kind}, {t.epochs} epochs, "
-            f"{t.num_workers} worker(s) x batch {t.batch_size}{', GPU' if t.use_gpu else ''}",
-            flush=True,
-        )
+        preset_name = args.model or ("as stored" if stored else "default")
+        print(f"run {args.name}: {preset_name} {describe(run_cfg)}", flush=True)
         init_ray(args.num_cpus)
         result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume, fault=fault)
     finally:

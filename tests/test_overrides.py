@@ -266,7 +266,10 @@ def test_every_job_documents_set(capsys):
 def test_jobs_log_one_line_per_phase_and_every_line_with_verbose(capsys, monkeypatch):
     import logging
 
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vae import console
+
+    for key in (*console.QUIET_ENV, console.VERBOSE_ENV):  # restored after the test: a job sets them
+        monkeypatch.delenv(key, raising=False)
 
     def body() -> int:
         logging.getLogger("vae.pipeline").info("train: started")
@@ -280,7 +283,7 @@ def test_jobs_log_one_line_per_phase_and_every_line_with_verbose(capsys, monkeyp
     err = capsys.readouterr().err
     assert "train: started" in err and "vae.evaluation.audio] griffin-lim: 32/250 clips" in err
     assert err.count("train: started") == 1  # one handler, however many jobs ran in this process
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and console.is_verbose()
 
 
 def test_every_job_takes_verbose(capsys):

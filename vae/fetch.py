@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from vae import console
 from vae.errors import UserError
 
 FSDD_VERSION = "v1.0.10"
@@ -121,7 +122,7 @@ def _download(url: str, path: str, timeout_s: float, progress: Callable[[str], N
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(path, "wb") as out:
             total, done, step = int(resp.headers.get("Content-Length") or 0), 0, 4 << 20
-            next_report = step
+            next_report, every = step, console.Every()
             # read1: what has arrived, so a server that sends a byte at a time still meets the deadline.
             while chunk := resp.read1(1 << 16):
                 if time.monotonic() > ends:
@@ -134,7 +135,8 @@ def _download(url: str, path: str, timeout_s: float, progress: Callable[[str], N
                 done += len(chunk)
                 if progress and done >= next_report:
                     next_report += step
-                    progress(f"downloaded {done >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
+                    if every.due():
+                        progress(f"downloaded {done >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
     except (urllib.error.URLError, OSError) as exc:  # includes timeouts and refused connections
         reason = getattr(exc, "reason", None) or exc
         raise FetchError(f"cannot download {url}: {reason}. Offline? {OFFLINE_HINT}") from exc

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vae import compat, storage
+from vae import compat, console, storage
 from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, to_dict
 from vae.errors import UserError
 from vae.objective import OBJECTIVE, Ranking, Scorer
@@ -295,7 +295,7 @@ def _tuner(trainable, space: SearchSpace, exp_uri: str, settings: SweepConfig, t
         storage_path=loc.path,
         storage_filesystem=fs,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        verbose=1,
+        verbose=1 if console.is_verbose() else 0,  # Tune's status tables with --verbose only
     )
     return tune.Tuner(trainable, param_space=space.tune_param_space(), tune_config=tune_config, run_config=run_config)
 
