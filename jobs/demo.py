@@ -1,12 +1,12 @@
 """The end-to-end demo on a local Ray instance (``make demo``).
 
-    FSDD_DIR=/path/to/recordings python -m jobs.demo [--out runs/demo] [--train-budget S] [--epochs E] [--seed N]
+    FSDD_DIR=/path/to/recordings python -m jobs.demo [--out runs/demo] [--time-budget S] [--epochs E] [--seed N]
         [--config FILE] [--set KEY=VALUE ...]
 
 Locates the recordings (``FSDD_DIR``, else downloads the pinned release into
 ``runs/data``), then runs the pipeline in train-only mode: Ray Data extraction,
 the digit recogniser, the default VAE trained with Ray Train for as many
-epochs as fit ``--train-budget`` seconds (vae.config.DemoConfig), evaluation,
+epochs as fit ``--time-budget`` seconds (vae.config.DemoConfig), evaluation,
 and the report. On a 2-core laptop it takes about 15 minutes, most of it
 training, because training is what makes the digits intelligible. Ends by
 printing the path of the report. --set demo.KEY=VALUE sets the DemoConfig (the
@@ -22,12 +22,12 @@ import sys
 import time
 from typing import Any
 
-from jobs._cli import add_config_arguments, config_overrides, parser, run
+from jobs._cli import add_config_arguments, add_option, add_out, config_overrides, parser, run, show_config_defaults
 from vae import storage
 from vae.config import DemoConfig, RunConfig
 from vae.fetch import fetch_fsdd
 
-SHORTHANDS = {"train_budget": "demo.train_budget_s", "epochs": "demo.max_epochs", "seed": "demo.seed"}
+SHORTHANDS = {"time_budget": "demo.train_budget_s", "epochs": "demo.max_epochs", "seed": "demo.seed"}
 
 
 def locate_data(fsdd_dir: str | None, download_to: str) -> str:
@@ -56,19 +56,28 @@ def headline(m: dict[str, Any]) -> str:
     )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.demo", __doc__)
-    p.add_argument("--out", default="runs/demo", help="folder or s3:// prefix for everything the demo makes")
-    p.add_argument(
+    add_out(p, "folder or s3:// prefix for everything the demo makes", required=False, default="runs/demo")
+    add_option(
+        p,
+        "--time-budget",
         "--train-budget",
         type=float,
-        help=f"seconds of training: no epoch starts that would end past them (default {DemoConfig.train_budget_s:g})",
+        help="seconds of training: no epoch starts that would end past them",
     )
-    p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {DemoConfig.max_epochs})")
-    p.add_argument("--seed", type=int, help=f"training seed (default {DemoConfig.seed})")
-    p.add_argument("--download-to", default="runs/data", help="where to fetch FSDD when FSDD_DIR is not set")
+    p.add_argument("--epochs", type=int, help="at most this many epochs")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument(
+        "--download-to", metavar="DIR", default="runs/data", help="where to fetch FSDD when FSDD_DIR is not set"
+    )
     add_config_arguments(p)
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"demo": DemoConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

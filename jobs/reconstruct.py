@@ -18,24 +18,28 @@ import sys
 
 import numpy as np
 
-from jobs._cli import fail, parser, run
+from jobs._cli import add_out, digit, fail, parser, positive_int, run
 from vae import storage
 from vae.errors import UserError
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.reconstruct", __doc__)
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or s3://)")
-    p.add_argument("--input", required=True, help="folder or s3:// prefix of .wav files")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint folder (local or s3://)")
+    p.add_argument("--input", required=True, metavar="DIR_OR_S3", help="folder or s3:// prefix of .wav files")
+    add_out(p, "output folder (local or s3://)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="clips encoded and decoded at once")
     p.add_argument(
         "--digit",
-        type=int,
+        type=digit,
         help="the digit every input says (a conditional model needs it; "
-        "otherwise it is read from names like 7_anna_0.wav)",
+        "by default it is read from names like 7_anna_0.wav)",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +48,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from vae import generation
-    from vae.checkpoint import load
-    from vae.evaluation.evaluators import unseen_voices
-    from vae.features import log_spectral_distance, wav_bytes
+    from vae.checkpoint import check, load
 
     files = storage.list_files(args.input, suffix=".wav")
     if not files:
         return fail("reconstruct", f"no .wav files under {args.input}")
     storage.check_reachable(args.out)
+    check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
+    from vae import generation
+    from vae.evaluation.evaluators import unseen_voices
+    from vae.features import log_spectral_distance, wav_bytes
+
     loaded = load(args.checkpoint)
     cfg = loaded.run_config.features
     base = storage.resolve(args.input).uri

@@ -117,7 +117,7 @@ def test_tensorflow_loads_without_a_line_unless_its_log_level_lets_info_through(
 def test_a_short_training_run_prints_its_own_lines_only(ray_local, small_parquet, tmp_path):
     """2 epochs of `tiny` through the CLI: a handful of lines, nothing from TensorFlow or Ray; its
     workers (on the session's Ray, a cluster to the job) get the settings through runtime_env."""
-    args = ["--data", small_parquet, "--storage", str(tmp_path), "--name", "quiet", "--model", "tiny", "--epochs", "2"]
+    args = ["--data", small_parquet, "--out", str(tmp_path), "--name", "quiet", "--model", "tiny", "--epochs", "2"]
     proc = subprocess.run(
         [sys.executable, "-m", "jobs.train", *args],
         cwd=REPO,

@@ -212,9 +212,7 @@ def submitted_features(ray_head, fsdd_dir, tmp_path_factory):
             for t in TAKES:
                 shutil.copy(fsdd_dir / f"{d}_{s}_{t}.wav", clips)
     output = tmp_path_factory.mktemp("submit_out") / "features"
-    proc = ray_head.submit(
-        "preprocess", "python", "-m", "jobs.preprocess", "--input", str(clips), "--output", str(output)
-    )
+    proc = ray_head.submit("preprocess", "python", "-m", "jobs.preprocess", "--input", str(clips), "--out", str(output))
     return proc, output
 
 
@@ -238,7 +236,7 @@ def test_train_job_succeeds_and_writes_a_checkpoint(ray_head, submitted_features
     _, features = submitted_features
     runs = tmp_path / "runs"
     ray_head.submit(
-        "train", "python", "-m", "jobs.train", "--data", str(features), "--storage", str(runs),
+        "train", "python", "-m", "jobs.train", "--data", str(features), "--out", str(runs),
         "--name", "tiny", "--model", "tiny", "--epochs", "1", "--batch-size", "4", "--num-workers", "1",
     )  # fmt: skip
     assert ray_head.job("train")["status"] == "SUCCEEDED"

@@ -609,7 +609,7 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
         return loc, [loc.path], {}
     folder = storage.resolve(storage.published(loc.uri))
     files = part_files(folder)
-    redo = f"extract it again with python -m jobs.preprocess --output {loc.uri}"
+    redo = f"extract it again with python -m jobs.preprocess --out {loc.uri}"
     if not storage.exists(folder.join(SUMMARY_FILE).uri):
         if folder.uri != loc.uri:
             raise storage.StorageError(

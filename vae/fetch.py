@@ -31,6 +31,7 @@ FSDD_SHA256: str | None = None
 FSDD_CONTENT_SPEAKERS = ("george", "jackson", "lucas", "theo", "yweweler")
 FSDD_CONTENT_SHA256 = "4d2c04f63188f0f3972e5f4b501790602257d8283db78ffbbac8edcaac13171b"
 LICENSE = "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)"
+TIMEOUT_S, DEADLINE_S = 10.0, 900.0  # seconds each network wait, and the whole download, may take
 OFFLINE_HINT = "point FSDD_DIR at a local copy of the recordings folder (e.g. FSDD_DIR=/data/fsdd/recordings)"
 
 
@@ -61,9 +62,9 @@ def fetch_fsdd(
     dest: str,
     url: str = FSDD_URL,
     sha256: str | None = FSDD_SHA256,
-    timeout_s: float = 10.0,
+    timeout_s: float = TIMEOUT_S,
     progress: Callable[[str], None] | None = print,
-    deadline_s: float = 900.0,
+    deadline_s: float = DEADLINE_S,
     content_sha256: str = FSDD_CONTENT_SHA256,
     content_speakers: tuple[str, ...] = FSDD_CONTENT_SPEAKERS,
 ) -> str:
