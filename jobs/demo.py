@@ -7,10 +7,10 @@ Locates the recordings (``FSDD_DIR``, else downloads the pinned release into
 ``runs/data``), then runs the pipeline in train-only mode: Ray Data extraction,
 the digit recogniser, the default VAE trained with Ray Train for as many
 epochs as fit ``--time-budget`` seconds (vae.config.DemoConfig), evaluation,
-and the report. On a 2-core laptop it takes about 15 minutes, most of it
-training, because training is what makes the digits intelligible. Ends by
-printing the path of the report. --set demo.KEY=VALUE sets the DemoConfig (the
-flags are shorthands for its keys), any other key the RunConfig it trains.
+and the report. Most of its time is training, which is what makes the digits
+intelligible (docs/benchmarks.md has its timings). Ends by printing the path of
+the report. --set demo.KEY=VALUE sets the DemoConfig (the flags are shorthands
+for its keys), any other key the RunConfig it trains.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _main(args: argparse.Namespace) -> int:
         owns_ray, progress = not ray.is_initialized(), console.ProgressLine()
         try:
             # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
-            # on 2 cores its processes delay the start of a local instance.
+            # its processes delay the start of a local instance.
             init_ray(
                 args.num_cpus,
                 warm=WORKER_MODULES,
