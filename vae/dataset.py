@@ -281,8 +281,7 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     (a tensor extension type such as the spectrogram's, or any list) without dictionary encoding and
     without min/max statistics. Parquet would dictionary-encode a spectrogram's floats until the
     dictionary outgrows its page and then fall back to plain encoding, and nothing filters on their
-    statistics. Measured on 1,875 ``seed`` clips: the write 0.34 -> 0.24 ms per clip (medians of 7),
-    the file 34.0 -> 35.9 MB."""
+    statistics: a faster write for a slightly larger file (docs/benchmarks.md)."""
     scalar = [f.name for f in schema if not _is_array(f.type)]
     return dict(use_dictionary=scalar, write_statistics=scalar)
 
@@ -504,8 +503,8 @@ def _extraction(files: list[str], cfg: FeatureConfig, stage: storage.Location, r
     )
     # Ray Data reserves part of the cluster per operator for multi-operator
     # pipelines; with one fused map whose outputs are a few counts it only holds
-    # back the first wave of tasks (measured: one CPU idle for ~1 s of a 5 s run
-    # on 2 CPUs). Set on this dataset's own context copy only.
+    # back the first wave of tasks, leaving a CPU idle. Set on this dataset's own
+    # context copy only.
     ds.context.op_resource_reservation_enabled = False
     return ds
 
@@ -722,8 +721,8 @@ def materialize_split(uri: str, split: str | None, columns: Sequence[str] | None
     task wherever Ray places it, its rows staying in that node's object store.
 
     The same rows and types as ``read_split(...).materialize()`` (in file order; training sorts by id),
-    which costs 7-11 s of Ray Data start-up per dataset on 2 cores for a read that takes 0.1 s; every
-    training run reads two.
+    which pays Ray Data's start-up per dataset for a read that takes a fraction of it (docs/benchmarks.md);
+    every training run reads two.
     """
     import ray
     from ray.data import from_arrow_refs

@@ -226,7 +226,7 @@ def load_shard(shard) -> dict[str, np.ndarray]:
     """This worker's Ray Data shard read once into memory, sorted by clip id (so a run does not
     depend on the order blocks arrive in). Every epoch then shuffles and slices it in numpy:
     streaming it again would re-read and re-copy the Parquet every epoch on the very cores the
-    step needs (on 2 cores that cost a third of the step's throughput). FSDD's 3,000 clips of
+    step needs (docs/benchmarks.md). FSDD's 3,000 clips of
     ``default`` features are 150 MB."""
     parts = list(shard.iter_batches(batch_size=1024, batch_format="numpy"))
     if not parts:
