@@ -16,7 +16,7 @@ import json
 import sys
 
 from jobs._cli import add_out, digit, fail, parser, positive_int, run
-from vae import storage
+from vae import console, storage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +58,7 @@ def _main(args: argparse.Namespace) -> int:
 
     files: list[str] = []
     problems: list[dict[str, str]] = []
+    progress = console.ProgressLine()
     waves = generation.to_waveforms(loaded, specs, digit=args.digit, seed=args.seed)
     for i, (spec, y) in enumerate(zip(specs, waves)):
         stem = storage.safe_name(f"{args.digit}_{i}" if args.digit is not None else f"sample_{i}")
@@ -72,8 +73,10 @@ def _main(args: argparse.Namespace) -> int:
         problem = generation.check_audio(y, cfg.silence_peak)
         if problem:
             problems.append({"file": wav, "problem": problem})
+            progress.close()
             print(f"  warning: {wav} is {problem}", flush=True)
-        print(f"  wrote {wav}", flush=True)
+        progress(f"  wrote {len(files)}/{args.n}: {wav}")
+    progress.close()
     print(f"{len(files)} WAV files in {args.out}, {len(problems)} silent or non-finite")
     print(
         json.dumps(

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from jobs._cli import add_out, digit, fail, parser, positive_int, run
-from vae import storage
+from vae import console, storage
 from vae.errors import UserError
 
 
@@ -55,36 +55,10 @@ def _main(args: argparse.Namespace) -> int:
         return fail("reconstruct", f"no .wav files under {args.input}")
     storage.check_reachable(args.out)
     check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
-    from vae import generation
-    from vae.evaluation.evaluators import unseen_voices
-    from vae.features import log_spectral_distance, wav_bytes
-
     loaded = load(args.checkpoint)
-    cfg = loaded.run_config.features
     base = storage.resolve(args.input).uri
-    input_is_dir = storage.is_dir(base)
     print(f"{len(files)} .wav files under {base}; model {loaded.uri} (epoch {loaded.epoch})", flush=True)
-
-    written: list[str] = []
-    skipped: list[dict[str, str]] = []
-    distances: list[float] = []
-    for start in range(0, len(files), args.batch_size):
-        voices = _read_voices(loaded, files[start : start + args.batch_size], args.digit, skipped)
-        if not voices:
-            continue
-        for voice, y in zip(voices, unseen_voices.reconstruct(loaded, voices)):
-            rel = voice.uri[len(base) :].lstrip("/") if input_is_dir else voice.uri.rsplit("/", 1)[-1]
-            out = storage.join(args.out, storage.safe_relpath(rel))
-            try:
-                storage.write_bytes(out, wav_bytes(y, cfg))
-            except storage.StorageError as exc:
-                return fail("reconstruct", f"{exc} ({len(written)} files written before it)")
-            problem = generation.check_audio(y, cfg.silence_peak)
-            if problem:
-                print(f"  warning: {out} is {problem}", flush=True)
-            distances.append(log_spectral_distance(voice.waveform, y, cfg))
-            written.append(out)
-        print(f"  {len(written)}/{len(files)} reconstructed", flush=True)
+    written, skipped, distances = _reconstruct_all(args, loaded, files, base)
 
     mean_lsd = float(np.mean(distances)) if distances else None
     print(
@@ -107,8 +81,43 @@ def _main(args: argparse.Namespace) -> int:
     return 0 if written else 1
 
 
-def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[str, str]]) -> list:
-    """The clips of ``uris`` that can be read; each one that cannot goes to ``skipped`` with why."""
+def _reconstruct_all(
+    args: argparse.Namespace, loaded, files: list[str], base: str
+) -> tuple[list[str], list[dict[str, str]], list[float]]:
+    """Every readable file of ``files`` (under ``base``) through the model into ``args.out``: the files
+    written, those skipped with why, and each written one's log-spectral distance (dB) to its input."""
+    from vae import generation
+    from vae.evaluation.evaluators import unseen_voices
+    from vae.features import log_spectral_distance, wav_bytes
+
+    cfg, input_is_dir, progress = loaded.run_config.features, storage.is_dir(base), console.ProgressLine()
+    written: list[str] = []
+    skipped: list[dict[str, str]] = []
+    distances: list[float] = []
+    for start in range(0, len(files), args.batch_size):
+        voices = _read_voices(loaded, files[start : start + args.batch_size], args.digit, skipped, progress)
+        for voice, y in zip(voices, unseen_voices.reconstruct(loaded, voices) if voices else []):
+            rel = voice.uri[len(base) :].lstrip("/") if input_is_dir else voice.uri.rsplit("/", 1)[-1]
+            out = storage.join(args.out, storage.safe_relpath(rel))
+            try:
+                storage.write_bytes(out, wav_bytes(y, cfg))
+            except storage.StorageError as exc:
+                progress.close()
+                raise storage.StorageError(f"{exc} ({len(written)} files written before it)") from exc
+            problem = generation.check_audio(y, cfg.silence_peak)
+            if problem:
+                progress.close()
+                print(f"  warning: {out} is {problem}", flush=True)
+            distances.append(log_spectral_distance(voice.waveform, y, cfg))
+            written.append(out)
+        progress(f"  {len(written)}/{len(files)} reconstructed")
+    progress.close()
+    return written, skipped, distances
+
+
+def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[str, str]], progress) -> list:
+    """The clips of ``uris`` that can be read; each one that cannot goes to ``skipped`` with why
+    (and a line under ``progress``)."""
     from vae.evaluation.evaluators import unseen_voices
 
     voices = []
@@ -117,6 +126,7 @@ def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[
             voices.append(unseen_voices.read_voice(loaded, uri, digit))
         except UserError as exc:
             reason = _reason(exc)
+            progress.close()
             print(f"  skipped {uri}: {reason}", flush=True)
             skipped.append({"file": uri, "reason": reason})
     return voices

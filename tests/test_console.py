@@ -62,6 +62,8 @@ def test_the_driver_drops_ray_and_absl_lines_and_keeps_the_jobs():
         "E0000 00:00:1796317084.821958   21045 cuda_platform.cc:52] failed call to cuInit: INTERNAL",
         "Reporting training result 1: TrainingReport(checkpoint=None, metrics={'epoch': 1})",
         "Task ServeController.graceful_shutdown failed. There are infinite retries remaining, so the task",
+        "WARNING: 8 PYTHON worker processes have been started on node: ae8c66 with address: 192.0.2.2, which is 4x",
+        "Detected that the Ray Train controller actor (29294f65f197) is dead. Cleaning up placement group = [...]",
     ]
     kept = [
         "epoch 41 (cap 200), 312/600 s: train loss 1.2e+04 (recon_mse 0.01, kl 3)",

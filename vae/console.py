@@ -24,8 +24,8 @@ TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
 PROGRESS_EVERY_S = 60.0
 
 # Lines Ray forwards from its processes that the driver drops: Ray's C++ core ("[2026-01-01 10:00:00,123
-# E 123 456] core_worker.cc:..."), TensorFlow's absl lines ("I0000 00:00:17.1 123 port.cc:153] ...") and
-# the report Ray Train's worker logs each epoch under a logger its LoggingConfig does not reach.
+# E 123 456] core_worker.cc:..."), TensorFlow's absl lines ("I0000 00:00:17.1 123 port.cc:153] ..."), and
+# Ray's notices from loggers no setting reaches (Ray Train's per-epoch report, the raylet's, a cleaner's).
 _NOT_FORWARDED = "|".join(
     (
         r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] ",
@@ -33,6 +33,8 @@ _NOT_FORWARDED = "|".join(
         r"absl::InitializeLog",
         r"^Reporting training result \d+: ",
         r"^Task \S+ failed\. There are \w+ retries remaining",  # the raylet's, e.g. as Serve shuts down
+        r"PYTHON worker processes have been started on node",  # the raylet's, as a sweep's trials start
+        r"^Detected that the Ray Train controller actor \(\w+\) is dead",  # a stopped trial's clean-up
     )
 )
 
@@ -42,6 +44,9 @@ QUIET_ENV = {
     "RAY_DATA_LOG_LEVEL": "ERROR",  # Ray Data's notices and per-dataset summaries, in every process
     "PYTHONWARNINGS": "ignore::DeprecationWarning",  # Ray's deprecation warnings about its own internals
     "RAY_DEDUP_LOGS_SKIP_REGEX": _NOT_FORWARDED,  # read by the driver as Ray is imported
+    # Ray Tune's console reporter, whose experiment header and paths print at any verbosity (its
+    # silent verbosity, 0, is for the reporter this selects).
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 

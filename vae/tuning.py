@@ -23,6 +23,7 @@ for. Without a recogniser only the first term is used.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -146,8 +147,10 @@ def _searcher(space: SearchSpace, max_concurrent: int, settings: SweepConfig):
     cfg = dict(space.search)
     seed = int(cfg.get("seed", settings.search_seed))
     if cfg.get("type") == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(getattr(logging, console.library_log_level("WARNING")))  # its study notices
         return OptunaSearch(seed=seed, points_to_evaluate=[dict(p) for p in space.start_with] or None)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
