@@ -58,10 +58,12 @@ class Head:
             [str(RAY), *args], cwd=REPO, env=env or self.env, capture_output=True, text=True, timeout=timeout
         )
 
-    def submit(self, submission_id: str, *entrypoint: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def submit(
+        self, submission_id: str, *entrypoint: str, timeout: float = 900, options: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess:
         proc = self.run(
             "job", "submit", "--address", self.address, "--submission-id", submission_id,
-            "--working-dir", ".", "--", *entrypoint, timeout=timeout,
+            "--working-dir", ".", *options, "--", *entrypoint, timeout=timeout,
         )  # fmt: skip
         assert proc.returncode == 0, (
             f"ray job submit {submission_id} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -202,6 +204,30 @@ def test_submitted_job_runs_the_venv_python_on_the_uploaded_code(ray_head):
     executable, cwd, vae_file = ray_head.last_json_line("probe")
     assert Path(executable).parent == VENV_BIN
     assert Path(cwd).resolve() != REPO and Path(vae_file).resolve().is_relative_to(Path(cwd).resolve()), (cwd, vae_file)
+
+
+# A quiet job on the cluster: the job's own runtime_env sets one of the console's variables, init_ray adds
+# the others to it, and a task reports what its worker got.
+ENV_PROBE = """
+import json, os, ray
+from vae import console
+from vae.raysetup import init_ray
+console.configure(verbose=False)
+init_ray()
+names = ("TF_CPP_MIN_LOG_LEVEL", "RAY_DATA_LOG_LEVEL", "FSDD_VAE_VERBOSE")
+print(json.dumps(ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in names}).remote())))
+"""
+
+
+@pytest.mark.slow
+def test_a_submitted_jobs_workers_get_the_console_settings_beside_its_own_runtime_env(ray_head):
+    options = ("--runtime-env-json", json.dumps({"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}))
+    ray_head.submit("env", "python", "-c", ENV_PROBE, options=options)
+    assert ray_head.last_json_line("env") == {
+        "TF_CPP_MIN_LOG_LEVEL": "2",  # the job's own value wins
+        "RAY_DATA_LOG_LEVEL": "ERROR",
+        "FSDD_VAE_VERBOSE": None,
+    }
 
 
 @pytest.fixture(scope="module")
