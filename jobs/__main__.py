@@ -26,6 +26,7 @@ def summary(name: str) -> str:
 
 
 def usage() -> str:
+    """``fsdd-vae --help``: how to call it, and every job with its summary."""
     names = job_names()
     width = max(map(len, names))
     rows = "\n".join(f"  {name:<{width}}  {summary(name)}" for name in names)
@@ -36,6 +37,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the job named first in ``argv`` with the rest; the job list for none or ``--help``."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())

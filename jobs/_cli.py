@@ -115,6 +115,7 @@ def add_recogniser(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_num_cpus(p: argparse.ArgumentParser) -> None:
+    """``--num-cpus``, the CPUs of the Ray instance a job starts when it is not given a cluster."""
     p.add_argument(
         "--num-cpus",
         type=positive_int,

@@ -90,6 +90,7 @@ class Every:
         self.said_at: float | None = None
 
     def due(self, last: bool = False) -> bool:
+        """Whether to print a line now; ``last``: the phase's final line, always printed."""
         now = time.monotonic()
         if last or self.said_at is None or now - self.said_at >= self.every_s:
             self.said_at = now
@@ -98,8 +99,8 @@ class Every:
 
 
 class ProgressLine:
-    """A long phase's progress lines (``line(text)``): on a terminal each one replaces the last in
-    place, otherwise those :class:`Every` lets through are printed; ``close()`` ends the phase."""
+    """A long phase's progress, a line per call: on a terminal each one replaces the last in place,
+    otherwise those :class:`Every` lets through are printed; ``close()`` ends the phase."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -115,6 +116,7 @@ class ProgressLine:
             print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
+        """End the in-place line, so what is printed next starts a line of its own."""
         if self.in_place and self.width:
             self.stream.write("\n")
             self.stream.flush()
@@ -137,6 +139,7 @@ def stderr_silenced() -> Iterator[None]:
 
 
 def _tf_log_level() -> int:
+    """``TF_CPP_MIN_LOG_LEVEL`` as TensorFlow reads it (0, everything, when unset or not a number)."""
     try:
         return int(os.environ.get(TF_LOG_ENV, "0"))
     except ValueError:

@@ -571,6 +571,7 @@ class VaeService:
 
 
 def _serve_log_level() -> str:
+    """Serve's log level: its warnings (a replica slow to start) always, its steps with --verbose."""
     return console.library_log_level(quiet="WARNING")
 
 
