@@ -81,7 +81,7 @@ def test_progress_lines_are_spaced_unless_verbose(monkeypatch):
     every = console.Every()
     said = []
     for step in range(10):
-        clock[0] += 20
+        clock[0] += console.PROGRESS_EVERY_S / 3
         said.append(every.due(last=step == 9))
     assert said == [True, False, False, True, False, False, True, False, False, True]
     monkeypatch.setenv(console.VERBOSE_ENV, "1")

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 VERBOSE_ENV = "FSDD_VAE_VERBOSE"
 TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
 # Seconds between the progress lines of a long phase (training epochs) without --verbose.
-PROGRESS_EVERY_S = 60.0
+PROGRESS_EVERY_S = 90.0
 
 # Lines Ray forwards from its processes that the driver drops: Ray's C++ core ("[2026-01-01 10:00:00,123
 # E 123 456] core_worker.cc:..."), TensorFlow's absl lines ("I0000 00:00:17.1 123 port.cc:153] ..."), and
