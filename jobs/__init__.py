@@ -1,10 +1,6 @@
-"""Entry points, each ``python -m jobs.<name>``, the same command locally and under ``ray job submit``.
+"""Entry points, each ``python -m jobs.<name>`` (or ``fsdd-vae <name>``), the same command locally and
+under ``ray job submit``.
 
-Quieter by default: TensorFlow's C++ INFO and WARNING logging (CPU-feature, oneDNN and XLA notices) is
-off in the job and in the local Ray workers that inherit its environment; only the CUDA probe that
-absl prints before TensorFlow reads its settings remains. ``TF_CPP_MIN_LOG_LEVEL=0`` brings them back.
+A job's console holds its own lines; TensorFlow's and Ray's start-up and internal lines show only with
+``--verbose`` (:mod:`vae.console`). No job imports TensorFlow or Ray before its arguments are parsed.
 """
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

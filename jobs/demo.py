@@ -1,16 +1,16 @@
 """The end-to-end demo on a local Ray instance (``make demo``).
 
-    FSDD_DIR=/path/to/recordings python -m jobs.demo [--out runs/demo] [--train-budget S] [--epochs E] [--seed N]
+    FSDD_DIR=/path/to/recordings python -m jobs.demo [--out runs/demo] [--time-budget S] [--epochs E] [--seed N]
         [--config FILE] [--set KEY=VALUE ...]
 
 Locates the recordings (``FSDD_DIR``, else downloads the pinned release into
 ``runs/data``), then runs the pipeline in train-only mode: Ray Data extraction,
 the digit recogniser, the default VAE trained with Ray Train for as many
-epochs as fit ``--train-budget`` seconds (vae.config.DemoConfig), evaluation,
-and the report. On a 2-core laptop it takes about 15 minutes, most of it
-training, because training is what makes the digits intelligible. Ends by
-printing the path of the report. --set demo.KEY=VALUE sets the DemoConfig (the
-flags are shorthands for its keys), any other key the RunConfig it trains.
+epochs as fit ``--time-budget`` seconds (vae.config.DemoConfig), evaluation,
+and the report. Most of its time is training, which is what makes the digits
+intelligible (docs/benchmarks.md has its timings). Ends by printing the path of
+the report. --set demo.KEY=VALUE sets the DemoConfig (the flags are shorthands
+for its keys), any other key the RunConfig it trains.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
-from jobs._cli import add_config_arguments, config_overrides, parser, run
+from jobs._cli import add_config_arguments, add_option, add_out, config_overrides, parser, run, show_config_defaults
 from vae import storage
 from vae.config import DemoConfig, RunConfig
 from vae.fetch import fetch_fsdd
 
-SHORTHANDS = {"train_budget": "demo.train_budget_s", "epochs": "demo.max_epochs", "seed": "demo.seed"}
+SHORTHANDS = {"time_budget": "demo.train_budget_s", "epochs": "demo.max_epochs", "seed": "demo.seed"}
 
 
 def locate_data(fsdd_dir: str | None, download_to: str) -> str:
@@ -39,19 +40,52 @@ def locate_data(fsdd_dir: str | None, download_to: str) -> str:
     return fetch_fsdd(download_to)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _figure(value: Any, digits: int) -> str:
+    """A metric rounded to ``digits`` decimals, or "n/a" when it was not measured."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def headline(m: dict[str, Any]) -> str:
+    """The demo's numbers in one line, each beside the vocoder's floor: the digit accuracy of its samples,
+    their voicing, and the reconstruction error and PESQ of the test clips and of the voice it never heard."""
+    se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
+    line = (
+        f"digit accuracy of generated digits {_figure(m.get('digit_accuracy'), 3)}{se} "
+        f"(vocoder floor {_figure(m.get('digit_accuracy_floor'), 3)}), voicing of samples "
+        f"{_figure(m.get('voicing_samples'), 2)} (real {_figure(m.get('voicing_real'), 2)}), reconstruction LSD "
+        f"{_figure(m.get('recon_lsd_db'), 1)} dB (floor {_figure(m.get('recon_lsd_db_floor'), 1)} dB), "
+        f"PESQ {_figure(m.get('pesq_nb'), 2)} (floor {_figure(m.get('pesq_nb_floor'), 2)})"
+    )
+    if m.get("held_out_speaker"):
+        line += (
+            f"; the voice it never heard ({m['held_out_speaker']}): LSD {_figure(m.get('held_out_lsd_db'), 1)} dB, "
+            f"PESQ {_figure(m.get('held_out_pesq_nb'), 2)} (floor {_figure(m.get('held_out_pesq_nb_floor'), 2)})"
+        )
+    return line
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.demo", __doc__)
-    p.add_argument("--out", default="runs/demo", help="folder or s3:// prefix for everything the demo makes")
-    p.add_argument(
+    add_out(p, "folder or s3:// prefix for everything the demo makes", required=False, default="runs/demo")
+    add_option(
+        p,
+        "--time-budget",
         "--train-budget",
         type=float,
-        help=f"seconds of training: no epoch starts that would end past them (default {DemoConfig.train_budget_s:g})",
+        help="seconds of training: no epoch starts that would end past them",
     )
-    p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {DemoConfig.max_epochs})")
-    p.add_argument("--seed", type=int, help=f"training seed (default {DemoConfig.seed})")
-    p.add_argument("--download-to", default="runs/data", help="where to fetch FSDD when FSDD_DIR is not set")
+    p.add_argument("--epochs", type=int, help="at most this many epochs")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument(
+        "--download-to", metavar="DIR", default="runs/data", help="where to fetch FSDD when FSDD_DIR is not set"
+    )
     add_config_arguments(p)
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"demo": DemoConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -81,18 +115,7 @@ def _main(args: argparse.Namespace) -> int:
     finish_ray()
     summary = result.summary()
     summary["wall_s"] = round(time.perf_counter() - started, 1)
-    m = result.metrics
-    se = f" +- {m['digit_accuracy_se']:.3f}" if "digit_accuracy_se" in m else ""
-    accuracy = f"{m['digit_accuracy']:.3f}" if "digit_accuracy" in m else None
-    rounded = (("voicing_samples", 2), ("voicing_real", 2), ("voicing_floor", 2), ("pesq_nb", 1), ("pesq_nb_floor", 1))
-    # None where not measured (for PESQ, also where it could score no clip)
-    voice = {k: None if m.get(k) is None else f"{m[k]:.{digits}f}" for k, digits in rounded}
-    print(
-        f"digit accuracy of generated digits {accuracy}{se} (vocoder floor {m.get('digit_accuracy_floor')}), "
-        f"reconstruction LSD {m.get('recon_lsd_db')} dB (floor {m.get('recon_lsd_db_floor')} dB), "
-        f"voicing of samples {voice['voicing_samples']} (real {voice['voicing_real']}, floor {voice['voicing_floor']}), "
-        f"reconstruction PESQ {voice['pesq_nb']} (floor {voice['pesq_nb_floor']})"
-    )
+    print(headline(result.metrics))
     print(f"demo finished in {summary['wall_s'] / 60:.1f} min; best checkpoint {result.best_checkpoint}")
     print(f"report: {result.report}")
     print(json.dumps(summary, default=str))

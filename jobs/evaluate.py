@@ -1,12 +1,12 @@
 """Score a trained VAE on the audio it makes and write its report.
 
     python -m jobs.evaluate --checkpoint CKPT --data PARQUET --out DIR
-        [--classifier RECOGNISER] [--n-per-digit N] [--n-unconditional N] [--wavs DIR] [--seed S]
+        [--recogniser DIR] [--n-per-digit N] [--n-unconditional N] [--wavs DIR] [--seed S]
 
 Writes DIR/metrics.json (each metric with its vocoder floor) and DIR/index.html
 with its PNG and WAV files beside it, referenced relatively. CKPT, PARQUET, DIR,
-RECOGNISER and the --wavs folder (extra clips, e.g. unseen voices) may be local
-or s3://. Without --classifier the sample metrics (digit accuracy, inception
+the recogniser and the --wavs folder (extra clips, e.g. unseen voices) may be local
+or s3://. Without --recogniser the sample metrics (digit accuracy, inception
 score, Frechet distance) are skipped. Runs in this process (Griffin-Lim
 batched in TensorFlow, vae.vocoder); no Ray cluster is needed. The last stdout line is JSON.
 """
@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, job_config, parser, run
+from jobs._cli import add_config_arguments, add_out, add_recogniser, job_config, parser, run, show_config_defaults
 from vae.config import EvalConfig
 
 # Shorthand flag -> the EvalConfig key it sets (any key: --set eval.KEY=VALUE).
@@ -25,22 +25,32 @@ SHORTHANDS = {"n_per_digit": "eval.n_per_digit", "n_unconditional": "eval.n_unco
 HEADLINE = ("digit_accuracy", "inception_score", "frechet_distance", "recon_lsd_db", "recon_mse")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.evaluate", __doc__)
-    p.add_argument("--checkpoint", required=True, help="VAE checkpoint folder (local or s3://)")
-    p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (its test split is used)")
-    p.add_argument("--out", required=True, help="report folder (local or s3://)")
-    p.add_argument("--classifier", help="recogniser folder written by jobs.train_classifier")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="VAE checkpoint folder (local or s3://)")
     p.add_argument(
-        "--n-per-digit", type=int, help=f"digit-conditional samples per digit (default {EvalConfig.n_per_digit})"
+        "--data",
+        required=True,
+        metavar="PARQUET",
+        help="Parquet dataset written by jobs.preprocess (its test split is used)",
     )
+    add_out(p, "report folder (local or s3://)")
+    add_recogniser(p, "recogniser folder written by jobs.train_classifier: without it, no sample metrics")
+    p.add_argument("--n-per-digit", type=int, help="digit-conditional samples per digit")
+    p.add_argument("--n-unconditional", type=int, help="prior samples for IS and FD")
     p.add_argument(
-        "--n-unconditional", type=int, help=f"prior samples for IS and FD (default {EvalConfig.n_unconditional})"
+        "--wavs",
+        metavar="DIR_OR_S3",
+        help="a folder of other WAVs (e.g. unseen voices) to measure reconstruction on (default none)",
     )
-    p.add_argument("--wavs", help="a folder of other WAVs (e.g. unseen voices) to measure reconstruction on")
-    p.add_argument("--seed", type=int, help=f"sampling and Griffin-Lim seed (default {EvalConfig.seed})")
+    p.add_argument("--seed", type=int, help="sampling and Griffin-Lim seed")
     add_config_arguments(p, "eval.n_report_per_digit=2")
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"eval": EvalConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,14 +59,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    config = job_config(args, EvalConfig, "eval", SHORTHANDS)  # a bad option fails before anything loads
     from vae import storage
-    from vae.checkpoint import load
+    from vae.checkpoint import check, check_recogniser, load
+
+    storage.check_reachable(args.out)
+    check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
+    if args.recogniser:
+        check_recogniser(args.recogniser)
     from vae.reports.run_report import evaluate_and_report
 
-    config = job_config(args, EvalConfig, "eval", SHORTHANDS)
-    storage.check_reachable(args.out)
     loaded = load(args.checkpoint)
-    m = evaluate_and_report(loaded, args.data, args.out, args.classifier, config=config, wavs_uri=args.wavs)
+    m = evaluate_and_report(loaded, args.data, args.out, args.recogniser, config=config, wavs_uri=args.wavs)
     for name in HEADLINE:
         if name in m:
             floor = m.get(f"{name}_floor")

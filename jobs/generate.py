@@ -15,19 +15,23 @@ import argparse
 import json
 import sys
 
-from jobs._cli import fail, parser, run
-from vae import storage
+from jobs._cli import add_out, digit, fail, parser, positive_int, run
+from vae import console, storage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("jobs.generate", __doc__)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint folder (local or s3://)")
+    add_out(p, "output folder (local or s3://)")
+    p.add_argument("--n", type=positive_int, default=10, help="clips to generate")
+    p.add_argument("--digit", type=digit, help="generate this digit (default: draws from the prior)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and Griffin-Lim seed")
+    p.add_argument("--no-png", action="store_true", help="skip the spectrogram PNGs")
+    return p
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = parser("jobs.generate", __doc__)
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or s3://)")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--n", type=int, default=10, help="clips to generate")
-    p.add_argument("--digit", type=int, default=None, help="generate this digit (0-9)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-png", action="store_true", help="skip the spectrogram PNGs")
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.n <= 0:
-        return fail("generate", f"--n must be positive, got {args.n}")
-    from vae import generation
-    from vae.checkpoint import load
-    from vae.features import wav_bytes
+    from vae.checkpoint import check, load
 
     storage.check_reachable(args.out)
+    check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
+    from vae import generation
+    from vae.features import wav_bytes
+
     loaded = load(args.checkpoint)
     specs = generation.sample(loaded, args.n, digit=args.digit, seed=args.seed)
     cfg = loaded.run_config.features
@@ -54,6 +58,7 @@ def _main(args: argparse.Namespace) -> int:
 
     files: list[str] = []
     problems: list[dict[str, str]] = []
+    progress = console.ProgressLine()
     waves = generation.to_waveforms(loaded, specs, digit=args.digit, seed=args.seed)
     for i, (spec, y) in enumerate(zip(specs, waves)):
         stem = storage.safe_name(f"{args.digit}_{i}" if args.digit is not None else f"sample_{i}")
@@ -68,8 +73,10 @@ def _main(args: argparse.Namespace) -> int:
         problem = generation.check_audio(y, cfg.silence_peak)
         if problem:
             problems.append({"file": wav, "problem": problem})
+            progress.close()
             print(f"  warning: {wav} is {problem}", flush=True)
-        print(f"  wrote {wav}", flush=True)
+        progress(f"  wrote {len(files)}/{args.n}: {wav}")
+    progress.close()
     print(f"{len(files)} WAV files in {args.out}, {len(problems)} silent or non-finite")
     print(
         json.dumps(

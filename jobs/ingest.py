@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, fail, job_config, parser, run
+from jobs._cli import add_config_arguments, add_out, fail, job_config, parser, run, show_config_defaults
 from vae import storage
 from vae.config import IngestConfig
 
@@ -25,22 +25,23 @@ from vae.config import IngestConfig
 SHORTHANDS = {"top_db": "ingest.top_db", "min_gap": "ingest.min_gap_seconds"}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.ingest", __doc__)
-    p.add_argument("--input", required=True, help="the long recording (WAV, FLAC, OGG; local or s3://)")
+    p.add_argument("--input", required=True, metavar="FILE", help="the long recording (WAV, FLAC, OGG; local or s3://)")
     p.add_argument("--digits", required=True, help="the digits said, in order, e.g. 0123456789")
     p.add_argument("--repeat", type=int, default=1, help="how many times the --digits sequence was said")
     p.add_argument("--speaker", required=True, help="speaker name used in the clip names")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument(
-        "--top-db", type=float, help=f"silence: this many dB below the loudest frame (default {IngestConfig.top_db})"
-    )
-    p.add_argument(
-        "--min-gap", type=float, help=f"shorter pauses (s) do not split a word (default {IngestConfig.min_gap_seconds})"
-    )
+    add_out(p, "output folder (local or s3://)")
+    p.add_argument("--top-db", type=float, help="silence: this many dB below the loudest frame")
+    p.add_argument("--min-gap", type=float, help="shorter pauses (s) do not split a word")
     p.add_argument("--first-take", type=int, default=0, help="take number of each digit's first clip")
     add_config_arguments(p, "ingest.top_db=35")
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"ingest": IngestConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _table(segments, labels=None) -> str:
@@ -56,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    cfg = job_config(args, IngestConfig, "ingest", SHORTHANDS)  # a bad option fails before librosa loads
     from vae.features import AudioError
     from vae.ingest import CountMismatch, IngestError, split_recording, write_clips
 
     try:
-        cfg = job_config(args, IngestConfig, "ingest", SHORTHANDS)
         if args.first_take < 0:
             raise IngestError(f"--first-take must be >= 0, got {args.first_take}")
         storage.check_reachable(args.out)

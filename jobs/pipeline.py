@@ -1,6 +1,6 @@
 """Everything in one job: extract, train the recogniser, sweep (or train once), evaluate, report.
 
-    python -m jobs.pipeline --input SRC --storage DIR_OR_S3 --name EXP
+    python -m jobs.pipeline --input SRC --out DIR_OR_S3 --name EXP
         [--space YAML | --train-only] [--model PRESET] [--epochs E] [--num-workers N]
         [--workers-per-trial W] [--num-samples N] [--max-concurrent C] [--use-gpu] [--resume]
         [--config FILE] [--set KEY=VALUE ...]
@@ -17,7 +17,16 @@ import argparse
 import json
 import sys
 
-from jobs._cli import Shorthands, add_config_arguments, config_overrides, parser, positive_int, run
+from jobs._cli import (
+    Shorthands,
+    add_config_arguments,
+    add_num_cpus,
+    add_out,
+    config_overrides,
+    parser,
+    run,
+    show_config_defaults,
+)
 from vae.config import (
     FEATURE_PRESETS,
     MODEL_PRESETS,
@@ -26,10 +35,8 @@ from vae.config import (
     ModelConfig,
     RunConfig,
     SweepConfig,
-    TrainConfig,
     preset,
 )
-from vae.raysetup import finish_ray, init_ray
 
 SHORTHANDS: Shorthands = {
     "prior": "prior.kind",
@@ -42,24 +49,20 @@ SHORTHANDS: Shorthands = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.pipeline", __doc__)
-    p.add_argument("--input", required=True, help="folder or s3:// prefix of FSDD WAV files")
-    p.add_argument("--storage", required=True, help="folder or s3:// prefix for everything the pipeline makes")
-    p.add_argument("--name", required=True, help="experiment name")
+    p.add_argument("--input", required=True, metavar="DIR_OR_S3", help="folder or s3:// prefix of FSDD WAV files")
+    add_out(p, "folder or s3:// prefix for everything the pipeline makes", "--storage")
+    p.add_argument("--name", required=True, help="experiment name: its results go to OUT/NAME")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--space", help="search space YAML: run a sweep")
+    mode.add_argument("--space", metavar="YAML", help="search space YAML: run a sweep")
     mode.add_argument("--train-only", action="store_true", help="train one model instead of sweeping")
-    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS))
+    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
     p.add_argument("--model", default="default", choices=sorted(MODEL_PRESETS), help="train-only: model preset")
     p.add_argument("--prior", choices=PRIOR_KINDS, help="train-only: prior")
     p.add_argument("--epochs", type=int, help="train-only: epochs")
-    p.add_argument("--num-workers", type=int, help=f"train-only: Ray Train workers (default {TrainConfig.num_workers})")
-    p.add_argument(
-        "--workers-per-trial",
-        type=int,
-        help=f"sweep: Ray Train workers per trial (default {SweepConfig.workers_per_trial})",
-    )
+    p.add_argument("--num-workers", type=int, help="train-only: Ray Train workers")
+    p.add_argument("--workers-per-trial", type=int, help="sweep: Ray Train workers per trial")
     p.add_argument("--num-samples", type=int, help="sweep: trials (default: the space's)")
     p.add_argument("--max-concurrent", type=int, help="sweep: trials at once (default: what the cluster fits)")
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Train worker")
@@ -71,11 +74,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="digit-conditional samples per digit in the evaluation",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run or sweep")
-    p.add_argument(
-        "--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)"
-    )
+    add_num_cpus(p)
     add_config_arguments(p)
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"": RunConfig(), "sweep": SweepConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def configs(args: argparse.Namespace) -> tuple[RunConfig, SweepConfig]:
@@ -94,18 +100,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     """The job's body: every stage, then the summary."""
-    from vae.pipeline import run_pipeline
-
+    cfg, sweep = configs(args)  # a bad option fails before anything is read
     space = None
     if args.space:
         from vae.search_space import load_space
 
         space = load_space(args.space)
-    cfg, sweep = configs(args)
+    from vae.pipeline import run_pipeline
+    from vae.raysetup import finish_ray, init_ray
+
     init_ray(args.num_cpus)
     result = run_pipeline(
         args.input,
-        args.storage,
+        args.out,
         args.name,
         features_preset=args.features,
         space=space,

@@ -1,6 +1,6 @@
 """Extract spectrograms from FSDD recordings into Parquet with Ray Data.
 
-    python -m jobs.preprocess --input SRC --output DST [--features PRESET]
+    python -m jobs.preprocess --input SRC --out DST [--features PRESET]
 
 SRC and DST are local folders or ``s3://bucket/prefix`` (endpoint and credentials
 from the standard AWS_* environment variables). The dataset is published at DST
@@ -19,25 +19,33 @@ import signal
 import sys
 from dataclasses import asdict
 
-from jobs._cli import fail, parser, positive_int, run
+from jobs._cli import add_num_cpus, add_out, fail, parser, positive_int, run
+from vae import console
 from vae.config import FEATURE_PRESETS, FeatureConfig, preset
 from vae.dataset import WORKER_MODULES, extract, list_inputs, max_blocks
 from vae.raysetup import finish_ray, init_ray
 from vae.storage import StorageError, check_reachable
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.preprocess", __doc__)
-    p.add_argument("--input", required=True, help="folder or s3:// prefix of {digit}_{speaker}_{take}.wav files")
-    p.add_argument("--output", required=True, help="folder or s3:// prefix for the Parquet dataset")
-    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
     p.add_argument(
-        "--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)"
+        "--input",
+        required=True,
+        metavar="DIR_OR_S3",
+        help="folder or s3:// prefix of {digit}_{speaker}_{take}.wav files",
     )
+    add_out(p, "folder or s3:// prefix for the Parquet dataset", "--output")
+    p.add_argument("--features", default="default", choices=sorted(FEATURE_PRESETS), help="FeatureConfig preset")
+    add_num_cpus(p)
     p.add_argument(
         "--blocks", type=positive_int, default=None, help="pipeline blocks (default: from cluster CPUs and clip count)"
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _interrupt(signum, frame):
@@ -56,16 +64,16 @@ def _main(args: argparse.Namespace) -> int:
         # Input and output are checked before Ray starts, so a wrong path fails in seconds.
         files = list_inputs(args.input)
         try:
-            check_reachable(args.output)
+            check_reachable(args.out)
         except StorageError as exc:
-            raise StorageError(f"output {args.output}: {exc}") from exc
+            raise StorageError(f"output {args.out}: {exc}") from exc
         print(f"{len(files)} .wav files under {args.input}; features {args.features} {cfg.shape}", flush=True)
         import ray
 
-        owns_ray = not ray.is_initialized()
+        owns_ray, progress = not ray.is_initialized(), console.ProgressLine()
         try:
             # No dashboard: extraction does not use it (Ray Train's clean-up does, see vae.raysetup), and
-            # on 2 cores its processes delay the start of a local instance.
+            # its processes delay the start of a local instance.
             init_ray(
                 args.num_cpus,
                 warm=WORKER_MODULES,
@@ -73,13 +81,14 @@ def _main(args: argparse.Namespace) -> int:
                 include_dashboard=False,
             )
             signal.signal(signal.SIGTERM, _interrupt)  # again: Ray's core worker installs its own on init
-            summary = extract(args.input, args.output, cfg, num_blocks=args.blocks, listed=files)
+            summary = extract(args.input, args.out, cfg, num_blocks=args.blocks, progress=progress, listed=files)
         finally:
+            progress.close()
             if owns_ray:
                 finish_ray()  # before the summary, which stays the last line
     except KeyboardInterrupt:
         if summary is None:
-            fail("preprocess", f"interrupted: nothing published, the dataset at {args.output} (if any) is as it was")
+            fail("preprocess", f"interrupted: nothing published, the dataset at {args.out} (if any) is as it was")
             return 130
         # Interrupted while Ray was stopping, after the dataset was published: the job's work is done.
 
@@ -94,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
         return fail(
             "preprocess",
             f"nothing could be written: all {summary.rejected} inputs under {args.input} were rejected, see "
-            f"{summary.rejected_output}; nothing published, the dataset at {args.output} (if any) is as it was",
+            f"{summary.rejected_output}; nothing published, the dataset at {args.out} (if any) is as it was",
         )
     print(json.dumps(result))
     return 0

@@ -18,24 +18,28 @@ import sys
 
 import numpy as np
 
-from jobs._cli import fail, parser, run
-from vae import storage
+from jobs._cli import add_out, digit, fail, parser, positive_int, run
+from vae import console, storage
 from vae.errors import UserError
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.reconstruct", __doc__)
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (local or s3://)")
-    p.add_argument("--input", required=True, help="folder or s3:// prefix of .wav files")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint folder (local or s3://)")
+    p.add_argument("--input", required=True, metavar="DIR_OR_S3", help="folder or s3:// prefix of .wav files")
+    add_out(p, "output folder (local or s3://)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="clips encoded and decoded at once")
     p.add_argument(
         "--digit",
-        type=int,
+        type=digit,
         help="the digit every input says (a conditional model needs it; "
-        "otherwise it is read from names like 7_anna_0.wav)",
+        "by default it is read from names like 7_anna_0.wav)",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,41 +48,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from vae import generation
-    from vae.checkpoint import load
-    from vae.evaluation.evaluators import unseen_voices
-    from vae.features import log_spectral_distance, wav_bytes
+    from vae.checkpoint import check, load
 
     files = storage.list_files(args.input, suffix=".wav")
     if not files:
         return fail("reconstruct", f"no .wav files under {args.input}")
     storage.check_reachable(args.out)
+    check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
     loaded = load(args.checkpoint)
-    cfg = loaded.run_config.features
     base = storage.resolve(args.input).uri
-    input_is_dir = storage.is_dir(base)
     print(f"{len(files)} .wav files under {base}; model {loaded.uri} (epoch {loaded.epoch})", flush=True)
-
-    written: list[str] = []
-    skipped: list[dict[str, str]] = []
-    distances: list[float] = []
-    for start in range(0, len(files), args.batch_size):
-        voices = _read_voices(loaded, files[start : start + args.batch_size], args.digit, skipped)
-        if not voices:
-            continue
-        for voice, y in zip(voices, unseen_voices.reconstruct(loaded, voices)):
-            rel = voice.uri[len(base) :].lstrip("/") if input_is_dir else voice.uri.rsplit("/", 1)[-1]
-            out = storage.join(args.out, storage.safe_relpath(rel))
-            try:
-                storage.write_bytes(out, wav_bytes(y, cfg))
-            except storage.StorageError as exc:
-                return fail("reconstruct", f"{exc} ({len(written)} files written before it)")
-            problem = generation.check_audio(y, cfg.silence_peak)
-            if problem:
-                print(f"  warning: {out} is {problem}", flush=True)
-            distances.append(log_spectral_distance(voice.waveform, y, cfg))
-            written.append(out)
-        print(f"  {len(written)}/{len(files)} reconstructed", flush=True)
+    written, skipped, distances = _reconstruct_all(args, loaded, files, base)
 
     mean_lsd = float(np.mean(distances)) if distances else None
     print(
@@ -101,8 +81,43 @@ def _main(args: argparse.Namespace) -> int:
     return 0 if written else 1
 
 
-def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[str, str]]) -> list:
-    """The clips of ``uris`` that can be read; each one that cannot goes to ``skipped`` with why."""
+def _reconstruct_all(
+    args: argparse.Namespace, loaded, files: list[str], base: str
+) -> tuple[list[str], list[dict[str, str]], list[float]]:
+    """Every readable file of ``files`` (under ``base``) through the model into ``args.out``: the files
+    written, those skipped with why, and each written one's log-spectral distance (dB) to its input."""
+    from vae import generation
+    from vae.evaluation.evaluators import unseen_voices
+    from vae.features import log_spectral_distance, wav_bytes
+
+    cfg, input_is_dir, progress = loaded.run_config.features, storage.is_dir(base), console.ProgressLine()
+    written: list[str] = []
+    skipped: list[dict[str, str]] = []
+    distances: list[float] = []
+    for start in range(0, len(files), args.batch_size):
+        voices = _read_voices(loaded, files[start : start + args.batch_size], args.digit, skipped, progress)
+        for voice, y in zip(voices, unseen_voices.reconstruct(loaded, voices) if voices else []):
+            rel = voice.uri[len(base) :].lstrip("/") if input_is_dir else voice.uri.rsplit("/", 1)[-1]
+            out = storage.join(args.out, storage.safe_relpath(rel))
+            try:
+                storage.write_bytes(out, wav_bytes(y, cfg))
+            except storage.StorageError as exc:
+                progress.close()
+                raise storage.StorageError(f"{exc} ({len(written)} files written before it)") from exc
+            problem = generation.check_audio(y, cfg.silence_peak)
+            if problem:
+                progress.close()
+                print(f"  warning: {out} is {problem}", flush=True)
+            distances.append(log_spectral_distance(voice.waveform, y, cfg))
+            written.append(out)
+        progress(f"  {len(written)}/{len(files)} reconstructed")
+    progress.close()
+    return written, skipped, distances
+
+
+def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[str, str]], progress) -> list:
+    """The clips of ``uris`` that can be read; each one that cannot goes to ``skipped`` with why
+    (and a line under ``progress``)."""
     from vae.evaluation.evaluators import unseen_voices
 
     voices = []
@@ -111,6 +126,7 @@ def _read_voices(loaded, uris: list[str], digit: int | None, skipped: list[dict[
             voices.append(unseen_voices.read_voice(loaded, uri, digit))
         except UserError as exc:
             reason = _reason(exc)
+            progress.close()
             print(f"  skipped {uri}: {reason}", flush=True)
             skipped.append({"file": uri, "reason": reason})
     return voices

@@ -1,9 +1,9 @@
 """Rebuild a sweep's report from its storage alone.
 
-    python -m jobs.report --experiment <storage>/<EXP>
+    python -m jobs.report --experiment OUT/EXP
 
-Reads <EXP>/tune (every trial's parameters, per-epoch metrics and status) and
-<EXP>/best, and rewrites <EXP>/report/: index.html, summary.json, trials.csv, report.md.
+Reads EXP/tune (every trial's parameters, per-epoch metrics and status) and
+EXP/best, and rewrites EXP/report/: index.html, summary.json, trials.csv, report.md.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import sys
 from jobs._cli import parser, run
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.report", __doc__)
-    p.add_argument("--experiment", required=True, help="<storage>/<EXP> of a sweep made by jobs.tune")
-    args = p.parse_args(argv)
+    p.add_argument("--experiment", required=True, metavar="DIR_OR_S3", help="OUT/NAME of a sweep made by jobs.tune")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run("report", lambda: _main(args), args.verbose)
 
 

@@ -3,7 +3,7 @@
     python -m jobs.serve --checkpoint CKPT [--host 127.0.0.1] [--port 8000] [--replicas N]
         [--max-batch-size B] [--max-clips N] [--wait]
 
-CKPT is a checkpoint folder, local or s3://, or a sweep's <EXP>/best (pinned to its
+CKPT is a checkpoint folder, local or s3://, or a sweep's EXP/best (pinned to its
 current published version). Open http://HOST:PORT/ in a browser; the API is described
 in vae/serving/app.py and the README. Locally this starts Ray, serves until Ctrl-C (or
 SIGTERM), then stops Serve and Ray. With RAY_ADDRESS set (e.g. under `ray job submit`)
@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from jobs._cli import add_config_arguments, fail, job_config, parser, positive_int, run
+from jobs._cli import add_config_arguments, add_num_cpus, fail, job_config, parser, run, show_config_defaults
 from vae.config import ConfigError, ServeConfig
 
 APP_NAME = "fsdd-vae"
@@ -34,28 +34,28 @@ SHORTHANDS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.serve", __doc__)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (local or s3://), or a sweep's <EXP>/best")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="checkpoint folder (local or s3://), or a sweep's EXP/best",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--replicas", type=int, help=f"model replicas (each one CPU; default {ServeConfig.num_replicas})")
-    p.add_argument(
-        "--max-batch-size",
-        type=int,
-        help=f"requests per batch; 1 = one at a time (default {ServeConfig.max_batch_size})",
-    )
-    p.add_argument(
-        "--max-clips",
-        type=int,
-        help=f"most clips one /api/generate request may ask for (default {ServeConfig.max_clips})",
-    )
-    p.add_argument(
-        "--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)"
-    )
+    p.add_argument("--port", type=int, default=8000, help="port of the HTTP proxy")
+    p.add_argument("--replicas", type=int, help="model replicas (each one CPU)")
+    p.add_argument("--max-batch-size", type=int, help="requests per batch; 1 = one at a time")
+    p.add_argument("--max-clips", type=int, help="most clips one /api/generate request may ask for")
+    add_num_cpus(p)
     p.add_argument("--wait", action="store_true", help="on a cluster, serve until interrupted instead of returning")
     add_config_arguments(p, "serve.max_upload_seconds=5")
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"serve": ServeConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _stop_on_signals() -> tuple[threading.Event, list[str]]:

@@ -1,11 +1,11 @@
 """Train a spectrogram VAE on Ray Train (MultiWorkerMirroredStrategy on a DataParallelTrainer).
 
-    python -m jobs.train --data PARQUET --storage DIR_OR_S3 --name RUN
+    python -m jobs.train --data PARQUET --out DIR_OR_S3 --name RUN
         [--model PRESET] [--prior normal|mixture] [--components K] [--latent-dim D]
         [--recon-weight W] [--epochs E] [--batch-size B] [--lr LR] [--num-workers N]
         [--use-gpu] [--resume] [--config FILE] [--set KEY=VALUE ...]
 
-Checkpoints go to STORAGE/RUN/checkpoint_<epoch>; the best ones by validation
+Checkpoints go to OUT/RUN/checkpoint_<epoch>; the best ones by validation
 reconstruction error are kept (and always the latest). An existing RUN is an
 error unless --resume is given; --resume continues from the latest checkpoint
 with the stored config, changed only by the options given. Any RunConfig key can
@@ -21,7 +21,18 @@ import json
 import sys
 from dataclasses import replace
 
-from jobs._cli import USER_ERRORS, add_config_arguments, config_overrides, fail, parser, positive_int, run
+from jobs._cli import (
+    USER_ERRORS,
+    add_config_arguments,
+    add_num_cpus,
+    add_out,
+    add_recogniser,
+    config_overrides,
+    fail,
+    parser,
+    run,
+    show_config_defaults,
+)
 from vae.config import (
     MODEL_PRESETS,
     PRIOR_KINDS,
@@ -59,17 +70,19 @@ SHORTHANDS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.train", __doc__)
-    p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (folder or s3://)")
-    p.add_argument("--storage", required=True, help="folder or s3:// prefix for runs")
-    p.add_argument("--name", required=True, help="run name: checkpoints go to STORAGE/NAME")
+    p.add_argument(
+        "--data", required=True, metavar="PARQUET", help="Parquet dataset written by jobs.preprocess (folder or s3://)"
+    )
+    add_out(p, "folder or s3:// prefix for runs: checkpoints go to OUT/NAME", "--storage")
+    p.add_argument("--name", required=True, help="run name: checkpoints go to OUT/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run NAME from its latest checkpoint")
     p.add_argument("--model", choices=sorted(MODEL_PRESETS), help="ModelConfig preset (default: default)")
     p.add_argument("--prior", choices=PRIOR_KINDS, help="latent prior (vae/priors.py)")
     p.add_argument("--components", type=int, help="mixture components K")
     p.add_argument("--reconstruction", choices=RECONSTRUCTION_KINDS, help="reconstruction term (vae/losses.py)")
-    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--latent-dim", type=int, help="latent dimensions")
     p.add_argument(
         "--conditional",
         action=argparse.BooleanOptionalAction,
@@ -82,29 +95,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="total epochs of the run (with --resume: including those done)")
     p.add_argument("--time-budget", type=float, help="seconds of training after which no new epoch starts (0: none)")
     p.add_argument("--batch-size", type=int, help="per worker; the global batch is this x --num-workers")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--num-workers", type=int)
+    p.add_argument("--lr", type=float, help="learning rate (the peak of its schedule)")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers")
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker")
     p.add_argument("--mixed-precision", action="store_true", default=None, help="float16 compute (GPU only)")
     p.add_argument("--placement", choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"], help="worker placement")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the weights, the shuffling and the sampling noise")
     p.add_argument("--max-failures", type=int, help="worker failures to recover from (-1: always)")
     p.add_argument("--keep", type=int, help="checkpoints to keep (best by val_recon_mse, plus the latest)")
     p.add_argument("--fault-epoch", type=int, help=argparse.SUPPRESS)  # test-only fault switch
     p.add_argument("--fault-rank", type=int, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (ignored with RAY_ADDRESS)"
+    add_num_cpus(p)
+    add_recogniser(
+        p,
+        "recogniser checkpoint: evaluate the best checkpoint on audio, sample metrics included, "
+        "into OUT/NAME/metrics.json and OUT/NAME/evaluation/",
     )
     p.add_argument(
-        "--classifier",
-        help="recogniser checkpoint (jobs.train_classifier): evaluate the best checkpoint "
-        "on audio, sample metrics included, into RUN/metrics.json and RUN/evaluation/",
-    )
-    p.add_argument(
-        "--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --classifier"
+        "--evaluate", action="store_true", help="evaluate the best checkpoint on audio even without --recogniser"
     )
     add_config_arguments(p)
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"": RunConfig(model=preset(ModelConfig, "default"))})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_config(args: argparse.Namespace, stored: RunConfig | None) -> tuple[RunConfig, FaultConfig]:
@@ -127,42 +143,53 @@ def main(argv: list[str] | None = None) -> int:
     return run("train", lambda: _main(args), args.verbose)
 
 
+def checked_config(args: argparse.Namespace) -> tuple[RunConfig, FaultConfig, RunConfig | None]:
+    """The run's config and fault switch, and the stored config it resumes, after every check that
+    needs no Ray (so a mistake fails in seconds): the options, the run's name, the recogniser, the
+    data's features and its clips."""
+    from vae.checkpoint import check_recogniser
+    from vae.dataset import check_clips, read_feature_config
+    from vae.training import check_run, stored_run_config
+
+    if not args.resume:
+        build_config(args, None)  # a bad option fails before any path is read
+    check_run(args.out, args.name, args.resume)
+    stored = stored_run_config(args.out, args.name) if args.resume else None
+    run_cfg, fault = build_config(args, stored)
+    if args.recogniser:
+        check_recogniser(args.recogniser)
+    run_cfg = replace(run_cfg, features=read_feature_config(args.data)).validate()
+    check_clips(args.data)  # bad clips fail here, not in every retry of the run
+    return run_cfg, fault, stored
+
+
 def _main(args: argparse.Namespace) -> int:
     """The job's body: check, train, optionally evaluate, report."""
+    from vae.training import describe
+
+    run_cfg, fault, stored = checked_config(args)
+    print(f"run {args.name}: {args.model or ('as stored' if stored else 'default')} {describe(run_cfg)}", flush=True)
+
     import ray
 
     from vae import storage
-    from vae.dataset import check_clips, read_feature_config
     from vae.pipeline import evaluate_best
     from vae.raysetup import finish_ray, init_ray
-    from vae.training import check_run, fit, stored_run_config
+    from vae.training import fit
 
     owns_ray = not ray.is_initialized()
     try:
-        check_run(args.storage, args.name, args.resume)  # before Ray starts: a wrong name fails in seconds
-        stored = stored_run_config(args.storage, args.name) if args.resume else None
-        # Validated with the data's features before Ray starts, so a bad option or path fails in seconds.
-        run_cfg, fault = build_config(args, stored)
-        run_cfg = replace(run_cfg, features=read_feature_config(args.data)).validate()
-        check_clips(args.data)  # bad clips fail here, not in every retry of the run
-        t = run_cfg.train
-        print(
-            f"run {args.name}: model {args.model or ('as stored' if stored else 'default')} "
-            f"{run_cfg.model.filters}, prior {run_cfg.prior.kind}, {t.epochs} epochs, "
-            f"{t.num_workers} worker(s) x batch {t.batch_size}{', GPU' if t.use_gpu else ''}",
-            flush=True,
-        )
         init_ray(args.num_cpus)
-        result = fit(run_cfg, args.data, args.storage, args.name, resume=args.resume, fault=fault)
+        result = fit(run_cfg, args.data, args.out, args.name, resume=args.resume, fault=fault)
     finally:
         if owns_ray and ray.is_initialized():
             finish_ray()  # also flushes worker logs, so the JSON below stays the last line
 
     evaluation = {}
-    if args.evaluate or args.classifier:
+    if args.evaluate or args.recogniser:
         try:
             out = storage.join(result.run_dir, "evaluation")
-            evaluation = evaluate_best(result.run_dir, result.best_checkpoint, args.data, out, args.classifier)
+            evaluation = evaluate_best(result.run_dir, result.best_checkpoint, args.data, out, args.recogniser)
             print(f"evaluation: {out}/index.html")
         except USER_ERRORS as exc:
             return fail("train", f"training finished ({result.best_checkpoint}) but its evaluation failed: {exc}")

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 
-from jobs._cli import add_config_arguments, job_config, parser, run
+from jobs._cli import add_config_arguments, add_out, job_config, parser, run, show_config_defaults
 from vae.config import RecogniserConfig
 
 # Shorthand flag -> the RecogniserConfig key it sets (any key: --set recogniser.KEY=VALUE).
@@ -31,14 +31,14 @@ SHORTHANDS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.train_classifier", __doc__)
-    p.add_argument("--data", required=True, help="Parquet dataset written by jobs.preprocess (folder or s3://)")
-    p.add_argument("--out", required=True, help="recogniser checkpoint folder (local or s3://)")
-    p.add_argument("--epochs", type=int, help=f"training epochs (default {RecogniserConfig.epochs})")
     p.add_argument(
-        "--gl-iters", type=int, help=f"Griffin-Lim iterations of the augmentation (default {RecogniserConfig.gl_iters})"
+        "--data", required=True, metavar="PARQUET", help="Parquet dataset written by jobs.preprocess (folder or s3://)"
     )
+    add_out(p, "recogniser checkpoint folder (local or s3://)")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--gl-iters", type=int, help="Griffin-Lim iterations of the augmentation")
     p.add_argument(
         "--no-gl-augment",
         dest="gl_augment",
@@ -47,10 +47,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="train on the real spectrograms only",
     )
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the weights and the shuffling")
     p.add_argument("--min-accuracy", type=float, default=0.95, help="exit 1 if the test accuracy is below this")
     add_config_arguments(p, "recogniser.learning_rate=1e-3")
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"recogniser": RecogniserConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,10 @@
 """Hyperparameter sweep: many training runs under Ray Tune, best checkpoint and report in storage.
 
-    python -m jobs.tune --data PARQUET --storage DIR_OR_S3 --space YAML --name EXP
+    python -m jobs.tune --data PARQUET --out DIR_OR_S3 --space YAML --name EXP
         [--num-samples N] [--max-concurrent C] [--workers-per-trial W] [--use-gpu]
-        [--classifier CKPT] [--resume] [--config FILE] [--set KEY=VALUE ...]
+        [--recogniser DIR] [--resume] [--config FILE] [--set KEY=VALUE ...]
 
-Everything lands under <storage>/<EXP>/: tune/ (Tune state), trials/ (one Train run
+Everything lands under OUT/EXP/: tune/ (Tune state), trials/ (one Train run
 per trial), best/ (published all-or-nothing), report/ and sweep.json (the settings).
 After an interruption, the same command with --resume continues without re-running
 finished trials. --set sweep.KEY=VALUE sets the SweepConfig (the flags above are
@@ -18,9 +18,17 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, config_overrides, parser, positive_int, run
+from jobs._cli import (
+    add_config_arguments,
+    add_num_cpus,
+    add_out,
+    add_recogniser,
+    config_overrides,
+    parser,
+    run,
+    show_config_defaults,
+)
 from vae.config import RunConfig, SweepConfig
-from vae.raysetup import finish_ray, init_ray
 from vae.search_space import load_space
 
 SHORTHANDS = {
@@ -32,32 +40,27 @@ SHORTHANDS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.tune", __doc__)
-    p.add_argument("--data", required=True, help="Parquet dataset made by jobs.preprocess")
-    p.add_argument("--storage", required=True, help="folder or s3:// prefix for the experiment")
-    p.add_argument("--space", required=True, help="search space YAML, e.g. tune_spaces/default.yaml")
+    p.add_argument("--data", required=True, metavar="PARQUET", help="Parquet dataset made by jobs.preprocess")
+    add_out(p, "folder or s3:// prefix for the experiment: it goes to OUT/NAME", "--storage")
+    p.add_argument("--space", required=True, metavar="YAML", help="search space YAML, e.g. tune_spaces/default.yaml")
     p.add_argument("--name", required=True, help="experiment name")
     p.add_argument("--num-samples", type=int, default=None, help="trials (default: the space's num_samples)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what the cluster fits)")
-    p.add_argument(
-        "--workers-per-trial", type=int, help=f"Ray Train workers per trial (default {SweepConfig.workers_per_trial})"
-    )
+    p.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial")
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Train worker")
-    p.add_argument(
-        "--classifier", default=None, help="digit recogniser checkpoint (jobs.train_classifier) for the objective"
-    )
-    p.add_argument(
-        "--n-per-digit",
-        type=int,
-        help=f"samples per digit scored by the recogniser each epoch (default {SweepConfig.n_per_digit})",
-    )
+    add_recogniser(p, "digit recogniser (jobs.train_classifier) for the objective")
+    p.add_argument("--n-per-digit", type=int, help="samples per digit scored by the recogniser each epoch")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    p.add_argument(
-        "--num-cpus", type=positive_int, default=None, help="CPUs of a local Ray instance (ignored with RAY_ADDRESS)"
-    )
+    add_num_cpus(p)
     add_config_arguments(p, "sweep.max_failures=2")
-    return p.parse_args(argv)
+    show_config_defaults(p, SHORTHANDS, {"sweep": SweepConfig()})
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def configs(args: argparse.Namespace) -> tuple[SweepConfig, RunConfig]:
@@ -80,22 +83,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     """The job's body: check the space and settings, sweep, report."""
+    settings, base = configs(args)  # a bad option fails before anything is read
     space = load_space(args.space)  # a malformed space fails here, before Ray or any trial starts
-    settings, base = configs(args)
+    from vae.checkpoint import check_recogniser
     from vae.dataset import check_clips
 
+    if args.recogniser:
+        check_recogniser(args.recogniser)
     check_clips(args.data)  # bad clips fail here, not in every retry of every trial
-    init_ray(args.num_cpus)
+    from vae.raysetup import finish_ray, init_ray
     from vae.tuning import run_sweep
 
+    init_ray(args.num_cpus)
     result = run_sweep(
         space,
         args.data,
-        args.storage,
+        args.out,
         args.name,
         settings,
         resume=args.resume,
-        recogniser_uri=args.classifier,
+        recogniser_uri=args.recogniser,
         base=base,
     )
     finish_ray()

@@ -66,7 +66,7 @@ def fsdd_dir() -> Path:
     """The FSDD recordings folder: ``$FSDD_DIR`` or ``<repo>/../shared/fsdd/recordings``."""
     path = Path(os.environ.get("FSDD_DIR") or REPO.parent / "shared" / "fsdd" / "recordings").resolve()
     if not any(path.glob("*.wav")):
-        pytest.fail(f"no FSDD recordings at {path}: set FSDD_DIR, or run python -m jobs.fetch_data --dest DIR")
+        pytest.fail(f"no FSDD recordings at {path}: set FSDD_DIR, or run python -m jobs.fetch_data --out DIR")
     return path
 
 

@@ -28,7 +28,7 @@ from vae import checkpoint
 )
 def test_train_refuses_a_bad_value_naming_it_before_anything_starts(tmp_path, capsys, assignment, says):
     runs = tmp_path / "runs"
-    code = train.main(["--data", str(tmp_path / "data"), "--storage", str(runs), "--name", "n", "--set", assignment])
+    code = train.main(["--data", str(tmp_path / "data"), "--out", str(runs), "--name", "n", "--set", assignment])
     err = capsys.readouterr().err
     assert code == 1 and says in err and "Traceback" not in err, err
     assert not (runs / "n").exists(), "the name stays free"
@@ -133,7 +133,7 @@ def _wrong_shape(table):
 def test_train_refuses_bad_clips_naming_the_file_before_training(small_parquet, tmp_path, capsys, damage, says):
     data, part = _damaged_copy(small_parquet, tmp_path, damage)
     runs = tmp_path / "runs"
-    code = train.main(["--data", data, "--storage", str(runs), "--name", "n", "--model", "tiny", "--epochs", "1"])
+    code = train.main(["--data", data, "--out", str(runs), "--name", "n", "--model", "tiny", "--epochs", "1"])
     err = capsys.readouterr().err
     assert code == 1 and f"{part}: " in err and says in err and "Traceback" not in err, err
     assert not (runs / "n").exists(), "nothing written: the name stays free"

@@ -140,8 +140,8 @@ def test_aws_yaml_documents_the_submit_command():
     text = AWS_YAML.read_text()
     args = _commented_command(text, "ray job submit")
     assert args[:9] == ["ray", "job", "submit", "--working-dir", ".", "--", "python", "-m", "jobs.pipeline"], args
-    assert {"--input", "--storage", "--name", "--space", "--use-gpu"} <= set(args)
-    assert args[args.index("--storage") + 1].startswith("s3://")
+    assert {"--input", "--out", "--name", "--space", "--use-gpu"} <= set(args)
+    assert args[args.index("--out") + 1].startswith("s3://")
     for command in ("ray up", "ray dashboard", "ray down", "RAY_AUTH_MODE=token"):
         assert command in text
 
@@ -155,7 +155,7 @@ def test_documented_pipeline_commands_parse_with_the_real_cli():
     aws = parse_args(aws_args[aws_args.index("jobs.pipeline") + 1 :])
     kube = parse_args(shlex.split(_rayjob()["spec"]["entrypoint"])[3:])
     for args in (aws, kube):
-        assert args.use_gpu and args.storage.startswith("s3://") and args.input.startswith("s3://")
+        assert args.use_gpu and args.out.startswith("s3://") and args.input.startswith("s3://")
     load_space(str(REPO / aws.space))  # relative to the working dir the job is submitted from
     workdir = re.search(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M).group(1)
     load_space(str(REPO / Path(kube.space).relative_to(workdir)))  # the image's copy of the repository
@@ -240,8 +240,8 @@ def test_kuberay_entrypoint_runs_the_pipeline_on_s3():
     job = _rayjob()
     args = shlex.split(job["spec"]["entrypoint"])
     assert args[:3] == ["python", "-m", "jobs.pipeline"]
-    assert {"--input", "--storage", "--name", "--space", "--use-gpu"} <= set(args)
-    assert args[args.index("--storage") + 1].startswith("s3://")
+    assert {"--input", "--out", "--name", "--space", "--use-gpu"} <= set(args)
+    assert args[args.index("--out") + 1].startswith("s3://")
     assert args[args.index("--input") + 1].startswith("s3://")
 
     # The space file is read on the head, from the image cluster/Dockerfile builds.
@@ -419,7 +419,7 @@ def _allowed(statements: list[dict], action: str, resource: str) -> bool:
 def _project_prefixes() -> tuple[str, str, str]:
     """(bucket, storage prefix, input prefix) of the documented submit command in cluster/aws.yaml."""
     args = _commented_command(AWS_YAML.read_text(), "ray job submit")
-    storage_uri, input_uri = args[args.index("--storage") + 1], args[args.index("--input") + 1]
+    storage_uri, input_uri = args[args.index("--out") + 1], args[args.index("--input") + 1]
     bucket, storage_prefix = storage_uri[len("s3://") :].split("/", 1)
     assert input_uri.startswith(f"s3://{bucket}/")
     return bucket, storage_prefix, input_uri[len(f"s3://{bucket}/") :]

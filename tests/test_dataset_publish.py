@@ -29,7 +29,7 @@ EARLIER = ("0_george_5", "1_jackson_0", "2_lucas_12", "3_theo_4", "4_yweweler_30
 
 def _start_job(src: str, dst: str, ray_address: str, blocks: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "jobs.preprocess", "--input", src, "--output", dst, "--blocks", str(blocks)],
+        [sys.executable, "-m", "jobs.preprocess", "--input", src, "--out", dst, "--blocks", str(blocks)],
         cwd=REPO,
         env={**os.environ, "RAY_ADDRESS": ray_address},
         stdout=subprocess.PIPE,
@@ -180,10 +180,10 @@ def test_readers_read_only_a_published_dataset(ray_local, earlier_src, fsdd_dir,
     from jobs import train, tune
 
     for main, extra in (
-        (train.main, ["--storage", str(tmp_path / "runs"), "--name", "r"]),
+        (train.main, ["--out", str(tmp_path / "runs"), "--name", "r"]),
         (
             tune.main,
-            ["--storage", str(tmp_path / "runs"), "--name", "t", "--space", str(REPO / "tune_spaces" / "smoke.yaml")],
+            ["--out", str(tmp_path / "runs"), "--name", "t", "--space", str(REPO / "tune_spaces" / "smoke.yaml")],
         ),
     ):
         assert main(["--data", str(mixed), *extra]) == 1

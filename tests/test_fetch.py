@@ -91,7 +91,7 @@ def test_unpinned_archive_with_one_changed_recording_is_refused(tmp_path, fsdd_d
 def test_offline_fails_fast_with_fsdd_dir_hint(tmp_path, free_port):
     url = f"http://127.0.0.1:{free_port()}/v1.0.10.tar.gz"
     res = subprocess.run(
-        [sys.executable, "-m", "jobs.fetch_data", "--dest", str(tmp_path / "data"), "--url", url, "--timeout", "2"],
+        [sys.executable, "-m", "jobs.fetch_data", "--out", str(tmp_path / "data"), "--url", url, "--timeout", "2"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -58,10 +58,12 @@ class Head:
             [str(RAY), *args], cwd=REPO, env=env or self.env, capture_output=True, text=True, timeout=timeout
         )
 
-    def submit(self, submission_id: str, *entrypoint: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def submit(
+        self, submission_id: str, *entrypoint: str, timeout: float = 900, options: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess:
         proc = self.run(
             "job", "submit", "--address", self.address, "--submission-id", submission_id,
-            "--working-dir", ".", "--", *entrypoint, timeout=timeout,
+            "--working-dir", ".", *options, "--", *entrypoint, timeout=timeout,
         )  # fmt: skip
         assert proc.returncode == 0, (
             f"ray job submit {submission_id} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -204,6 +206,30 @@ def test_submitted_job_runs_the_venv_python_on_the_uploaded_code(ray_head):
     assert Path(cwd).resolve() != REPO and Path(vae_file).resolve().is_relative_to(Path(cwd).resolve()), (cwd, vae_file)
 
 
+# A quiet job on the cluster: the job's own runtime_env sets one of the console's variables, init_ray adds
+# the others to it, and a task reports what its worker got.
+ENV_PROBE = """
+import json, os, ray
+from vae import console
+from vae.raysetup import init_ray
+console.configure(verbose=False)
+init_ray()
+names = ("TF_CPP_MIN_LOG_LEVEL", "RAY_DATA_LOG_LEVEL", "FSDD_VAE_VERBOSE")
+print(json.dumps(ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in names}).remote())))
+"""
+
+
+@pytest.mark.slow
+def test_a_submitted_jobs_workers_get_the_console_settings_beside_its_own_runtime_env(ray_head):
+    options = ("--runtime-env-json", json.dumps({"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}))
+    ray_head.submit("env", "python", "-c", ENV_PROBE, options=options)
+    assert ray_head.last_json_line("env") == {
+        "TF_CPP_MIN_LOG_LEVEL": "2",  # the job's own value wins
+        "RAY_DATA_LOG_LEVEL": "ERROR",
+        "FSDD_VAE_VERBOSE": None,
+    }
+
+
 @pytest.fixture(scope="module")
 def submitted_features(ray_head, fsdd_dir, tmp_path_factory):
     clips = tmp_path_factory.mktemp("submit_clips")
@@ -212,9 +238,7 @@ def submitted_features(ray_head, fsdd_dir, tmp_path_factory):
             for t in TAKES:
                 shutil.copy(fsdd_dir / f"{d}_{s}_{t}.wav", clips)
     output = tmp_path_factory.mktemp("submit_out") / "features"
-    proc = ray_head.submit(
-        "preprocess", "python", "-m", "jobs.preprocess", "--input", str(clips), "--output", str(output)
-    )
+    proc = ray_head.submit("preprocess", "python", "-m", "jobs.preprocess", "--input", str(clips), "--out", str(output))
     return proc, output
 
 
@@ -238,7 +262,7 @@ def test_train_job_succeeds_and_writes_a_checkpoint(ray_head, submitted_features
     _, features = submitted_features
     runs = tmp_path / "runs"
     ray_head.submit(
-        "train", "python", "-m", "jobs.train", "--data", str(features), "--storage", str(runs),
+        "train", "python", "-m", "jobs.train", "--data", str(features), "--out", str(runs),
         "--name", "tiny", "--model", "tiny", "--epochs", "1", "--batch-size", "4", "--num-workers", "1",
     )  # fmt: skip
     assert ray_head.job("train")["status"] == "SUCCEEDED"

@@ -117,7 +117,7 @@ def test_config_file_then_shorthands_then_set(tmp_path):
         [
             "--data",
             "d",
-            "--storage",
+            "--out",
             "s",
             "--name",
             "n",
@@ -143,7 +143,7 @@ def test_config_file_then_shorthands_then_set(tmp_path):
     assert (run_cfg.prior.kind, run_cfg.sampling.sampler) == ("mixture", "prior")
     assert fault == FaultConfig(epoch=2)
     with pytest.raises(ConfigError, match="train.epochz"):
-        build_config(parse_args(["--data", "d", "--storage", "s", "--name", "n", "--set", "train.epochz=1"]), None)
+        build_config(parse_args(["--data", "d", "--out", "s", "--name", "n", "--set", "train.epochz=1"]), None)
 
 
 def test_tune_pipeline_and_demo_build_their_configs_the_same_way():
@@ -154,7 +154,7 @@ def test_tune_pipeline_and_demo_build_their_configs_the_same_way():
             [
                 "--data",
                 "d",
-                "--storage",
+                "--out",
                 "s",
                 "--space",
                 "x.yaml",
@@ -173,9 +173,7 @@ def test_tune_pipeline_and_demo_build_their_configs_the_same_way():
     assert base.train.time_budget_s == 60
     with pytest.raises(ConfigError, match="model.latent_dim"):
         tune.configs(
-            tune.parse_args(
-                ["--data", "d", "--storage", "s", "--space", "x", "--name", "n", "--set", "model.latent_dim=4"]
-            )
+            tune.parse_args(["--data", "d", "--out", "s", "--space", "x", "--name", "n", "--set", "model.latent_dim=4"])
         )
 
     cfg, sweep = pipeline.configs(
@@ -183,7 +181,7 @@ def test_tune_pipeline_and_demo_build_their_configs_the_same_way():
             [
                 "--input",
                 "i",
-                "--storage",
+                "--out",
                 "s",
                 "--name",
                 "n",
@@ -266,7 +264,10 @@ def test_every_job_documents_set(capsys):
 def test_jobs_log_one_line_per_phase_and_every_line_with_verbose(capsys, monkeypatch):
     import logging
 
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    from vae import console
+
+    for key in (*console.QUIET_ENV, console.VERBOSE_ENV):  # restored after the test: a job sets them
+        monkeypatch.delenv(key, raising=False)
 
     def body() -> int:
         logging.getLogger("vae.pipeline").info("train: started")
@@ -280,7 +281,7 @@ def test_jobs_log_one_line_per_phase_and_every_line_with_verbose(capsys, monkeyp
     err = capsys.readouterr().err
     assert "train: started" in err and "vae.evaluation.audio] griffin-lim: 32/250 clips" in err
     assert err.count("train: started") == 1  # one handler, however many jobs ran in this process
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and console.is_verbose()
 
 
 def test_every_job_takes_verbose(capsys):
@@ -344,11 +345,11 @@ def test_train_classifier_no_gl_augment_is_a_shorthand():
 @pytest.mark.parametrize(
     "job, required, flag",
     [
-        ("preprocess", ["--input", "i", "--output", "o"], "--num-cpus"),
-        ("preprocess", ["--input", "i", "--output", "o"], "--blocks"),
-        ("train", ["--data", "d", "--storage", "s", "--name", "n"], "--num-cpus"),
-        ("tune", ["--data", "d", "--storage", "s", "--space", "x.yaml", "--name", "n"], "--num-cpus"),
-        ("pipeline", ["--input", "i", "--storage", "s", "--name", "n", "--train-only"], "--num-cpus"),
+        ("preprocess", ["--input", "i", "--out", "o"], "--num-cpus"),
+        ("preprocess", ["--input", "i", "--out", "o"], "--blocks"),
+        ("train", ["--data", "d", "--out", "s", "--name", "n"], "--num-cpus"),
+        ("tune", ["--data", "d", "--out", "s", "--space", "x.yaml", "--name", "n"], "--num-cpus"),
+        ("pipeline", ["--input", "i", "--out", "s", "--name", "n", "--train-only"], "--num-cpus"),
         ("serve", ["--checkpoint", "c"], "--num-cpus"),
     ],
 )

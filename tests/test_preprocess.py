@@ -270,7 +270,7 @@ def test_cli_on_a_slice(ray_local, fsdd_dir, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "out"
     _copy_good(fsdd_dir, src)
     (src / "6_theo_3.wav").write_bytes(b"not audio")
-    res = _run_job(["--input", str(src), "--output", str(dst)], env={"RAY_ADDRESS": ray_local})
+    res = _run_job(["--input", str(src), "--out", str(dst)], env={"RAY_ADDRESS": ray_local})
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.strip().splitlines()
     assert lines[-2] == f"{len(GOOD)} clips written, 1 rejected"
@@ -291,7 +291,7 @@ def test_cli_with_its_own_local_instance_leaves_no_ray_process_behind(fsdd_dir, 
     temp_dir = tempfile.mkdtemp(prefix="rp", dir="/tmp")  # short: Ray's socket paths have a length limit
     try:
         res = _run_job(
-            ["--input", str(src), "--output", str(dst), "--num-cpus", "2"],
+            ["--input", str(src), "--out", str(dst), "--num-cpus", "2"],
             env={"RAY_TMPDIR": temp_dir, "RAY_ADDRESS": ""},
         )
         assert res.returncode == 0, res.stderr[-3000:]
@@ -312,14 +312,14 @@ def test_cli_with_its_own_local_instance_leaves_no_ray_process_behind(fsdd_dir, 
 
 def test_cli_fails_clearly(ray_local, fsdd_dir, tmp_path):
     missing = tmp_path / "no-such-dir"
-    res = _run_job(["--input", str(missing), "--output", str(tmp_path / "out")])
+    res = _run_job(["--input", str(missing), "--out", str(tmp_path / "out")])
     assert res.returncode != 0 and f"{missing} does not exist" in res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1])["error"]
 
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
     (only_bad / "1_theo_1.wav").write_bytes(b"")
-    res = _run_job(["--input", str(only_bad), "--output", str(tmp_path / "out")], env={"RAY_ADDRESS": ray_local})
+    res = _run_job(["--input", str(only_bad), "--out", str(tmp_path / "out")], env={"RAY_ADDRESS": ray_local})
     assert res.returncode != 0 and "nothing could be written" in res.stderr
     assert "0 clips written, 1 rejected" in res.stdout
     assert not (tmp_path / "out" / storage.PUBLISHED_POINTER).exists(), "a dataset of no clips was published"
@@ -335,10 +335,10 @@ def test_unreachable_s3_fails_fast_naming_the_path(tmp_path, fsdd_dir, free_port
         "AWS_ACCESS_KEY_ID": "x",
         "AWS_SECRET_ACCESS_KEY": "y",
     }
-    res = _run_job(["--input", "s3://fsdd/recordings", "--output", str(tmp_path / "out")], env=dead)
+    res = _run_job(["--input", "s3://fsdd/recordings", "--out", str(tmp_path / "out")], env=dead)
     assert res.returncode != 0 and "s3://fsdd/recordings" in res.stderr
     _copy_good(fsdd_dir, tmp_path / "src", GOOD[:1])
-    res = _run_job(["--input", str(tmp_path / "src"), "--output", "s3://fsdd/features"], env=dead)
+    res = _run_job(["--input", str(tmp_path / "src"), "--out", "s3://fsdd/features"], env=dead)
     assert res.returncode != 0 and "output s3://fsdd/features" in res.stderr
 
 

@@ -192,7 +192,7 @@ def test_evaluate_job_with_unseen_voices_prints_json_last(
         small_parquet,
         "--out",
         str(out),
-        "--classifier",
+        "--recogniser",
         recogniser_dir,
         "--n-per-digit",
         "2",

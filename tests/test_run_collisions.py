@@ -44,7 +44,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 def test_a_second_train_of_the_same_run_is_refused_while_the_first_trains(ray_local, small_parquet, tmp_path):
     runs = tmp_path / "runs"
-    common = ["--data", small_parquet, "--storage", str(runs), "--name", "dup", "--model", "tiny"]
+    common = ["--data", small_parquet, "--out", str(runs), "--name", "dup", "--model", "tiny"]
     first = _start("jobs.train", [*common, "--epochs", "3"], ray_local)
     try:
         _wait_for(runs / "dup" / LEASE_FILE, first)
@@ -64,7 +64,7 @@ def test_a_second_train_of_the_same_run_is_refused_while_the_first_trains(ray_lo
 
 def test_a_second_sweep_of_the_same_name_is_refused_while_the_first_runs(ray_local, small_parquet, tmp_path):
     sweeps = tmp_path / "sweeps"
-    args = ["--data", small_parquet, "--storage", str(sweeps), "--space", "tune_spaces/smoke.yaml", "--name", "same"]
+    args = ["--data", small_parquet, "--out", str(sweeps), "--space", "tune_spaces/smoke.yaml", "--name", "same"]
     first = _start("jobs.tune", [*args, "--max-concurrent", "1"], ray_local)
     try:
         _wait_for(sweeps / "same" / LEASE_FILE, first)

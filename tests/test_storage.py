@@ -67,9 +67,9 @@ def test_malformed_uris_give_every_job_the_one_line_error_of_other_bad_paths(tmp
     (tmp_path / "src" / "1_theo_1.wav").write_bytes(b"RIFF")
     for uri in MALFORMED[:3] + MALFORMED[4:8]:
         for main, args in (
-            (preprocess.main, ["--input", uri, "--output", str(tmp_path / "o")]),
-            (preprocess.main, ["--input", str(tmp_path / "src"), "--output", uri]),
-            (train.main, ["--data", str(tmp_path), "--storage", uri, "--name", "r"]),
+            (preprocess.main, ["--input", uri, "--out", str(tmp_path / "o")]),
+            (preprocess.main, ["--input", str(tmp_path / "src"), "--out", uri]),
+            (train.main, ["--data", str(tmp_path), "--out", uri, "--name", "r"]),
             (generate.main, ["--checkpoint", uri, "--out", str(tmp_path / "o")]),
             (generate.main, ["--checkpoint", str(tmp_path), "--out", uri]),
             (reconstruct.main, ["--checkpoint", str(tmp_path), "--input", uri, "--out", str(tmp_path / "o")]),

@@ -139,7 +139,7 @@ def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(
     ray_local, small_parquet, make_bucket, tmp_path
 ):
     runs = make_bucket("train-runs") + "/runs"
-    common = ["--data", small_parquet, "--storage", runs, "--name", "resumable"]
+    common = ["--data", small_parquet, "--out", runs, "--name", "resumable"]
     first = [
         "--model",
         "tiny",

@@ -101,7 +101,7 @@ def test_malformed_space_fails_before_any_trial(tmp_path):
         "jobs.tune",
         "--data",
         str(tmp_path / "none"),
-        "--storage",
+        "--out",
         str(tmp_path / "s"),
         "--space",
         str(bad),
@@ -125,8 +125,7 @@ def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parque
     )
     storage_dir = tmp_path / "sweeps"
     assert (
-        tune_job.main(["--data", small_parquet, "--storage", str(storage_dir), "--space", str(space), "--name", "x"])
-        == 1
+        tune_job.main(["--data", small_parquet, "--out", str(storage_dir), "--space", str(space), "--name", "x"]) == 1
     )
     assert "scheduler.grace_period" in last_json(capsys.readouterr().out)["error"]
     (tmp_path / "not-a-dataset").mkdir()
@@ -135,7 +134,7 @@ def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parque
             [
                 "--data",
                 str(tmp_path / "not-a-dataset"),
-                "--storage",
+                "--out",
                 str(storage_dir),
                 "--space",
                 "tune_spaces/smoke.yaml",
@@ -156,7 +155,7 @@ def smoke_sweep(ray_local, small_parquet, make_bucket, recogniser_dir):
         "jobs.tune",
         "--data",
         small_parquet,
-        "--storage",
+        "--out",
         bucket,
         "--space",
         "tune_spaces/smoke.yaml",
@@ -164,7 +163,7 @@ def smoke_sweep(ray_local, small_parquet, make_bucket, recogniser_dir):
         "smoke",
         "--max-concurrent",
         "2",
-        "--classifier",
+        "--recogniser",
         recogniser_dir,
         "--n-per-digit",
         "1",
@@ -230,7 +229,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_local, smal
     args = [
         "--data",
         small_parquet,
-        "--storage",
+        "--out",
         storage_dir,
         "--space",
         "tune_spaces/smoke.yaml",

@@ -52,7 +52,7 @@ def test_a_bomb_as_a_tune_space_fails_at_once_naming_the_file(tmp_path, content,
     bomb.write_text(content)
     proc = _job_under_cap(
         "jobs.tune",
-        ["--data", str(tmp_path / "d"), "--storage", str(tmp_path / "s"), "--space", str(bomb), "--name", "n"],
+        ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "s"), "--space", str(bomb), "--name", "n"],
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert f"{bomb}: {says}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -65,7 +65,7 @@ def test_a_bomb_as_a_config_file_fails_at_once_naming_the_file(tmp_path):
     bomb.write_text(BILLION_LAUGHS)
     proc = _job_under_cap(
         "jobs.train",
-        ["--data", str(tmp_path / "d"), "--storage", str(tmp_path / "s"), "--name", "n", "--config", str(bomb)],
+        ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "s"), "--name", "n", "--config", str(bomb)],
     )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert f"--config {bomb}: expands to over 100000 values" in proc.stderr and "Traceback" not in proc.stderr, (

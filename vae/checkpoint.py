@@ -38,6 +38,7 @@ import numpy as np
 from vae import compat, storage
 from vae.config import RunConfig, from_dict, to_json
 from vae.errors import UserError
+from vae.objective import SCORE_METRIC
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.npz"
@@ -47,6 +48,10 @@ METRICS = "metrics.json"
 LATENT_STATS = "latent_stats.json"
 EXPOST = "expost.json"
 MANIFEST = "manifest.json"
+# The section of a digit recogniser's config.json (vae.evaluation.recogniser.save) that a checkpoint's lacks.
+RECOGNISER_SECTION = "recogniser"
+# Checkpoints of a run an error message lists.
+MAX_LISTED = 5
 # checkpoint_<epoch>, with -<k> when a resumed run would otherwise reuse the name of a damaged one.
 _DIR_NAME = re.compile(r"checkpoint_(\d+)(?:-(\d+))?")
 
@@ -245,22 +250,22 @@ def dir_name(run_dir: str, epoch: int) -> str:
     return name
 
 
-def _checkpoint_dirs(run_dir: str) -> list[str]:
-    """Names of the ``checkpoint_*`` folders of a run, newest epoch first."""
+def _folders(uri: str) -> list[str]:
+    """Names of the folders directly under ``uri`` (none when it does not exist)."""
     import pyarrow.fs as pafs
 
-    loc = storage.resolve(run_dir)
+    loc = storage.resolve(uri)
     try:
         infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
     except OSError as exc:
         raise storage.StorageError(f"cannot list {loc.uri}: {exc}") from exc
-    found = [(_DIR_NAME.fullmatch(i.base_name), i.base_name) for i in infos if i.type == pafs.FileType.Directory]
-    return [
-        name
-        for m, name in sorted(
-            ((m, n) for m, n in found if m), key=lambda mn: (-int(mn[0].group(1)), -int(mn[0].group(2) or 0))
-        )
-    ]
+    return [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+
+
+def _checkpoint_dirs(run_dir: str) -> list[str]:
+    """Names of the ``checkpoint_*`` folders of a run, newest epoch first."""
+    found = [(m, name) for name in _folders(run_dir) if (m := _DIR_NAME.fullmatch(name))]
+    return [name for _, name in sorted(found, key=lambda mn: (-int(mn[0].group(1)), -int(mn[0].group(2) or 0)))]
 
 
 @contextlib.contextmanager
@@ -361,9 +366,8 @@ class LoadedModel:
 
 
 def load_local(directory: str, uri: str | None = None) -> LoadedModel:
-    """Load a verified local checkpoint; every failure is a :class:`CheckpointError` naming it and the file."""
-    from vae.models import build_vae
-
+    """Load a verified local checkpoint; every failure is a :class:`CheckpointError` naming it and the file
+    (one found before TensorFlow loads when it can be)."""
     verify(directory, uri)
     try:
         run_cfg = compat.run_config(_read_json(directory, CONFIG, uri)).validate()
@@ -371,6 +375,8 @@ def load_local(directory: str, uri: str | None = None) -> LoadedModel:
         raise CheckpointError(f"checkpoint {uri or directory}: {CONFIG} is not a valid RunConfig: {exc}") from None
     epoch = _epoch(directory, uri)
     latent_stats, metrics = _read_json(directory, LATENT_STATS, uri, {}), _read_json(directory, METRICS, uri, {})
+    from vae.models import build_vae
+
     # Inference never needs float16: the weights load into a float32 model either way.
     model = build_vae(
         run_cfg.features.shape,
@@ -411,9 +417,76 @@ def in_memory(directory: str, model) -> LoadedModel:
     )
 
 
+def _score(checkpoint_uri: str) -> float | None:
+    """The checkpoint's :data:`vae.objective.SCORE_METRIC` from its metrics.json, None if unreadable."""
+    try:
+        value = storage.read_json(storage.join(checkpoint_uri, METRICS)).get(SCORE_METRIC)
+        return None if value is None else float(value)
+    except (storage.StorageError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _run_advice(run_dir: str, names: list[str]) -> str:
+    """A training run given for a checkpoint: its best checkpoint to pass instead, and its others."""
+    scores = {name: _score(storage.join(run_dir, name)) for name in names[:MAX_LISTED]}
+    scored = {name: value for name, value in scores.items() if value is not None}
+    best = min(scored, key=scored.__getitem__) if scored else names[0]
+    listed = ", ".join(f"{n} ({SCORE_METRIC} {scored[n]:.4g})" if n in scored else n for n in scores)
+    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    which = f"its best by {SCORE_METRIC}" if scored else "its newest"
+    return (
+        f"{run_dir} is a training run, not a checkpoint: pass {which}, --checkpoint {storage.join(run_dir, best)}; "
+        f"its checkpoints: {listed}{more}"
+    )
+
+
+def what_else(uri: str) -> str | None:
+    """What the folder ``uri`` holds when it is something this project writes but not a checkpoint (a
+    training run, a sweep or pipeline experiment, a recogniser, a Parquet dataset), and what to pass
+    instead; None for anything else. Reads listings and small files only."""
+    names = _checkpoint_dirs(uri)
+    if names:
+        return _run_advice(uri, names)
+    for name in _folders(uri):
+        inner = storage.join(uri, name)
+        if storage.is_published(inner) and storage.exists(storage.join(storage.published(inner), CONFIG)):
+            return f"{uri} is a sweep, not a checkpoint: its best checkpoint is --checkpoint {inner}"
+        runs = _checkpoint_dirs(inner)
+        if runs:
+            return f"{uri} is an experiment, not a checkpoint; {_run_advice(inner, runs)}"
+    if _holds_recogniser(uri):
+        return f"{uri} is a digit recogniser (jobs.train_classifier), not a VAE checkpoint: pass it as --recogniser"
+    if storage.list_files(storage.published(uri), suffix=".parquet", recursive=False):
+        return f"{uri} is a Parquet dataset (jobs.preprocess), not a checkpoint: pass it as --data"
+    return None
+
+
+def _holds_recogniser(uri: str) -> bool:
+    """Whether the folder's config.json is a digit recogniser's (one missing or unreadable is not)."""
+    try:
+        data = storage.read_json(storage.join(uri, CONFIG))
+    except (storage.StorageError, ValueError):  # not JSON, not text
+        return False
+    return isinstance(data, dict) and RECOGNISER_SECTION in data
+
+
+def check_recogniser(uri: str) -> str:
+    """``uri`` after checking, without loading it, that it holds a digit recogniser; anything else
+    is a :class:`CheckpointError` saying what it is."""
+    if not storage.exists(uri):
+        raise CheckpointError(f"recogniser {uri} does not exist")
+    if _holds_recogniser(uri):
+        return uri
+    if storage.exists(storage.join(uri, CONFIG)):
+        raise CheckpointError(f"{uri} is a VAE checkpoint, not a recogniser (jobs.train_classifier writes those)")
+    why = what_else(uri)
+    raise CheckpointError(why.replace("not a checkpoint", "not a recogniser") if why else f"{uri} is not a recogniser")
+
+
 def check(uri: str) -> tuple[str, RunConfig]:
     """Without loading the model: the directory ``uri`` resolves to (a published ``best/``
-    pinned to its current version) and its validated config. Raises :class:`CheckpointError`."""
+    pinned to its current version) and its validated config. Raises :class:`CheckpointError`,
+    saying what ``uri`` is when it is a run, a sweep, a recogniser or a dataset."""
     if not storage.exists(uri):
         raise CheckpointError(f"checkpoint {uri} does not exist")
     resolved = storage.published(uri)
@@ -425,6 +498,7 @@ def check(uri: str) -> tuple[str, RunConfig]:
     if storage.exists(manifest):
         missing = [name for name in storage.read_json(manifest).get("files", {}) if not present(name)]
     else:
+        _refuse_other_things(uri)
         missing = compat.unmanifested_checkpoint_missing(present)
     if missing:
         raise CheckpointError(f"checkpoint {resolved} is missing {missing}")
@@ -434,17 +508,28 @@ def check(uri: str) -> tuple[str, RunConfig]:
         raise CheckpointError(f"checkpoint {resolved}: {CONFIG} is not a valid run config: {exc}") from exc
 
 
+def _refuse_other_things(uri: str) -> None:
+    """A :class:`CheckpointError` saying what ``uri`` (a folder without a manifest) is, when it is
+    something :func:`what_else` recognises."""
+    why = what_else(uri)
+    if why:
+        raise CheckpointError(why)
+
+
 def load(uri: str) -> LoadedModel:
     """Load a checkpoint from a local directory or ``s3://`` (downloaded to a temp dir first).
 
     A directory made by :func:`vae.storage.publish` (a sweep's ``best/``) resolves to its
     current published version.
     """
+    given = uri
     if storage.exists(uri):
         uri = storage.published(uri)
     if not storage.exists(uri):
         raise CheckpointError(f"checkpoint {uri} does not exist")
     if not storage.is_dir(uri):
         raise CheckpointError(f"checkpoint {uri} is a file; a checkpoint is a folder")
+    if not storage.exists(storage.join(uri, MANIFEST)):
+        _refuse_other_things(given)
     with local_copy(uri) as directory:
         return load_local(directory, uri)

@@ -1,6 +1,6 @@
 """Readers of artefacts in the layouts of earlier versions of this code.
 
-Each function here is called where its artefact is read and returns it in today's layout, so the rest
+Each function here is called where its artefact is read and returns it in the current layout, so the rest
 of the code knows only that one: saved run configs (checkpoints, run folders, sweeps), a sweep's
 ``sweep.json`` and stored trial parameters, checkpoints without ``manifest.json``, and dataset folders
 holding their parts themselves instead of a published version.
@@ -17,7 +17,7 @@ from vae.config import ConfigError, RunConfig, SweepConfig, from_dict, to_dict
 if TYPE_CHECKING:
     from vae.storage import Location
 
-# Keys an old run config lacks, at the values it was trained and sampled with (today's defaults differ).
+# Keys an old run config lacks, at the values it was trained and sampled with (the current defaults differ).
 MISSING_KEYS: dict[str, dict[str, Any]] = {
     "model": {"conditional": False, "decoder_width": 1.0, "pitch": False},
     "loss": {"reconstruction": "mse", "through_harmonics": False},
@@ -25,7 +25,7 @@ MISSING_KEYS: dict[str, dict[str, Any]] = {
     "train": {"clip_norm": 0.0, "fused_batch_norm": False},
 }
 
-# Dotted keys of an old run config, trial parameters or space file -> their place today.
+# Dotted keys of an old run config, trial parameters or space file -> their current place.
 MOVED_KEYS: dict[str, str] = {
     f"prior.{name}": f"loss.{name}"
     for name in ("reconstruction", "recon_weight", "gaussian_init_scale", "kl_samples", "kl_warmup_epochs")
@@ -67,7 +67,7 @@ def run_config(data: Mapping[str, Any]) -> RunConfig:
 
 
 def trial_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's parameters as Ray Tune stored them, with every dotted key at its place today."""
+    """A trial's parameters as Ray Tune stored them, with every dotted key at its current place."""
     return {MOVED_KEYS.get(key, key): value for key, value in params.items()}
 
 

@@ -165,7 +165,7 @@ FEATURE_PRESETS: dict[str, dict[str, Any]] = {
         db_ceiling=0.0,
         peak_normalise_input=False,
     ),
-    # Native 8 kHz, 75% overlap for Griffin-Lim, one fixed dB range: see README.
+    # Native 8 kHz, 75% overlap for Griffin-Lim, one fixed dB range: docs/data.md, "Spectrogram presets".
     "default": dict(),
 }
 
@@ -189,7 +189,7 @@ class ModelConfig:
     # The decoder's channels as a multiple of the original's, whose transposed conv i (i >= 1) has
     # filters[i]: one level deeper than the encoder map of the size it makes. With filters doubling per
     # layer, 0.5 gives each decoder map the channels of the encoder map of its size: half the model's
-    # FLOPs at 1.0 (speed and quality of both: "Training speed" in the README).
+    # FLOPs at 1.0 (speed and quality of both: docs/design.md, "The half-width decoder").
     decoder_width: float = 0.5
     # The decoder also predicts each frame's f0 and whether it is voiced (trained on the dataset's pYIN
     # track), and decoding draws those harmonics into its spectrogram (vae/harmonics.py).
@@ -236,8 +236,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         decoder_width=1.0,
         pitch=False,
     ),
-    # Channels widen as resolution shrinks: 0.046 GFLOPs per clip, 1/72 of seed (see README);
-    # digit-conditional (the tune_spaces/cpu.yaml sweep's choice).
+    # Channels widen as resolution shrinks, a small fraction of seed's FLOPs (docs/training.md, "Model
+    # presets"); digit-conditional (the tune_spaces/cpu.yaml sweep's choice).
     "default": dict(),
     # For tests: unconditional unless a test asks for the digit input.
     "tiny": dict(
@@ -277,7 +277,7 @@ class LossConfig:
     reconstruction: str = "gaussian"  # "gaussian" (learned variance), "mse" or "bernoulli": vae/losses.py
     # Times the per-clip MEAN reconstruction term of "mse" and "bernoulli": for mse, a Gaussian
     # likelihood of variance n_pixels / (2 * recon_weight); 1e5 on 128 x 96 is sigma ~ 0.25 (the
-    # original's 1e6 on 256 x 64: 0.09). 1e3 collapses the posterior (KL ~ 6 nats): see README.
+    # original's 1e6 on 256 x 64: 0.09). Much smaller weights collapse the posterior: docs/training.md.
     recon_weight: float = 1e5
     # "gaussian": the learned sigma's starting value (in units of the [0, 1] spectrogram).
     gaussian_init_scale: float = 0.1
@@ -325,9 +325,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     # The most the global norm of a step's gradient (of the loss averaged over the global batch,
     # summed over workers) may be: a larger one is scaled down to it (0: no clipping). Set for
-    # `default`, whose norm sits at ~1.2e4 after its first epoch, ordinary steps reaching ~4x that
-    # and rare ones 10-400x, which without clipping were followed by collapses: see "Stable
-    # training" in the README. Every epoch reports the norm's median and maximum and the share of
+    # `default`, whose rare very large steps were followed by collapses without it: docs/design.md,
+    # "Gradient clipping at 3e4". Every epoch reports the norm's median and maximum and the share of
     # steps clipped, to set it for other losses and models.
     clip_norm: float = 3e4
     # "constant", or "cosine": from learning_rate down to lr_final_fraction of it over `epochs`, or
@@ -584,7 +583,7 @@ class ServeConfig:
     # compiled when a replica starts (as TF Serving's allowed_batch_sizes). () = no padding.
     vocoder_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     # How long Serve's controller waits for an HTTP proxy to start or answer a health check before it
-    # restarts it (Serve's defaults, 5 s and 10 s, restart proxies on a busy 2-core machine).
+    # restarts it (Serve's defaults, 5 s and 10 s, restart the proxies of a busy machine).
     proxy_timeout_s: float = 60.0
     # Bearer-token auth of every /api/* request: the name of an environment variable that holds the
     # token on every replica's node (so no secret sits in a config file); "" = no auth.
@@ -648,8 +647,8 @@ class IngestConfig:
 @dataclass(frozen=True)
 class DemoConfig:
     """What ``make demo`` trains: the default RunConfig for as many epochs as fit its budget, so a
-    faster machine (or a faster step) buys a better model in the same ~15 minutes on 2 cores; the
-    rest of them go to extraction, the recogniser and evaluation."""
+    faster machine (or a faster step) buys a better model in the same wall-clock time; the rest of
+    the demo's time goes to extraction, the recogniser and evaluation."""
 
     max_epochs: int = 200
     train_budget_s: float = 600.0

@@ -291,8 +291,7 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     (a tensor extension type such as the spectrogram's, or any list) without dictionary encoding and
     without min/max statistics. Parquet would dictionary-encode a spectrogram's floats until the
     dictionary outgrows its page and then fall back to plain encoding, and nothing filters on their
-    statistics. Measured on 1,875 ``seed`` clips: the write 0.34 -> 0.24 ms per clip (medians of 7),
-    the file 34.0 -> 35.9 MB."""
+    statistics: a faster write for a slightly larger file (docs/benchmarks.md)."""
     scalar = [f.name for f in schema if not _is_array(f.type)]
     return dict(use_dictionary=scalar, write_statistics=scalar)
 
@@ -514,8 +513,8 @@ def _extraction(files: list[str], cfg: FeatureConfig, stage: storage.Location, r
     )
     # Ray Data reserves part of the cluster per operator for multi-operator
     # pipelines; with one fused map whose outputs are a few counts it only holds
-    # back the first wave of tasks (measured: one CPU idle for ~1 s of a 5 s run
-    # on 2 CPUs). Set on this dataset's own context copy only.
+    # back the first wave of tasks, leaving a CPU idle. Set on this dataset's own
+    # context copy only.
     ds.context.op_resource_reservation_enabled = False
     return ds
 
@@ -619,7 +618,7 @@ def published_dataset(uri: str) -> tuple[storage.Location, list[str], dict[str, 
         return loc, [loc.path], {}
     folder = storage.resolve(storage.published(loc.uri))
     files = part_files(folder)
-    redo = f"extract it again with python -m jobs.preprocess --output {loc.uri}"
+    redo = f"extract it again with python -m jobs.preprocess --out {loc.uri}"
     if not storage.exists(folder.join(SUMMARY_FILE).uri):
         if folder.uri != loc.uri:
             raise storage.StorageError(

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from vae import console
 from vae.errors import UserError
 
 FSDD_VERSION = "v1.0.10"
@@ -30,6 +31,7 @@ FSDD_SHA256: str | None = None
 FSDD_CONTENT_SPEAKERS = ("george", "jackson", "lucas", "theo", "yweweler")
 FSDD_CONTENT_SHA256 = "4d2c04f63188f0f3972e5f4b501790602257d8283db78ffbbac8edcaac13171b"
 LICENSE = "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)"
+TIMEOUT_S, DEADLINE_S = 10.0, 900.0  # seconds each network wait, and the whole download, may take
 OFFLINE_HINT = "point FSDD_DIR at a local copy of the recordings folder (e.g. FSDD_DIR=/data/fsdd/recordings)"
 
 
@@ -60,9 +62,9 @@ def fetch_fsdd(
     dest: str,
     url: str = FSDD_URL,
     sha256: str | None = FSDD_SHA256,
-    timeout_s: float = 10.0,
+    timeout_s: float = TIMEOUT_S,
     progress: Callable[[str], None] | None = print,
-    deadline_s: float = 900.0,
+    deadline_s: float = DEADLINE_S,
     content_sha256: str = FSDD_CONTENT_SHA256,
     content_speakers: tuple[str, ...] = FSDD_CONTENT_SPEAKERS,
 ) -> str:
@@ -121,7 +123,7 @@ def _download(url: str, path: str, timeout_s: float, progress: Callable[[str], N
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp, open(path, "wb") as out:
             total, done, step = int(resp.headers.get("Content-Length") or 0), 0, 4 << 20
-            next_report = step
+            next_report, every = step, console.Every()
             # read1: what has arrived, so a server that sends a byte at a time still meets the deadline.
             while chunk := resp.read1(1 << 16):
                 if time.monotonic() > ends:
@@ -134,7 +136,8 @@ def _download(url: str, path: str, timeout_s: float, progress: Callable[[str], N
                 done += len(chunk)
                 if progress and done >= next_report:
                     next_report += step
-                    progress(f"downloaded {done >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
+                    if every.due():
+                        progress(f"downloaded {done >> 20} MiB" + (f" of {total >> 20} MiB" if total else ""))
     except (urllib.error.URLError, OSError) as exc:  # includes timeouts and refused connections
         reason = getattr(exc, "reason", None) or exc
         raise FetchError(f"cannot download {url}: {reason}. Offline? {OFFLINE_HINT}") from exc

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vae import storage, tracking
+from vae import console, storage, tracking
 from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, SweepConfig, to_json
 from vae.errors import UserError
 
@@ -85,7 +85,11 @@ def extract_features(src: str, storage_uri: str, preset_name: str, cfg: FeatureC
         )
         return out
     log.info(f"features: extracting {src} -> {out}")
-    summary = extract(src, out, cfg)
+    progress = console.ProgressLine()
+    try:
+        summary = extract(src, out, cfg, progress=progress)
+    finally:
+        progress.close()
     log.info(f"features: {summary.written} clips written, {summary.rejected} rejected")
     if summary.written == 0:
         raise PipelineError(f"no clip of {src} could be extracted; see {summary.rejected_output}")
@@ -231,9 +235,9 @@ def _train(run_cfg: RunConfig, features: str, exp_uri: str, resume: bool) -> str
     """Train ``run_cfg`` once (or go on with it) into ``exp_uri/train``: its best checkpoint."""
     from vae import checkpoint
     from vae.objective import SCORE_METRIC
-    from vae.training import NothingToTrain, fit
+    from vae.training import NothingToTrain, describe, fit
 
-    log.info(f"train: {run_cfg.model} {run_cfg.prior} for {run_cfg.train.epochs} epochs -> {exp_uri}/train")
+    log.info(f"train: {describe(run_cfg)} -> {exp_uri}/train")
     try:
         result = fit(run_cfg, features, exp_uri, "train", resume=resume)
     except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation

@@ -13,7 +13,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from vae import console
+
 API_SERVER_VAR = "RAY_API_SERVER_ADDRESS"
+# Lets ray.init's runtime_env set variables that a submitted job's runtime_env sets too.
+OVERRIDE_JOB_ENV_VAR = "RAY_OVERRIDE_JOB_RUNTIME_ENV"
 
 
 def init_ray(
@@ -33,7 +37,7 @@ def init_ray(
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = dict(logging_level=logging.WARNING, log_to_driver=True)
+    kwargs: dict[str, Any] = dict(logging_level=getattr(logging, console.library_log_level()), log_to_driver=True)
     if address is None:
         # "local": a fresh instance; plain ray.init() would join any cluster that
         # `ray start` left running on this machine.
@@ -44,21 +48,33 @@ def init_ray(
     )
     # Only Ray's own processes, which take their environment from the raylet started here, get
     # the variable: a subprocess of this driver (e.g. `ray job submit --address OTHER`) must not.
-    saved = os.environ.get(API_SERVER_VAR)
+    saved = {name: os.environ.get(name) for name in (API_SERVER_VAR, OVERRIDE_JOB_ENV_VAR)}
     if api_server:
         os.environ[API_SERVER_VAR] = api_server
+    if address != "local":
+        _cluster_env(kwargs)
     try:
         ray.init(address=address, **kwargs)
     finally:
-        if api_server:
-            if saved is None:
-                os.environ.pop(API_SERVER_VAR, None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
             else:
-                os.environ[API_SERVER_VAR] = saved
+                os.environ[name] = value
     if address == "local" and warm:
         warm_workers(warm, warm_tasks)
     _quiet_ray_data()
     return address == "local"
+
+
+def _cluster_env(kwargs: dict[str, Any]) -> None:
+    """A cluster's workers do not inherit this process's environment: the console settings go in the
+    job's ``runtime_env``, overriding the same variables of a submitted job's (whose values this
+    process already has, unless a flag such as ``--verbose`` changed them)."""
+    env = console.worker_env()
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
+        os.environ[OVERRIDE_JOB_ENV_VAR] = "1"
 
 
 def cluster_cpus() -> int:
@@ -71,13 +87,13 @@ def cluster_cpus() -> int:
 def warm_workers(modules: Sequence[str], tasks: int | None = None) -> list[Any]:
     """One task per CPU, or ``tasks`` if fewer, that imports ``modules``; returns their refs,
     which nobody needs to wait for. A job passes as ``tasks`` the most tasks it will run at once:
-    each warmed worker holds a process with the modules loaded (Ray Data alone is ~1 s of CPU).
+    each warmed worker holds a process with the modules loaded.
 
     Sent as the instance starts, they run on the workers Ray starts as the driver
     connects and import while the driver is still importing and planning; the job's
-    tasks then reuse those workers. Without them, in a cold ``jobs.preprocess``, Ray
-    Data's two actors took those workers and its tasks started new ones, all on the
-    same cores at once: the first task began 1.3 s later (2 CPUs, median of 5).
+    tasks then reuse those workers. Without them Ray Data's actors take those workers
+    and its tasks start new ones, all importing on the same cores at once, which delays
+    the first task.
     """
     import ray
 
@@ -113,7 +129,8 @@ def _pin_api_server(kwargs: dict[str, Any]) -> str:
 
 def _quiet_ray_data() -> None:
     """Ray Data's progress bars on a terminal only (in a log they are redrawn as hundreds of lines;
-    the jobs print their own progress lines), and none of its per-run banners."""
+    the jobs print their own progress lines), and none of its per-run banners or notices without
+    ``--verbose`` (also when Ray Data was imported before :func:`vae.console.configure`)."""
     import sys
 
     import ray.data
@@ -121,7 +138,7 @@ def _quiet_ray_data() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(console.library_log_level())
 
 
 def finish_ray() -> None:

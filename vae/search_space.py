@@ -108,7 +108,7 @@ class SearchSpace:
     scheduler: Mapping[str, Any] = field(default_factory=lambda: {"type": "asha"})
     search: Mapping[str, Any] = field(default_factory=lambda: {"type": "optuna"})
     num_samples: int = 8
-    # Configurations the search tries first (every searched key given), e.g. today's default.
+    # Configurations the search tries first (every searched key given), e.g. the default configuration.
     start_with: tuple[Mapping[str, Any], ...] = ()
 
     def tune_param_space(self) -> dict:

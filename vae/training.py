@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vae import compat, storage
+from vae import compat, console, storage
 from vae.config import ConfigError, FaultConfig, RunConfig, to_dict
 from vae.objective import Ranking
 from vae.runlock import RunLock
@@ -19,9 +19,8 @@ from vae.worker import TRAIN, VAL, TrainingError, loop_config, train_loop_per_wo
 
 COLUMNS = ["id", "digit", "spectrogram", "db_min", "db_max"]
 RUN_CONFIG_FILE = "run_config.json"
-# How often Ray Train's controller polls its workers (Ray's default: 2 s). Each step of a run's
-# start and end waits for a poll. On 2 cores 0.5 s measured 1-3.5 s less per short run, within the
-# run-to-run noise (benchmarks/run_startup.py), and nothing measurable per epoch. A value set in the environment wins.
+# How often Ray Train's controller polls its workers (Ray's default: 2 s): each step of a run's start
+# and end waits for a poll (docs/benchmarks.md, benchmarks/run_startup.py). A value set in the environment wins.
 CONTROLLER_POLL_ENV, CONTROLLER_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
@@ -68,7 +67,7 @@ def build_trainer(
             resources_per_worker={"CPU": tcfg.cpus_per_worker, **({"GPU": 1} if tcfg.use_gpu else {})},
             placement_strategy=tcfg.placement_strategy,
         ),
-        run_config=ray.train.RunConfig(
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # Train V2's at run time, V1's to mypy
             name=name,
             storage_path=storage_path,
             storage_filesystem=fs,
@@ -79,6 +78,8 @@ def build_trainer(
                 checkpoint_score_order="min",
             ),
             callbacks=callbacks,
+            # Ray Train's own lines (its steps, each report, its passing warnings) with --verbose only.
+            logging_config=ray.train.LoggingConfig(log_level=console.library_log_level()),
         ),
         datasets=datasets,
     )
@@ -92,6 +93,17 @@ class FitResult:
     latest_checkpoint: str
     latest_metrics: dict
     run_config: RunConfig
+
+
+def describe(run_cfg: RunConfig) -> str:
+    """What a run trains, in one line: model, prior, epochs (and time budget), workers and batch."""
+    t = run_cfg.train
+    budget = f" or {t.time_budget_s:g} s" if t.time_budget_s > 0 else ""
+    return (
+        f"model {run_cfg.model.filters} latent {run_cfg.model.latent_dim}, prior {run_cfg.prior.kind}, "
+        f"{'up to ' if budget else ''}{t.epochs} epochs{budget}, "
+        f"{t.num_workers} worker(s) x batch {t.batch_size}{', GPU' if t.use_gpu else ''}"
+    )
 
 
 def stored_run_config(storage_uri: str, name: str) -> RunConfig | None:

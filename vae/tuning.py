@@ -23,6 +23,7 @@ for. Without a recogniser only the first term is used.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vae import compat, storage
+from vae import compat, console, storage
 from vae.config import EvalConfig, RunConfig, SweepConfig, from_dict, to_dict
 from vae.errors import UserError
 from vae.objective import OBJECTIVE, Ranking, Scorer
@@ -146,8 +147,10 @@ def _searcher(space: SearchSpace, max_concurrent: int, settings: SweepConfig):
     cfg = dict(space.search)
     seed = int(cfg.get("seed", settings.search_seed))
     if cfg.get("type") == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(getattr(logging, console.library_log_level("WARNING")))  # its study notices
         return OptunaSearch(seed=seed, points_to_evaluate=[dict(p) for p in space.start_with] or None)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -295,7 +298,7 @@ def _tuner(trainable, space: SearchSpace, exp_uri: str, settings: SweepConfig, t
         storage_path=loc.path,
         storage_filesystem=fs,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        verbose=1,
+        verbose=1 if console.is_verbose() else 0,  # Tune's status tables with --verbose only
     )
     return tune.Tuner(trainable, param_space=space.tune_param_space(), tune_config=tune_config, run_config=run_config)
 

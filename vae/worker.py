@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vae import tracking
+from vae import console, tracking
 from vae.config import FaultConfig, RunConfig, from_dict, to_dict
 from vae.errors import UserError
 from vae.fault import maybe_fault
@@ -227,7 +227,7 @@ def load_shard(shard) -> dict[str, np.ndarray]:
     """This worker's Ray Data shard read once into memory, sorted by clip id (so a run does not
     depend on the order blocks arrive in). Every epoch then shuffles and slices it in numpy:
     streaming it again would re-read and re-copy the Parquet every epoch on the very cores the
-    step needs (on 2 cores that cost a third of the step's throughput). FSDD's 3,000 clips of
+    step needs (docs/benchmarks.md). FSDD's 3,000 clips of
     ``default`` features are 150 MB."""
     parts = list(shard.iter_batches(batch_size=1024, batch_format="numpy"))
     if not parts:
@@ -415,9 +415,13 @@ def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
     metrics[OBJECTIVE] = objective(metrics["val_recon_mse"], ranking.val_variance, accuracy)
 
 
-def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
+def _epoch_line(epoch: int, tcfg, m: dict[str, Any]) -> str:
+    """An epoch's progress: with a time budget the cap on epochs and the seconds spent of the budget."""
+    where = f"epoch {epoch}/{tcfg.epochs}"
+    if tcfg.time_budget_s > 0:
+        where = f"epoch {epoch} (cap {tcfg.epochs}), {m['elapsed_s']:.0f}/{tcfg.time_budget_s:.0f} s"
     return (
-        f"epoch {epoch}/{epochs}: train loss {m['train_loss']:.4g} (recon_mse {m['train_recon_mse']:.4g}, "
+        f"{where}: train loss {m['train_loss']:.4g} (recon_mse {m['train_recon_mse']:.4g}, "
         f"kl {m['train_kl']:.4g}) | val loss {m['val_loss']:.4g} (recon_mse {m['val_recon_mse']:.4g}, "
         f"kl {m['val_kl']:.4g}) | {m['train_clips_per_s']:.1f} clips/s, {m['epoch_time_s']:.1f} s"
         + (
@@ -429,8 +433,9 @@ def _epoch_line(epoch: int, epochs: int, m: dict[str, Any]) -> str:
     )
 
 
-def report(worker: Worker, tracker, epoch: int, metrics: dict[str, Any], checkpoint) -> None:
-    """Hand the epoch's metrics (and rank 0's checkpoint) to the trackers and Ray Train, then drop the local copy."""
+def report(worker: Worker, tracker, epoch: int, metrics: dict[str, Any], checkpoint, say: bool = True) -> None:
+    """Hand the epoch's metrics (and rank 0's checkpoint) to the trackers and Ray Train, then drop the
+    local copy; ``say``: print the epoch's line too."""
     import ray.train
 
     from vae import checkpoint as ckpt_lib
@@ -438,7 +443,8 @@ def report(worker: Worker, tracker, epoch: int, metrics: dict[str, Any], checkpo
     name = f"checkpoint_{epoch:04d}"
     if checkpoint is not None:
         name = ckpt_lib.dir_name(worker.run_dir, epoch)  # never the folder of a damaged checkpoint gone back past
-    worker.say(_epoch_line(epoch, worker.run_cfg.train.epochs, metrics))
+    if say:
+        worker.say(_epoch_line(epoch, worker.run_cfg.train, metrics))
     tracker.log_epoch(epoch, metrics)
     if checkpoint is not None:
         tracker.log_checkpoint_samples(
@@ -463,7 +469,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     history = list(restored.get("history", []))  # every epoch's metrics: curves survive keeping only the best few
     # Rank 0 logs, other ranks get a no-op.
     tracker = tracking.worker_tracker(config, worker.rank, worker.run_cfg, resumed_from=start_epoch)
-    started, elapsed = time.perf_counter(), 0.0
+    started, elapsed, lines = time.perf_counter(), 0.0, console.Every()
     for epoch in range(start_epoch + 1, tcfg.epochs + 1):
         maybe_fault(worker.fault, epoch, worker.rank, worker.run_dir, _say)
         t0 = time.perf_counter()
@@ -476,7 +482,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             checkpoint = checkpoint_epoch(worker, epoch, metrics, history, t0)
         rank_epoch(worker, metrics, checkpoint)
         metrics["epoch_time_s"] = float(time.perf_counter() - t0)
-        report(worker, tracker, epoch, metrics, checkpoint)
+        report(worker, tracker, epoch, metrics, checkpoint, lines.due(last=out_of_time or epoch == tcfg.epochs))
         if out_of_time:
             worker.say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
             break

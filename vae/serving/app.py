@@ -43,6 +43,7 @@ import base64
 import hashlib
 import hmac
 import io
+import logging
 import math
 import os
 import secrets
@@ -60,6 +61,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from vae import console
 from vae.config import N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
 
 PAGE = Path(__file__).with_name("index.html")
@@ -568,12 +570,20 @@ class VaeService:
 # --------------------------------------------------------------------------- building the application
 
 
+def _serve_log_level() -> str:
+    """Serve's log level: its warnings (a replica slow to start) always, its steps with --verbose."""
+    return console.library_log_level(quiet="WARNING")
+
+
 def start(host: str, port: int, config: ServeConfig = ServeConfig()) -> None:
     """Start Serve on the connected Ray cluster with its HTTP proxy on ``host:port`` (cluster-wide
-    settings: if Serve already runs there, its own stay and Serve warns)."""
+    settings: if Serve already runs there, its own stay and Serve warns). Serve's own log (its steps,
+    every request) shows with ``--verbose``, its warnings always."""
     timeout = str(config.proxy_timeout_s)
+    logging.getLogger("ray.serve").setLevel(_serve_log_level())
     serve.start(
         http_options={"host": host, "port": port},
+        logging_config={"log_level": _serve_log_level()},
         controller_options={
             "runtime_env": {
                 "env_vars": {
@@ -600,6 +610,7 @@ def application(checkpoint: str, config: ServeConfig = ServeConfig()) -> serve.A
         num_replicas=config.num_replicas,
         max_ongoing_requests=config.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.num_cpus_per_replica},
+        logging_config={"log_level": _serve_log_level()},
     ).bind(checkpoint, to_dict(config))
 
 

@@ -18,7 +18,7 @@ METRICS: dict[str, tuple[bool, str]] = {
     "inception_score": (True, "exp E KL(p(y|x) || p(y)) over unconditional samples; 10 = confident and balanced"),
     "frechet_distance": (False, "recogniser embeddings of unconditional samples vs real test clips (mean over draws)"),
 }
-NO_RECOGNISER = "no recogniser given (--classifier): digit_accuracy, inception_score and frechet_distance not computed"
+NO_RECOGNISER = "no recogniser given (--recogniser): digit_accuracy, inception_score and frechet_distance not computed"
 
 
 def evaluate(ctx: Context) -> dict[str, Any]:
