@@ -60,7 +60,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from vae.config import N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
+from vae.config import DIGIT_RANGE, N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
 
 PAGE = Path(__file__).with_name("index.html")
 DEPLOYMENT = "VaeService"
@@ -451,7 +451,7 @@ class VaeService:
     @api.get("/api/generate")
     async def generate(self, request: Request) -> Response:
         params = _params(request, ("digit", "seed", "n", "format"))
-        digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
+        digit = _int(params, "digit", 0, N_DIGITS - 1, DIGIT_RANGE)
         if digit is not None and digit not in self.digits:
             raise BadRequest(
                 f"digit={digit} is not in checkpoint {self.checkpoint_id}: it has latent statistics for digits {self.digits}"
@@ -482,7 +482,7 @@ class VaeService:
     @api.post("/api/reconstruct")
     async def reconstruct(self, request: Request) -> Response:
         params = _params(request, ("digit", "format", "trim"))
-        digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
+        digit = _int(params, "digit", 0, N_DIGITS - 1, DIGIT_RANGE)
         if digit is None and self.conditional:
             raise BadRequest(
                 f"checkpoint {self.checkpoint_id} is a conditional model: say which digit the clip is, with digit=D"
