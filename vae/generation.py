@@ -229,7 +229,7 @@ def check_conditional(loaded: LoadedModel, name: str | None = None) -> None:
     if not loaded.run_config.model.conditional:
         raise GenerationError(
             f"checkpoint {name or loaded.uri} is not digit-conditional: transfer needs a digit-conditional "
-            "model (one trained with --conditional, model.conditional=true)"
+            "model (model.conditional=true: the default, or jobs.train --conditional)"
         )
 
 
