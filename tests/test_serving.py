@@ -306,6 +306,8 @@ def _bad_requests(fsdd_dir: Path) -> list[tuple[str, str, bytes | None, int, str
         ),
         ("POST", "/api/reconstruct?trim=maybe", real, 400, "trim='maybe'"),
         ("POST", "/api/reconstruct?digit=10", real, 400, "digit=10 is out of range"),
+        ("GET", "/api/transfer?digit=4", None, 405, "use POST"),
+        ("POST", "/api/transfer?digit=4", real, 400, "is not digit-conditional: transfer needs a digit-conditional"),
     ]
 
 
@@ -394,6 +396,7 @@ def test_api_needs_the_bearer_token_and_the_rest_stays_open(secured_service, ser
         status, got, body = http(secured_service + "/api/model", headers=headers)
         assert status == 401 and got["www-authenticate"] == "Bearer" and why in json.loads(body)["error"], body
     assert http(secured_service + "/api/nothing", headers=as_client(client, None))[0] == 401
+    assert http(secured_service + "/api/transfer?digit=1", "POST", b"RIFF", as_client(client, None))[0] == 401
     status, _, body = http(secured_service + "/api/model", headers=as_client(client))
     model = json.loads(body)
     assert status == 200 and model["auth"] is True and model["limits"]["rate_limit_per_minute"] == 6
@@ -504,6 +507,49 @@ def test_a_conditional_model_reconstructs_with_the_digit_the_clip_says(condition
     _check_clip(body, FEATURES)
 
 
+def _transfer_requests(fsdd_dir: Path) -> list[tuple[str, bytes, int, str]]:
+    real = (fsdd_dir / "4_lucas_9.wav").read_bytes()
+    rate = FEATURES.sample_rate
+    too_long = wav(0.3 * np.sin(np.arange(int(6 * rate)) * 0.3).astype(np.float32), rate)
+    return [
+        ("?digits=0,1", real, 400, "conditional model: say which digit the clip is, with digit=D"),
+        ("?digit=10", real, 400, "digit=10 is out of range: digits are 0-9"),
+        ("?digit=4&digits=7,10", real, 400, "digits='7,10': digits are 0-9, not 10"),
+        ("?digit=4&digits=seven", real, 400, "is not a comma-separated list of digits (digits are 0-9)"),
+        ("?digit=4&digits=3,3", real, 400, "name a digit twice"),
+        ("?digit=4&format=wav", real, 400, "unknown query parameter(s) ['format']"),
+        ("?digit=4", b"", 400, "empty body"),
+        ("?digit=4", b"not audio", 400, "not usable audio"),
+        ("?digit=4", too_long, 413, "clip is 6.0 s long"),
+        ("?digit=4", b"RIFF" + bytes(CONFIG.max_upload_bytes), 413, "the most this service accepts"),
+    ]
+
+
+def test_transfer_says_an_upload_as_every_digit_on_a_conditional_model(conditional_service, fsdd_dir):
+    """Ten clips in digit order (or those asked for), the one of the clip's own digit its reconstruction."""
+    upload = (fsdd_dir / "3_theo_1.wav").read_bytes()
+    status, headers, body = http(conditional_service + "/api/transfer?digit=3", "POST", upload)
+    assert status == 200 and headers["content-type"] == "application/json", body[:300]
+    result = json.loads(body)
+    assert result["digit"] == 3 and result["digits"] == list(range(10)) and result["original_spectrogram_png"]
+    assert [clip["digit"] for clip in result["clips"]] == list(range(10))
+    import base64
+
+    waves = [_check_clip(base64.b64decode(clip["wav"]), FEATURES) for clip in result["clips"]]
+    status, _, recon = http(conditional_service + "/api/reconstruct?digit=3", "POST", upload)
+    np.testing.assert_allclose(waves[3], _check_clip(recon, FEATURES), atol=2e-3)  # 16-bit PCM
+    assert np.abs(waves[3] - waves[8]).max() > 0.05
+    status, _, body = http(conditional_service + "/api/transfer?digit=3&digits=8,0&trim=1", "POST", upload)
+    some = json.loads(body)
+    assert status == 200 and some["digits"] == [8, 0] and some["trimmed"] is True
+    assert [clip["digit"] for clip in some["clips"]] == [8, 0]
+    model = json.loads(http(conditional_service + "/api/model")[2])
+    assert model["batching"]["transfer"]["requests"] == 2 and model["batching"]["transfer"]["clips"] == 12
+    for query, data, status, message in _transfer_requests(fsdd_dir):
+        got, _, answer = http(conditional_service + "/api/transfer" + query, "POST", data)
+        assert got == status and message in json.loads(answer)["error"], (query, got, answer[:300])
+
+
 # --------------------------------------------------------------------------- the page in a browser
 
 
@@ -548,7 +594,9 @@ class DevTools:
 
 
 @pytest.fixture
-def browser(service, tmp_path):
+def browser(request, service, tmp_path):
+    """Headless Chromium on the service's page. Its fake microphone beeps, or says the FSDD clip
+    named by an indirect parameter."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
@@ -559,6 +607,7 @@ def browser(service, tmp_path):
         "--autoplay-policy=no-user-gesture-required", "--remote-debugging-address=127.0.0.1",
         # A fake microphone (it beeps) that needs no permission prompt: the record button works headless.
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        *_fake_microphone(request),
         "--remote-debugging-port=0", f"--user-data-dir={profile}", service + "/",
     ]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -586,6 +635,13 @@ def browser(service, tmp_path):
             proc.wait(timeout=30)
 
 
+def _fake_microphone(request) -> list[str]:
+    clip = getattr(request, "param", None)
+    if clip is None:
+        return []
+    return [f"--use-file-for-fake-audio-capture={request.getfixturevalue('fsdd_dir') / clip}%noloop"]
+
+
 AUDIO_STATE = """(() => {{
   const a = document.getElementById({id!r});
   return {{src: a.src, ready: a.readyState, duration: a.duration, error: a.error && a.error.code, played: a.played.length}};
@@ -604,6 +660,9 @@ def test_page_plays_a_seven_an_upload_and_a_recording_in_headless_chromium(brows
     tools.wait_for("document.querySelectorAll('#digits button').length === 10")
     assert tools.eval("document.querySelector('#digits button[data-digit=\"9\"]').disabled") is True
     assert tools.eval("document.getElementById('recon-digit-label').hidden") is True  # not a conditional model
+    assert tools.eval("document.getElementById('transfer-unavailable').hidden") is False
+    assert tools.eval("document.getElementById('transfer-upload').disabled") is True
+    assert tools.eval("document.getElementById('transfer-record').hidden") is True
     assert "epoch 0" in tools.eval("document.getElementById('model').textContent")
 
     tools.eval("document.querySelector('#digits button[data-digit=\"7\"]').click()")
@@ -662,6 +721,57 @@ def test_page_asks_a_conditional_model_for_the_digit_of_an_upload(browser, condi
     state = _played(tools, "recon-audio")
     assert state["src"].startswith("blob:") and state["error"] is None
     assert "log-spectral distance" in tools.eval("document.getElementById('recon-status').textContent")
+
+
+TRANSFERRED = """[...document.querySelectorAll('#transfer-clips .clip')].map((c) => {
+  const a = c.querySelector('audio');
+  return {title: c.querySelector('h3').textContent, digit: a.dataset.digit, ready: a.readyState,
+          duration: a.duration, error: a.error && a.error.code, played: a.played.length,
+          image: c.querySelector('img').naturalWidth};
+})"""
+
+
+RECORDED_PEAK = """(async () => {
+  const data = await (await fetch(document.getElementById('transfer-orig-audio').src)).arrayBuffer();
+  return new Int16Array(data, 44).reduce((m, x) => Math.max(m, Math.abs(x)), 0) / 32767;
+})()"""
+
+
+@pytest.mark.parametrize("browser", ["3_theo_1.wav"], indirect=True)  # what the fake microphone says
+def test_page_transfers_an_upload_and_a_recording_to_all_ten_digits(browser, conditional_service, fsdd_dir, tmp_path):
+    tools = browser
+    tools.send("Page.navigate", url=conditional_service + "/")
+    tools.wait_for("document.getElementById('model').textContent.includes('conditional')")
+    assert tools.eval("document.getElementById('transfer-unavailable').hidden") is True
+
+    upload = tmp_path / "5_me_0.wav"  # the digit from its name
+    shutil.copy(fsdd_dir / "5_theo_3.wav", upload)
+    document = tools.send("DOM.getDocument")
+    node = tools.send("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#transfer-upload")
+    tools.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(upload)])
+    tools.wait_for(
+        f"(() => {{ const c = {TRANSFERRED}; return c.length === 10 && c.every((x) => x.ready >= 1 && x.image > 0); }})()"
+    )
+    clips = tools.eval(TRANSFERRED)
+    assert [c["digit"] for c in clips] == [str(d) for d in range(10)]
+    assert all(c["error"] is None and c["duration"] == pytest.approx(FEATURES.clip_seconds, abs=0.01) for c in clips)
+    assert clips[5]["title"] == "a 5 (your own digit)" and clips[0]["title"] == "a 0"
+    tools.wait_for(f"{TRANSFERRED}[0].played > 0")  # they play in turn
+    assert "10 clips from your 5" in tools.eval("document.getElementById('transfer-status').textContent")
+
+    # The microphone: the digit first, then 4 s of the fake microphone saying 3_theo_1, trimmed.
+    tools.eval("document.getElementById('transfer-record').click()")
+    tools.wait_for("document.getElementById('transfer-status').textContent.includes('first choose the digit')")
+    tools.eval("document.getElementById('transfer-digit').value = '3'")
+    tools.eval("document.getElementById('transfer-record').click()")
+    tools.wait_for(
+        "document.getElementById('transfer-status').textContent.includes('10 clips from your 3')", timeout=90
+    )
+    recorded = tools.eval(AUDIO_STATE.format(id="transfer-orig-audio"))
+    assert recorded["error"] is None and recorded["duration"] > 3, recorded
+    said = np.abs(sf.read(fsdd_dir / "3_theo_1.wav")[0]).max()  # a quiet clip: not the default microphone's beeps
+    assert tools.eval(RECORDED_PEAK) == pytest.approx(said, rel=0.2)
+    assert tools.eval(TRANSFERRED)[3]["title"] == "a 3 (your own digit)"
 
 
 # --------------------------------------------------------------------------- the job, its own Ray, a published best/ on S3

@@ -12,9 +12,11 @@ from vae.config import FeatureConfig, ModelConfig, PriorConfig, RunConfig, Train
 DIGITS = tuple(range(9))
 
 
-def make_checkpoint(directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 11), conditional: bool = False) -> str:
-    """An untrained ``tiny`` VAE with the latent statistics and ex-post mixtures of real clips of
-    ``digits`` (no Ray, seconds)."""
+def make_checkpoint(
+    directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 11), conditional: bool = False, pitch: bool = False
+) -> str:
+    """An untrained ``tiny`` VAE (``conditional``, with a ``pitch`` head) with the latent statistics and
+    ex-post mixtures of real clips of ``digits`` (no Ray, seconds)."""
     from dataclasses import replace
 
     from vae import checkpoint, generation
@@ -30,7 +32,7 @@ def make_checkpoint(directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 1
         for path in [fsdd_dir / f"{d}_jackson_{t}.wav"]
     ]
     batch = {k: np.stack([r[k] for r in rows]) for k in ("spectrogram", "digit", "db_min", "db_max")}
-    model_cfg = replace(preset(ModelConfig, "tiny"), conditional=conditional)
+    model_cfg = replace(preset(ModelConfig, "tiny"), conditional=conditional, pitch=pitch)
     run_cfg = RunConfig(features, model_cfg, PriorConfig(), TrainConfig(epochs=1)).validate()
     model = build_vae(features.shape, run_cfg.model, run_cfg.prior)
     stats = latent_stats(model, "normal", [batch])

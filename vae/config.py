@@ -36,6 +36,7 @@ D = TypeVar("D", bound="DataclassInstance")
 T = TypeVar("T", bound=Validated)
 
 N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is this wide
+DIGIT_RANGE = f"digits are 0-{N_DIGITS - 1}"  # what a request or flag naming another digit is told
 
 
 # The largest value each config number may take (a key absent here: DEFAULT_MAX). Beyond them a run

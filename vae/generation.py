@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vae.checkpoint import LoadedModel
-from vae.config import N_DIGITS, SamplingConfig
+from vae.config import DIGIT_RANGE, N_DIGITS, SamplingConfig
 from vae.errors import UserError
 from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics
 from vae.vocoder import spectrograms_to_waveforms
@@ -210,6 +210,42 @@ def reconstruct(loaded: LoadedModel, specs: np.ndarray, digits=None) -> np.ndarr
     """Spectrograms through encoder (posterior mean) and decoder; a conditional model needs each
     clip's digit."""
     return decode(loaded, encode(loaded, specs, digits), digits)
+
+
+def check_digits(digits) -> list[int]:
+    """``digits`` as ints, each a digit and none twice; :class:`GenerationError` otherwise."""
+    out = [int(d) for d in digits]
+    bad = [d for d in out if not 0 <= d < N_DIGITS]
+    if bad:
+        raise GenerationError(f"{DIGIT_RANGE}, not {bad[0]}")
+    if len(set(out)) < len(out):
+        raise GenerationError(f"digits {out} name a digit twice")
+    return out
+
+
+def check_conditional(loaded: LoadedModel, name: str | None = None) -> None:
+    """Raise :class:`GenerationError` unless the checkpoint (``name``, else its URI) is digit-conditional,
+    as :func:`transfer` needs."""
+    if not loaded.run_config.model.conditional:
+        raise GenerationError(
+            f"checkpoint {name or loaded.uri} is not digit-conditional: transfer needs a digit-conditional "
+            "model (model.conditional=true: the default, or jobs.train --conditional)"
+        )
+
+
+def transfer(loaded: LoadedModel, specs: np.ndarray, source_digits, target_digits) -> np.ndarray:
+    """Spectrograms [n, len(target_digits), n_bins, n_frames]: each of spectrograms ``specs`` [n, n_bins,
+    n_frames] encoded (posterior mean) with its digit of ``source_digits`` (one per clip, or one for all),
+    decoded with every digit of ``target_digits`` (a model with ``pitch`` draws its harmonics in, as
+    :func:`decode` does). The voice stays, the digit changes: a conditional model only."""
+    check_conditional(loaded)
+    if source_digits is None:
+        raise GenerationError("transfer needs the digit each clip says (source_digits)")
+    targets = check_digits(target_digits)
+    check_digits(np.unique(np.broadcast_to(np.asarray(source_digits, np.int64), (len(specs),))))
+    z = encode(loaded, specs, source_digits)
+    out = decode(loaded, np.repeat(z, len(targets), axis=0), np.tile(np.asarray(targets, np.int64), len(z)))
+    return out.reshape(len(z), len(targets), *out.shape[1:])
 
 
 def db_range(loaded: LoadedModel, digit: int | None = None) -> tuple[float | None, float | None]:

@@ -16,6 +16,11 @@ HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status":
   digit the clip says, is required by a conditional model (ignored otherwise). The
   reconstruction comes back as ``audio/wav``, or as JSON with both spectrograms and the
   log-spectral distance between input and reconstruction.
+- ``POST /api/transfer?digit=D&digits=0,7&trim=0|1``: any digit in your voice, from a digit-conditional
+  model only (400 otherwise). The body, ``digit`` (required) and ``trim`` are as for reconstruct; the
+  clip is encoded with ``digit`` and decoded with each of ``digits`` (comma-separated, none twice;
+  default all ten) by :func:`vae.generation.transfer`. JSON: ``{"digit", "digits", "clips": [{"digit",
+  "wav", "spectrogram_png", "problem"}], "original_spectrogram_png"}`` and the upload's rates and duration.
 - ``GET /api/model``: the checkpoint's id (a digest of its URI, which stays private), epoch, the
   model's config, metrics, digits available, whether the model is conditional, where samples come
   from, limits, batching counters.
@@ -31,7 +36,8 @@ a client over its rate gets 429 with ``Retry-After``. ``/``, ``/healthz`` stay o
 Concurrent requests are gathered by ``@serve.batch``: one batch of generate requests is
 inverted by a single :func:`vae.generation.to_waveforms` call, one batch of uploads is
 encoded, decoded and inverted by one :func:`vae.generation.reconstruct` and one
-``to_waveforms`` call, padded to one of ``ServeConfig.vocoder_batch_sizes`` so that a
+``to_waveforms`` call (a batch of transfers: every clip of them by one ``to_waveforms`` call),
+padded to one of ``ServeConfig.vocoder_batch_sizes`` so that a
 compiled (XLA) vocoder sees a few batch shapes, all compiled when the replica starts.
 ``ServeConfig.max_batch_size = 1`` is the one-request-at-a-time path. Batches run in a
 worker thread, so the replica keeps accepting (and batching) requests while one
@@ -62,12 +68,12 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from vae import console
-from vae.config import N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
+from vae.config import DIGIT_RANGE, N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
 
 PAGE = Path(__file__).with_name("index.html")
 DEPLOYMENT = "VaeService"
 MAX_SEED = 2**31 - 1
-ENDPOINTS = "GET /, GET /healthz, GET /api/model, GET /api/generate, POST /api/reconstruct"
+ENDPOINTS = "GET /, GET /healthz, GET /api/model, GET /api/generate, POST /api/reconstruct, POST /api/transfer"
 MIN_TOKEN_CHARS = 16  # ServeConfig.auth_token_env's token
 
 
@@ -92,6 +98,12 @@ class ReconstructItem:
     db_min: float
     db_max: float
     digit: int | None  # what the clip says; a conditional model encodes and decodes with it
+
+
+@dataclass(frozen=True)
+class TransferItem:
+    upload: ReconstructItem
+    targets: tuple[int, ...]  # the digits to say it as
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -221,6 +233,21 @@ def _flag(params: dict[str, str], name: str) -> bool:
     return _choice(params, name, ("0", "1", "false", "true"), "0") in ("1", "true")
 
 
+def _digits(params: dict[str, str], name: str) -> tuple[int, ...]:
+    """A comma-separated list of digits, none twice (every digit when absent)."""
+    from vae.generation import GenerationError, check_digits
+
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return tuple(range(N_DIGITS))
+    try:
+        return tuple(check_digits(int(d) for d in raw.split(",")))
+    except GenerationError as exc:
+        raise BadRequest(f"{name}={raw!r}: {exc}") from None
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not a comma-separated list of digits ({DIGIT_RANGE})") from None
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -285,8 +312,10 @@ class VaeService:
         self.token = _token(self.config.auth_token_env)
         per_minute = self.config.rate_limit_per_minute
         self.limiter = RateLimiter(per_minute) if per_minute else None
-        self.counters = {kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct")}
-        for handler in (self._generate_batch, self._reconstruct_batch):
+        self.counters = {
+            kind: {"batches": 0, "requests": 0, "clips": 0} for kind in ("generate", "reconstruct", "transfer")
+        }
+        for handler in (self._generate_batch, self._reconstruct_batch, self._transfer_batch):
             # @serve.batch adds these setters; its stub types the method as a plain function.
             handler.set_max_batch_size(self.config.max_batch_size)  # type: ignore[union-attr]
             handler.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)  # type: ignore[union-attr]
@@ -304,6 +333,8 @@ class VaeService:
         self._features(wav_bytes(tone, self.features), trim=True, digit=None)
         spec = generation.sample(self.loaded, 1, seed=0)
         generation.reconstruct(self.loaded, spec, [self.digits[0] if self.digits else 0] if self.conditional else None)
+        if self.conditional:  # a transfer decodes ten latents at once
+            generation.transfer(self.loaded, spec, self.digits[0] if self.digits else 0, range(N_DIGITS))
         for size in self.config.vocoder_batch_sizes or (1,):
             generation.to_waveforms(self.loaded, np.repeat(spec, size, axis=0))
 
@@ -373,6 +404,19 @@ class VaeService:
         self._count("reconstruct", len(items), len(items))
         return list(zip(recon, waves))
 
+    def _transfer(self, items: list[TransferItem]) -> list[Any]:
+        from vae import generation
+
+        said = [
+            generation.transfer(self.loaded, item.upload.spectrogram[None], item.upload.digit, item.targets)[0]
+            for item in items
+        ]
+        ranges = [(item.upload.db_min, item.upload.db_max) for item in items for _ in item.targets]
+        waves = self._to_waveforms(np.concatenate(said), ranges, [0] * len(ranges))
+        self._count("transfer", len(items), len(ranges))
+        starts = np.cumsum([0] + [len(s) for s in said])
+        return [(specs, waves[a:b]) for specs, a, b in zip(said, starts[:-1], starts[1:])]
+
     def _to_waveforms(self, specs: np.ndarray, ranges: list, seeds: list[int]) -> list[np.ndarray]:
         """One :func:`vae.generation.to_waveforms` call for the whole batch, padded (repeating its
         last clip) to a size of ``ServeConfig.vocoder_batch_sizes``; the padding is dropped."""
@@ -396,6 +440,10 @@ class VaeService:
     @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
     async def _reconstruct_batch(self, items: list[ReconstructItem]) -> list[Any]:
         return await asyncio.to_thread(self._reconstruct, items)
+
+    @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
+    async def _transfer_batch(self, items: list[TransferItem]) -> list[Any]:
+        return await asyncio.to_thread(self._transfer, items)
 
     # ------------------------------------------------------------------ endpoints
 
@@ -453,7 +501,7 @@ class VaeService:
     @api.get("/api/generate")
     async def generate(self, request: Request) -> Response:
         params = _params(request, ("digit", "seed", "n", "format"))
-        digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
+        digit = _int(params, "digit", 0, N_DIGITS - 1, DIGIT_RANGE)
         if digit is not None and digit not in self.digits:
             raise BadRequest(
                 f"digit={digit} is not in checkpoint {self.checkpoint_id}: it has latent statistics for digits {self.digits}"
@@ -484,15 +532,8 @@ class VaeService:
     @api.post("/api/reconstruct")
     async def reconstruct(self, request: Request) -> Response:
         params = _params(request, ("digit", "format", "trim"))
-        digit = _int(params, "digit", 0, N_DIGITS - 1, f"digits are 0-{N_DIGITS - 1}")
-        if digit is None and self.conditional:
-            raise BadRequest(
-                f"checkpoint {self.checkpoint_id} is a conditional model: say which digit the clip is, with digit=D"
-            )
         fmt = _choice(params, "format", ("wav", "json"), "wav")
-        trim = _flag(params, "trim")
-        data = await _read_body(request, self.config.max_upload_bytes)
-        original, item, clip = await asyncio.to_thread(self._features, data, trim, digit)
+        original, item, clip, trim = await self._upload(request, params)
 
         result = await self._reconstruct_batch(item)
         recon, y = result
@@ -505,18 +546,46 @@ class VaeService:
 
             return {
                 **self._clip_json(recon, y),
-                "original_spectrogram_png": _b64(spectrogram_image(item.spectrogram)),
                 "log_spectral_distance_db": log_spectral_distance(
                     fit_length(original, self.features), y, self.features
                 ),
-                "sample_rate": self.features.sample_rate,
-                "source_sample_rate": clip.source_sample_rate,
-                "source_channels": clip.source_channels,
-                "duration_s": clip.duration_s,
-                "trimmed": trim,
+                **self._upload_json(item, clip, trim),
             }
 
         return JSONResponse(await asyncio.to_thread(body))
+
+    @api.post("/api/transfer")
+    async def transfer(self, request: Request) -> Response:
+        from vae import generation
+
+        params = _params(request, ("digit", "digits", "trim"))
+        try:
+            generation.check_conditional(self.loaded, self.checkpoint_id)
+        except generation.GenerationError as exc:
+            raise BadRequest(str(exc)) from None
+        targets = _digits(params, "digits")
+        _, item, clip, trim = await self._upload(request, params)
+
+        specs, waves = await self._transfer_batch(TransferItem(item, targets))
+
+        def body() -> dict[str, Any]:
+            clips = [{"digit": d, **self._clip_json(spec, y)} for d, spec, y in zip(targets, specs, waves)]
+            return {"digit": item.digit, "digits": list(targets), "clips": clips, **self._upload_json(item, clip, trim)}
+
+        return JSONResponse(await asyncio.to_thread(body))
+
+    async def _upload(self, request: Request, params: dict[str, str]):
+        """The request's audio as :meth:`_features` makes it, and whether it was trimmed: ``digit`` (required by
+        a conditional model), ``trim`` and the body, checked in that order."""
+        digit = _int(params, "digit", 0, N_DIGITS - 1, DIGIT_RANGE)
+        if digit is None and self.conditional:
+            raise BadRequest(
+                f"checkpoint {self.checkpoint_id} is a conditional model: say which digit the clip is, with digit=D"
+            )
+        trim = _flag(params, "trim")
+        data = await _read_body(request, self.config.max_upload_bytes)
+        original, item, clip = await asyncio.to_thread(self._features, data, trim, digit)
+        return original, item, clip, trim
 
     # ------------------------------------------------------------------ helpers (worker thread)
 
@@ -545,6 +614,17 @@ class VaeService:
         except AudioError as exc:
             raise BadRequest(f"body is not usable audio: {exc.reason}") from None
         return y, ReconstructItem(spec, db_min, db_max, digit), clip
+
+    def _upload_json(self, item: ReconstructItem, clip, trim: bool) -> dict[str, Any]:
+        """What a JSON answer says of the upload: its spectrogram as the model hears it, rates, duration, trimming."""
+        return {
+            "original_spectrogram_png": _b64(spectrogram_image(item.spectrogram)),
+            "sample_rate": self.features.sample_rate,
+            "source_sample_rate": clip.source_sample_rate,
+            "source_channels": clip.source_channels,
+            "duration_s": clip.duration_s,
+            "trimmed": trim,
+        }
 
     def _wav(self, y: np.ndarray) -> bytes:
         from vae.features import wav_bytes

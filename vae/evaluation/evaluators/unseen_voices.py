@@ -1,7 +1,8 @@
 """Reconstruction of other WAVs (e.g. voices the model never heard), against the vocoder floor.
 
 :func:`read_voice` and :func:`reconstruct` are also how ``jobs.reconstruct`` turns WAV files
-into reconstructions, so what that job writes is what this evaluator scores.
+into reconstructions, so what that job writes is what this evaluator scores; :func:`transfer` is
+how ``jobs.transfer`` has each voice say other digits.
 """
 
 from __future__ import annotations
@@ -107,6 +108,17 @@ def reconstruct(loaded, voices: list[Voice], label: str = "reconstructions, grif
     digits = np.array([v.digit for v in voices]) if loaded.run_config.model.conditional else None
     specs = generation.reconstruct(loaded, np.stack([v.spectrogram for v in voices]), digits)
     return _vocode(specs, voices, loaded.run_config.features, label)
+
+
+def transfer(
+    loaded, voices: list[Voice], targets, label: str = "transfers, griffin-lim"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``voices`` said as each digit of ``targets`` (:func:`vae.generation.transfer`): spectrograms
+    [n, k, n_bins, n_frames] and WAVs [n, k, n_samples] (Griffin-Lim, each with its voice's dB range)."""
+    specs = generation.transfer(loaded, np.stack([v.spectrogram for v in voices]), [v.digit for v in voices], targets)
+    flat = specs.reshape(-1, *specs.shape[2:])
+    waves = _vocode(flat, [v for v in voices for _ in range(specs.shape[1])], loaded.run_config.features, label)
+    return specs, waves.reshape(*specs.shape[:2], -1)
 
 
 def _vocode(specs: np.ndarray, voices: list[Voice], feats: FeatureConfig, label: str) -> np.ndarray:
