@@ -107,7 +107,8 @@ def build_steps(variant: str, batch: int):
     import vae.models as models
     from vae.config import FeatureConfig, LossConfig, ModelConfig, PriorConfig, preset
 
-    hw = preset(FeatureConfig, "default").shape
+    features = preset(FeatureConfig, "default")
+    hw = features.shape
     cfg = preset(ModelConfig, "default")
     if variant == "no_bn":
         cfg = replace(cfg, normalisation="none")
@@ -124,7 +125,7 @@ def build_steps(variant: str, batch: int):
 
     models._norm_act = norm_act
     try:
-        model = models.build_vae(hw, cfg, PriorConfig(), LossConfig())
+        model = models.build_vae(hw, cfg, PriorConfig(), LossConfig(), features=features)
     finally:
         models._norm_act = built
     return models.DistributedSteps(model, keras.optimizers.Adam(1e-3), batch), hw, cfg.latent_dim

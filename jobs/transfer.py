@@ -23,25 +23,35 @@ import re
 import sys
 from urllib.parse import quote
 
-from jobs._cli import fail, parser, run
-from vae import storage
+from jobs._cli import add_out, digit, fail, parser, positive_int, run
+from vae import console, storage
 from vae.config import N_DIGITS, SPEAKER
 
 SUMMARY, INDEX = "transfer.json", "index.html"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = parser("jobs.transfer", __doc__)
-    p.add_argument("--checkpoint", required=True, help="a digit-conditional checkpoint (local or s3://)")
-    p.add_argument("--wavs", required=True, help="a .wav file, or a folder or s3:// prefix of them")
-    p.add_argument("--out", required=True, help="output folder (local or s3://)")
     p.add_argument(
-        "--digits", type=int, nargs="+", default=list(range(N_DIGITS)), help="the digits to say (default: 0-9)"
+        "--checkpoint", required=True, metavar="CKPT", help="a digit-conditional checkpoint (local or s3://)"
     )
-    p.add_argument("--digit", type=int, help="the digit every input says (else read from names like 7_anna_0.wav)")
-    p.add_argument("--batch-size", type=int, default=16, help="inputs encoded and vocoded together")
-    p.add_argument("--no-png", action="store_true", help="skip the spectrogram PNGs")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--wavs", required=True, metavar="FILE_OR_DIR", help="a .wav file, or a folder or s3:// prefix of them"
+    )
+    add_out(p, "output folder (local or s3://)")
+    p.add_argument(
+        "--digits", type=digit, nargs="+", default=list(range(N_DIGITS)), help="the digits to say (default: 0-9)"
+    )
+    p.add_argument(
+        "--digit", type=digit, help="the digit every input says (default: read from names like 7_anna_0.wav)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=16, help="inputs encoded and vocoded together")
+    p.add_argument("--no-png", action="store_true", help="skip the spectrogram PNGs (default: write them)")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +77,7 @@ def output_names(rel: str) -> tuple[str, str, int]:
 
 def _main(args: argparse.Namespace) -> int:
     from vae import generation
-    from vae.checkpoint import load
+    from vae.checkpoint import check, load
 
     targets = generation.check_digits(args.digits)
     if args.digit is not None:
@@ -76,6 +86,7 @@ def _main(args: argparse.Namespace) -> int:
     if not files:
         return fail("transfer", f"no .wav files under {args.wavs}")
     storage.check_reachable(args.out)
+    check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
     loaded = load(args.checkpoint)
     generation.check_conditional(loaded)
     base = storage.resolve(args.wavs).uri
@@ -104,7 +115,7 @@ def _transfer_batch(loaded, uris: list[str], base: str, targets: list[int], args
     from vae.evaluation.evaluators import unseen_voices
     from vae.features import wav_bytes
 
-    voices = _read_voices(loaded, uris, args.digit, summary["skipped"])
+    voices = _read_voices(loaded, uris, args.digit, summary["skipped"], console.ProgressLine())
     if not voices:
         return
     cfg = loaded.run_config.features

@@ -18,7 +18,9 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     tcfg = run_cfg.train
     keras.utils.set_random_seed(tcfg.seed)
     steps_per_epoch = shard_rows(train) // tcfg.batch_size
-    model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed)
+    model = build_vae(
+        run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed, features=run_cfg.features
+    )
     optimizer = make_optimizer(tcfg)
     optimizer.build(model.trainable_variables)
     steps = DistributedSteps(

@@ -219,7 +219,7 @@ class VAE(keras.Model):
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
         eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.latent_dim))
-        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps, f0=tf.zeros((1, self.input_hw[1])))
+        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps, f0=tf.zeros((1, self.input_hw[1])), draw=False)
         self.built = True
         return self
 
@@ -266,18 +266,20 @@ class VAE(keras.Model):
         return self.decode(mu, digits, training=training)
 
     def per_example_losses(
-        self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0, f0=None
+        self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0, f0=None, draw: bool = True
     ) -> dict[str, tf.Tensor]:
         """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None;
         f0: [batch, n_frames] pitch tracks in Hz (0: unvoiced), which a model with ``pitch`` needs.
 
         loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it); a
-        model with ``pitch`` reconstructs the track too, its :func:`pitch_loss` weighted into ``recon``."""
+        model with ``pitch`` reconstructs the track too, its :func:`pitch_loss` weighted into ``recon``.
+        ``draw=False`` scores the decoder's output undrawn even with ``through_harmonics`` (to build the
+        variables of a model that has no FeatureConfig to draw with)."""
         x = self._as_image(x)
         mu, log_var = self.encode(x, digits, training=training)
         z = self.sampling(mu, log_var, eps, samples=self.loss_cfg.kl_samples)
         x_hat = self.decode(z[0], digits, training=training)
-        if self.model_cfg.pitch and self.loss_cfg.through_harmonics:
+        if draw and self.model_cfg.pitch and self.loss_cfg.through_harmonics:
             x_hat = self.draw_harmonics(x_hat, f0)
         recon = self.reconstruction(x, x_hat)
         if self.model_cfg.pitch:
