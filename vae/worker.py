@@ -261,9 +261,10 @@ def epoch_order(rows: int, steps: int, batch_size: int, seed: int, epoch: int, r
 
 
 def train_epoch(
-    steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: int, progress: bool = True
+    steps, data, run_cfg, epoch: int, rank: int, steps_per_epoch: int, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One pass over this worker's shard (in memory): summed loss terms and each step's gradient norm."""
+    """One pass over this worker's shard (in memory): summed loss terms and each step's gradient norm;
+    ``progress``: a line every 20 steps (rank 0, with --verbose)."""
     import tensorflow as tf
 
     from vae.models import TERMS
@@ -363,7 +364,9 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     learning_rate = tcfg.learning_rate_at(epoch, elapsed_before)
     worker.steps.optimizer.learning_rate = learning_rate
     t0 = time.perf_counter()
-    train_sums, norms = train_epoch(worker.steps, worker.train, run_cfg, epoch, worker.rank, worker.steps_per_epoch)
+    train_sums, norms = train_epoch(
+        worker.steps, worker.train, run_cfg, epoch, worker.rank, worker.steps_per_epoch, console.is_verbose()
+    )
     steps_done = len(norms)
     train_time = time.perf_counter() - t0
     val = _validate(worker.steps, worker.val, run_cfg)
