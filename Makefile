@@ -14,6 +14,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -c "from vae.harmonics import warm_up; warm_up()"  # numba's cache, written once (see warm_up)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -63,6 +63,16 @@ def pitch_tracks(ys, cfg: FeatureConfig) -> np.ndarray:
     return out
 
 
+def warm_up() -> None:
+    """Compile pYIN's numba kernels once in this process, which writes them to numba's cache beside librosa.
+    Installs call it, serially: processes that start tracking pitch together on a fresh install (Ray
+    workers, test workers) would all compile and write that cache at once, and a process that loads a
+    kernel another is still writing can crash."""
+    cfg = FeatureConfig()
+    t = np.arange(cfg.n_samples // 2) / cfg.sample_rate
+    pitch_tracks([np.sin(2 * np.pi * 150.0 * t).astype(np.float32)], cfg)
+
+
 def _on_stft_frames(f0: np.ndarray, voiced: np.ndarray, n_samples: int, cfg: FeatureConfig) -> np.ndarray:
     """A pYIN track (every :data:`PITCH_HOPS` hops) on the STFT's frames, unvoiced from ``n_samples`` on."""
     at = np.arange(cfg.n_frames) / PITCH_HOPS
