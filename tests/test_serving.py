@@ -587,6 +587,24 @@ def _played(tools: DevTools, audio_id: str) -> dict:
     return tools.eval(AUDIO_STATE.format(id=audio_id))
 
 
+EMPTY_IMAGES = (
+    """[...document.images].filter((i) => i.getClientRects().length > 0 && i.naturalWidth === 0).map((i) => i.id)"""
+)
+
+
+def test_page_shows_a_plain_header_and_no_empty_images_before_a_click(browser, tmp_path):
+    """Screenshots of the fresh page at 1280 and 390 px are left in tmp_path (page-1280.png, page-390.png)."""
+    tools = browser
+    tools.wait_for("document.querySelectorAll('#digits button').length === 10")
+    for width in (1280, 390):
+        tools.width(width)
+        tools.screenshot(tmp_path / f"page-{width}.png")
+        assert tools.eval(EMPTY_IMAGES) == [], width
+        assert tools.eval("document.documentElement.scrollWidth") <= width + 1
+    header = tools.eval("document.querySelector('h1').textContent + ' ' + document.getElementById('model').textContent")
+    assert "VAE" in header and "epoch 0" in header and "/" not in header and "expost" not in header, header
+
+
 def test_page_plays_a_seven_an_upload_and_a_recording_in_headless_chromium(browser, fsdd_dir, tmp_path):
     tools = browser
     tools.wait_for("document.querySelectorAll('#digits button').length === 10")
