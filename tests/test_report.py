@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 
 import matplotlib.image
 import numpy as np
 import pytest
 import soundfile as sf
+from chromium import chromium
 
 from jobs import evaluate as evaluate_job
 from vae import checkpoint, storage
@@ -134,37 +134,41 @@ def test_report_folder_works_when_moved(report_dir, tmp_path):
     assert broken_links(str(moved)) == []
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+LAYOUT = """(() => {
+  const box = (e) => e.getBoundingClientRect();
+  return {
+    headline: (document.getElementById('headline') || {}).textContent || null,
+    header: [...document.querySelectorAll('h1, p.sub')].map((e) => e.textContent).join(' | '),
+    images: [...document.querySelectorAll('img')].map((e) => ({src: e.getAttribute('src'), natural: e.naturalWidth,
+      ratio: e.naturalWidth / e.naturalHeight, shown: box(e).width / box(e).height})),
+    audios: [...document.querySelectorAll('audio')].map((e) => ({width: box(e).width, height: box(e).height})),
+    scrollWidth: document.documentElement.scrollWidth,
+  };
+})()"""
 
 
-def test_report_renders_in_headless_chromium(report_dir, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
-    shot = tmp_path / "shot.png"
-    cmd = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1280,2000",
-        "file://" + os.path.join(report_dir, "index.html"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert shot.exists(), proc.stderr[-2000:]
-    pixels = matplotlib.image.imread(str(shot))[..., :3]
-    assert pixels.shape[:2] == (2000, 1280)
-    # Not blank: real variation, and a good share of the page is not background white.
-    assert pixels.std() > 0.1
-    assert np.mean(pixels.min(axis=2) < 0.9) > 0.05
+def _laid_out(tools, width: int, shot) -> dict:
+    """The report laid out ``width`` px wide, every image loaded, its screenshot at ``shot``."""
+    tools.width(width)
+    tools.wait_for("document.readyState === 'complete' && [...document.images].every((i) => i.complete)")
+    tools.screenshot(shot)
+    return tools.eval(LAYOUT)
+
+
+def test_report_reads_well_in_headless_chromium_at_1280_and_390_px(report_dir, evaluation, tmp_path):
+    """Screenshots of the report at 1280 and 390 px are left in tmp_path (report-1280.png, report-390.png)."""
+    with chromium("file://" + os.path.join(report_dir, "index.html"), tmp_path / "chromium-profile") as tools:
+        wide = _laid_out(tools, 1280, tmp_path / "report-1280.png")
+        narrow = _laid_out(tools, 390, tmp_path / "report-390.png")
+    assert "heard as the digit" in (wide["headline"] or "").lower()
+    assert "/tmp" not in wide["header"] and evaluation.checkpoint not in wide["header"], wide["header"]
+    for img in wide["images"]:
+        assert img["natural"] > 0, img["src"]
+        assert img["shown"] == pytest.approx(img["ratio"], rel=0.05), img
+    assert wide["audios"] and all(a["height"] >= 32 and a["width"] >= 150 for a in wide["audios"]), wide["audios"][:3]
+    assert narrow["scrollWidth"] <= 390 + 1
+    pixels = matplotlib.image.imread(str(tmp_path / "report-1280.png"))[..., :3]
+    assert pixels.shape[1] == 1280 and pixels.std() > 0.1  # not blank
 
 
 def test_report_published_to_s3_has_the_same_files(evaluation, report_dir, make_bucket):

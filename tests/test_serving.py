@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from chromium import DevTools, chromium
 from tiny_checkpoint import DIGITS, make_checkpoint
 
 from vae.config import FeatureConfig, ServeConfig, preset, to_dict
@@ -553,86 +554,17 @@ def test_transfer_says_an_upload_as_every_digit_on_a_conditional_model(condition
 # --------------------------------------------------------------------------- the page in a browser
 
 
-class DevTools:
-    """Just enough of the Chrome DevTools protocol: evaluate JavaScript, set a file input."""
-
-    def __init__(self, ws_url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None, open_timeout=30)
-        self.next_id = 0
-
-    def send(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=60))
-            if message.get("id") == self.next_id:
-                assert "error" not in message, message
-                return message["result"]
-
-    def eval(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 120):
-        """Poll ``expression`` until it is truthy. While a navigation is under way the old or a blank
-        document may answer, so an exception counts as "not yet" until the deadline."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                value = last = self.eval(expression)
-            except AssertionError as error:
-                last = error
-            else:
-                if value:
-                    return value
-            time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {expression}: last {last!r}")
-
-
 @pytest.fixture
 def browser(request, service, tmp_path):
     """Headless Chromium on the service's page. Its fake microphone beeps, or says the FSDD clip
     named by an indirect parameter."""
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does it)")
-    profile = tmp_path / "chromium-profile"
-    command = [
-        executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--mute-audio",
-        "--autoplay-policy=no-user-gesture-required", "--remote-debugging-address=127.0.0.1",
+    flags = (
+        "--autoplay-policy=no-user-gesture-required",
         # A fake microphone (it beeps) that needs no permission prompt: the record button works headless.
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-        *_fake_microphone(request),
-        "--remote-debugging-port=0", f"--user-data-dir={profile}", service + "/",
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert proc.poll() is None and time.monotonic() < deadline, (
-                proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no DevTools port"
-            )
-            time.sleep(0.2)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as response:
-            targets = json.loads(response.read())
-        (page,) = [t for t in targets if t["type"] == "page"]
-        tools = DevTools(page["webSocketDebuggerUrl"])
+    )  # fmt: skip
+    with chromium(service + "/", tmp_path / "chromium-profile", *flags, *_fake_microphone(request)) as tools:
         yield tools
-        tools.ws.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 def _fake_microphone(request) -> list[str]:
@@ -653,6 +585,24 @@ def _played(tools: DevTools, audio_id: str) -> dict:
         f"document.getElementById({audio_id!r}).played.length > 0 && document.getElementById({audio_id!r}).readyState >= 2"
     )
     return tools.eval(AUDIO_STATE.format(id=audio_id))
+
+
+EMPTY_IMAGES = (
+    """[...document.images].filter((i) => i.getClientRects().length > 0 && i.naturalWidth === 0).map((i) => i.id)"""
+)
+
+
+def test_page_shows_a_plain_header_and_no_empty_images_before_a_click(browser, tmp_path):
+    """Screenshots of the fresh page at 1280 and 390 px are left in tmp_path (page-1280.png, page-390.png)."""
+    tools = browser
+    tools.wait_for("document.querySelectorAll('#digits button').length === 10")
+    for width in (1280, 390):
+        tools.width(width)
+        tools.screenshot(tmp_path / f"page-{width}.png")
+        assert tools.eval(EMPTY_IMAGES) == [], width
+        assert tools.eval("document.documentElement.scrollWidth") <= width + 1
+    header = tools.eval("document.querySelector('h1').textContent + ' ' + document.getElementById('model').textContent")
+    assert "VAE" in header and "epoch 0" in header and "/" not in header and "expost" not in header, header
 
 
 def test_page_plays_a_seven_an_upload_and_a_recording_in_headless_chromium(browser, fsdd_dir, tmp_path):

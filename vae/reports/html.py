@@ -22,9 +22,13 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px soli
 h3{font-size:1.05em;margin:1em 0 .4em}.sub{color:#666;margin-top:0}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #d6d6d6;padding:3px 8px}
 th{background:#f2f2f2;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.hl{background:#e8f6e8}img{max-width:100%}figure{margin:.6em 0}figcaption{color:#555;font-size:12px}
-.grid{display:grid;gap:6px;align-items:start}.cell{border:1px solid #e2e2e2;border-radius:4px;padding:4px;text-align:center;font-size:12px;background:#fafafa}
-.cell img{display:block;margin:0 auto 2px auto;image-rendering:pixelated;width:100%;height:88px}.cell audio{width:100%;height:28px}
+tr.hl{background:#e8f6e8}img{max-width:100%;height:auto}figure{margin:.6em 0}figcaption{color:#555;font-size:12px}
+.headline{font-size:1.1em;background:#eef5fb;border-left:4px solid #3a7bbf;padding:.5em .8em;margin:.6em 0}
+details.prov{color:#555;font-size:13px;margin:.3em 0}details.prov dd{margin:0 0 .3em 1em;overflow-wrap:anywhere}
+.gridwrap{overflow-x:auto;max-width:100%}.grid{display:grid;gap:6px;align-items:start}
+.cell{border:1px solid #e2e2e2;border-radius:4px;padding:4px;text-align:center;font-size:12px;background:#fafafa}
+.cell img{display:block;margin:0 auto 2px auto;image-rendering:pixelated;width:100%;height:auto}.cell audio{width:100%;height:40px}
+.plots{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}pre{overflow-x:auto}table{display:block;overflow-x:auto;max-width:100%}
 .rowlabel{font-weight:600;align-self:center;font-size:12px}.bad{color:#b00}.note{color:#8a6d00}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 """
@@ -57,6 +61,17 @@ class Page:
         self.parts: list[str] = [f"<h1>{html.escape(title)}</h1>"]
         if subtitle:
             self.parts.append(f"<p class='sub'>{html.escape(subtitle)}</p>")
+
+    def headline(self, text: str) -> Page:
+        """One sentence in a box under the title."""
+        self.parts.append(f"<p class='headline' id='headline'>{html.escape(text)}</p>")
+        return self
+
+    def details(self, summary: str, items: Sequence[tuple[str, str]]) -> Page:
+        """A collapsed block of ``(term, value)`` pairs under ``summary``."""
+        body = "".join(f"<dt>{html.escape(k)}</dt><dd><code>{html.escape(v)}</code></dd>" for k, v in items)
+        self.parts.append(f"<details class='prov'><summary>{html.escape(summary)}</summary><dl>{body}</dl></details>")
+        return self
 
     def heading(self, text: str, level: int = 2, anchor: str | None = None) -> Page:
         ident = f" id='{html.escape(anchor)}'" if anchor else ""
@@ -111,12 +126,13 @@ class Page:
         row_labels: Sequence[str],
         rows: Sequence[Sequence[Cell]],
         col_labels: Sequence[str] = (),
-        cell_px: int = 150,
+        cell_px: int = 180,
     ) -> Page:
-        """Clips in a labelled grid: one row per label, each cell an image over an audio player."""
+        """Clips in a labelled grid: one row per label, each cell an image over an audio player; a grid wider
+        than the page scrolls inside its own box."""
         n = max((len(r) for r in rows), default=0)
-        style = f"grid-template-columns:64px repeat({n},minmax(0,{cell_px}px))"
-        out = [f"<div class='grid' style='{style}'>"]
+        style = f"grid-template-columns:64px repeat({n},minmax({cell_px}px,1fr))"
+        out = [f"<div class='gridwrap'><div class='grid' style='{style}'>"]
         if col_labels:
             out.append("<div></div>" + "".join(f"<div class='rowlabel'>{html.escape(c)}</div>" for c in col_labels))
         for label, cells in zip(row_labels, rows):
@@ -126,13 +142,13 @@ class Page:
                 aud = f"<audio controls preload='none' src='{_attr(c.audio)}'></audio>" if c.audio else ""
                 cap = f"<div class='{'bad' if c.bad else ''}'>{html.escape(c.caption)}</div>" if c.caption else ""
                 out.append(f"<div class='cell'>{img}{aud}{cap}</div>")
-        self.parts.append("".join(out) + "</div>")
+        self.parts.append("".join(out) + "</div></div>")
         return self
 
     def row(self, *images: tuple[str, str]) -> Page:
         """Images ``(src, alt)`` side by side."""
         self.parts.append(
-            "<div style='display:flex;flex-wrap:wrap;gap:12px'>"
+            "<div class='plots'>"
             + "".join(
                 f"<img src='{_attr(s)}' alt='{_attr(a)}' style='max-width:{100 // max(1, len(images)) - 1}%'>"
                 for s, a in images

@@ -68,8 +68,15 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
 
     page = Page(
         "Run report",
-        f"checkpoint {ev.checkpoint} | data {ev.data} | recogniser {ev.classifier or 'none'} | "
-        f"epoch {ev.epoch} | prior {rc.prior.kind} | model filters {list(rc.model.filters)}, latent {rc.model.latent_dim}",
+        f"{run_name(ev.checkpoint)} | epoch {ev.epoch} | prior {rc.prior.kind} | "
+        f"model filters {list(rc.model.filters)}, latent {rc.model.latent_dim}",
+    )
+    sentence = headline(ev.metrics)
+    if sentence:
+        page.headline(sentence)
+    page.details(
+        "Provenance",
+        [("checkpoint", str(ev.checkpoint)), ("data", str(ev.data)), ("recogniser", str(ev.classifier or "none"))],
     )
     if ev.notes:
         page.bullets(ev.notes, cls="note")
@@ -77,6 +84,44 @@ def write_run_report(ev: Evaluation, folder: str) -> str:
     for section in SECTIONS:
         section(page, ev, folder)
     return page.write(folder)
+
+
+def run_name(checkpoint_uri: str) -> str:
+    """``run <folder>, <checkpoint>`` from a checkpoint's URI: its last two names, never the whole path."""
+    parts = [p for p in str(checkpoint_uri).replace("\\", "/").split("/") if p]
+    if len(parts) < 2:
+        return f"checkpoint {parts[-1] if parts else '?'}"
+    run = parts[-3] if parts[-2] == "train" and len(parts) > 2 else parts[-2]  # a demo's <run>/train/checkpoint_N
+    return f"run {run}, {parts[-1]}"
+
+
+def headline(m: dict[str, Any]) -> str:
+    """One sentence of the metrics a listener cares about, with only the parts whose metrics exist."""
+    parts = []
+    if "digit_accuracy" in m:
+        real = m.get("digit_accuracy_real")
+        parts.append(
+            f"Heard as the digit asked for {m['digit_accuracy']:.0%} of the time"
+            + ("" if real is None else f" (real clips {real:.1%})")
+        )
+    if "voicing_samples" in m:
+        real = m.get("voicing_real")
+        parts.append(
+            f"samples are voiced {m['voicing_samples']:.0%} of loud frames"
+            + ("" if real is None else f" (real speech {real:.0%})")
+        )
+    for key, whose in (
+        ("held_out_pesq_nb", "reconstructions of a voice it never heard"),
+        ("pesq_nb", "reconstructions"),
+    ):
+        if key in m:
+            floor = m.get(f"{key}_floor")
+            parts.append(f"{whose} score PESQ {m[key]:.2f}" + ("" if floor is None else f" (vocoder {floor:.2f})"))
+            break
+    if not parts:
+        return ""
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
 
 
 def _plot(folder: str, name: str) -> str:
@@ -163,7 +208,6 @@ def _clips(page: Page, ev: Evaluation, folder: str) -> None:
         [f"digit {d}" for d in range(N_DIGITS)],
         grid_rows,
         col_labels=["real"] * n_show + ["reconstructed"] * n_show + ["generated"] * n_show,
-        cell_px=118,
     )
 
 
