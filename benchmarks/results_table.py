@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             if block(text, name) == table:
                 continue
             if args.check:
-                stale.append(f"{path.name} ({name}, from {source.name})")
+                stale.append(f"{path.name}'s {name} table differs from {source.name}")
             else:
                 path.write_text(rewrite(text, name, table))
     if stale:
-        print(f"the tables of {', '.join(stale)} differ: run `python -m benchmarks.results_table`", file=sys.stderr)
+        print(f"{'; '.join(stale)}: run `python -m benchmarks.results_table`", file=sys.stderr)
         return 1
     return 0
 

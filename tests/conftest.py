@@ -39,6 +39,22 @@ HEAVY_FIXTURES = frozenset({"ray_local", "full_parquet", "recogniser_dir", "brow
 RAY_GROUP = "ray"
 
 
+@pytest.fixture(autouse=True)
+def console_env():
+    """Each test starts with the console settings the session had: a job run in-process with
+    ``--verbose`` (vae.console.configure) sets them in os.environ, where later jobs and Ray workers read them."""
+    from vae.console import QUIET_ENV, TF_LOG_ENV, VERBOSE_ENV
+
+    keys = (*QUIET_ENV, TF_LOG_ENV, VERBOSE_ENV)
+    saved = {key: os.environ.get(key) for key in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:

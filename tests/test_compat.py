@@ -28,7 +28,12 @@ def test_a_run_config_with_the_loss_in_prior_loads_into_the_loss_section_with_th
 
     assert cfg.prior == PriorConfig(kind="mixture", components=4)
     assert cfg.loss == LossConfig(
-        reconstruction="bernoulli", recon_weight=250.0, gaussian_init_scale=0.3, kl_samples=3, kl_warmup_epochs=5
+        reconstruction="bernoulli",
+        recon_weight=250.0,
+        gaussian_init_scale=0.3,
+        kl_samples=3,
+        kl_warmup_epochs=5,
+        through_harmonics=False,  # it was trained before harmonics were drawn
     )
     assert cfg.loss.kl_weight(3) == 0.5
     assert compat.run_config(to_dict(cfg)) == cfg  # today's layout reads back as it is

@@ -45,8 +45,14 @@ def test_a_clip_said_as_its_own_digit_is_its_reconstruction(conditional, fsdd_di
     specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
     said = generation.transfer(loaded, specs, digits, range(10))
     assert loaded.run_config.model.pitch and said.shape == (len(CLIPS), 10, *loaded.run_config.features.shape)
+    raw = generation.transfer(loaded, specs, digits, range(10), harmonics=False)
+    z = generation.encode(loaded, specs, digits)
+    np.testing.assert_allclose(
+        raw[np.arange(len(CLIPS)), digits], generation.decode(loaded, z, digits, harmonics=False), atol=1e-5
+    )
+    # Drawn, a frame whose voicing the untrained head puts at ~0.5 may fall either side in another batch.
     recon = generation.reconstruct(loaded, specs, digits)
-    np.testing.assert_allclose(said[np.arange(len(CLIPS)), digits], recon, atol=1e-5)
+    assert np.mean(np.isclose(said[np.arange(len(CLIPS)), digits], recon, atol=1e-5)) > 0.95
     assert np.abs(said[:, 1] - said[:, 7]).max() > 1e-3, "the decoder ignores the digit it is given"
     one = generation.transfer(loaded, specs[:1], 3, [7])  # one source digit for all, one target
     np.testing.assert_allclose(one[0, 0], said[0, 7], atol=1e-5)

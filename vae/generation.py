@@ -233,18 +233,23 @@ def check_conditional(loaded: LoadedModel, name: str | None = None) -> None:
         )
 
 
-def transfer(loaded: LoadedModel, specs: np.ndarray, source_digits, target_digits) -> np.ndarray:
+def transfer(
+    loaded: LoadedModel, specs: np.ndarray, source_digits, target_digits, harmonics: bool = True
+) -> np.ndarray:
     """Spectrograms [n, len(target_digits), n_bins, n_frames]: each of spectrograms ``specs`` [n, n_bins,
     n_frames] encoded (posterior mean) with its digit of ``source_digits`` (one per clip, or one for all),
     decoded with every digit of ``target_digits`` (a model with ``pitch`` draws its harmonics in, as
-    :func:`decode` does). The voice stays, the digit changes: a conditional model only."""
+    :func:`decode` does, unless ``harmonics`` is False). The voice stays, the digit changes: a conditional
+    model only."""
     check_conditional(loaded)
     if source_digits is None:
         raise GenerationError("transfer needs the digit each clip says (source_digits)")
     targets = check_digits(target_digits)
     check_digits(np.unique(np.broadcast_to(np.asarray(source_digits, np.int64), (len(specs),))))
     z = encode(loaded, specs, source_digits)
-    out = decode(loaded, np.repeat(z, len(targets), axis=0), np.tile(np.asarray(targets, np.int64), len(z)))
+    out = decode(
+        loaded, np.repeat(z, len(targets), axis=0), np.tile(np.asarray(targets, np.int64), len(z)), harmonics=harmonics
+    )
     return out.reshape(len(z), len(targets), *out.shape[1:])
 
 
