@@ -28,6 +28,8 @@ EARLIER = ("0_george_5", "1_jackson_0", "2_lucas_12", "3_theo_4", "4_yweweler_30
 
 
 def _start_job(src: str, dst: str, ray_address: str, blocks: int) -> subprocess.Popen:
+    """The job as a shell starts it: Ctrl-C at its default, whatever an earlier test in this process set
+    (a child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt)."""
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.preprocess", "--input", src, "--out", dst, "--blocks", str(blocks)],
         cwd=REPO,
@@ -35,6 +37,7 @@ def _start_job(src: str, dst: str, ray_address: str, blocks: int) -> subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
