@@ -729,16 +729,22 @@ def _read_file_split(
     return pq.read_table(path, filesystem=fs, columns=columns, filters=filters or None)
 
 
+def column_names(uri: str) -> list[str]:
+    """The columns of the dataset at ``uri`` (its first part's schema)."""
+    loc, files = parquet_files(uri)
+    return pq.read_schema(files[0], filesystem=loc.fs).names
+
+
 def has_column(uri: str, name: str) -> bool:
     """Whether the dataset at ``uri`` has a column ``name``."""
-    loc, files = parquet_files(uri)
-    return name in pq.read_schema(files[0], filesystem=loc.fs).names
+    return name in column_names(uri)
 
 
 def check_columns(uri: str, columns: Sequence[str]) -> None:
     """Raise ConfigError naming the first of ``columns`` the dataset at ``uri`` lacks."""
+    names = column_names(uri)
     for name in columns:
-        if not has_column(uri, name):
+        if name not in names:
             what = " (the pitch tracks a model with ModelConfig.pitch learns)" if name == "f0" else ""
             raise ConfigError(f"dataset {uri} has no {name!r} column{what}: preprocess its recordings again")
 

@@ -165,10 +165,10 @@ def load_datasets(data_uri: str, run_cfg: RunConfig | None = None) -> dict[str, 
     """The train and validation (``test`` split) Ray Datasets of a Parquet dataset, materialised once,
     with its pitch tracks when it has them (a model with ``pitch`` needs them), without ``run_cfg``'s
     held-out speaker."""
-    from vae.dataset import check_columns, has_column, materialize_split
+    from vae.dataset import check_columns, column_names, materialize_split
 
     pitch = run_cfg is not None and run_cfg.model.pitch
-    columns = COLUMNS + (["f0"] if pitch or has_column(data_uri, "f0") else [])
+    columns = COLUMNS + (["f0"] if pitch or "f0" in column_names(data_uri) else [])
     check_columns(data_uri, columns)
     held_out = run_cfg.train.held_out_speaker if run_cfg else ""
     return {
