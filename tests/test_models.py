@@ -11,7 +11,7 @@ from in_process import train_in_process
 
 from vae import checkpoint, storage
 from vae.config import ConfigError, FeatureConfig, LossConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
-from vae.models import build_vae, flops_per_clip, layer_costs
+from vae.models import TERMS, DistributedSteps, build_vae, flops_per_clip, layer_costs, reverse_gradient
 from vae.worker import make_optimizer
 
 
@@ -103,7 +103,7 @@ def test_per_example_losses_are_per_clip_and_add_up():
     )
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
-    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in ("loss", "recon", "kl", "recon_mse")}
+    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in (*TERMS, "adversary")}
     np.testing.assert_allclose(terms["loss"], terms["recon"] + 0.5 * terms["kl"], rtol=1e-6)
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
@@ -290,3 +290,73 @@ def test_missing_checkpoint_is_an_error_naming_it(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(checkpoint.CheckpointError, match="missing"):
         checkpoint.load(str(tmp_path / "half"))
+
+
+def test_the_reversed_gradient_is_the_identity_forward_and_flips_the_sign_backward():
+    x = tf.constant([1.0, -2.0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = reverse_gradient(x)
+        loss = tf.reduce_sum(3.0 * y)
+    assert np.array_equal(y.numpy(), x.numpy())
+    assert np.array_equal(tape.gradient(loss, x).numpy(), [-3.0, -3.0])
+
+
+def _adversary_model(kind: str):
+    shape = preset(FeatureConfig, "default").shape
+    model_cfg = preset(ModelConfig, "tiny", conditional=True)
+    vae = build_vae(shape, model_cfg, PriorConfig(), LossConfig(digit_adversary=10.0, adversary_kind=kind))
+    x = np.random.default_rng(0).uniform(size=(8, *shape)).astype(np.float32)
+    return vae, x, np.arange(8, dtype=np.int32), np.zeros((1, 8, model_cfg.latent_dim), np.float32)
+
+
+def _gradients(vae, x, digits, eps, term: str) -> dict:
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(vae.per_example_losses(x, digits, eps, training=True)[term])
+    return dict(zip([v.path for v in vae.trainable_variables], tape.gradient(value, vae.trainable_variables)))
+
+
+def _encoder_step_changes_the_adversarys_reading(vae, x, digits, grads) -> tuple[float, float]:
+    """(the adversary's mean cross-entropy, its prediction's entropy) before and after one SGD step of the
+    encoder's mu layer down ``grads``: each a (before, after) pair."""
+
+    def reading():
+        mu, _ = vae.encode(x, digits)
+        logits = vae.adversary(mu)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(digits, logits)
+        p = tf.nn.softmax(logits)
+        return float(tf.reduce_mean(ce)), float(tf.reduce_mean(-tf.reduce_sum(p * tf.math.log(p), -1)))
+
+    before = reading()
+    mu_kernel = next(p for p in grads if p.endswith("mu/kernel"))
+    vae.encoder.get_layer("mu").kernel.assign_sub(0.5 * grads[mu_kernel])
+    return before, reading()
+
+
+def test_a_reversed_adversary_is_trained_to_read_the_digit_and_the_encoder_to_make_it_fail():
+    vae, x, digits, eps = _adversary_model("reverse")
+    grads = _gradients(vae, x, digits, eps, "adversary")
+    assert grads[next(p for p in grads if "adversary_logits/kernel" in p)] is not None
+    (ce_before, _), (ce_after, _) = _encoder_step_changes_the_adversarys_reading(vae, x, digits, grads)
+    assert ce_after > ce_before
+
+
+def test_a_confusing_encoder_pushes_the_adversary_to_uniform_without_training_it_to():
+    vae, x, digits, eps = _adversary_model("confuse")
+    grads = _gradients(vae, x, digits, eps, "adversary")
+    only_ce = _gradients(vae, x, digits, eps, "digit_ce")
+    for path, grad in grads.items():
+        if "adversary" in path:  # the adversary learns from its cross-entropy alone
+            np.testing.assert_allclose(grad.numpy(), only_ce[path].numpy(), rtol=1e-5, atol=1e-7)
+        elif path.endswith("mu/kernel"):
+            assert only_ce[path] is None and float(tf.reduce_sum(tf.abs(grad))) > 0
+    (_, entropy_before), (_, entropy_after) = _encoder_step_changes_the_adversarys_reading(vae, x, digits, grads)
+    assert entropy_after > entropy_before
+    steps = DistributedSteps(vae, make_optimizer(TrainConfig()), global_batch=8)
+    sums, _ = steps.train(x, digits, eps, 1.0)
+    assert np.isfinite(sums.numpy()).all() and sums.numpy()[TERMS.index("digit_ce")] > 0
+
+
+def test_a_digit_adversary_needs_a_conditional_model():
+    with pytest.raises(ConfigError, match="digit_adversary.*conditional"):
+        RunConfig(model=preset(ModelConfig, "tiny", conditional=False), loss=LossConfig(digit_adversary=1.0)).validate()

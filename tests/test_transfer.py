@@ -144,3 +144,16 @@ def test_help_does_not_import_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--digits" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_speaker_recogniser_knows_each_voice_from_its_other_takes(small_parquet, fsdd_dir):
+    from vae.dataset import load_split_numpy, read_feature_config
+    from vae.evaluation.speakers import SpeakerRecogniser
+
+    feats = read_feature_config(small_parquet)
+    train = load_split_numpy(small_parquet, "train", ["speaker", "spectrogram"])
+    speakers = SpeakerRecogniser(train["spectrogram"], train["speaker"], feats)
+    test = load_split_numpy(small_parquet, "test", ["id", "speaker"])
+    waves = [sf.read(fsdd_dir / f"{clip_id}.wav", dtype="float32")[0] for clip_id in test["id"]]
+    heard = speakers.listen(waves)
+    assert np.mean(heard == test["speaker"]) >= 0.8, list(zip(heard, test["speaker"]))

@@ -62,6 +62,7 @@ def test_a_pitch_model_trains_generates_with_harmonics_and_scores_the_held_out_v
     assert metrics["held_out_lsd_db"] > metrics["held_out_lsd_db_floor"] > 0
     assert 0 <= metrics["held_out_voicing"] <= 1 and 0 <= metrics["held_out_voicing_floor"] <= 1
     assert 1 <= metrics["held_out_pesq_nb_floor"] <= 4.6
+    assert 0 <= metrics["held_out_heard_as_speaker"] <= 1 and metrics["held_out_heard_as_speaker_floor"] >= 0.8
 
 
 def test_a_pitch_model_on_a_dataset_without_pitch_tracks_is_refused_by_name(small_parquet, tmp_path):

@@ -69,6 +69,7 @@ UPPER_BOUNDS: dict[str, float] = {
     "TrainConfig.checkpoints_to_keep": 1_000,
     "TrainConfig.tracking_samples": 10,
     "TrainConfig.max_failures": 1_000,
+    "TrainConfig.augment_copies": 20,
     "SamplingConfig.expost_components": 50,
     "SweepConfig.reduction_factor": 100,
     "SweepConfig.max_failures": 1_000,
@@ -288,6 +289,10 @@ class LossConfig:
     # The KL term's weight rises linearly from 1/(warm-up + 1) to 1 over the first this-many
     # epochs (0: full weight from the start).
     kl_warmup_epochs: int = 0
+    # The KL term's weight once warmed up (beta-VAE; 1: the ELBO). Below 1 the code keeps more of each clip
+    # (sharper reconstructions, voices never heard included) and the prior fits the codes less well: the
+    # ex-post sampler draws from the codes' own mixtures instead (docs/training.md, "Rate").
+    beta: float = 1.0
     # Weight of the pitch term of a model with ModelConfig.pitch: per clip, the voicing's cross-entropy
     # plus the squared log2-f0 error in tenths of an octave on voiced frames, summed over frames.
     pitch_weight: float = 1.0
@@ -295,22 +300,31 @@ class LossConfig:
     # track) drawn into the decoder's output, as decoding draws the predicted ones, so the decoder learns
     # the envelope they sit on instead of their average (vae/harmonics.py). A model without has none to draw.
     through_harmonics: bool = True
+    # A conditional model: weight of a digit adversary on the code (0: none). A small classifier learns to
+    # read the digit from mu while the encoder, through a reversed gradient, learns to hide it, so the
+    # code carries the voice and the label alone says the digit (vae/models.py, docs/training.md).
+    digit_adversary: float = 0.0
+    # How the encoder hides the digit from it: "confuse" (its prediction pushed to uniform) or "reverse" (its
+    # cross-entropy through a reversed gradient, Ganin & Lempitsky 2015): vae.models.VAE.adversary_terms.
+    adversary_kind: str = "confuse"
 
     def validate(self) -> LossConfig:
         _within_bounds(self)
         _choice(self, "reconstruction", RECONSTRUCTION_KINDS)
-        _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale")
-        if not self.pitch_weight >= 0:
-            raise ConfigError(f"LossConfig.pitch_weight={self.pitch_weight} must be >= 0")
+        _choice(self, "adversary_kind", ("confuse", "reverse"))
+        _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale", "beta")
+        for key in ("pitch_weight", "digit_adversary"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"LossConfig.{key}={getattr(self, key)} must be >= 0")
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"LossConfig.kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
         return self
 
     def kl_weight(self, epoch: int) -> float:
-        """The KL term's weight in training epoch ``epoch`` (1-based)."""
+        """The KL term's weight in training epoch ``epoch`` (1-based): ``beta``, after the warm-up."""
         if self.kl_warmup_epochs <= 0:
-            return 1.0
-        return min(1.0, epoch / (self.kl_warmup_epochs + 1))
+            return self.beta
+        return self.beta * min(1.0, epoch / (self.kl_warmup_epochs + 1))
 
 
 # --------------------------------------------------------------------------- training
@@ -344,6 +358,14 @@ class TrainConfig:
     # A speaker none of whose clips train or validate the model (leave-one-speaker-out): evaluation
     # scores its reconstructions as a voice never heard. "": every speaker trains.
     held_out_speaker: str = ""
+    # Speaker augmentation (vae/augment.py): this many warped copies of every training clip join the
+    # training split (0: none), each with its frequencies scaled by up to 1 +- augment_warp (a longer or
+    # shorter vocal tract, the pitch with it), its tempo by up to 1 +- augment_tempo and a spectral tilt of
+    # up to +-augment_tilt_db across the band. Validation and evaluation see only real clips.
+    augment_copies: int = 0
+    augment_warp: float = 0.12
+    augment_tempo: float = 0.1
+    augment_tilt_db: float = 6.0
     # XLA-compile the train/eval steps where the strategy allows it (one worker): see
     # vae.models.DistributedSteps. Off by default: slower than the plain step on CPU
     # (benchmarks/train_throughput.py); try it on GPUs.
@@ -381,6 +403,11 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.clip_norm={self.clip_norm} must be >= 0 (0 = no clipping)")
         if self.time_budget_s < 0:
             raise ConfigError(f"TrainConfig.time_budget_s={self.time_budget_s} must be >= 0 (0 = no limit)")
+        for key, top in (("augment_warp", 0.5), ("augment_tempo", 0.5), ("augment_tilt_db", 40.0)):
+            if not 0 <= getattr(self, key) <= top:
+                raise ConfigError(f"TrainConfig.{key}={getattr(self, key)} must be in [0, {top:g}]")
+        if self.augment_copies < 0:
+            raise ConfigError(f"TrainConfig.augment_copies={self.augment_copies} must be >= 0 (0 = no augmentation)")
         if self.tracking_samples < 0:
             raise ConfigError(f"TrainConfig.tracking_samples={self.tracking_samples} must be >= 0 (0 = none)")
         if self.max_failures < -1:
@@ -465,6 +492,11 @@ class RunConfig:
         self.loss.validate()
         self.train.validate()
         self.sampling.validate()
+        if self.loss.digit_adversary > 0 and not self.model.conditional:
+            raise ConfigError(
+                f"LossConfig.digit_adversary={self.loss.digit_adversary} needs ModelConfig.conditional: "
+                "an unconditional decoder reads the digit from the code"
+            )
         return self
 
 
@@ -659,6 +691,9 @@ class DemoConfig:
     checkpoint_every: int = 5
     # A speaker the demo never trains on, so its report scores a voice never heard ("": train on all).
     held_out_speaker: str = "theo"
+    # Speaker augmentation: warped copies of every training clip (TrainConfig.augment_copies), the demo's
+    # choice by measurement (docs/benchmarks.md, "What else was tried for the voice").
+    augment_copies: int = 2
 
     def validate(self) -> DemoConfig:
         _within_bounds(self)
@@ -674,6 +709,7 @@ class DemoConfig:
             seed=self.seed,
             checkpoint_every=self.checkpoint_every,
             held_out_speaker=self.held_out_speaker,
+            augment_copies=self.augment_copies,
         )
         return dataclasses.replace(base, train=train).validate()
 

@@ -168,6 +168,23 @@ def pitch_loss(predicted, f0):
     return tf.reduce_sum(voicing + 0.5 * voiced * tf.square(error), axis=-1)
 
 
+ADVERSARY_HIDDEN = 128  # units of each of the digit adversary's two hidden layers
+
+
+def build_digit_adversary(cfg: ModelConfig) -> keras.Model:
+    """mu -> digit logits: the classifier that tries to read the digit from a conditional model's code."""
+    x = inputs = keras.Input(shape=(cfg.latent_dim,), name="code")
+    for i in range(2):
+        x = keras.layers.Dense(ADVERSARY_HIDDEN, activation=cfg.activation, name=f"adversary_dense_{i}")(x)
+    return keras.Model(inputs, keras.layers.Dense(N_DIGITS, name="adversary_logits")(x), name="digit_adversary")
+
+
+@tf.custom_gradient
+def reverse_gradient(x):
+    """The identity forward; the gradient's sign flipped backward (Ganin & Lempitsky 2015)."""
+    return tf.identity(x), lambda dy: -dy
+
+
 class Sampling(keras.layers.Layer):
     """z = mu + exp(log_var / 2) * eps, for eps of shape [samples, batch, dim] (drawn here when not given)."""
 
@@ -206,6 +223,8 @@ class VAE(keras.Model):
         self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)
         if model_cfg.pitch:
             self.pitch_decoder = build_pitch_decoder(self.input_hw[1], model_cfg, mixed_precision)
+        if self.loss_cfg.digit_adversary > 0:
+            self.adversary = build_digit_adversary(model_cfg)
         self.prior = build_prior(prior_cfg, model_cfg.latent_dim)
         self.reconstruction = losses.build_reconstruction(self.loss_cfg)
         self.sampling = Sampling(seed, name="sampling")
@@ -265,14 +284,42 @@ class VAE(keras.Model):
         mu, _ = self.encode(x, digits, training=training)
         return self.decode(mu, digits, training=training)
 
+    def adversary_terms(self, mu, digits) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per clip: (the digit adversary's cross-entropy reading the digit from ``mu``, the term training adds
+        times ``digit_adversary``); zeros for a model without one.
+
+        ``reverse``: that cross-entropy through a reversed gradient (the adversary descends it, the encoder
+        ascends it). ``confuse``: the adversary descends its cross-entropy on a code it cannot change, and
+        the encoder descends the cross-entropy between the uniform distribution and the prediction of an
+        adversary it cannot change: it is pushed to a code on which every digit looks equally likely, not
+        to one that makes the adversary confidently wrong."""
+        if self.loss_cfg.digit_adversary <= 0:
+            zeros = tf.zeros_like(mu[:, 0])
+            return zeros, zeros
+        labels = tf.cast(digits, tf.int32)
+        if self.loss_cfg.adversary_kind == "reverse":
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, self.adversary(reverse_gradient(mu)))
+            return ce, ce
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, self.adversary(tf.stop_gradient(mu)))
+        confusion = -tf.reduce_mean(tf.nn.log_softmax(self._frozen_adversary(mu)), axis=-1)
+        return ce, ce + confusion
+
+    def _frozen_adversary(self, x):
+        """The adversary's logits of ``x`` with its weights held constant (gradients reach ``x`` only)."""
+        for layer in self.adversary.layers[1:]:
+            x = tf.matmul(x, tf.stop_gradient(layer.kernel)) + tf.stop_gradient(layer.bias)
+            x = layer.activation(x)
+        return x
+
     def per_example_losses(
         self, x, digits=None, eps=None, training: bool = True, kl_weight=1.0, f0=None, draw: bool = True
     ) -> dict[str, tf.Tensor]:
-        """loss, recon, kl and recon_mse, each of shape [batch]; eps: [kl_samples, batch, latent] or None;
-        f0: [batch, n_frames] pitch tracks in Hz (0: unvoiced), which a model with ``pitch`` needs.
+        """loss, recon, kl, recon_mse, digit_ce and adversary, each of shape [batch]; eps: [kl_samples, batch, latent]
+        or None; f0: [batch, n_frames] pitch tracks in Hz (0: unvoiced), which a model with ``pitch`` needs.
 
         loss = recon + kl_weight * kl: the negative ELBO when kl_weight is 1 (KL warm-up lowers it); a
         model with ``pitch`` reconstructs the track too, its :func:`pitch_loss` weighted into ``recon``.
+        Training minimises loss + ``digit_adversary`` * adversary (:meth:`adversary_terms`).
         ``draw=False`` scores the decoder's output undrawn even with ``through_harmonics`` (to build the
         variables of a model that has no FeatureConfig to draw with)."""
         x = self._as_image(x)
@@ -288,10 +335,18 @@ class VAE(keras.Model):
             predicted = self.pitch_decoder(self._with_digits(z[0], digits), training=training)
             recon = recon + self.loss_cfg.pitch_weight * pitch_loss(predicted, f0)
         kl = self.prior.kl(mu, log_var, z, digits)
-        return {"loss": recon + kl_weight * kl, "recon": recon, "kl": kl, "recon_mse": losses.per_example_mse(x, x_hat)}
+        digit_ce, adversary = self.adversary_terms(mu, digits)
+        return {
+            "loss": recon + kl_weight * kl,
+            "recon": recon,
+            "kl": kl,
+            "recon_mse": losses.per_example_mse(x, x_hat),
+            "digit_ce": digit_ce,
+            "adversary": adversary,
+        }
 
 
-TERMS = ("loss", "recon", "kl", "recon_mse")
+TERMS = ("loss", "recon", "kl", "recon_mse", "digit_ce")
 
 
 def _is_multi_worker(strategy) -> bool:
@@ -370,7 +425,8 @@ class DistributedSteps:
         def replica_step(x, digits, eps, kl_weight, f0):
             with tf.GradientTape() as tape:
                 terms = model.per_example_losses(x, digits, eps, training=True, kl_weight=kl_weight, f0=f0)
-                loss = tf.reduce_sum(terms["loss"]) / self.global_batch
+                objective = terms["loss"] + model.loss_cfg.digit_adversary * terms["adversary"]
+                loss = tf.reduce_sum(objective) / self.global_batch
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             grads, norm = self._clip(grads, optimizer.scale_loss(tf.constant(1.0)))

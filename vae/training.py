@@ -176,6 +176,16 @@ def load_datasets(data_uri: str, run_cfg: RunConfig | None = None) -> dict[str, 
     }
 
 
+def augmented(datasets: dict[str, Any], run_cfg: RunConfig) -> dict[str, Any]:
+    """``datasets`` with the run's speaker augmentation (vae/augment.py) added to the train split: a Ray Data
+    stage of each run's own, so a sweep's trials share one read of the real clips."""
+    from vae.augment import augment_dataset
+
+    if run_cfg.train.augment_copies == 0:
+        return datasets
+    return {**datasets, TRAIN: augment_dataset(datasets[TRAIN], run_cfg.train, run_cfg.features)}
+
+
 def prepare_run(
     run_cfg: RunConfig, data_uri: str, storage_uri: str, name: str, resume: bool, fault: FaultConfig
 ) -> RunConfig:
@@ -261,7 +271,7 @@ def fit(
     run_dir = check_run(storage_uri, name, resume)
     with RunLock(run_dir, what="training run"):
         run_cfg = prepare_run(run_cfg, data_uri, storage_uri, name, resume, fault)
-        datasets = datasets or load_datasets(data_uri, run_cfg)
+        datasets = augmented(datasets or load_datasets(data_uri, run_cfg), run_cfg)
         n_train = _train_rows(datasets, run_cfg, data_uri)
         trainer = build_trainer(
             run_cfg, datasets, storage_uri, name, n_train, callbacks=callbacks, ranking=ranking, fault=fault
