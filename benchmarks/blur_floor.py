@@ -13,7 +13,8 @@ and as a voice (narrow-band PESQ against the recording; pYIN's voiced share of l
 Rows "+ harmonics" draw each clip's own pitch track into the spectrogram
 (:func:`vae.harmonics.impose_harmonics`): the round-trip floor of that renderer, and what it gives
 back to a blurred envelope. ``--checkpoint`` adds the model's own reconstructions of the same clips (for a model with a pitch head:
-also undrawn), and those with each clip's own harmonics drawn in.
+also undrawn), those with each clip's own harmonics drawn in, and the model's undrawn output with the
+real clips' fine structure (what a 1.5 px blur takes away) added, whole, below 2 kHz only, above only.
 The last stdout line is JSON.
 """
 
@@ -26,6 +27,21 @@ import numpy as np
 
 # Besides --sigmas (both axes): blur along one axis only, to see which axis costs more.
 ONE_AXIS_SIGMAS = (1.0, 2.0)
+# A real spectrogram's fine structure: what a blur of this many pixels takes away from it. With a
+# checkpoint, rows add it to the model's undrawn output, whole and split at FINE_SPLIT_HZ.
+FINE_SIGMA, FINE_SPLIT_HZ = 1.5, 2000.0
+
+
+def with_real_fine_structure(raw: np.ndarray, specs: np.ndarray, hz: np.ndarray) -> dict[str, np.ndarray]:
+    """The decoder's envelope ``raw`` with the real clips' fine structure (``specs`` less its blur) added: all of
+    it, only below :data:`FINE_SPLIT_HZ` and only above (``hz``: each bin's frequency)."""
+    fine = specs - blurred(specs, (FINE_SIGMA, FINE_SIGMA))
+    low = (hz < FINE_SPLIT_HZ)[:, None]
+    return {
+        "the model's reconstructions, no harmonics, + the real fine structure": np.clip(raw + fine, 0, 1),
+        f"... + the real fine structure below {FINE_SPLIT_HZ:g} Hz only": np.clip(raw + fine * low, 0, 1),
+        f"... + the real fine structure above {FINE_SPLIT_HZ:g} Hz only": np.clip(raw + fine * ~low, 0, 1),
+    }
 
 
 def blurred(specs: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
@@ -80,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         candidates["the model's reconstructions, their true harmonics drawn in"] = impose_harmonics(
             raw, f0, feats, HARMONIC_DEPTH_DB
         )
+        hz = np.arange(feats.n_bins) * feats.sample_rate / feats.n_fft
+        candidates.update(with_real_fine_structure(raw, specs, hz))
     candidates["real + harmonics"] = impose_harmonics(specs, f0, feats, HARMONIC_DEPTH_DB)
     for sigma in args.sigmas:
         candidates[f"blurred {sigma:g} px"] = blurred(specs, (sigma, sigma))

@@ -45,7 +45,7 @@ VARIANTS: dict[str, dict] = {
     "calibrated": {**ORIGINAL, "loss.reconstruction": "gaussian", "sampling.sampler": "expost"},
     "mixture": {**ORIGINAL, "prior.kind": "mixture", "prior.components": 10},
     "tied": {**ORIGINAL, "prior.kind": "tied"},
-    "default": {},  # the project's defaults: the sweep's winner
+    "default": {},  # the project's defaults (RunConfig(); the demo adds speaker augmentation: "augmented")
     # The default with its learning rate annealed (cosine, to 5%) over the time budget.
     "annealed": {"train.lr_schedule": "cosine"},
     # The default at twice its learning rate.
@@ -58,6 +58,21 @@ VARIANTS: dict[str, dict] = {
     "pitch": {"model.pitch": True, "loss.through_harmonics": False},
     # The same, the reconstruction scored with the clip's own harmonics drawn into the decoder's output.
     "through": {"model.pitch": True, "loss.through_harmonics": True},
+    # The default at a lower KL weight: a higher-rate code.
+    "beta_0.3": {"loss.beta": 0.3},
+    "beta_0.1": {"loss.beta": 0.1},
+    # The default with a wider code, and with a full-width decoder.
+    "latent_128": {"model.latent_dim": 128},
+    "wide_decoder": {"model.decoder_width": 1.0},
+    # The default trained on its clips and two augmented copies of each (more voices: vae/augment.py).
+    "augmented": {"train.augment_copies": 2},
+    # The default with a digit adversary on its code (the digit said by the label alone).
+    "adversary": {"loss.digit_adversary": 100.0, "loss.adversary_kind": "reverse"},
+    "adversary_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "reverse"},
+    "adversary_10k": {"loss.digit_adversary": 10000.0, "loss.adversary_kind": "reverse"},
+    # The same, the encoder pushing the adversary's prediction to uniform instead.
+    "confuse_300": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "confuse"},
+    "confuse_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "confuse"},
 }
 METRICS = (
     "digit_accuracy",
@@ -70,6 +85,7 @@ METRICS = (
     "held_out_lsd_db",
     "held_out_pesq_nb",
     "held_out_voicing",
+    "held_out_heard_as_speaker",
 )
 
 
@@ -110,6 +126,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of --budget seconds")
     p.add_argument("--held-out-speaker", default="", help="a speaker no variant trains on (default: none)")
     p.add_argument("--out", help="also write the JSON with every row to this file")
+    p.add_argument("--keep", help="keep the runs in this folder (default: a temporary one, removed)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = p.parse_args()
@@ -119,6 +136,7 @@ def main() -> None:
     init_ray()
     rows = []
     with tempfile.TemporaryDirectory(prefix="quality-bench-") as tmp:
+        tmp = args.keep or tmp
         for name in args.variants:
             for seed in args.seeds:
                 rows.append(run_variant(name, VARIANTS[name], seed, args, tmp))
@@ -152,11 +170,16 @@ def main() -> None:
     publish(document, args.out, "benchmarks.quality")
 
 
-def publish(document: dict, out: str | None, module: str) -> None:
-    """Print ``document`` (dated, with the command and the machine's CPU count) as the last stdout line; also
-    write it to ``out``."""
+def stamp(document: dict, module: str) -> dict:
+    """``document`` with the date, the machine's CPU count and the command (``python -m module`` and this
+    process's arguments) first."""
     command = shlex.join(["python", "-m", module, *sys.argv[1:]])
-    document = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "command": command, **document}
+    return {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "command": command, **document}
+
+
+def publish(document: dict, out: str | None, module: str) -> None:
+    """Print ``document`` (:func:`stamp`-ed) as the last stdout line; also write it to ``out``."""
+    document = stamp(document, module)
     if out:
         with open(out, "w") as f:
             json.dump(document, f, indent=1)

@@ -1,12 +1,14 @@
 """Render measured figures as the docs' tables: the demo's (benchmarks/results/demo.json) and the voice
-variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``).
+variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``) and the other levers
+tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command), and
+any digit in your voice (benchmarks/results/transfer.json, written by ``benchmarks.transfer --out``).
 
     python -m benchmarks.results_table            # rewrite the tables between the markers
     python -m benchmarks.results_table --check    # exit 1 if a table is not the JSON's
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice`` in docs/benchmarks.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice`` and ``levers`` in docs/benchmarks.md; ``transfer`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -21,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo.json"
 TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
 VOICE = ROOT / "benchmarks" / "results" / "voice.json"
+LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
+TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
 VOICE_METRICS = ("digit_accuracy", "frechet_distance", "voicing_samples", "voicing_recon", "pesq_nb")
-HELD_OUT_METRICS = ("held_out_lsd_db", "held_out_pesq_nb", "held_out_voicing")
+HELD_OUT_METRICS = ("held_out_lsd_db", "held_out_pesq_nb", "held_out_voicing", "held_out_heard_as_speaker")
 
 
 def _minutes(seconds: float) -> str:
@@ -72,9 +76,10 @@ def _spread(values: list[float]) -> str:
     return f"{_fixed(sum(values) / len(values))} ({_fixed(min(values))}-{_fixed(max(values))})"
 
 
-def render_voice(results: dict) -> str:
-    """The voice variants' Markdown table: per variant the mean (min-max) over seeds, and the floors."""
-    metrics = VOICE_METRICS + HELD_OUT_METRICS
+def render_voice(results: dict, source: str = "voice.json") -> str:
+    """A table of ``benchmarks.quality`` variants (``source``, in benchmarks/results): per variant the mean
+    (min-max) over seeds, and the floors."""
+    metrics = [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in results["rows"])]
     rows = ["| variant | epochs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     variants = list(dict.fromkeys(r["variant"] for r in results["rows"]))
     for name in variants:
@@ -88,12 +93,20 @@ def render_voice(results: dict) -> str:
     rows.append("| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |")
     seeds = ", ".join(str(s) for s in results["seeds"])
     length = f"{results['epochs']} epochs" if results.get("epochs") else f"{results['budget_s']:g} s of training"
+    commands = "; ".join(f"`{c}`" for c in results.get("commands", [results.get("command")]))
     footer = (
         f"Measured {results['date']} on {results['cpus']} CPUs: {length} per run, seeds {seeds} (mean, min-max), "
-        f"speaker {results['held_out_speaker']!r} held out of training: `{results['command']}`. "
-        "Generated from `benchmarks/results/voice.json` by `python -m benchmarks.results_table`."
+        f"speaker {results['held_out_speaker']!r} held out of training: {commands}. "
+        f"Generated from `benchmarks/results/{source}` by `python -m benchmarks.results_table`."
     )
     return "\n".join(rows) + "\n\n" + footer
+
+
+def render_transfer(results: dict) -> str:
+    """benchmarks.transfer's comparison of checkpoints (its own table)."""
+    from benchmarks.transfer import table
+
+    return table(results)
 
 
 def block(text: str, name: str) -> str:
@@ -123,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     tables = [
         ("results", args.results, render, args.files),
         ("voice", args.voice, render_voice, [ROOT / "docs" / "benchmarks.md"]),
+        ("levers", LEVERS, lambda r: render_voice(r, LEVERS.name), [ROOT / "docs" / "benchmarks.md"]),
+        ("transfer", TRANSFER, render_transfer, [ROOT / "docs" / "own-voice.md"]),
     ]
     stale = []
     for name, source, renderer, files in tables:

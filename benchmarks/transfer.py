@@ -1,8 +1,8 @@
 """Any digit in your voice, measured: how little of the digit a conditional model's latent code keeps,
 and how often a voice it never heard, said as another digit, is heard as that digit.
 
-    python -m benchmarks.transfer --checkpoint CKPT --data PARQUET --classifier RECOGNISER [--speaker theo]
-        [--per-digit 50] [--out JSON]
+    python -m benchmarks.transfer --checkpoint [NAME=]CKPT... --data PARQUET --classifier RECOGNISER
+        [--speaker theo] [--per-digit 50] [--out JSON]
 
 (a) probes: a logistic regression (standardised inputs) from the posterior means z (each clip encoded
 with its digit) to the digit, fit on the train split's clips and scored on the test split's (chance
@@ -13,8 +13,10 @@ Griffin-Lim: the share the recogniser hears as the target digit (those off the c
 those on it: the reconstructions), the share of the former still heard as the clip's own digit, and
 pYIN's voiced share of their loud frames, beside the same clips through the features and vocoder
 alone (the floor). (c) z ~ N(0, I) decoded with each digit's label, ``--per-digit`` clips each: the
-share heard as that digit, and their voicing. Who the transfers sound like is not measured: the
-project has no speaker recogniser. Prints a table; the last stdout line is JSON (``--out`` also
+share heard as that digit, and their voicing, for each checkpoint. Who (b)'s clips sound like:
+:class:`vae.evaluation.speakers.SpeakerRecogniser`, fit on the train split's clips of every speaker (the
+held-out one's takes, which the VAE never trained on, included). Prints a table with a column per
+checkpoint; the last stdout line is JSON (``--out`` also
 writes it).
 """
 
@@ -64,8 +66,9 @@ def heard(rec, waves: np.ndarray, digits: np.ndarray, rate: int) -> dict:
     }
 
 
-def transfers(loaded, rec, clips: dict) -> dict:
-    """(b): the held-out speaker's test clips said as every digit, their reconstructions and their floor."""
+def transfers(loaded, rec, clips: dict, speakers) -> dict:
+    """(b): the held-out speaker's test clips said as every digit, their reconstructions and their floor;
+    the digits the recogniser hears and the speakers ``speakers`` hears."""
     from vae import generation
     from vae.config import N_DIGITS
     from vae.evaluation import audio
@@ -80,9 +83,13 @@ def transfers(loaded, rec, clips: dict) -> dict:
     floor = audio.resynthesise(clips["spectrogram"], feats, *ranges, label="floor, griffin-lim")
     rate, own = feats.sample_rate, targets == sources
     predicted = rec.listen(waves, rate).predicted
+    speaker = clips["speaker"][0]
     return {
         "transfer": heard(rec, waves[~own], targets[~own], rate),
         "transfer_heard_as_source": float(np.mean(predicted[~own] == sources[~own])),
+        "transfer_speaker": float(np.mean(speakers.listen(waves[~own]) == speaker)),
+        "reconstruction_speaker": float(np.mean(speakers.listen(waves[own]) == speaker)),
+        "floor_speaker": float(np.mean(speakers.listen(floor) == speaker)),
         "reconstruction": heard(rec, waves[own], targets[own], rate),
         "floor": heard(rec, floor, clips["digit"], rate),
         "transfer_heard_by_target": [float(np.mean(predicted[~own & (targets == d)] == d)) for d in range(N_DIGITS)],
@@ -103,69 +110,92 @@ def prior_samples(loaded, rec, per_digit: int, seed: int = 0) -> dict:
     return heard(rec, waves, digits, feats.sample_rate)
 
 
-def table(doc: dict) -> str:
-    """The measurements as a Markdown table."""
-    p = doc["probes"]
+# The rows of the comparison table: (label, how to read it from one run's measurements, reference).
+ROWS = (
+    ("digit probe on z: test clips whose digit it names", lambda d: d["probes"]["digit_probe_accuracy"], "chance 0.10"),
+    ("speaker probe on z: test clips whose speaker it names", lambda d: d["probes"]["speaker_probe_accuracy"], ""),
+    ("transfers to the 9 other digits: heard as the target", lambda d: d["transfer"]["heard_as_digit"], "floor 1.00"),
+    ("... heard as the digit said", lambda d: d["transfer_heard_as_source"], ""),
+    ("... heard as its speaker", lambda d: d.get("transfer_speaker"), "floor {floor_speaker}"),
+    ("... voicing", lambda d: d["transfer"]["voicing"], "floor {floor_voicing}"),
+    ("said as their own digit: heard as it", lambda d: d["reconstruction"]["heard_as_digit"], "floor 1.00"),
+    ("... heard as its speaker", lambda d: d.get("reconstruction_speaker"), "floor {floor_speaker}"),
+    ("z ~ N(0, I) decoded with a digit: heard as it", lambda d: d["prior"]["heard_as_digit"], "chance 0.10"),
+    ("... voicing", lambda d: d["prior"]["voicing"], "floor {floor_voicing}"),
+)
+
+
+def table(document: dict) -> str:
+    """Every run's measurements side by side, a Markdown table."""
+    runs = document["runs"]
     lines = [
-        "| measure | value | reference |",
-        "|---|---|---|",
-        f"| (a) digit probe on z, test accuracy | {p['digit_probe_accuracy']:.3f} | chance {p['digit_probe_chance']:.2f} |",
-        f"| (a) speaker probe on z, test accuracy | {p['speaker_probe_accuracy']:.3f} | chance {p['speaker_probe_chance']:.2f} |",
+        "| measure | " + " | ".join(r["name"] for r in runs) + " | reference |",
+        "|---|" + "---|" * (len(runs) + 1),
     ]
-    floor = doc["floor"]
-    for key, what in (("transfer", "(b) transfers to another digit"), ("reconstruction", "(b) to its own digit")):
-        row = doc[key]
-        lines.append(
-            f"| {what}: heard as the target ({row['clips']} clips) | {row['heard_as_digit']:.3f} ± {row['heard_se']:.3f} "
-            f"| floor {floor['heard_as_digit']:.3f} |"
-        )
-        lines.append(f"| {what}: voicing | {row['voicing']:.3f} | floor {floor['voicing']:.3f} |")
-        if key == "transfer":
-            lines.append(f"| {what}: heard as the clip's own digit | {doc['transfer_heard_as_source']:.3f} | |")
-    prior = doc["prior"]
-    lines.append(
-        f"| (c) z ~ N(0, I) with a label: heard as it ({prior['clips']} clips) | "
-        f"{prior['heard_as_digit']:.3f} ± {prior['heard_se']:.3f} | chance 0.10 |"
+    floors = {"floor_speaker": runs[0].get("floor_speaker"), "floor_voicing": runs[0]["floor"]["voicing"]}
+    for label, read, reference in ROWS:
+        cells = ["" if read(r) is None else f"{read(r):.2f}" for r in runs]
+        ref = reference.format(**{k: "" if v is None else f"{v:.2f}" for k, v in floors.items()})
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ref} |")
+    clips = runs[0]["transfer"]["clips"], runs[0]["reconstruction"]["clips"], runs[0]["prior"]["clips"]
+    footer = (
+        f"Measured {document['date']} on {document['cpus']} CPUs, speaker {runs[0]['speaker']!r}'s test clips "
+        f"({clips[0]} transfers, {clips[1]} reconstructions, {clips[2]} prior draws): `{document['command']}`. "
+        "Generated from `benchmarks/results/transfer.json` by `python -m benchmarks.results_table`."
     )
-    lines.append(f"| (c) z ~ N(0, I) with a label: voicing | {prior['voicing']:.3f} | floor {floor['voicing']:.3f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + footer
+
+
+def measure(name: str, uri: str, args, train: dict, test: dict, rec) -> dict:
+    """(a), (b) and (c) of the checkpoint at ``uri``."""
+    from vae import checkpoint, generation
+    from vae.config import ConfigError, to_dict
+    from vae.dataset import read_feature_config
+    from vae.evaluation.speakers import SpeakerRecogniser
+
+    loaded = checkpoint.load(uri)
+    generation.check_conditional(loaded)
+    if to_dict(loaded.run_config.features) != to_dict(read_feature_config(args.data)):
+        raise ConfigError(f"checkpoint {uri} was trained on other features than {args.data}")
+    speaker = args.speaker or loaded.run_config.train.held_out_speaker
+    if not speaker:
+        raise ConfigError(f"checkpoint {uri} held no speaker out: name one with --speaker")
+    clips = {k: v[test["speaker"] == speaker] for k, v in test.items()}
+    if not len(clips["digit"]):
+        raise ConfigError(f"{args.data}: the test split has no clip of speaker {speaker!r}")
+    doc = {"name": name, "checkpoint": loaded.uri, "speaker": speaker, "probes": probes(loaded, train, test)}
+    speakers = SpeakerRecogniser(train["spectrogram"], train["speaker"], loaded.run_config.features)
+    doc.update(transfers(loaded, rec, clips, speakers))
+    doc["prior"] = prior_samples(loaded, rec, args.per_digit)
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="a digit-conditional checkpoint")
-    ap.add_argument("--data", required=True, help="the dataset it was trained on (jobs.preprocess)")
+    ap.add_argument(
+        "--checkpoint", required=True, nargs="+", help="digit-conditional checkpoints, each PATH or NAME=PATH"
+    )
+    ap.add_argument("--data", required=True, help="the dataset they were trained on (jobs.preprocess)")
     ap.add_argument("--classifier", required=True, help="a recogniser (jobs.train_classifier)")
-    ap.add_argument("--speaker", help="whose test clips to transfer (default: the run's train.held_out_speaker)")
+    ap.add_argument("--speaker", help="whose test clips to transfer (default: each run's train.held_out_speaker)")
     ap.add_argument("--per-digit", type=int, default=50, help="N(0, I) clips per digit in (c)")
     ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
 
-    from benchmarks.quality import publish
-    from vae import checkpoint, generation
-    from vae.config import ConfigError, to_dict
-    from vae.dataset import load_split_numpy, read_feature_config
+    from benchmarks.quality import publish, stamp
+    from vae.dataset import load_split_numpy
     from vae.evaluation import recogniser
 
-    loaded = checkpoint.load(args.checkpoint)
-    generation.check_conditional(loaded)
-    if to_dict(loaded.run_config.features) != to_dict(read_feature_config(args.data)):
-        raise ConfigError(f"checkpoint {args.checkpoint} was trained on other features than {args.data}")
-    speaker = args.speaker or loaded.run_config.train.held_out_speaker
-    if not speaker:
-        raise ConfigError(f"checkpoint {args.checkpoint} held no speaker out: name one with --speaker")
     columns = ["digit", "speaker", "spectrogram", "db_min", "db_max"]
     train, test = (load_split_numpy(args.data, split, columns) for split in ("train", "test"))
-    clips = {k: v[test["speaker"] == speaker] for k, v in test.items()}
-    if not len(clips["digit"]):
-        raise ConfigError(f"{args.data}: the test split has no clip of speaker {speaker!r}")
     rec = recogniser.load(args.classifier)
-    doc = {"checkpoint": loaded.uri, "data": args.data, "classifier": args.classifier, "speaker": speaker}
-    doc["probes"] = probes(loaded, train, test)
-    doc.update(transfers(loaded, rec, clips))
-    doc["prior"] = prior_samples(loaded, rec, args.per_digit)
-    print(table(doc), flush=True)
-    publish(doc, args.out)
+    runs = []
+    for given in args.checkpoint:
+        name, _, uri = given.rpartition("=")
+        runs.append(measure(name or uri, uri, args, train, test, rec))
+    document = {"data": args.data, "classifier": args.classifier, "runs": runs}
+    print(table(stamp(document, "benchmarks.transfer")), flush=True)
+    publish(document, args.out, "benchmarks.transfer")
     return 0
 
 
