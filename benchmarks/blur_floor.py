@@ -1,6 +1,7 @@
 """How sharp a reconstruction must be to meet the quality targets: the real test clips, blurred.
 
     python -m benchmarks.blur_floor --data PARQUET --classifier RECOGNISER [--checkpoint CKPT] [--sigmas 0.5 0.75 1 1.5 2]
+        [--speaker theo] [--out benchmarks/results/blur_theo.json]
 
 A decoder trained on squared error predicts a conditional mean: a blurred spectrogram. This
 measures what blur alone costs, with no model in the way: every test clip's real normalised
@@ -15,13 +16,13 @@ Rows "+ harmonics" draw each clip's own pitch track into the spectrogram
 back to a blurred envelope. ``--checkpoint`` adds the model's own reconstructions of the same clips (for a model with a pitch head:
 also undrawn), those with each clip's own harmonics drawn in, and the model's undrawn output with the
 real clips' fine structure (what a 1.5 px blur takes away) added, whole, below 2 kHz only, above only.
-The last stdout line is JSON.
+Rows "through sinusoids" skip Griffin-Lim: a harmonic-plus-noise synthesiser (:func:`sinusoidal`) plays
+the clip's own pitch track with the spectrogram as its envelope. The last stdout line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
@@ -44,6 +45,51 @@ def with_real_fine_structure(raw: np.ndarray, specs: np.ndarray, hz: np.ndarray)
     }
 
 
+def sinusoidal(spec: np.ndarray, f0: np.ndarray, cfg, seed: int, noise_db: float = -20.0) -> np.ndarray:
+    """A waveform with the envelope of one normalised spectrogram and the pitch track ``f0`` (Hz per frame, 0
+    unvoiced): in voiced frames a sum of sinusoids at multiples of f0, each as loud as the envelope at its
+    frequency (corrected twice so that the result's spectrogram, blurred by :data:`FINE_SIGMA`, matches the
+    envelope's), plus noise ``noise_db`` below the envelope; in unvoiced frames the envelope's noise alone."""
+    import librosa
+    from scipy.ndimage import map_coordinates
+
+    from vae.features import magnitude, magnitude_to_db, peak_normalise, spectrogram_to_db
+
+    env = spectrogram_to_db(spec, cfg).astype(np.float64)
+    target = gaussian(env, FINE_SIGMA)
+    at = np.arange(cfg.n_samples) / cfg.hop_length  # each sample's position in frames
+    voiced = (f0 > 0).astype(np.float64)
+    known = np.flatnonzero(voiced) if voiced.any() else np.arange(len(f0))
+    pitch = np.exp(np.interp(at, known, np.log(np.where(voiced.any(), f0, 100.0)[known])))
+    phase = 2 * np.pi * np.cumsum(pitch / cfg.sample_rate)
+    h = np.arange(1, int(cfg.sample_rate / 2 / pitch.min()) + 1)[:, None]
+    where = h * pitch / (cfg.sample_rate / cfg.n_fft)  # each harmonic's bin at each sample
+    gate = np.interp(at, np.arange(cfg.n_frames), voiced)
+
+    def harmonics(db: np.ndarray) -> np.ndarray:
+        coords = [np.minimum(where, cfg.n_bins - 1).ravel(), np.tile(at, len(h))]
+        level = map_coordinates(db, coords, order=1, mode="nearest").reshape(where.shape)
+        return gate * (np.where(where < cfg.n_bins - 1, 10 ** (level / 20), 0.0) * np.sin(h * phase)).sum(0)
+
+    def spectrogram_db(y: np.ndarray) -> np.ndarray:
+        return magnitude_to_db(magnitude(y, cfg), cfg)
+
+    level = env
+    for _ in range(2):
+        level = level + voiced * (target - gaussian(spectrogram_db(harmonics(level)), FINE_SIGMA))
+    noise_mag = np.zeros((cfg.n_fft // 2 + 1, cfg.n_frames))
+    noise_mag[: cfg.n_bins] = 10 ** (env / 20) * cfg.n_fft / 4 * np.where(voiced > 0, 10 ** (noise_db / 20), 1.0)
+    noise_phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(noise_mag.shape))
+    noise = librosa.istft(noise_mag * noise_phase, hop_length=cfg.hop_length, n_fft=cfg.n_fft, length=cfg.n_samples)
+    return peak_normalise((harmonics(level) + noise).astype(np.float32))
+
+
+def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(image, sigma, mode="nearest")
+
+
 def blurred(specs: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
     """Each spectrogram smoothed by a Gaussian of ``sigma`` = (frequency, time) pixels."""
     from scipy.ndimage import gaussian_filter
@@ -58,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", help="also score this model's reconstructions of the same clips")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5, 2.0])
     ap.add_argument("--speaker", help="score only this speaker's test clips (e.g. one a checkpoint never heard)")
+    ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
 
     from vae import checkpoint, generation
@@ -107,14 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     for sigma in ONE_AXIS_SIGMAS:
         candidates[f"blurred {sigma:g} px along frequency only"] = blurred(specs, (sigma, 0.0))
         candidates[f"blurred {sigma:g} px along time only"] = blurred(specs, (0.0, sigma))
+    played: dict[
+        str, tuple[np.ndarray, np.ndarray | None]
+    ] = {}  # rows played by the sinusoidal synthesiser instead of Griffin-Lim: name -> (spectrograms, waves)
+    if feats.normalisation == "fixed":
+        sources = {"real": specs, f"blurred {FINE_SIGMA:g} px": blurred(specs, (FINE_SIGMA, FINE_SIGMA))}
+        if args.checkpoint:
+            sources["the model's reconstructions, no harmonics"] = raw
+        for name, spectrograms in sources.items():
+            waves = np.stack([sinusoidal(s, f, feats, seed=i) for i, (s, f) in enumerate(zip(spectrograms, f0))])
+            played[f"{name}, through sinusoids at their own pitch"] = (spectrograms, waves)
 
     rows = []
     print(
         "| test spectrograms | recon_mse_decoder | recon_lsd_db | frechet_distance | heard as their digit | pesq_nb | voicing |"
         "\n|---|---|---|---|---|---|---|"
     )
-    for name, spectrograms in candidates.items():
-        waves = audio.resynthesise(spectrograms, feats, *ranges, label=name)
+    rendered = {name: (spectrograms, None) for name, spectrograms in candidates.items()} | played
+    for name, (spectrograms, played_waves) in rendered.items():
+        waves = audio.resynthesise(spectrograms, feats, *ranges, label=name) if played_waves is None else played_waves
         heard = rec.listen(waves, feats.sample_rate)
         row = {
             "spectrograms": name,
@@ -135,17 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['heard_as_their_digit']:.3f} | {row['pesq_nb']:.2f} | {row['voicing']:.2f} |",
             flush=True,
         )
-    print(
-        json.dumps(
-            {
-                "data": args.data,
-                "classifier": args.classifier,
-                "checkpoint": args.checkpoint,
-                "clips": len(specs),
-                "rows": rows,
-            }
-        )
-    )
+    from benchmarks.quality import publish
+
+    document = {"data": args.data, "classifier": args.classifier, "checkpoint": args.checkpoint}
+    publish({**document, "speaker": args.speaker, "clips": len(specs), "rows": rows}, args.out, "benchmarks.blur_floor")
     return 0
 
 

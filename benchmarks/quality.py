@@ -3,7 +3,7 @@ wall-clock budget on the same data, scored with jobs.evaluate's metrics, in one 
 
     python -m benchmarks.quality --data PARQUET --classifier RECOGNISER [--budget 300 | --epochs N] [--seeds 0 1]
         [--variants original expost conditional calibrated mixture tied default pitch through]
-        [--held-out-speaker theo] [--out benchmarks/results/voice.json]
+        [--held-out-speaker theo] [--out benchmarks/results/voice.json] [--keep DIR]
 
 Every variant is a few config overrides (plain data, below) on the project's defaults, trained by
 ``vae.training.fit`` (Ray Train, one worker) until ``--budget`` seconds of training are spent, then
@@ -66,6 +66,8 @@ VARIANTS: dict[str, dict] = {
     "wide_decoder": {"model.decoder_width": 1.0},
     # The default trained on its clips and two augmented copies of each (more voices: vae/augment.py).
     "augmented": {"train.augment_copies": 2},
+    # Twice the copies, each warped up to 1 +- 0.2 (a wider spread of vocal tracts and pitches).
+    "augmented_wide": {"train.augment_copies": 4, "train.augment_warp": 0.2},
     # The default with a digit adversary on its code (the digit said by the label alone).
     "adversary": {"loss.digit_adversary": 100.0, "loss.adversary_kind": "reverse"},
     "adversary_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "reverse"},
@@ -73,6 +75,12 @@ VARIANTS: dict[str, dict] = {
     # The same, the encoder pushing the adversary's prediction to uniform instead.
     "confuse_300": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "confuse"},
     "confuse_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "confuse"},
+    # The confusing adversary on the demo's model: more voices for the code to carry.
+    "augmented_confuse_300": {
+        "train.augment_copies": 2,
+        "loss.digit_adversary": 300.0,
+        "loss.adversary_kind": "confuse",
+    },
 }
 METRICS = (
     "digit_accuracy",

@@ -2,11 +2,13 @@
 against minutes of training, as a PNG for the docs.
 
     python -m benchmarks.quality_budget --data PARQUET --classifier RECOGNISER [--minutes 5 10 20 40]
-        [--seed 0] [--held-out-speaker theo] [--variant default] [--out benchmarks/results/budget.json]
+        [--seed 0] [--held-out-speaker theo] [--variant augmented] [--out benchmarks/results/budget.json]
         [--png docs/img/quality_budget.png]
 
 Each budget is one run of :mod:`benchmarks.quality`'s variant (Ray Train, one worker, the time budget
-``minutes * 60`` s), scored by ``vae.evaluation.run.evaluate_run``. Prints a line per budget as it
+``minutes * 60`` s), checkpointed as the demo checkpoints; by default the demo's model (the library's
+default with speaker augmentation) without the demo's held-out speaker. Each is scored by
+``vae.evaluation.run.evaluate_run``. Prints a line per budget as it
 ends; the last stdout line is JSON with every row, also written to ``--out``; ``--png`` plots each
 metric (and its floor, dashed) against minutes.
 """
@@ -34,9 +36,9 @@ def plot(rows: list[dict], path: str) -> None:
     for ax, metric in zip(axes.flat, METRICS):
         values = [r.get(metric) for r in rows]
         ax.plot(minutes, [float("nan") if v is None else v for v in values], "o-")
-        floors = [r.get(f"{metric}_floor") for r in rows]
-        if any(f is not None for f in floors):
-            ax.plot(minutes, [float("nan") if f is None else f for f in floors], "k--", lw=1, label="floor")
+        floor = rows[0].get(f"{metric}_floor")
+        if floor is not None:
+            ax.axhline(floor, color="k", ls="--", lw=1)
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("minutes of training", fontsize=8)
         ax.set_xscale("log", base=2)
@@ -50,13 +52,16 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main() -> None:
+    from vae.config import DemoConfig
+
+    demo = DemoConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="Parquet dataset (jobs.preprocess, default features)")
     p.add_argument("--classifier", required=True, help="recogniser checkpoint (jobs.train_classifier)")
     p.add_argument("--minutes", type=float, nargs="+", default=[5, 10, 20, 40], help="training budgets")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variant", default="default", choices=list(VARIANTS), help="benchmarks.quality variant")
-    p.add_argument("--held-out-speaker", default="", help="a speaker no run trains on (default: none)")
+    p.add_argument("--variant", default="augmented", choices=list(VARIANTS), help="benchmarks.quality variant")
+    p.add_argument("--held-out-speaker", default=demo.held_out_speaker, help="a speaker no run trains on")
     p.add_argument("--out", help="also write the JSON with every row to this file")
     p.add_argument("--png", help="plot every metric against minutes into this PNG")
     args = p.parse_args()
@@ -68,7 +73,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="budget-bench-") as tmp:
         for minutes in args.minutes:
             run_args = argparse.Namespace(**vars(args), budget=minutes * 60.0, epochs=0)
-            row = run_variant(f"{args.variant}-{minutes:g}min", VARIANTS[args.variant], args.seed, run_args, tmp)
+            overrides = {**VARIANTS[args.variant], "train.checkpoint_every": demo.checkpoint_every}
+            row = run_variant(f"{args.variant}-{minutes:g}min", overrides, args.seed, run_args, tmp)
             rows.append({"minutes": minutes, **row})
             print(json.dumps(rows[-1]), flush=True)
     document = {

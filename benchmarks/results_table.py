@@ -1,14 +1,17 @@
 """Render measured figures as the docs' tables: the demo's (benchmarks/results/demo.json) and the voice
 variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``) and the other levers
 tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command), and
-any digit in your voice (benchmarks/results/transfer.json, written by ``benchmarks.transfer --out``).
+any digit in your voice (benchmarks/results/transfer.json, written by ``benchmarks.transfer --out``), and
+quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
+and what the renderer and the decoder's blur cost a voice never heard (benchmarks/results/blur_theo.json,
+``benchmarks.blur_floor --out``).
 
     python -m benchmarks.results_table            # rewrite the tables between the markers
     python -m benchmarks.results_table --check    # exit 1 if a table is not the JSON's
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice`` and ``levers`` in docs/benchmarks.md; ``transfer`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget`` and ``blur`` in docs/benchmarks.md; ``transfer`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -25,6 +28,8 @@ TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
 VOICE = ROOT / "benchmarks" / "results" / "voice.json"
 LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
 TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
+BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
+BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 VOICE_METRICS = ("digit_accuracy", "frechet_distance", "voicing_samples", "voicing_recon", "pesq_nb")
 HELD_OUT_METRICS = ("held_out_lsd_db", "held_out_pesq_nb", "held_out_voicing", "held_out_heard_as_speaker")
 
@@ -102,6 +107,36 @@ def render_voice(results: dict, source: str = "voice.json") -> str:
     return "\n".join(rows) + "\n\n" + footer
 
 
+def render_budget(results: dict) -> str:
+    """``benchmarks.quality_budget``: a row per training budget, and the floors."""
+    metrics = [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in results["rows"])]
+    rows = ["| minutes | epochs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for r in results["rows"]:
+        cells = ["" if r.get(m) is None else _fixed(r[m]) for m in metrics]
+        rows.append(f"| {r['minutes']:g} | {r['epochs']} (best {r['best_epoch']}) | " + " | ".join(cells) + " |")
+    floors = [results["rows"][0].get(f"{m}_floor") for m in metrics]
+    rows.append("| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |")
+    footer = (
+        f"Measured {results['date']} on {results['cpus']} CPUs: variant {results['variant']!r}, seed "
+        f"{results['seed']}, speaker {results['held_out_speaker']!r} held out of training: `{results['command']}`. "
+        "Generated from `benchmarks/results/budget.json` by `python -m benchmarks.results_table`."
+    )
+    return "\n".join(rows) + "\n\n" + footer
+
+
+def render_blur(results: dict) -> str:
+    """``benchmarks.blur_floor`` on one speaker's test clips: how each way of making them sounds."""
+    rows = ["| test spectrograms | recon_lsd_db | pesq_nb | voicing |", "|---|---|---|---|"]
+    for r in results["rows"]:
+        rows.append(f"| {r['spectrograms']} | {r['recon_lsd_db']:.2f} | {r['pesq_nb']:.2f} | {r['voicing']:.2f} |")
+    footer = (
+        f"Measured {results['date']} on {results['cpus']} CPUs, the {results['clips']} test clips of speaker "
+        f"{results['speaker']!r}: `{results['command']}`. "
+        f"Generated from `benchmarks/results/{BLUR.name}` by `python -m benchmarks.results_table`."
+    )
+    return "\n".join(rows) + "\n\n" + footer
+
+
 def render_transfer(results: dict) -> str:
     """benchmarks.transfer's comparison of checkpoints (its own table)."""
     from benchmarks.transfer import table
@@ -138,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         ("voice", args.voice, render_voice, [ROOT / "docs" / "benchmarks.md"]),
         ("levers", LEVERS, lambda r: render_voice(r, LEVERS.name), [ROOT / "docs" / "benchmarks.md"]),
         ("transfer", TRANSFER, render_transfer, [ROOT / "docs" / "own-voice.md"]),
+        ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
+        ("blur", BLUR, render_blur, [ROOT / "docs" / "benchmarks.md"]),
     ]
     stale = []
     for name, source, renderer, files in tables:

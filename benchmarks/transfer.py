@@ -29,12 +29,9 @@ import numpy as np
 
 def probe(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, test_y: np.ndarray) -> float:
     """Test accuracy of a logistic regression from ``train_z`` to ``train_y`` (inputs standardised)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from vae.evaluation.speakers import linear_probe
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    return float(model.fit(train_z, train_y).score(test_z, test_y))
+    return float(linear_probe().fit(train_z, train_y).score(test_z, test_y))
 
 
 def probes(loaded, train: dict, test: dict) -> dict:
@@ -138,9 +135,10 @@ def table(document: dict) -> str:
         ref = reference.format(**{k: "" if v is None else f"{v:.2f}" for k, v in floors.items()})
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ref} |")
     clips = runs[0]["transfer"]["clips"], runs[0]["reconstruction"]["clips"], runs[0]["prior"]["clips"]
+    commands = "; ".join(f"`{c}`" for c in document.get("commands", [document.get("command")]))
     footer = (
         f"Measured {document['date']} on {document['cpus']} CPUs, speaker {runs[0]['speaker']!r}'s test clips "
-        f"({clips[0]} transfers, {clips[1]} reconstructions, {clips[2]} prior draws): `{document['command']}`. "
+        f"({clips[0]} transfers, {clips[1]} reconstructions, {clips[2]} prior draws): {commands}. "
         "Generated from `benchmarks/results/transfer.json` by `python -m benchmarks.results_table`."
     )
     return "\n".join(lines) + "\n\n" + footer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vae.config import FeatureConfig
-from vae.features import magnitude, waveforms_to_spectrograms
+from vae.features import magnitude, magnitude_to_db, waveforms_to_spectrograms
 from vae.harmonics import HARMONIC_DEPTH_DB, comb_db, impose_harmonics, pitch_track
 
 
@@ -57,3 +57,27 @@ def test_drawing_the_harmonics_into_a_blurred_tone_brings_its_peaks_back():
     real = magnitude(_tone(200.0, cfg), cfg)[:, 30]
     assert np.argmax(frame[:10]) == np.argmax(real[:10]) == round(200 / (cfg.sample_rate / cfg.n_fft))
     assert np.array_equal(drawn[0, :, 60:], flat[0, :, 60:]), "unvoiced frames unchanged"
+
+
+def test_the_sinusoidal_synthesiser_plays_the_pitch_it_is_given_on_the_envelope_it_is_given():
+    from scipy.ndimage import gaussian_filter
+
+    from benchmarks.blur_floor import sinusoidal
+
+    cfg = FeatureConfig()
+    envelope = np.full(cfg.shape, 0.6, np.float32)
+    envelope[cfg.n_bins // 2 :] = 0.3  # (0.6 - 0.3) x 90 dB = 27 dB quieter above 2 kHz
+    f0 = np.full(cfg.n_frames, 200.0, np.float32)
+    f0[: cfg.n_frames // 4] = 0.0  # the first quarter unvoiced: noise only
+    y = sinusoidal(envelope, f0, cfg, seed=0)
+    assert y.shape == (cfg.n_samples,) and np.isclose(np.abs(y).max(), 0.99)
+    spectrum = magnitude(y, cfg)[:, cfg.n_frames // 2 :].mean(axis=1)
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    peaks = [int(round(h * 200.0 / bin_hz)) for h in range(1, 9)]
+    valleys = [int(round((h + 0.5) * 200.0 / bin_hz)) for h in range(1, 9)]
+    assert np.all(spectrum[peaks] > 10 * spectrum[valleys]), "harmonics at multiples of f0, noise between them"
+    for frame in (cfg.n_frames // 8, cfg.n_frames // 2):  # noise alone, then harmonics and noise
+        level = gaussian_filter(magnitude_to_db(magnitude(y, cfg), cfg), 1.5)[:, frame]
+        step = np.median(level[8 : cfg.n_bins // 2 - 8]) - np.median(level[cfg.n_bins // 2 + 8 : -8])
+        assert abs(step - 27.0) < 4.0, f"the envelope's levels kept (frame {frame}: {step:.1f} dB)"
+    assert np.mean(pitch_track(y, cfg)[cfg.n_frames // 2 : -4] > 0) > 0.9

@@ -26,17 +26,21 @@ def voice_print(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.concatenate([mean, spread], axis=1)
 
 
+def linear_probe():
+    """An unfitted logistic regression on standardised inputs (sklearn): the project's probe of what features hold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+
+
 class SpeakerRecogniser:
     """A logistic regression from voice prints to speakers, fit on ``specs`` of ``speakers``."""
 
     def __init__(self, specs: np.ndarray, speakers: np.ndarray, cfg: FeatureConfig):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         self.cfg = cfg
-        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-        self.model.fit(voice_print(specs, cfg), np.asarray(speakers))
+        self.model = linear_probe().fit(voice_print(specs, cfg), np.asarray(speakers))
 
     def listen(self, waves) -> np.ndarray:
         """The speaker heard in each waveform of ``waves`` (a sequence, or an array of rows, at the features'
