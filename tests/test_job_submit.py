@@ -93,12 +93,22 @@ class Head:
 
         Ray forwards the cluster's actors' output into the same log, prefixed "(ActorName pid=...)",
         and it may arrive after the driver's last line (Serve's proxy does), so those lines are skipped.
+        The log of a job already marked SUCCEEDED can still lag its driver's output on a loaded machine:
+        asked again for up to 30 s until its last own line is JSON.
         """
-        status, body = self.api(f"/api/jobs/{submission_id}/logs")
-        assert status == 200
-        lines = [line for line in body["logs"].splitlines() if line.strip() and not _FORWARDED.match(line)]
-        assert lines, f"job {submission_id} printed nothing of its own:\n{body['logs'][-4000:]}"
-        return json.loads(lines[-1])
+        deadline = time.monotonic() + 30.0
+        while True:
+            status, body = self.api(f"/api/jobs/{submission_id}/logs")
+            assert status == 200
+            lines = [line for line in body["logs"].splitlines() if line.strip() and not _FORWARDED.match(line)]
+            try:
+                return json.loads(lines[-1])
+            except (IndexError, json.JSONDecodeError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"job {submission_id} ended on no JSON line of its own:\n{body['logs'][-4000:]}"
+                    ) from None
+                time.sleep(1.0)
 
 
 def _stop(proc: subprocess.Popen, temp_dir: Path) -> None:
