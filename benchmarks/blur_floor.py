@@ -66,8 +66,9 @@ def sinusoidal(spec: np.ndarray, f0: np.ndarray, cfg, seed: int, noise_db: float
     where = h * pitch / (cfg.sample_rate / cfg.n_fft)  # each harmonic's bin at each sample
     gate = np.interp(at, np.arange(cfg.n_frames), voiced)
 
+    coords = [np.minimum(where, cfg.n_bins - 1).ravel(), np.tile(at, len(h))]
+
     def harmonics(db: np.ndarray) -> np.ndarray:
-        coords = [np.minimum(where, cfg.n_bins - 1).ravel(), np.tile(at, len(h))]
         level = map_coordinates(db, coords, order=1, mode="nearest").reshape(where.shape)
         return gate * (np.where(where < cfg.n_bins - 1, 10 ** (level / 20), 0.0) * np.sin(h * phase)).sum(0)
 
@@ -84,7 +85,8 @@ def sinusoidal(spec: np.ndarray, f0: np.ndarray, cfg, seed: int, noise_db: float
     return peak_normalise((harmonics(level) + noise).astype(np.float32))
 
 
-def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+def gaussian(image: np.ndarray, sigma: float | tuple[float, float]) -> np.ndarray:
+    """``image`` smoothed by a Gaussian of ``sigma`` pixels (per axis), edges extended."""
     from scipy.ndimage import gaussian_filter
 
     return gaussian_filter(image, sigma, mode="nearest")
@@ -92,9 +94,7 @@ def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def blurred(specs: np.ndarray, sigma: tuple[float, float]) -> np.ndarray:
     """Each spectrogram smoothed by a Gaussian of ``sigma`` = (frequency, time) pixels."""
-    from scipy.ndimage import gaussian_filter
-
-    return np.stack([gaussian_filter(s, sigma, mode="nearest") for s in specs]).astype(np.float32)
+    return np.stack([gaussian(s, sigma) for s in specs]).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     for sigma in ONE_AXIS_SIGMAS:
         candidates[f"blurred {sigma:g} px along frequency only"] = blurred(specs, (sigma, 0.0))
         candidates[f"blurred {sigma:g} px along time only"] = blurred(specs, (0.0, sigma))
-    played: dict[
-        str, tuple[np.ndarray, np.ndarray | None]
-    ] = {}  # rows played by the sinusoidal synthesiser instead of Griffin-Lim: name -> (spectrograms, waves)
+    # Rows played by the sinusoidal synthesiser instead of Griffin-Lim: name -> (spectrograms, waves).
+    played: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     if feats.normalisation == "fixed":
         sources = {"real": specs, f"blurred {FINE_SIGMA:g} px": blurred(specs, (FINE_SIGMA, FINE_SIGMA))}
         if args.checkpoint:

@@ -81,10 +81,20 @@ def _spread(values: list[float]) -> str:
     return f"{_fixed(sum(values) / len(values))} ({_fixed(min(values))}-{_fixed(max(values))})"
 
 
+def _measured(rows: list[dict]) -> list[str]:
+    """The voice and held-out metrics some row has a value for."""
+    return [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in rows)]
+
+
+def _floor_row(rows: list[dict], metrics: list[str]) -> str:
+    floors = [rows[0].get(f"{m}_floor") for m in metrics]
+    return "| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |"
+
+
 def render_voice(results: dict, source: str = "voice.json") -> str:
     """A table of ``benchmarks.quality`` variants (``source``, in benchmarks/results): per variant the mean
     (min-max) over seeds, and the floors."""
-    metrics = [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in results["rows"])]
+    metrics = _measured(results["rows"])
     rows = ["| variant | epochs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     variants = list(dict.fromkeys(r["variant"] for r in results["rows"]))
     for name in variants:
@@ -94,8 +104,7 @@ def render_voice(results: dict, source: str = "voice.json") -> str:
             for m in metrics
         ]
         rows.append(f"| {name} | {'/'.join(str(r['epochs']) for r in mine)} | " + " | ".join(cells) + " |")
-    floors = [results["rows"][0].get(f"{m}_floor") for m in metrics]
-    rows.append("| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |")
+    rows.append(_floor_row(results["rows"], metrics))
     seeds = ", ".join(str(s) for s in results["seeds"])
     length = f"{results['epochs']} epochs" if results.get("epochs") else f"{results['budget_s']:g} s of training"
     commands = "; ".join(f"`{c}`" for c in results.get("commands", [results.get("command")]))
@@ -109,13 +118,12 @@ def render_voice(results: dict, source: str = "voice.json") -> str:
 
 def render_budget(results: dict) -> str:
     """``benchmarks.quality_budget``: a row per training budget, and the floors."""
-    metrics = [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in results["rows"])]
+    metrics = _measured(results["rows"])
     rows = ["| minutes | epochs | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for r in results["rows"]:
         cells = ["" if r.get(m) is None else _fixed(r[m]) for m in metrics]
         rows.append(f"| {r['minutes']:g} | {r['epochs']} (best {r['best_epoch']}) | " + " | ".join(cells) + " |")
-    floors = [results["rows"][0].get(f"{m}_floor") for m in metrics]
-    rows.append("| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |")
+    rows.append(_floor_row(results["rows"], metrics))
     footer = (
         f"Measured {results['date']} on {results['cpus']} CPUs: variant {results['variant']!r}, seed "
         f"{results['seed']}, speaker {results['held_out_speaker']!r} held out of training: `{results['command']}`. "
