@@ -1,11 +1,16 @@
 """vae.tf_backend gives every Ray Train worker the same TF_CONFIG as Ray's own TensorflowConfig,
-without TF_USE_LEGACY_KERAS, on a real local Ray instance."""
+without TF_USE_LEGACY_KERAS, on a real local Ray instance, with ports outside the kernel's ephemeral range."""
 
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 from pathlib import Path
+
+import pytest
+
+from vae import tf_backend
 
 
 def _seen_by_workers(backend_config, workers: int = 2) -> list[dict]:
@@ -62,8 +67,49 @@ def test_workers_see_the_same_tf_config_as_with_rays_tensorflow_backend(ray_loca
         cfg = json.loads(m["tf_config"])
         assert cfg["task"] == {"type": "worker", "index": m["rank"]}
         ports = [int(a.rsplit(":", 1)[1]) for a in cfg["cluster"]["worker"]]
-        assert len(set(ports)) == len(ports) and all(0 < p < 65536 for p in ports)
+        assert len(set(ports)) == len(ports)
+        if tf_backend._port_range() is not None:
+            lo, hi = tf_backend._port_range()
+            assert all(lo <= p <= hi for p in ports), ports
     assert len({json.dumps(json.loads(m["tf_config"])["cluster"]) for m in ours}) == 1, "one cluster for all"
     # Keras 3 models: Ray's backend asks for Keras 2, this project's must not.
     assert [m["legacy_keras"] for m in rays] == ["1", "1"]
     assert [m["legacy_keras"] for m in ours] == [None, None]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "inside"),
+    [("32768\t60999\n", (20_000, 32_767)), ("25000 60999", (20_000, 24_999)), ("1024 65535", None), (None, None)],
+)
+def test_collective_ports_avoid_the_ephemeral_range(tmp_path, monkeypatch, ephemeral, inside):
+    path = tmp_path / "ip_local_port_range"
+    if ephemeral is not None:
+        path.write_text(ephemeral)
+    monkeypatch.setattr(tf_backend, "_EPHEMERAL_RANGE", str(path))
+    assert tf_backend._port_range() == inside
+    ports = [tf_backend.free_port() for _ in range(20)]
+    assert all(0 < p < 65536 and _bindable(p) for p in ports)
+    if inside is not None:
+        assert all(inside[0] <= p <= inside[1] for p in ports), ports
+
+
+def test_a_taken_port_is_not_handed_out(tmp_path, monkeypatch):
+    """With the range narrowed to one port that another socket holds, the kernel's pick is the fallback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("", 0))
+        taken = held.getsockname()[1]
+        monkeypatch.setattr(tf_backend, "COLLECTIVE_PORTS", (taken, taken))
+        path = tmp_path / "ip_local_port_range"
+        path.write_text(f"{taken + 1} 65535")
+        monkeypatch.setattr(tf_backend, "_EPHEMERAL_RANGE", str(path))
+        assert tf_backend._port_range() == (taken, taken)
+        assert tf_backend.free_port(tries=4) != taken
