@@ -2,7 +2,7 @@
 
     python -m jobs.tune --data PARQUET --out DIR_OR_S3 --space YAML --name EXP
         [--num-samples N] [--max-concurrent C] [--workers-per-trial W] [--use-gpu]
-        [--recogniser DIR] [--resume] [--config FILE] [--set KEY=VALUE ...]
+        [--recogniser DIR] [--objective voicing held_out] [--resume] [--config FILE] [--set KEY=VALUE ...]
 
 Everything lands under OUT/EXP/: tune/ (Tune state), trials/ (one Train run
 per trial), best/ (published all-or-nothing), report/ and sweep.json (the settings).
@@ -29,6 +29,7 @@ from jobs._cli import (
     show_config_defaults,
 )
 from vae.config import RunConfig, SweepConfig
+from vae.objective import TERMS as OBJECTIVE_TERMS
 from vae.search_space import load_space
 
 SHORTHANDS = {
@@ -37,6 +38,7 @@ SHORTHANDS = {
     "workers_per_trial": "sweep.workers_per_trial",
     "use_gpu": "sweep.use_gpu",
     "n_per_digit": "sweep.n_per_digit",
+    "objective": "sweep.objective",
 }
 
 
@@ -52,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per Train worker")
     add_recogniser(p, "digit recogniser (jobs.train_classifier) for the objective")
     p.add_argument("--n-per-digit", type=int, help="samples per digit scored by the recogniser each epoch")
+    p.add_argument(
+        "--objective",
+        nargs="+",
+        choices=OBJECTIVE_TERMS,
+        help="terms the objective adds: voicing (of the samples, against the vocoder's), held_out (reconstruction "
+        "of the speaker set by --set train.held_out_speaker=NAME, on its train-split takes)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     add_num_cpus(p)
     add_config_arguments(p, "sweep.max_failures=2")
@@ -117,7 +126,14 @@ def _main(args: argparse.Namespace) -> int:
                 "best_params": result.best.get("params"),
                 "best_metrics": {
                     k: result.best.get("metrics", {}).get(k)
-                    for k in ("objective", "val_recon_mse", "digit_accuracy", "epoch")
+                    for k in (
+                        "objective",
+                        "val_recon_mse",
+                        "digit_accuracy",
+                        "voicing_samples",
+                        "held_out_recon_mse",
+                        "epoch",
+                    )
                 },
             },
             default=str,

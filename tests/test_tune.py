@@ -45,8 +45,20 @@ class Links(HTMLParser):
 
 def test_objective_does_not_scale_with_reconstruction_weight():
     # Same reconstruction quality and sample accuracy, any weight: same objective.
-    assert objective(0.01, 0.04, 0.9) == pytest.approx(0.25 + 0.1)
-    assert objective(0.04, 0.04, None) == pytest.approx(1.0)
+    assert objective(0.01, 0.04, {"digit_accuracy": 0.9}) == pytest.approx(0.25 + 0.1)
+    assert objective(0.04, 0.04) == pytest.approx(1.0)
+
+
+def test_objective_adds_the_voicing_the_samples_lack_and_the_held_out_speakers_reconstruction():
+    from vae.objective import describe
+
+    whisper = {"digit_accuracy": 0.9, "voicing_samples": 0.2, "held_out_recon_mse": 0.02}
+    assert objective(0.01, 0.04, whisper, voicing_floor=0.8) == pytest.approx(0.25 + 0.1 + 0.75 + 0.5)
+    voice = {**whisper, "voicing_samples": 0.9}  # more voiced than the vocoder's floor: no bonus, no penalty
+    assert objective(0.01, 0.04, voice, voicing_floor=0.8) == pytest.approx(0.25 + 0.1 + 0.5)
+    assert describe(("voicing", "held_out"), recogniser=False) == (
+        "val_recon_mse / val_variance + max(0, 1 - voicing_samples / voicing_floor) + held_out_recon_mse / val_variance"
+    )
 
 
 def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
@@ -60,18 +72,20 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     assert trainer.run_config.checkpoint_config.checkpoint_score_attribute == OBJECTIVE
 
     class Heard(Worker):
-        def digit_accuracy(self, checkpoint) -> float:
-            return 0.9
+        def measure(self, checkpoint) -> dict[str, float]:
+            return {"digit_accuracy": 0.9, "voicing_samples": 0.35}
 
-    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, Ranking(val_variance=0.04, scorer=lambda loaded: 0.9))
+    ranking = Ranking(val_variance=0.04, scorer=lambda loaded: {}, voicing_floor=0.7)
+    worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, ranking)
     at_checkpoint, between = {"val_recon_mse": 0.01}, {"val_recon_mse": 0.01}
     rank_epoch(worker, at_checkpoint, checkpoint=object())
     rank_epoch(worker, between, checkpoint=None)
     assert at_checkpoint == {
         "val_recon_mse": 0.01,
         "digit_accuracy": 0.9,
+        "voicing_samples": 0.35,
         "val_unexplained_variance": 0.25,
-        OBJECTIVE: pytest.approx(0.35),
+        OBJECTIVE: pytest.approx(0.25 + 0.1 + 0.5),
     }
     assert between[OBJECTIVE] == pytest.approx(0.25) and "digit_accuracy" not in between
     untouched = {"val_recon_mse": 0.01}
@@ -85,12 +99,14 @@ def test_a_sweep_hands_its_trials_a_scorer_that_travels_without_its_loaded_recog
     from vae.evaluation.evaluators.samples import SampleScorer
     from vae.tuning import _scorer
 
-    assert _scorer({"recogniser": None}) is None
-    scorer = _scorer({"recogniser": "rec", "settings": {"n_per_digit": 5}})
-    assert scorer == SampleScorer("rec", n_per_digit=5)
-    scorer._recogniser = object()  # loaded by rank 0 at its first checkpoint
+    assert _scorer({"recogniser": None, "settings": {}}, "data") is None
+    scorer = _scorer({"recogniser": "rec", "settings": {"n_per_digit": 5}}, "data")
+    assert scorer == SampleScorer("rec", n_per_digit=5, data_uri="data")
+    voice = _scorer({"recogniser": None, "settings": {"objective": ["voicing"]}}, "data")
+    assert voice == SampleScorer(None, terms=("voicing",), data_uri="data")  # voicing needs no recogniser
+    scorer._recogniser, scorer._held_out = object(), {}  # read by rank 0 at its first checkpoint
     again = pickle.loads(pickle.dumps(scorer))
-    assert again == scorer and again._recogniser is None
+    assert again == scorer and again._recogniser is None and again._held_out is None
 
 
 def test_malformed_space_fails_before_any_trial(tmp_path):
@@ -145,6 +161,9 @@ def test_a_sweep_that_cannot_start_leaves_nothing_behind(ray_local, small_parque
         == 1
     )
     assert "not-a-dataset" in last_json(capsys.readouterr().out)["error"]
+    args = ["--data", small_parquet, "--out", str(storage_dir), "--space", "tune_spaces/smoke.yaml", "--name", "x"]
+    assert tune_job.main([*args, "--objective", "held_out"]) == 1  # and no speaker held out to score
+    assert "train.held_out_speaker" in last_json(capsys.readouterr().out)["error"]
     assert not (storage_dir / "x").exists()
 
 
@@ -167,6 +186,11 @@ def smoke_sweep(ray_local, small_parquet, make_bucket, recogniser_dir):
         recogniser_dir,
         "--n-per-digit",
         "1",
+        "--objective",
+        "voicing",
+        "held_out",
+        "--set",
+        "train.held_out_speaker=theo",
         env={"RAY_ADDRESS": ray_local},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -183,7 +207,8 @@ def test_smoke_sweep_writes_trials_best_and_report_to_s3(smoke_sweep, tmp_path, 
         # Ranked by what users hear (digit accuracy of every checkpoint's samples), and kept by it:
         # each trial's best epoch by the objective still has its checkpoint.
         best_row = t.best_row()
-        assert 0 <= best_row["digit_accuracy"] <= 1, best_row
+        assert 0 <= best_row["digit_accuracy"] <= 1 and 0 <= best_row["voicing_samples"] <= 1, best_row
+        assert best_row["held_out_recon_mse"] > 0, best_row
         assert storage.exists(storage.ray_uri(best_row["checkpoint_path"])), (t.trial_id, best_row["epoch"])
     # each trial is a Train run of its own, checkpoints in the bucket
     ckpts = storage.list_files(storage.join(exp, "trials"), "weights.h5")
@@ -214,6 +239,8 @@ def test_sweep_report_references_only_existing_files(smoke_sweep, tmp_path):
     assert not missing
     summary = storage.read_json(storage.join(report, "summary.json"))
     assert summary["trials"] == 4 and summary["best"]["trial_id"]
+    assert summary["objective"].endswith("+ held_out_recon_mse / val_variance")
+    assert 0.3 < summary["sweep"]["voicing_floor"] < 1  # real clips through the vocoder are mostly voiced
     rows = storage.read_text(storage.join(report, "trials.csv")).strip().splitlines()
     assert len(rows) == 5
 

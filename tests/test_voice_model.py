@@ -65,6 +65,26 @@ def test_a_pitch_model_trains_generates_with_harmonics_and_scores_the_held_out_v
     assert 0 <= metrics["held_out_heard_as_speaker"] <= 1 and metrics["held_out_heard_as_speaker_floor"] >= 0.8
 
 
+def test_a_sweep_scores_the_voicing_of_samples_and_the_held_out_speakers_train_takes(pitch_run, small_parquet):
+    from vae.evaluation.evaluators.held_out import train_takes
+    from vae.evaluation.evaluators.samples import SampleScorer
+    from vae.evaluation.evaluators.voice import voicing_floor
+
+    loaded = checkpoint.load(pitch_run.best_checkpoint)
+    measured = SampleScorer(None, n_per_digit=1, terms=("voicing", "held_out"), data_uri=small_parquet)(loaded)
+    assert set(measured) == {"voicing_samples", "held_out_recon_mse"} and 0 <= measured["voicing_samples"] <= 1
+
+    train = load_split_numpy(small_parquet, "train", ["speaker", "digit", "spectrogram"])
+    takes = train_takes(small_parquet, HELD_OUT)  # the train split's takes: its test takes stay unseen
+    theo = train["speaker"] == HELD_OUT
+    assert np.array_equal(takes["spectrogram"], train["spectrogram"][theo]) and len(takes["digit"]) == 30
+    recon = generation.reconstruct(loaded, takes["spectrogram"], takes["digit"])  # harmonics drawn, as heard
+    assert measured["held_out_recon_mse"] == pytest.approx(np.mean((recon - takes["spectrogram"]) ** 2), rel=1e-5)
+    with pytest.raises(ValueError, match="no clip of the held-out speaker 'nobody'"):
+        train_takes(small_parquet, "nobody")
+    assert 0.3 < voicing_floor(small_parquet, EvalConfig(voicing_clips=10)) <= 1  # real speech is mostly voiced
+
+
 def test_a_pitch_model_on_a_dataset_without_pitch_tracks_is_refused_by_name(small_parquet, tmp_path):
     loc, files = parquet_files(small_parquet)
     write_dataset(str(tmp_path / "old"), pq.read_table(files[0], filesystem=loc.fs).drop_columns(["f0"]))

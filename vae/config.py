@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 from vae.errors import UserError
+from vae.objective import TERMS as OBJECTIVE_TERMS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -512,6 +513,9 @@ class SweepConfig:
     workers_per_trial: int = TrainConfig.num_workers  # Ray Train workers of each trial
     use_gpu: bool = TrainConfig.use_gpu  # one GPU per Train worker
     n_per_digit: int = 3  # samples per digit the recogniser scores after each epoch of a trial
+    # Terms the objective adds (vae/objective.py): "voicing" of those samples, "held_out" reconstruction of
+    # the speaker the trials leave out (train.held_out_speaker, which it needs).
+    objective: tuple[str, ...] = ()
     max_failures: int = 1  # times Tune retries a failed trial
     # The asha scheduler's settings where the space file gives none (max_t: train.epochs).
     grace_period: int = 1
@@ -531,6 +535,11 @@ class SweepConfig:
             raise ConfigError(f"SweepConfig.reduction_factor={self.reduction_factor} must be above 1")
         if self.search_seed < 0:
             raise ConfigError(f"SweepConfig.search_seed={self.search_seed} must be >= 0")
+        unknown = [t for t in self.objective if t not in OBJECTIVE_TERMS]
+        if unknown or len(set(self.objective)) < len(self.objective):
+            raise ConfigError(
+                f"SweepConfig.objective={list(self.objective)}: each term once, of {list(OBJECTIVE_TERMS)}"
+            )
         return self
 
 
@@ -799,6 +808,8 @@ ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid"
 def _within_bounds(cfg: Any) -> None:
     """Every number of ``cfg`` (each number of a tuple too) at most its :data:`UPPER_BOUNDS` entry."""
     for f in fields(cfg):
+        if f.type == "tuple[str, ...]":
+            continue  # names: no number to bound
         value, key = getattr(cfg, f.name), f"{type(cfg).__name__}.{f.name}"
         numbers = _numbers(value, key)
         bound = UPPER_BOUNDS.get(key, DEFAULT_MAX)

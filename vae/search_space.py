@@ -171,7 +171,7 @@ def _check_top_level(raw: Any, fail) -> None:
             raise fail(
                 "metric",
                 "not part of the format: a sweep always minimises the weight-independent objective "
-                "(val_recon_mse / val_variance + 1 - digit_accuracy, see vae.tuning)",
+                "(val_recon_mse / val_variance + 1 - digit_accuracy, and the terms of --objective: see vae.objective)",
             )
         if key not in TOP_LEVEL:
             raise fail(str(key), f"unknown key; allowed: {list(TOP_LEVEL)}")

@@ -12,12 +12,17 @@ The objective is weight independent. Total loss scales with the reconstruction
 weight, so ranking by it only finds the smallest weight. Instead::
 
     objective = val_recon_mse / val_variance  +  (1 - digit_accuracy)
+                [+ max(0, 1 - voicing_samples / voicing_floor)]  [+ held_out_recon_mse / val_variance]
 
 The first term is the fraction of the validation spectrograms' variance the
 model fails to reconstruct (0 = perfect, 1 = no better than the mean clip); the
 second is the share of digit-conditional samples, rendered to audio by
 Griffin-Lim, that the independent recogniser does not hear as the digit asked
-for. Without a recogniser only the first term is used.
+for. Without a recogniser the second term is left out. ``SweepConfig.objective``
+adds the bracketed terms (:func:`vae.objective.objective`): the share of the vocoder
+floor's voiced frames those samples lack, and the first term for the speaker the
+trials hold out of training (``train.held_out_speaker``), on that speaker's train-split
+takes.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def _trial(
     trials_uri = storage.join(exp_uri, TRIALS_DIR)
     resume = storage.exists(storage.join(trials_uri, trial_id))
     # Trials rank and keep their checkpoints by the sweep's objective, measured in the trial's own workers.
-    ranking = Ranking(val_variance=sweep["val_variance"], scorer=_scorer(sweep))
+    ranking = Ranking(sweep["val_variance"], _scorer(sweep, data_uri), sweep.get("voicing_floor") or 0.0)
     os.environ.update(tracking or {})  # this trial's own process: fit hands them on to its workers
     try:
         fit(
@@ -107,13 +112,15 @@ def _trial(
         return  # a resumed sweep restarted a trial whose training had finished: its results are in
 
 
-def _scorer(sweep: Mapping[str, Any]) -> Scorer | None:
-    """The digit accuracy the sweep's objective adds, by its recogniser; None without one."""
-    if not sweep.get("recogniser"):
+def _scorer(sweep: Mapping[str, Any], data_uri: str) -> Scorer | None:
+    """What measures the terms the sweep's objective adds to reconstruction (digit accuracy by its
+    recogniser, and its ``settings.objective``); None when it adds none."""
+    settings = sweep_settings(sweep)
+    if not sweep.get("recogniser") and not settings.objective:
         return None
     from vae.evaluation.evaluators.samples import SampleScorer
 
-    return SampleScorer(sweep["recogniser"], sweep_settings(sweep).n_per_digit)
+    return SampleScorer(sweep.get("recogniser"), settings.n_per_digit, settings.objective, data_uri)
 
 
 @dataclass
@@ -191,7 +198,13 @@ def run_sweep(
 
     # Everything that can be checked is checked before the first file is written, so a sweep that
     # cannot start leaves nothing behind and its --name stays free.
-    epochs = space.run_config({}, base).train.epochs
+    trial_train = space.run_config({}, base).train
+    epochs = trial_train.epochs
+    if "held_out" in settings.objective and not trial_train.held_out_speaker:
+        raise UserError(
+            "SweepConfig.objective has 'held_out' but the trials hold no speaker out: "
+            "set train.held_out_speaker (e.g. --set train.held_out_speaker=theo)"
+        )
     max_concurrent = _max_concurrent(settings)
     scheduler, searcher = _scheduler(space, epochs, settings), _searcher(space, max_concurrent, settings)
     from vae.training import load_datasets
@@ -228,12 +241,19 @@ def _record_sweep(
         "data": data_uri,
         "recogniser": recogniser_uri,
         "val_variance": data_variance(data_uri),
+        "voicing_floor": _voicing_floor(data_uri) if "voicing" in settings.objective else None,
         "base": to_dict(base),
         "settings": to_dict(replace(settings, num_samples=settings.num_samples or space.num_samples)),
         "metric": OBJECTIVE,
     }
     storage.write_json(sweep_file, sweep)
     return sweep
+
+
+def _voicing_floor(data_uri: str) -> float:
+    from vae.evaluation.evaluators.voice import voicing_floor
+
+    return voicing_floor(data_uri, EvalConfig())
 
 
 def _recorded_sweep(exp_uri: str, name: str, resume: bool) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ across replicas, and the sampling noise of each clip a function of
 (seed, epoch, clip id) rather than of which worker happens to see it.
 
 The driver (:mod:`vae.training`) hands the loop everything it needs in :func:`loop_config`,
-including what measures the sweep objective's digit accuracy (:class:`vae.objective.Ranking`).
+including what measures a checkpoint for the sweep objective (:class:`vae.objective.Ranking`).
 """
 
 from __future__ import annotations
@@ -139,13 +139,14 @@ class Worker:
         if self.rank == 0:
             _say(message)
 
-    def digit_accuracy(self, checkpoint) -> float:
-        """Digit accuracy of the samples of this worker's local ``checkpoint`` (the model in memory), by the ranking's scorer."""
+    def measure(self, checkpoint) -> dict[str, float]:
+        """The ranking's scorer's measurements (digit accuracy, voicing, ...) of this worker's local
+        ``checkpoint`` (the model in memory)."""
         from vae import checkpoint as ckpt_lib
 
         scorer = self.ranking.scorer
         if scorer is None:
-            raise TrainingError("digit accuracy needs a scorer: this run's ranking has none")
+            raise TrainingError("measuring a checkpoint needs a scorer: this run's ranking has none")
         return scorer(ckpt_lib.in_memory(checkpoint.path, self.steps.model))
 
 
@@ -406,16 +407,17 @@ def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], histor
 
 
 def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
-    """Add what the run ranks by to ``metrics`` when that is the sweep objective: digit accuracy
-    where there is a checkpoint (rank 0's), the objective at every epoch."""
+    """Add what the run ranks by to ``metrics`` when that is the sweep objective: the scorer's
+    measurements where there is a checkpoint (rank 0's), the objective at every epoch."""
     ranking = worker.ranking
     if ranking.metric != OBJECTIVE:
         return
-    accuracy = None
+    measured = {}
     if ranking.scorer is not None and checkpoint is not None:
-        accuracy = metrics["digit_accuracy"] = worker.digit_accuracy(checkpoint)
+        measured = worker.measure(checkpoint)
+        metrics.update(measured)
     metrics["val_unexplained_variance"] = metrics["val_recon_mse"] / ranking.val_variance
-    metrics[OBJECTIVE] = objective(metrics["val_recon_mse"], ranking.val_variance, accuracy)
+    metrics[OBJECTIVE] = objective(metrics["val_recon_mse"], ranking.val_variance, measured, ranking.voicing_floor)
 
 
 def _epoch_line(epoch: int, tcfg, m: dict[str, Any]) -> str:

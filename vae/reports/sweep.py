@@ -17,10 +17,19 @@ import tempfile
 import numpy as np
 
 from vae import compat, storage
+from vae.objective import describe
 from vae.reports.html import Cell, Page, fmt
 from vae.reports.plots import spectrogram_image
 
-HEADLINE = ("objective", "val_recon_mse", "val_unexplained_variance", "digit_accuracy", "val_kl")
+HEADLINE = (
+    "objective",
+    "val_recon_mse",
+    "val_unexplained_variance",
+    "digit_accuracy",
+    "voicing_samples",
+    "held_out_recon_mse",
+    "val_kl",
+)
 
 
 def _short(key: str) -> str:
@@ -209,7 +218,9 @@ def build_sweep_report(exp_uri: str, trials, best: dict | None) -> str:
         summary = {
             "experiment": exp_uri,
             "metric": "objective (min)",
-            "objective": "val_recon_mse / val_variance + (1 - digit_accuracy)",
+            "objective": describe(
+                tuple(sweep.get("settings", {}).get("objective", ())), bool(sweep.get("recogniser", True))
+            ),
             "trials": len(trials),
             "status_counts": {s: sum(t.status == s for t in trials) for s in sorted({t.status for t in trials})},
             "trial_epochs": sum(t.epochs for t in trials),

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vae import generation
 from vae.dataset import load_split_numpy
 from vae.evaluation import metrics as M
 from vae.evaluation.context import Context
@@ -69,3 +70,22 @@ def heard_as_speaker(ctx: Context, data_uri: str, speaker: str, recon: np.ndarra
         "held_out_heard_as_speaker": float(np.mean(recogniser.listen(recon) == speaker)),
         "held_out_heard_as_speaker_floor": float(np.mean(recogniser.listen(floor) == speaker)),
     }
+
+
+def train_takes(data_uri: str, speaker: str) -> dict[str, np.ndarray]:
+    """``speaker``'s train-split clips (``digit``, ``spectrogram``): what a sweep scores a voice never
+    heard on, the test split's takes kept for the final evaluation."""
+    if not speaker:
+        raise ValueError("no held-out speaker: the run trained on every speaker (TrainConfig.held_out_speaker)")
+    train = load_split_numpy(data_uri, "train", ["speaker", "digit", "spectrogram"])
+    rows = train["speaker"] == speaker
+    if not rows.any():
+        raise ValueError(f"{data_uri}: the train split has no clip of the held-out speaker {speaker!r}")
+    return {"digit": train["digit"][rows].astype(np.int64), "spectrogram": train["spectrogram"][rows]}
+
+
+def recon_mse(loaded, clips: dict[str, np.ndarray]) -> float:
+    """Mean squared error of the model's reconstructions of ``clips`` (:func:`train_takes`), as heard: a
+    model with ``pitch`` has its predicted harmonics drawn in."""
+    recon = generation.reconstruct(loaded, clips["spectrogram"], clips["digit"])
+    return float(np.mean(np.square(recon - clips["spectrogram"])))

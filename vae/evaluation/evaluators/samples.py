@@ -12,6 +12,7 @@ from vae.config import N_DIGITS, EvalConfig
 from vae.evaluation import metrics as M
 from vae.evaluation import recogniser
 from vae.evaluation.context import Context
+from vae.evaluation.evaluators import held_out
 
 METRICS: dict[str, tuple[bool, str]] = {
     "digit_accuracy": (True, "digit-conditional samples heard as the digit asked for"),
@@ -44,20 +45,37 @@ def sample_accuracy(loaded, recogniser, n_per_digit: int) -> float:
 
 @dataclass
 class SampleScorer:
-    """:func:`sample_accuracy` as the scorer a sweep hands its trainer (:data:`vae.objective.Scorer`):
-    pickled to the workers with the recogniser's URI only, the recogniser loaded on first use."""
+    """What a sweep measures of each checkpoint its trainer writes (:data:`vae.objective.Scorer`): the digit
+    accuracy of its samples (with a recogniser), and the measurements of the objective's ``terms``
+    (:data:`vae.objective.TERMS`): "voicing", the pYIN voiced share of those samples; "held_out", the
+    reconstruction error of the held-out speaker's train-split takes (read from ``data_uri``; its test
+    takes stay for the final evaluation). Pickled to the workers with URIs only, the recogniser and the
+    takes read on first use."""
 
-    recogniser_uri: str
+    recogniser_uri: str | None
     n_per_digit: int = 3
+    terms: tuple[str, ...] = ()
+    data_uri: str = ""
     _recogniser: Any = field(default=None, init=False, repr=False, compare=False)
+    _held_out: Any = field(default=None, init=False, repr=False, compare=False)
 
-    def __call__(self, loaded) -> float:
-        if self._recogniser is None:
+    def __call__(self, loaded) -> dict[str, float]:
+        if self.recogniser_uri and self._recogniser is None:
             self._recogniser = recogniser.load(self.recogniser_uri)
-        return sample_accuracy(loaded, self._recogniser, self.n_per_digit)
+        ctx = Context(loaded, None, EvalConfig(n_per_digit=self.n_per_digit).validate(), self._recogniser)
+        out = {}
+        if self._recogniser is not None:
+            out["digit_accuracy"] = digit_accuracy(ctx)
+        if "voicing" in self.terms:
+            out["voicing_samples"] = M.voicing(ctx.generated, ctx.features.sample_rate)
+        if "held_out" in self.terms:
+            if self._held_out is None:
+                self._held_out = held_out.train_takes(self.data_uri, loaded.run_config.train.held_out_speaker)
+            out["held_out_recon_mse"] = held_out.recon_mse(loaded, self._held_out)
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_recogniser": None}
+        return {**self.__dict__, "_recogniser": None, "_held_out": None}
 
 
 def reference_subsets(n_clips: int, config: EvalConfig) -> list[np.ndarray]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from vae.config import EvalConfig
+from vae.evaluation import audio
 from vae.evaluation import metrics as M
 from vae.evaluation.context import Context
 
@@ -41,6 +43,25 @@ def evaluate(ctx: Context) -> dict[str, Any]:
         "pesq_nb_floor": pesq_floor,
         "pesq_nb_floor_skipped": skipped_floor,
     }
+
+
+def voicing_floor(data_uri: str, config: EvalConfig) -> float:
+    """pYIN's voiced share of up to ``config.voicing_clips`` test clips (:func:`spread`) through the features
+    and the vocoder alone: the most voicing a model's samples can have here."""
+    from vae.dataset import load_split_numpy, read_feature_config
+
+    feats = read_feature_config(data_uri)
+    test = load_split_numpy(data_uri, "test", ["spectrogram", "db_min", "db_max"])
+    rows = spread(len(test["spectrogram"]), config.voicing_clips)
+    per_clip = feats.normalisation == "per_clip"
+    waves = audio.resynthesise(
+        test["spectrogram"][rows],
+        feats,
+        db_min=test["db_min"][rows] if per_clip else None,
+        db_max=test["db_max"][rows] if per_clip else None,
+        label="vocoder floor, griffin-lim",
+    )
+    return M.voicing(waves, feats.sample_rate)
 
 
 def spread(n: int, k: int) -> np.ndarray:
