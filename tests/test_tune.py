@@ -87,10 +87,23 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
         "val_unexplained_variance": 0.25,
         OBJECTIVE: pytest.approx(0.25 + 0.1 + 0.5),
     }
-    assert between[OBJECTIVE] == pytest.approx(0.25) and "digit_accuracy" not in between
+    # an epoch without a checkpoint carries the latest measurements into its objective, not into its metrics
+    assert between[OBJECTIVE] == pytest.approx(0.85) and "digit_accuracy" not in between
     untouched = {"val_recon_mse": 0.01}
     rank_epoch(Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1), untouched, checkpoint=object())
     assert untouched == {"val_recon_mse": 0.01}  # a single run ranks by val_recon_mse as reported
+
+
+def test_a_trials_best_epoch_is_one_it_measured_and_kept():
+    from vae.tuning import TrialRecord
+
+    history = [
+        {"epoch": 1, "objective": 0.3},  # before the first checkpoint: reconstruction alone, not comparable
+        {"epoch": 2, "objective": 0.9, "checkpoint_path": "c2"},
+        {"epoch": 3, "objective": 0.7, "checkpoint_path": "c3"},
+    ]
+    assert TrialRecord("t", "TERMINATED", {}, history).best_row()["epoch"] == 3
+    assert TrialRecord("t", "RUNNING", {}, history[:1]).best_row()["epoch"] == 1
 
 
 def test_a_sweep_hands_its_trials_a_scorer_that_travels_without_its_loaded_recogniser():

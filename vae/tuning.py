@@ -356,7 +356,10 @@ class TrialRecord:
         return int(self.last.get("epoch", 0))
 
     def best_row(self) -> dict | None:
+        """The epoch with the lowest objective, of those that wrote a checkpoint where any did: the
+        scorer measures checkpoints, and a run keeps only those."""
         rows = [r for r in self.history if _finite(r.get(OBJECTIVE))]
+        rows = [r for r in rows if r.get("checkpoint_path")] or rows
         return min(rows, key=lambda r: r[OBJECTIVE]) if rows else None
 
 

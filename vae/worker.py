@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,7 @@ class Worker:
     rows_per_rank: int  # this worker's block of the table every worker's encodings are gathered in
     ranking: Ranking = Ranking()
     fault: FaultConfig = FaultConfig()
+    measured: dict[str, float] = field(default_factory=dict)  # the scorer's, at the latest checkpoint
 
     def all_reduce(self, parts: dict[str, Any]) -> dict[str, Any]:
         """``parts`` (nested named arrays) summed over every worker, in one collective."""
@@ -408,14 +409,15 @@ def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], histor
 
 def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
     """Add what the run ranks by to ``metrics`` when that is the sweep objective: the scorer's
-    measurements where there is a checkpoint (rank 0's), the objective at every epoch."""
+    measurements where there is a checkpoint (rank 0's), the objective at every epoch; an epoch
+    without a checkpoint carries the latest measurements, so its objective has the same terms."""
     ranking = worker.ranking
     if ranking.metric != OBJECTIVE:
         return
-    measured = {}
     if ranking.scorer is not None and checkpoint is not None:
-        measured = worker.measure(checkpoint)
-        metrics.update(measured)
+        worker.measured = worker.measure(checkpoint)
+        metrics.update(worker.measured)
+    measured = worker.measured
     metrics["val_unexplained_variance"] = metrics["val_recon_mse"] / ranking.val_variance
     metrics[OBJECTIVE] = objective(metrics["val_recon_mse"], ranking.val_variance, measured, ranking.voicing_floor)
 
