@@ -106,6 +106,16 @@ def test_a_trials_best_epoch_is_one_it_measured_and_kept():
     assert TrialRecord("t", "RUNNING", {}, history[:1]).best_row()["epoch"] == 1
 
 
+def test_the_report_says_why_a_trial_stopped_before_its_last_epoch():
+    from vae.reports.sweep import trial_rows
+    from vae.tuning import TrialRecord
+
+    budget = TrialRecord("a", "TERMINATED", {}, [{"epoch": 7, "objective": 1.0, "stopped_by_time_budget": True}])
+    asha = TrialRecord("b", "TERMINATED", {}, [{"epoch": 3, "objective": 1.0, "stopped_by_time_budget": False}])
+    notes = [row["note"] for row in trial_rows([budget, asha], max_epochs=200)]
+    assert notes == ["stopped by its time budget after epoch 7", "early-stopped by the scheduler after epoch 3"]
+
+
 def test_a_sweep_hands_its_trials_a_scorer_that_travels_without_its_loaded_recogniser():
     import pickle
 

@@ -41,7 +41,9 @@ def trial_rows(trials, max_epochs: int | None) -> list[dict]:
     for rank, t in enumerate(trials, 1):
         best = t.best_row() or {}
         stopped = ""
-        if t.status == "TERMINATED" and max_epochs and 0 < t.epochs < max_epochs:
+        if t.status == "TERMINATED" and t.last.get("stopped_by_time_budget"):
+            stopped = f"stopped by its time budget after epoch {t.epochs}"
+        elif t.status == "TERMINATED" and max_epochs and 0 < t.epochs < max_epochs:
             stopped = f"early-stopped by the scheduler after epoch {t.epochs}"
         elif t.status == "ERROR":
             stopped = f"failed: {t.error or 'see Tune logs'}"
