@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from vae.tf_backend import free_port as _free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # Distinctive credentials, so that a test can search what was written for them.
@@ -65,15 +66,10 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def free_port():
-    """``free_port() -> int``: a TCP port on 127.0.0.1 that nothing listens on right now."""
+    """``free_port() -> int``: a TCP port nothing listens on right now, outside the kernel's ephemeral range
+    (vae.tf_backend.free_port): another process's outgoing connection cannot take it before the test binds it."""
     return _free_port
 
 

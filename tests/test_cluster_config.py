@@ -15,13 +15,14 @@ import json
 import logging
 import re
 import shlex
-import socket
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 from lockfile import locked_versions
+
+from vae.tf_backend import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 AWS_YAML = REPO / "cluster" / "aws.yaml"
@@ -60,12 +61,6 @@ def _rayservice() -> dict:
 def _import_attr(path: str):
     module, _, name = path.replace(":", ".").rpartition(".")
     return getattr(importlib.import_module(module), name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- AWS launcher
@@ -167,7 +162,7 @@ def moto_aws(monkeypatch, tmp_path):
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for key, value in {

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import pytest
 from ray._private.services import resolve_ip_for_localhost
 from ray_processes import end_processes_mentioning
 
+from vae.tf_backend import free_port
+
 # A line Ray forwarded from a worker, actor or raylet: "(ProxyActor pid=380) ...", perhaps coloured.
 _FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)*\([^)]*\)")
 
@@ -38,12 +39,6 @@ RAY = VENV_BIN / "ray"
 HEAD_CPUS = 4
 # 2 digits x 2 speakers x takes 0-9: 20 test clips (takes 0-4), 20 train clips (takes 5-9).
 DIGITS, SPEAKERS, TAKES = (1, 8), ("george", "yweweler"), range(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -66,9 +61,20 @@ class Head:
             "--working-dir", ".", *options, "--", *entrypoint, timeout=timeout,
         )  # fmt: skip
         assert proc.returncode == 0, (
-            f"ray job submit {submission_id} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            f"ray job submit {submission_id} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+            + self.diagnosis()
         )
         return proc
+
+    def diagnosis(self) -> str:
+        """Where the head no longer answers: the tails of its own logs, which say why."""
+        if self.api("/api/version")[0]:
+            return ""
+        logs = self.temp_dir / "session_latest" / "logs"
+        names = ("ray-start.log", "dashboard.log", "raylet.out", "gcs_server.out", "dashboard_agent.log")
+        paths = [self.temp_dir / names[0], *(logs / n for n in names[1:])]
+        tails = [f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in paths if p.is_file()]
+        return "\nthe head does not answer; its logs:\n" + "\n".join(tails)
 
     def api(self, path: str, token: str | None = "") -> tuple[int, dict]:
         """GET a Jobs REST path: (HTTP status or 0 when unreachable, JSON body); ``token=None`` sends no Authorization header."""
@@ -138,7 +144,7 @@ def ray_head():
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
     )
-    dashboard_port, gcs_port = _free_port(), _free_port()
+    dashboard_port, gcs_port = free_port(), free_port()
     # Ray's own processes find "their" cluster through RAY_ADDRESS or else the machine's latest one
     # (Train's placement-group cleaner does): pin it, other Ray instances share this machine.
     head_env = {**env, "RAY_ADDRESS": f"{resolve_ip_for_localhost('127.0.0.1')}:{gcs_port}"}
@@ -146,9 +152,9 @@ def ray_head():
         str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={HEAD_CPUS}",
         f"--temp-dir={temp_dir}", f"--port={gcs_port}", "--include-dashboard=true",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-        f"--ray-client-server-port={_free_port()}", "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+        f"--ray-client-server-port={free_port()}", "--disable-usage-stats",
     ]  # fmt: skip
     log = open(temp_dir / "ray-start.log", "w")
     proc = subprocess.Popen(
@@ -290,7 +296,7 @@ def test_serve_job_deploys_the_service_on_the_cluster_and_returns(ray_head, fsdd
     from tiny_checkpoint import make_checkpoint
 
     checkpoint = make_checkpoint(tmp_path / "checkpoint_0000", fsdd_dir)
-    port = _free_port()
+    port = free_port()
     ray_head.submit("serve", "python", "-m", "jobs.serve", "--checkpoint", checkpoint, "--port", str(port))
     assert ray_head.job("serve")["status"] == "SUCCEEDED"
     summary = ray_head.last_json_line("serve")

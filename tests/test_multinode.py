@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,13 @@ from pathlib import Path
 import pytest
 from ray_processes import end_processes_mentioning
 
+from vae.tf_backend import free_port
+
 CPUS_PER_NODE = 2
 EXTRACT_BLOCKS = 8
 DATA_OPERATORS = ("ReadItems", "Map(", "MapBatches(", "FlatMap(", "Filter(", "Write")
 # 2 digits x 2 speakers x takes 0-9: 20 test clips (takes 0-4), 20 train clips (takes 5-9).
 DIGITS, SPEAKERS, TAKES = (3, 7), ("jackson", "theo"), range(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clips(fsdd_dir: Path) -> list[str]:
@@ -61,7 +56,7 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
     # Ray's own processes find "their" cluster through RAY_ADDRESS or else the machine's latest one
     # (Train's placement-group cleaner does): pin it before any node starts, as other Ray instances
     # share this machine.
-    gcs_port = _free_port()
+    gcs_port = free_port()
     os.environ["RAY_ADDRESS"] = f"{resolve_ip_for_localhost('127.0.0.1')}:{gcs_port}"
     cluster = Cluster(
         initialize_head=True,
@@ -69,14 +64,14 @@ def _drive(fsdd_dir: Path, work: Path, temp_dir: str) -> dict:
             gcs_server_port=gcs_port,
             num_cpus=CPUS_PER_NODE,
             include_dashboard=True,  # the state API (list_tasks) goes through it
-            dashboard_port=_free_port(),
-            dashboard_agent_listen_port=_free_port(),
+            dashboard_port=free_port(),
+            dashboard_agent_listen_port=free_port(),
             temp_dir=temp_dir,
         ),
     )
     out: dict = {}
     try:
-        cluster.add_node(num_cpus=CPUS_PER_NODE, dashboard_agent_listen_port=_free_port())
+        cluster.add_node(num_cpus=CPUS_PER_NODE, dashboard_agent_listen_port=free_port())
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
         out["nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
