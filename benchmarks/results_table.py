@@ -4,14 +4,16 @@ tried on the voice (benchmarks/results/levers.json: rows of several such runs, w
 any digit in your voice (benchmarks/results/transfer.json, written by ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 and what the renderer and the decoder's blur cost a voice never heard (benchmarks/results/blur_theo.json,
-``benchmarks.blur_floor --out``).
+``benchmarks.blur_floor --out``), and the sweep that chose the demo's configuration
+(benchmarks/results/voice_sweep.json, ``benchmarks.sweep_results --out``), and the decoder's adversarial stage
+(benchmarks/results/adversarial.json, ``benchmarks.adversarial --out``).
 
     python -m benchmarks.results_table            # rewrite the tables between the markers
     python -m benchmarks.results_table --check    # exit 1 if a table is not the JSON's
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget`` and ``blur`` in docs/benchmarks.md; ``transfer`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -30,6 +32,8 @@ LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
 TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
+SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
+ADVERSARIAL = ROOT / "benchmarks" / "results" / "adversarial.json"
 VOICE_METRICS = ("digit_accuracy", "frechet_distance", "voicing_samples", "voicing_recon", "pesq_nb")
 HELD_OUT_METRICS = ("held_out_lsd_db", "held_out_pesq_nb", "held_out_voicing", "held_out_heard_as_speaker")
 
@@ -81,6 +85,15 @@ def _spread(values: list[float]) -> str:
     return f"{_fixed(sum(values) / len(values))} ({_fixed(min(values))}-{_fixed(max(values))})"
 
 
+def _footer(results: dict, what: str, commands: str, source: Path | str) -> str:
+    """A generated table's last line: when, where and how it was measured, and where it comes from."""
+    name = source.name if isinstance(source, Path) else source
+    return (
+        f"Measured {results['date']} on {results['cpus']} CPUs{what}: {commands}. "
+        f"Generated from `benchmarks/results/{name}` by `python -m benchmarks.results_table`."
+    )
+
+
 def _measured(rows: list[dict]) -> list[str]:
     """The voice and held-out metrics some row has a value for."""
     return [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in rows)]
@@ -108,12 +121,8 @@ def render_voice(results: dict, source: str = "voice.json") -> str:
     seeds = ", ".join(str(s) for s in results["seeds"])
     length = f"{results['epochs']} epochs" if results.get("epochs") else f"{results['budget_s']:g} s of training"
     commands = "; ".join(f"`{c}`" for c in results.get("commands", [results.get("command")]))
-    footer = (
-        f"Measured {results['date']} on {results['cpus']} CPUs: {length} per run, seeds {seeds} (mean, min-max), "
-        f"speaker {results['held_out_speaker']!r} held out of training: {commands}. "
-        f"Generated from `benchmarks/results/{source}` by `python -m benchmarks.results_table`."
-    )
-    return "\n".join(rows) + "\n\n" + footer
+    what = f": {length} per run, seeds {seeds} (mean, min-max), speaker {results['held_out_speaker']!r} held out of training"
+    return "\n".join(rows) + "\n\n" + _footer(results, what, commands, source)
 
 
 def render_budget(results: dict) -> str:
@@ -124,12 +133,11 @@ def render_budget(results: dict) -> str:
         cells = ["" if r.get(m) is None else _fixed(r[m]) for m in metrics]
         rows.append(f"| {r['minutes']:g} | {r['epochs']} (best {r['best_epoch']}) | " + " | ".join(cells) + " |")
     rows.append(_floor_row(results["rows"], metrics))
-    footer = (
-        f"Measured {results['date']} on {results['cpus']} CPUs: variant {results['variant']!r}, seed "
-        f"{results['seed']}, speaker {results['held_out_speaker']!r} held out of training: `{results['command']}`. "
-        "Generated from `benchmarks/results/budget.json` by `python -m benchmarks.results_table`."
+    what = (
+        f": variant {results['variant']!r}, seed {results['seed']}, "
+        f"speaker {results['held_out_speaker']!r} held out of training"
     )
-    return "\n".join(rows) + "\n\n" + footer
+    return "\n".join(rows) + "\n\n" + _footer(results, what, f"`{results['command']}`", BUDGET)
 
 
 def render_blur(results: dict) -> str:
@@ -137,12 +145,62 @@ def render_blur(results: dict) -> str:
     rows = ["| test spectrograms | recon_lsd_db | pesq_nb | voicing |", "|---|---|---|---|"]
     for r in results["rows"]:
         rows.append(f"| {r['spectrograms']} | {r['recon_lsd_db']:.2f} | {r['pesq_nb']:.2f} | {r['voicing']:.2f} |")
-    footer = (
-        f"Measured {results['date']} on {results['cpus']} CPUs, the {results['clips']} test clips of speaker "
-        f"{results['speaker']!r}: `{results['command']}`. "
-        f"Generated from `benchmarks/results/{BLUR.name}` by `python -m benchmarks.results_table`."
+    what = f", the {results['clips']} test clips of speaker {results['speaker']!r}"
+    return "\n".join(rows) + "\n\n" + _footer(results, what, f"`{results['command']}`", BLUR)
+
+
+def render_sweep(results: dict) -> str:
+    """``benchmarks.sweep_results``: a row per trial, best first, its searched values, its best epoch's
+    objective terms and, for the trials scored, the listeners' metrics of that epoch's checkpoint."""
+    from benchmarks.sweep_results import TERMS
+
+    rows_in = results["rows"]
+    params = list(dict.fromkeys(k for r in rows_in for k in r["params"]))
+    terms = [t for t in TERMS if any(r.get(t) is not None for r in rows_in)]
+    scored = [r.get("evaluation", {}) for r in rows_in]
+    metrics = _measured(scored)
+    head = [k.split(".", 1)[-1] for k in params] + ["epochs"] + terms + [f"eval: {m}" for m in metrics]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    for r, e in zip(rows_in, scored, strict=True):
+        cells = [cell(r["params"].get(k)) for k in params] + [f"{r['epochs']} (best {r['best_epoch']})"]
+        rows.append(
+            "| " + " | ".join(cells + [cell(r.get(k)) for k in terms] + [cell(e.get(m)) for m in metrics]) + " |"
+        )
+    if metrics:
+        floors = [next(e for e in scored if e).get(f"{m}_floor") for m in metrics]
+        rows.append("| floor |" + " |" * (len(params) + len(terms)) + " " + " | ".join(cell(f) for f in floors) + " |")
+    what = (
+        f", `{results['space']}`, objective terms {', '.join(results['objective']) or 'none'} (voicing floor "
+        f"{cell(results['voicing_floor'])}), speaker {results['held_out_speaker']!r} held out of training"
     )
-    return "\n".join(rows) + "\n\n" + footer
+    return (
+        "\n".join(rows)
+        + "\n\n"
+        + _footer(results, what, f"`{results['sweep_command']}`, then `{results['command']}`", SWEEP)
+    )
+
+
+def render_adversarial(results: dict) -> str:
+    """``benchmarks.adversarial``: a checkpoint before and after its decoder's adversarial stage, and the floors."""
+    metrics = _measured(results["rows"])
+    rows = ["| decoder | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for r in results["rows"]:
+        rows.append(
+            f"| {r['variant']} | " + " | ".join("" if r.get(m) is None else _fixed(r[m]) for m in metrics) + " |"
+        )
+    rows.append(_floor_row(results["rows"], metrics).replace("| floor | | ", "| floor | ", 1))
+    commands = "; ".join(f"`{c}`" for c in results["commands"])
+    return (
+        "\n".join(rows)
+        + "\n\n"
+        + _footer(results, f", speaker {results['held_out_speaker']!r} held out of training", commands, ADVERSARIAL)
+    )
 
 
 def render_transfer(results: dict) -> str:
@@ -183,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         ("transfer", TRANSFER, render_transfer, [ROOT / "docs" / "own-voice.md"]),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
         ("blur", BLUR, render_blur, [ROOT / "docs" / "benchmarks.md"]),
+        ("sweep", SWEEP, render_sweep, [ROOT / "docs" / "benchmarks.md"]),
+        ("adversarial", ADVERSARIAL, render_adversarial, [ROOT / "docs" / "benchmarks.md"]),
     ]
     stale = []
     for name, source, renderer, files in tables:
