@@ -700,13 +700,15 @@ class DemoConfig:
     checkpoint_every: int = 5
     # A speaker the demo never trains on, so its report scores a voice never heard ("": train on all).
     held_out_speaker: str = "theo"
-    # Speaker augmentation: warped copies of every training clip (TrainConfig.augment_copies), the demo's
-    # choice by measurement (docs/benchmarks.md, "What else was tried for the voice").
-    augment_copies: int = 2
+    # Chosen by the sweep over the voice's choices (tune_spaces/voice.yaml, docs/benchmarks.md): the default
+    # model with a 64-d code at a higher learning rate, no speaker augmentation (TrainConfig.augment_copies).
+    latent_dim: int = 64
+    learning_rate: float = 1.3e-3
+    augment_copies: int = 0
 
     def validate(self) -> DemoConfig:
         _within_bounds(self)
-        _positive(self, "max_epochs", "train_budget_s", "checkpoint_every")
+        _positive(self, "max_epochs", "train_budget_s", "checkpoint_every", "latent_dim", "learning_rate")
         return self
 
     def run_config(self) -> RunConfig:
@@ -719,8 +721,10 @@ class DemoConfig:
             checkpoint_every=self.checkpoint_every,
             held_out_speaker=self.held_out_speaker,
             augment_copies=self.augment_copies,
+            learning_rate=self.learning_rate,
         )
-        return dataclasses.replace(base, train=train).validate()
+        model = dataclasses.replace(base.model, latent_dim=self.latent_dim)
+        return dataclasses.replace(base, model=model, train=train).validate()
 
 
 # --------------------------------------------------------------------------- helpers
