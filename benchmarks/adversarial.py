@@ -17,7 +17,6 @@ whether the stage earns a place in the library.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks.quality import METRICS, publish
+from benchmarks.quality import METRICS, publish, score_checkpoint
 
 
 def train_rows(data: str, run_cfg) -> dict[str, np.ndarray]:
@@ -34,18 +33,12 @@ def train_rows(data: str, run_cfg) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
     from vae.augment import augment_table
+    from vae.dataset import parquet_files
 
-    files = [
-        f for f in sorted(glob.glob(os.path.join(data, "**", "part-*.parquet"), recursive=True)) if "_rejected" not in f
-    ]
-    table = pa.concat_tables(
-        [pq.read_table(f, columns=["id", "digit", "speaker", "split", "spectrogram", "f0"]) for f in files]
-    )
-    keep = [
-        s == "train" and spk != run_cfg.train.held_out_speaker
-        for s, spk in zip(table.column("split").to_pylist(), table.column("speaker").to_pylist(), strict=True)
-    ]
-    table = table.filter(pa.array(keep))
+    loc, files = parquet_files(data)
+    filters = [("split", "==", "train"), ("speaker", "!=", run_cfg.train.held_out_speaker)]
+    columns = ["id", "digit", "speaker", "split", "spectrogram", "f0"]
+    table = pa.concat_tables([pq.read_table(f, filesystem=loc.fs, columns=columns, filters=filters) for f in files])
     tables = [table] + [
         augment_table(table, c, run_cfg.train, run_cfg.features) for c in range(1, run_cfg.train.augment_copies + 1)
     ]
@@ -123,7 +116,7 @@ def fine_tune(loaded, rows: dict[str, np.ndarray], args: argparse.Namespace) -> 
     return {"steps": steps, "epochs": epoch, **{k: float(v) for k, v in last.items()}}
 
 
-def save_like(loaded, directory: str, source: str) -> str:
+def save_like(loaded, directory: str) -> str:
     """The fine-tuned model as a checkpoint beside the original's config, statistics and mixtures."""
     from vae import checkpoint
 
@@ -158,15 +151,9 @@ def main() -> None:
     args = p.parse_args()
 
     from vae import checkpoint
-    from vae.evaluation.evaluators import REFERENCES
-    from vae.evaluation.run import evaluate_run
 
     def score(uri: str) -> dict:
-        metrics = evaluate_run(checkpoint.load(uri), args.data, classifier_uri=args.classifier)
-        return {
-            **{k: metrics.get(k) for k in METRICS},
-            **{f"{m}_floor": metrics.get(f"{REFERENCES.get(m, m)}_floor") for m in METRICS},
-        }
+        return score_checkpoint(uri, args.data, args.classifier)
 
     rows_out = [] if args.skip_original else [{"variant": "original", **score(args.checkpoint)}]
     loaded = checkpoint.load(args.checkpoint)
@@ -175,7 +162,7 @@ def main() -> None:
     stats = fine_tune(loaded, rows, args)
     train_s = time.perf_counter() - t0
     where = args.keep or tempfile.mkdtemp(prefix="adversarial-")
-    tuned = save_like(loaded, os.path.join(where, f"adv{args.adv:g}-fm{args.fm:g}-l1{args.l1:g}"), args.checkpoint)
+    tuned = save_like(loaded, os.path.join(where, f"adv{args.adv:g}-fm{args.fm:g}-l1{args.l1:g}"))
     rows_out.append(
         {
             "variant": f"adversarial (adv {args.adv:g}, fm {args.fm:g}, l1 {args.l1:g})",

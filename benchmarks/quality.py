@@ -97,11 +97,21 @@ METRICS = (
 )
 
 
-def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace, storage_dir: str) -> dict:
+def score_checkpoint(uri: str, data: str, classifier: str) -> dict:
+    """``evaluate_run``'s METRICS of the checkpoint at ``uri`` and their floors (``<metric>_floor``)."""
     from vae import checkpoint
-    from vae.config import RunConfig
     from vae.evaluation.evaluators import REFERENCES
     from vae.evaluation.run import evaluate_run
+
+    metrics = evaluate_run(checkpoint.load(uri), data, classifier_uri=classifier)
+    return {
+        **{k: metrics.get(k) for k in (*METRICS, "sampler")},
+        **{f"{m}_floor": metrics.get(f"{REFERENCES.get(m, m)}_floor") for m in METRICS},
+    }
+
+
+def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace, storage_dir: str) -> dict:
+    from vae.config import RunConfig
     from vae.search_space import apply_overrides
     from vae.training import fit
 
@@ -114,15 +124,13 @@ def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace,
     t0 = time.perf_counter()
     result = fit(cfg, args.data, storage_dir, f"{name}-seed{seed}")
     train_s = time.perf_counter() - t0
-    metrics = evaluate_run(checkpoint.load(result.best_checkpoint), args.data, classifier_uri=args.classifier)
     return {
         "variant": name,
         "seed": seed,
         "epochs": result.latest_metrics.get("epoch"),
         "best_epoch": result.best_metrics.get("epoch"),
         "train_s": round(train_s, 1),
-        **{k: metrics.get(k) for k in (*METRICS, "sampler")},
-        **{f"{m}_floor": metrics.get(f"{REFERENCES.get(m, m)}_floor") for m in METRICS},
+        **score_checkpoint(result.best_checkpoint, args.data, args.classifier),
     }
 
 

@@ -99,9 +99,10 @@ def _measured(rows: list[dict]) -> list[str]:
     return [m for m in VOICE_METRICS + HELD_OUT_METRICS if any(r.get(m) is not None for r in rows)]
 
 
-def _floor_row(rows: list[dict], metrics: list[str]) -> str:
-    floors = [rows[0].get(f"{m}_floor") for m in metrics]
-    return "| floor | | " + " | ".join("" if f is None else _fixed(f) for f in floors) + " |"
+def _floor_row(rows: list[dict], metrics: list[str], skip: int = 1) -> str:
+    """The floors of ``metrics`` (the first row that has each), after ``skip`` empty cells."""
+    floors = [next((r[f"{m}_floor"] for r in rows if r.get(f"{m}_floor") is not None), None) for m in metrics]
+    return "| floor | " + "| " * skip + " | ".join("" if f is None else _fixed(f) for f in floors) + " |"
 
 
 def render_voice(results: dict, source: str = "voice.json") -> str:
@@ -194,7 +195,7 @@ def render_adversarial(results: dict) -> str:
         rows.append(
             f"| {r['variant']} | " + " | ".join("" if r.get(m) is None else _fixed(r[m]) for m in metrics) + " |"
         )
-    rows.append(_floor_row(results["rows"], metrics).replace("| floor | | ", "| floor | ", 1))
+    rows.append(_floor_row(results["rows"], metrics, skip=0))
     commands = "; ".join(f"`{c}`" for c in results["commands"])
     return (
         "\n".join(rows)

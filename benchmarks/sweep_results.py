@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.quality import METRICS, publish
+from benchmarks.quality import publish, score_checkpoint
 
 TERMS = ("objective", "val_unexplained_variance", "digit_accuracy", "voicing_samples", "held_out_unexplained_variance")
 
@@ -55,19 +55,13 @@ def main() -> None:
     if args.evaluate and not (args.data and args.classifier):
         p.error("--evaluate needs --data and --classifier")
 
-    from vae import checkpoint, storage
-    from vae.evaluation.evaluators import REFERENCES
-    from vae.evaluation.run import evaluate_run
+    from vae import storage
 
     sweep = storage.read_json(storage.join(args.experiment, "sweep.json"))
     rows = trial_rows(args.experiment, sweep["val_variance"])
     for row in rows[: args.evaluate]:
         if row["checkpoint"] and storage.exists(row["checkpoint"]):
-            metrics = evaluate_run(checkpoint.load(row["checkpoint"]), args.data, classifier_uri=args.classifier)
-            row["evaluation"] = {
-                **{k: metrics.get(k) for k in METRICS},
-                **{f"{m}_floor": metrics.get(f"{REFERENCES.get(m, m)}_floor") for m in METRICS},
-            }
+            row["evaluation"] = score_checkpoint(row["checkpoint"], args.data, args.classifier)
     document = {
         "space": sweep["space"],
         "objective": sweep["settings"].get("objective", []),
