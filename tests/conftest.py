@@ -66,6 +66,20 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, run in the controlling process
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop before any test runs when the groups above do not reach xdist's scheduler: every worker would
+    start its own Ray and build its own datasets, and the run would take twice as long without failing."""
+    lost = [nodeid for nodeid in ids if "@" not in nodeid]
+    if node.config.getoption("dist") == "loadgroup" and lost:
+        pytest.exit(
+            f"--dist loadgroup lost the xdist_group of {lost[0]} (and {len(lost) - 1} more): pytest "
+            f"{pytest.__version__} with this pytest-xdist drops the group from the node id "
+            "(pytest-dev/pytest-xdist#1386); `make install` installs the versions in requirements.lock",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
 @pytest.fixture(scope="session")
 def free_port():
     """``free_port() -> int``: a TCP port nothing listens on right now, outside the kernel's ephemeral range
