@@ -148,8 +148,7 @@ def step_alone(run_cfg, jit_compile: bool, steps: int = 20) -> float:
 
     b, dim = run_cfg.train.batch_size, run_cfg.model.latent_dim
     model = build_vae(run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, features=run_cfg.features)
-    optimizer = make_optimizer(run_cfg.train)
-    optimizer.build(model.trainable_variables)
+    optimizer = make_optimizer(run_cfg.train, model.trainable_variables)
     tcfg = run_cfg.train
     train = DistributedSteps(
         model, optimizer, b, jit_compile=jit_compile, clip_norm=tcfg.clip_norm, fused_norm=tcfg.fused_batch_norm

@@ -21,8 +21,7 @@ def train_in_process(run_cfg: RunConfig, train: dict[str, np.ndarray], epochs: i
     model = build_vae(
         run_cfg.features.shape, run_cfg.model, run_cfg.prior, run_cfg.loss, seed=tcfg.seed, features=run_cfg.features
     )
-    optimizer = make_optimizer(tcfg)
-    optimizer.build(model.trainable_variables)
+    optimizer = make_optimizer(tcfg, model.trainable_variables)
     steps = DistributedSteps(
         model,
         optimizer,

@@ -58,6 +58,7 @@ def test_bad_values_name_the_key(cls, data, culprit):
         (lambda: LossConfig(kl_warmup_epochs=-1).validate(), "LossConfig.kl_warmup_epochs"),
         (lambda: TrainConfig(mixed_precision=True).validate(), "mixed_precision"),
         (lambda: TrainConfig(clip_norm=-1.0).validate(), "TrainConfig.clip_norm"),
+        (lambda: TrainConfig(weight_decay=-0.1).validate(), "TrainConfig.weight_decay"),
         (lambda: preset(ModelConfig, "huge"), "huge"),
         (lambda: ServeConfig(max_batch_size=64, max_ongoing_requests=32).validate(), "max_ongoing_requests"),
         (lambda: ServeConfig(vocoder_batch_sizes=(2, 4)).validate(), "vocoder_batch_sizes"),

@@ -276,8 +276,7 @@ def test_checkpoint_loads_from_s3_and_restores_optimizer_state(tmp_path, make_bu
     np.testing.assert_array_equal(loaded.model.decode(z).numpy(), vae.decode(z).numpy())
     assert loaded.uri == uri
 
-    optimizer = make_optimizer(loaded.run_config.train)
-    optimizer.build(loaded.model.trainable_variables)
+    optimizer = make_optimizer(loaded.run_config.train, loaded.model.trainable_variables)
     assert checkpoint.restore_training_state(directory, loaded.model, optimizer) == 2
     assert int(optimizer.iterations.numpy()) == int(trained_optimizer.iterations.numpy()) == 4
     for a, b in zip(optimizer.variables, trained_optimizer.variables):
@@ -352,7 +351,7 @@ def test_a_confusing_encoder_pushes_the_adversary_to_uniform_without_training_it
             assert only_ce[path] is None and float(tf.reduce_sum(tf.abs(grad))) > 0
     (_, entropy_before), (_, entropy_after) = _encoder_step_changes_the_adversarys_reading(vae, x, digits, grads)
     assert entropy_after > entropy_before
-    steps = DistributedSteps(vae, make_optimizer(TrainConfig()), global_batch=8)
+    steps = DistributedSteps(vae, make_optimizer(TrainConfig(), vae.trainable_variables), global_batch=8)
     sums, _ = steps.train(x, digits, eps, 1.0)
     assert np.isfinite(sums.numpy()).all() and sums.numpy()[TERMS.index("digit_ce")] > 0
 

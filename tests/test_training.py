@@ -88,8 +88,7 @@ def _one_step(small_parquet, storage_dir, num_workers, batch_size):
     result = fit(cfg, small_parquet, storage_dir, f"{num_workers}x{batch_size}")
     assert result.latest_metrics["steps"] == 1
     loaded = checkpoint.load(result.latest_checkpoint)
-    optimizer = make_optimizer(loaded.run_config.train)
-    optimizer.build(loaded.model.trainable_variables)
+    optimizer = make_optimizer(loaded.run_config.train, loaded.model.trainable_variables)
     checkpoint.restore_training_state(result.latest_checkpoint, loaded.model, optimizer)
     return result, loaded, optimizer
 
@@ -173,8 +172,7 @@ def test_cli_resume_continues_at_the_right_epoch_with_optimizer_state_on_s3(
     loaded = checkpoint.load(latest)
     assert loaded.run_config.prior.kind == "mixture" and loaded.run_config.train.epochs == 2
     assert "occupancy" in loaded.latent_stats["digits"]["0"]
-    optimizer = make_optimizer(loaded.run_config.train)
-    optimizer.build(loaded.model.trainable_variables)
+    optimizer = make_optimizer(loaded.run_config.train, loaded.model.trainable_variables)
     assert checkpoint.restore_training_state(local, loaded.model, optimizer) == 2
     assert int(optimizer.iterations.numpy()) == 2 * (SMALL_TRAIN_CLIPS // 16)  # the count went on, not restarted
     # Every epoch's metrics travel with the checkpoint, across the resume.
@@ -200,6 +198,27 @@ def test_pack_and_unpack_round_trip_nested_named_arrays():
     np.testing.assert_array_equal(back["val"]["count"], [14])
     with pytest.raises(ValueError, match="packed vector has 18 values, the layout 17"):
         unpack(np.zeros(18), tree)
+
+
+def test_weight_decay_shrinks_kernels_and_leaves_biases_norm_scales_and_prior_alone():
+    import keras
+
+    dense, norm = keras.layers.Dense(3), keras.layers.BatchNormalization()
+    dense.build((None, 2))
+    norm.build((None, 3))
+    means = keras.Variable(np.ones((4, 2), np.float32), name="means")  # a mixture prior's parameter
+    variables = [*dense.trainable_weights, *norm.trainable_weights, means]
+    for v in variables:
+        v.assign(np.ones(v.shape, np.float32))
+    zero = [np.zeros(v.shape, np.float32) for v in variables]
+
+    optimizer = make_optimizer(TrainConfig(learning_rate=0.1, weight_decay=0.5).validate(), variables)
+    optimizer.apply(zero, variables)
+    after = {v.name: float(np.asarray(v).mean()) for v in variables}
+    assert after == {"kernel": pytest.approx(1 - 0.1 * 0.5), "bias": 1.0, "gamma": 1.0, "beta": 1.0, "means": 1.0}
+
+    make_optimizer(TrainConfig(learning_rate=0.1).validate(), variables).apply(zero, variables)
+    assert float(np.asarray(dense.kernel).mean()) == pytest.approx(0.95)
 
 
 def test_each_epoch_takes_full_batches_of_a_seeded_permutation_of_the_shard():

@@ -349,6 +349,9 @@ class TrainConfig:
     # over the time budget when that runs out first (set at the start of each epoch).
     lr_schedule: str = "constant"
     lr_final_fraction: float = 0.05
+    # Decoupled weight decay (AdamW) of the layers' kernels: each step takes learning rate x weight_decay of
+    # each kernel off it (0: none). Biases, BatchNorm's scales and the prior's parameters are left alone.
+    weight_decay: float = 0.0
     num_workers: int = 1
     cpus_per_worker: float = 1.0  # Ray CPUs each Train worker holds
     use_gpu: bool = False
@@ -415,6 +418,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         _choice(self, "placement_strategy", ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         _choice(self, "lr_schedule", ("constant", "cosine"))
+        if not 0 <= self.weight_decay <= 1:
+            raise ConfigError(f"TrainConfig.weight_decay={self.weight_decay} must be in [0, 1] (0 = none)")
         if not 0 <= self.lr_final_fraction <= 1:
             raise ConfigError(f"TrainConfig.lr_final_fraction={self.lr_final_fraction} must be in [0, 1]")
         if self.mixed_precision and not self.use_gpu:

@@ -44,12 +44,18 @@ def example_noise(ids, epoch: int, seed: int, samples: int, dim: int) -> np.ndar
     return np.stack(eps, axis=1).astype(np.float32)
 
 
-def make_optimizer(train_cfg):
-    """Adam at ``learning_rate``; the training loops set each epoch's rate (``TrainConfig.learning_rate_at``)."""
+def make_optimizer(train_cfg, variables):
+    """Adam at ``learning_rate``, built for ``variables``, with ``weight_decay`` on the kernels among them only;
+    the training loops set each epoch's rate (``TrainConfig.learning_rate_at``)."""
     import keras
 
-    opt = keras.optimizers.Adam(train_cfg.learning_rate)
-    return keras.optimizers.LossScaleOptimizer(opt) if train_cfg.mixed_precision else opt
+    opt = keras.optimizers.Adam(train_cfg.learning_rate, weight_decay=train_cfg.weight_decay or None)
+    if train_cfg.weight_decay:
+        opt.exclude_from_weight_decay(var_list=[v for v in variables if v.name != "kernel"])
+    if train_cfg.mixed_precision:
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    opt.build(variables)
+    return opt
 
 
 def loop_config(
@@ -183,8 +189,7 @@ def start_worker(config: dict[str, Any]) -> Worker:
             seed=tcfg.seed,
             features=run_cfg.features,
         )
-        optimizer = make_optimizer(tcfg)
-        optimizer.build(model.trainable_variables)
+        optimizer = make_optimizer(tcfg, model.trainable_variables)
     return Worker(
         run_cfg=run_cfg,
         run_dir=config["run_dir"],
