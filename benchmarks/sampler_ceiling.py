@@ -1,0 +1,89 @@
+"""How much of the samples' Frechet distance is the sampler's: a checkpoint's ex-post mixtures against one
+Gaussian per digit and against the training clips' own codes, replayed as they are or jittered by a share of
+their digit's spread, each decoded and scored as ``jobs.evaluate`` scores samples (digit accuracy, inception
+score, Frechet distance against the real test clips, with their floors).
+
+    python -m benchmarks.sampler_ceiling --checkpoint CKPT --data PARQUET --classifier RECOGNISER [--out F]
+
+Replaying the training codes is the decoder's ceiling for any sampler of this code: no density estimate of
+the codes can produce samples closer to what the decoder makes of real clips. The last stdout line is the
+JSON; ``--out`` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+
+from benchmarks.quality import publish
+
+JITTERS = (0.0, 0.3, 0.7)
+METRICS = ("digit_accuracy", "inception_score", "frechet_distance")
+
+
+def training_codes(loaded, data: str) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and digits of the train split's clips the checkpoint trained on."""
+    from vae import generation
+    from vae.dataset import load_split_numpy
+
+    train = load_split_numpy(data, "train", columns=["digit", "speaker", "spectrogram"])
+    keep = train["speaker"] != loaded.run_config.train.held_out_speaker
+    digits = train["digit"][keep].astype(np.int64)
+    return generation.encode(loaded, train["spectrogram"][keep], digits), digits
+
+
+def replay(codes: np.ndarray, digits: np.ndarray, jitter: float) -> dict:
+    """An ex-post table with one component per training code, of covariance ``jitter``^2 x its digit's."""
+    dim = codes.shape[1]
+    table = {}
+    for d in np.unique(digits):
+        z = codes[digits == d]
+        cov = jitter**2 * np.cov(z.T) + 1e-8 * np.eye(dim)
+        table[str(d)] = {
+            "count": len(z),
+            "weights": np.full(len(z), 1.0 / len(z)),
+            "means": z,
+            "covariances": np.broadcast_to(cov, (len(z), dim, dim)),
+        }
+    return {"covariance": "full", "digits": table}
+
+
+def samplers(loaded, data: str) -> dict[str, dict]:
+    from vae.config import SamplingConfig
+    from vae.generation import fit_expost
+
+    codes, digits = training_codes(loaded, data)
+    return {
+        "ex-post mixtures (the checkpoint's)": loaded.expost,
+        "one Gaussian per digit": fit_expost(codes, digits, SamplingConfig(expost_components=1)),
+        **{f"training codes, jitter {j:g}": replay(codes, digits, j) for j in JITTERS},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a model checkpoint with ex-post mixtures (local or s3://)")
+    p.add_argument("--data", required=True, help="the Parquet dataset it trained on")
+    p.add_argument("--classifier", required=True, help="recogniser checkpoint (jobs.train_classifier)")
+    p.add_argument("--out", help="also write the JSON here")
+    args = p.parse_args()
+
+    from vae import checkpoint
+    from vae.evaluation import recogniser
+    from vae.evaluation.context import Context
+    from vae.evaluation.evaluators import samples
+
+    loaded, rec = checkpoint.load(args.checkpoint), recogniser.load(args.classifier)
+    rows = []
+    for name, expost in samplers(loaded, args.data).items():
+        scored = samples.evaluate(Context(dataclasses.replace(loaded, expost=expost), args.data, recogniser=rec))
+        rows.append({"sampler": name, **{m: scored[m] for m in METRICS}})
+        print(f"{name}: " + ", ".join(f"{m} {scored[m]:.3g}" for m in METRICS), flush=True)
+    floors = {f"{m}_floor": scored[f"{m}_floor"] for m in METRICS}
+    publish({"checkpoint": args.checkpoint, "rows": rows, **floors}, args.out, "benchmarks.sampler_ceiling")
+
+
+if __name__ == "__main__":
+    main()
