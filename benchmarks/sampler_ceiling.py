@@ -24,14 +24,13 @@ METRICS = ("digit_accuracy", "inception_score", "frechet_distance")
 
 
 def training_codes(loaded, data: str) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and digits of the train split's clips the checkpoint trained on."""
+    """Posterior means and digits of the clips the checkpoint trained on (its augmented copies included)."""
+    from benchmarks.adversarial import train_rows
     from vae import generation
-    from vae.dataset import load_split_numpy
 
-    train = load_split_numpy(data, "train", columns=["digit", "speaker", "spectrogram"])
-    keep = train["speaker"] != loaded.run_config.train.held_out_speaker
-    digits = train["digit"][keep].astype(np.int64)
-    return generation.encode(loaded, train["spectrogram"][keep], digits), digits
+    rows = train_rows(data, loaded.run_config)
+    digits = rows["digit"].astype(np.int64)
+    return generation.encode(loaded, rows["x"], digits), digits
 
 
 def replay(codes: np.ndarray, digits: np.ndarray, jitter: float) -> dict:
