@@ -64,11 +64,19 @@ def _macs_from_keras(vae) -> int:
 
 
 @pytest.mark.parametrize(
-    "features,model,decoder_width",
-    [("default", "default", 1.0), ("default", "default", 0.5), ("default", "tiny", 1.0), ("seed", "seed", 1.0)],
+    "features,model,decoder_width,refine",
+    [
+        ("default", "default", 1.0, 0),
+        ("default", "default", 0.5, 0),
+        ("default", "default", 0.5, 2),
+        ("default", "tiny", 1.0, 0),
+        ("default", "tiny", 1.0, 1),
+        ("seed", "seed", 1.0, 0),
+    ],
 )
-def test_analytic_cost_matches_the_built_keras_model(features, model, decoder_width):
-    shape, cfg = preset(FeatureConfig, features).shape, replace(preset(ModelConfig, model), decoder_width=decoder_width)
+def test_analytic_cost_matches_the_built_keras_model(features, model, decoder_width, refine):
+    shape = preset(FeatureConfig, features).shape
+    cfg = replace(preset(ModelConfig, model), decoder_width=decoder_width, refine=refine)
     vae = build_vae(shape, cfg, PriorConfig())
     assert sum(layer.macs for layer in layer_costs(shape, cfg)) == _macs_from_keras(vae)
     assert flops_per_clip(shape, cfg) == 2 * _macs_from_keras(vae)
@@ -82,6 +90,21 @@ def test_decoder_width_scales_the_decoder_maps_and_nothing_else():
     assert vae.decoder.get_layer("decoder_output").filters == 1
     with pytest.raises(ConfigError, match="decoder_width"):
         ModelConfig(decoder_width=0.0).validate()
+
+
+def test_refine_adds_full_resolution_layers_before_the_output():
+    shape = preset(FeatureConfig, "default").shape
+    cfg = ModelConfig(refine=2, refine_channels=8).validate()
+    decoder = build_vae(shape, cfg, PriorConfig()).decoder
+    assert decoder.get_layer("decoder_conv_t_0").filters == 8
+    assert [decoder.get_layer(f"decoder_refine_{j}").output.shape[1:] for j in (0, 1)] == [(*shape, 8)] * 2
+    assert decoder.get_layer("decoder_output").kernel.shape == (1, 1, 8, 1)
+    assert decoder.output.shape[1:] == (*shape, 1)
+    plain = build_vae(shape, ModelConfig(), PriorConfig()).decoder
+    assert not any(layer.name.startswith("decoder_refine") for layer in plain.layers)
+    for bad in (dict(refine=-1), dict(refine=1.5), dict(refine_channels=0)):
+        with pytest.raises(ConfigError, match="ModelConfig.refine"):
+            ModelConfig(**bad).validate()
 
 
 def test_default_costs_at_most_a_tenth_of_seed():

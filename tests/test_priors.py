@@ -145,7 +145,7 @@ def test_the_model_registries_hold_one_class_for_each_kind_the_config_knows():
     with pytest.raises(ConfigError, match=r"PriorConfig.kind='vamp'; choose from \['mixture', 'normal', 'tied'\]"):
         PriorConfig(kind="vamp").validate()
     with pytest.raises(
-        ConfigError, match=r"LossConfig.reconstruction='l1'; choose from \['bernoulli', 'gaussian', 'mse'\]"
+        ConfigError, match=r"LossConfig.reconstruction='l1'; choose from \['bernoulli', 'gaussian', 'laplace', 'mse'\]"
     ):
         LossConfig(reconstruction="l1").validate()
 
@@ -194,22 +194,40 @@ def test_reconstruction_terms_are_weighted_per_clip_means():
         losses.build_reconstruction(LossConfig(reconstruction="l1"))
 
 
-def test_calibrated_gaussian_is_the_summed_gaussian_negative_log_likelihood_with_a_learned_scale():
+@pytest.mark.parametrize(
+    "kind,distribution,best_scale",
+    [
+        ("gaussian", "norm", lambda error: np.sqrt(np.mean(error**2))),  # the RMS error
+        ("laplace", "laplace", lambda error: np.mean(np.abs(error))),  # the mean absolute error
+    ],
+)
+def test_calibrated_terms_are_summed_negative_log_likelihoods_with_a_learned_scale(kind, distribution, best_scale):
+    import scipy.stats
+
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
     x_hat = rng.uniform(size=(3, 8, 6, 1)).astype(np.float32)
-    term = losses.build_reconstruction(LossConfig(reconstruction="gaussian", gaussian_init_scale=0.2))
-    from scipy.stats import norm
+    term = losses.build_reconstruction(LossConfig(reconstruction=kind, gaussian_init_scale=0.2))
+    density = getattr(scipy.stats, distribution)(x_hat.reshape(3, -1), 0.2)
+    np.testing.assert_allclose(term(x, x_hat).numpy(), -density.logpdf(x.reshape(3, -1)).sum(axis=1), rtol=1e-5)
 
-    reference = -norm(x_hat.reshape(3, -1), 0.2).logpdf(x.reshape(3, -1)).sum(axis=1)
-    np.testing.assert_allclose(term(x, x_hat).numpy(), reference, rtol=1e-5)
-
-    # The scale is a trainable weight, and its maximum-likelihood value is the RMS error.
+    # The scale is a trainable weight, and gradient descent finds its maximum-likelihood value.
     assert [w.name for w in term.trainable_weights] == ["log_scale"]
-    rms = float(np.sqrt(np.mean((x - x_hat) ** 2)))
     for _ in range(300):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(term(x, x_hat)) / x[0].size
         (grad,) = tape.gradient(loss, term.trainable_weights)
         term.log_scale.assign_sub(0.5 * grad)
-    assert float(term.scale()) == pytest.approx(rms, rel=1e-3)
+    assert float(term.scale()) == pytest.approx(float(best_scale(x - x_hat)), rel=1e-3)
+
+
+def test_laplace_pulls_a_two_valued_pixel_to_its_median_where_squared_error_pulls_it_to_the_mean():
+    x = tf.constant([0.0, 0.0, 1.0], shape=(3, 1, 1, 1))
+    for kind, expected in (("gaussian", 1 / 3), ("laplace", 0.0)):
+        term = losses.build_reconstruction(LossConfig(reconstruction=kind))
+        x_hat = tf.Variable(0.6)
+        for _ in range(2000):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(term(x, tf.fill(tf.shape(x), x_hat)))
+            x_hat.assign_sub(3e-4 * tape.gradient(loss, x_hat))
+        assert float(x_hat) == pytest.approx(expected, abs=0.02), kind

@@ -60,6 +60,8 @@ UPPER_BOUNDS: dict[str, float] = {
     "ModelConfig.strides": 8,
     "ModelConfig.latent_dim": 2_048,
     "ModelConfig.decoder_width": 8,
+    "ModelConfig.refine": 16,
+    "ModelConfig.refine_channels": 512,
     "PriorConfig.components": 1_000,
     "LossConfig.kl_samples": 1_000,
     "TrainConfig.batch_size": 65_536,
@@ -197,6 +199,11 @@ class ModelConfig:
     # The decoder also predicts each frame's f0 and whether it is voiced (trained on the dataset's pYIN
     # track), and decoding draws those harmonics into its spectrogram (vae/harmonics.py).
     pitch: bool = True
+    # Convolutions (3x3, refine_channels each) at the spectrogram's full resolution between the last
+    # upsampling and the output: the transposed convolutions alone render detail finer than two bins
+    # (harmonics, their individual levels) from a half-resolution map through one layer. 0: none.
+    refine: int = 0
+    refine_channels: int = 8
 
     def validate(self) -> ModelConfig:
         _within_bounds(self)
@@ -217,6 +224,10 @@ class ModelConfig:
             )
         _choice(self, "activation", ACTIVATIONS)
         _positive(self, "latent_dim", "decoder_width")
+        for name, least in (("refine", 0), ("refine_channels", 1)):
+            value = getattr(self, name)
+            if not _is_number(value) or int(value) != value or value < least:
+                raise ConfigError(f"ModelConfig.{name} must be a whole number of at least {least}, got {value!r}")
         _choice(self, "normalisation", ("batch", "none"))
         return self
 
@@ -254,7 +265,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 # The variants by name: config validation, CLI choices and search spaces read these, and the model
 # code's registries (vae.priors.PRIORS, vae.losses.RECONSTRUCTIONS) hold one class for each.
 PRIOR_KINDS = ("mixture", "normal", "tied")
-RECONSTRUCTION_KINDS = ("bernoulli", "gaussian", "mse")
+RECONSTRUCTION_KINDS = ("bernoulli", "gaussian", "laplace", "mse")
 
 
 @dataclass(frozen=True)
@@ -277,12 +288,13 @@ class PriorConfig:
 class LossConfig:
     """The negative ELBO: its reconstruction term (vae/losses.py) and how its KL term is estimated and weighted."""
 
-    reconstruction: str = "gaussian"  # "gaussian" (learned variance), "mse" or "bernoulli": vae/losses.py
+    # "gaussian" (learned variance), "laplace" (learned scale), "mse" or "bernoulli": vae/losses.py
+    reconstruction: str = "gaussian"
     # Times the per-clip MEAN reconstruction term of "mse" and "bernoulli": for mse, a Gaussian
     # likelihood of variance n_pixels / (2 * recon_weight); 1e5 on 128 x 96 is sigma ~ 0.25 (the
     # original's 1e6 on 256 x 64: 0.09). Much smaller weights collapse the posterior: docs/training.md.
     recon_weight: float = 1e5
-    # "gaussian": the learned sigma's starting value (in units of the [0, 1] spectrogram).
+    # "gaussian" and "laplace": the learned scale's starting value (in units of the [0, 1] spectrogram).
     gaussian_init_scale: float = 0.1
     # Posterior draws z ~ q(z|x) per clip behind a Monte Carlo KL (the mixture prior's; analytic
     # KLs ignore them): how the loss estimates the KL, not a property of p(z).

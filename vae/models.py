@@ -2,7 +2,8 @@
 
 Encoder: per layer Conv2D(stride, "same") -> activation -> BatchNorm; Flatten;
 Dense to mu and to log-variance. Decoder: Dense -> Reshape -> Conv2DTranspose
-layers mirroring the encoder's filters[1:] (times ``decoder_width``) -> Conv2DTranspose(1)
+layers mirroring the encoder's filters[1:] (times ``decoder_width``) -> Conv2DTranspose(1) (with ``refine``:
+Conv2DTranspose to full resolution, ``refine`` 3x3 Conv2D there, Conv2D 1x1)
 -> sigmoid, as in the original research code. The input shape always comes from the FeatureConfig
 of the data, never from here.
 """
@@ -124,9 +125,26 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
             dtype=dtype,
         )(x)
         x = _norm_act(x, cfg, f"decoder_{i}", dtype)
-    x = keras.layers.Conv2DTranspose(
-        1, int(cfg.kernels[0]), strides=strides[0], padding="same", name="decoder_output", dtype=dtype
-    )(x)
+    if cfg.refine:
+        x = keras.layers.Conv2DTranspose(
+            int(cfg.refine_channels),
+            int(cfg.kernels[0]),
+            strides=strides[0],
+            padding="same",
+            name="decoder_conv_t_0",
+            dtype=dtype,
+        )(x)
+        x = _norm_act(x, cfg, "decoder_0", dtype)
+        for j in range(int(cfg.refine)):
+            x = keras.layers.Conv2D(
+                int(cfg.refine_channels), 3, padding="same", name=f"decoder_refine_{j}", dtype=dtype
+            )(x)
+            x = _norm_act(x, cfg, f"decoder_refine_{j}", dtype)
+        x = keras.layers.Conv2D(1, 1, name="decoder_output", dtype=dtype)(x)
+    else:
+        x = keras.layers.Conv2DTranspose(
+            1, int(cfg.kernels[0]), strides=strides[0], padding="same", name="decoder_output", dtype=dtype
+        )(x)
     out_h, out_w = x.shape[1], x.shape[2]
     if (out_h, out_w) != tuple(input_hw):
         # Input sizes not divisible by the stride product: upsampling overshoots, crop back.
@@ -525,12 +543,16 @@ def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
     out.append(LayerCost("decoder_dense", (flat,), (cfg.latent_dim + label) * flat))
     channels = cfg.decoder_filters()
     for i in list(reversed(range(1, len(cfg.filters)))) + [0]:
-        c_out = channels[i]
+        c_out = int(cfg.refine_channels) if i == 0 and cfg.refine else channels[i]
         k = int(cfg.kernels[i])
         macs = h * w * k * k * c * c_out
         h, w = h * strides[i][0], w * strides[i][1]
-        out.append(LayerCost(f"decoder_conv_t_{i}" if i > 0 else "decoder_output", (h, w, c_out), macs))
+        out.append(LayerCost(f"decoder_conv_t_{i}" if i > 0 or cfg.refine else "decoder_output", (h, w, c_out), macs))
         c = c_out
+    if cfg.refine:
+        for j in range(int(cfg.refine)):
+            out.append(LayerCost(f"decoder_refine_{j}", (h, w, c), h * w * 9 * c * c))
+        out.append(LayerCost("decoder_output", (h, w, 1), h * w * c))
     if cfg.pitch:
         frames = input_hw[1]
         out.append(LayerCost("pitch_dense_0", (PITCH_HIDDEN,), (cfg.latent_dim + label) * PITCH_HIDDEN))
