@@ -15,7 +15,9 @@ Rows "+ harmonics" draw each clip's own pitch track into the spectrogram
 (:func:`vae.harmonics.impose_harmonics`): the round-trip floor of that renderer, and what it gives
 back to a blurred envelope. ``--checkpoint`` adds the model's own reconstructions of the same clips (for a model with a pitch head:
 also undrawn), those with each clip's own harmonics drawn in, and the model's undrawn output with the
-real clips' fine structure (what a 1.5 px blur takes away) added, whole, below 2 kHz only, above only.
+real clips' fine structure (what a 1.5 px blur takes away) added, whole, below 2 kHz only, above only, on
+voiced frames only, with its harmonics smoothed away and at half its amplitude; and it prints how much of
+that fine structure the decoder's own output holds.
 Rows "through sinusoids" skip Griffin-Lim: a harmonic-plus-noise synthesiser (:func:`sinusoidal`) plays
 the clip's own pitch track with the spectrogram as its envelope. The last stdout line is JSON.
 """
@@ -33,16 +35,35 @@ ONE_AXIS_SIGMAS = (1.0, 2.0)
 FINE_SIGMA, FINE_SPLIT_HZ = 1.5, 2000.0
 
 
-def with_real_fine_structure(raw: np.ndarray, specs: np.ndarray, hz: np.ndarray) -> dict[str, np.ndarray]:
-    """The decoder's envelope ``raw`` with the real clips' fine structure (``specs`` less its blur) added: all of
-    it, only below :data:`FINE_SPLIT_HZ` and only above (``hz``: each bin's frequency)."""
-    fine = specs - blurred(specs, (FINE_SIGMA, FINE_SIGMA))
+def fine_structure(specs: np.ndarray) -> np.ndarray:
+    """What a blur of :data:`FINE_SIGMA` pixels takes away from each spectrogram."""
+    return specs - blurred(specs, (FINE_SIGMA, FINE_SIGMA))
+
+
+def with_real_fine_structure(
+    raw: np.ndarray, specs: np.ndarray, hz: np.ndarray, voiced: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The decoder's envelope ``raw`` with the real clips' fine structure added: all of it, only below
+    :data:`FINE_SPLIT_HZ` and only above (``hz``: each bin's frequency), only on the ``voiced`` frames
+    ([clips, frames]), with its harmonics smoothed away (1 px along frequency) and at half its amplitude."""
+    fine = fine_structure(specs)
     low = (hz < FINE_SPLIT_HZ)[:, None]
-    return {
-        "the model's reconstructions, no harmonics, + the real fine structure": np.clip(raw + fine, 0, 1),
-        f"... + the real fine structure below {FINE_SPLIT_HZ:g} Hz only": np.clip(raw + fine * low, 0, 1),
-        f"... + the real fine structure above {FINE_SPLIT_HZ:g} Hz only": np.clip(raw + fine * ~low, 0, 1),
+    rows = {
+        "the model's reconstructions, no harmonics, + the real fine structure": raw + fine,
+        f"... + the real fine structure below {FINE_SPLIT_HZ:g} Hz only": raw + fine * low,
+        f"... + the real fine structure above {FINE_SPLIT_HZ:g} Hz only": raw + fine * ~low,
+        "... + the real fine structure on voiced frames only": raw + fine * voiced[:, None, :],
+        "... + the real fine structure, its harmonics smoothed away": raw + blurred(fine, (1.0, 0.0)),
+        "... + half the real fine structure": raw + 0.5 * fine,
     }
+    return {name: np.clip(spectrograms, 0, 1) for name, spectrograms in rows.items()}
+
+
+def rendered_share(raw: np.ndarray, specs: np.ndarray) -> float:
+    """How much of the real fine structure the decoder's own renders: the least-squares coefficient of the
+    real clips' fine structure in the decoder's (1: all of it, 0: none, or none in step with it)."""
+    real, model = fine_structure(specs), fine_structure(raw)
+    return float(np.sum(model * real) / np.sum(real * real))
 
 
 def sinusoidal(spec: np.ndarray, f0: np.ndarray, cfg, seed: int, noise_db: float = -20.0) -> np.ndarray:
@@ -144,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             raw, f0, feats, HARMONIC_DEPTH_DB
         )
         hz = np.arange(feats.n_bins) * feats.sample_rate / feats.n_fft
-        candidates.update(with_real_fine_structure(raw, specs, hz))
+        candidates.update(with_real_fine_structure(raw, specs, hz, np.asarray(f0) > 0))
+        share = rendered_share(raw.reshape(specs.shape), specs)
+        print(f"the decoder renders {share:.2f} of the real fine structure (least-squares coefficient)")
     candidates["real + harmonics"] = impose_harmonics(specs, f0, feats, HARMONIC_DEPTH_DB)
     for sigma in args.sigmas:
         candidates[f"blurred {sigma:g} px"] = blurred(specs, (sigma, sigma))
@@ -195,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.quality import publish
 
     document = {"data": args.data, "classifier": args.classifier, "checkpoint": args.checkpoint}
+    if args.checkpoint:
+        document["rendered_fine_structure"] = share
     publish({**document, "speaker": args.speaker, "clips": len(specs), "rows": rows}, args.out, "benchmarks.blur_floor")
     return 0
 
