@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vae.config import FeatureConfig
 from vae.features import magnitude, magnitude_to_db, waveforms_to_spectrograms
@@ -81,3 +82,20 @@ def test_the_sinusoidal_synthesiser_plays_the_pitch_it_is_given_on_the_envelope_
         step = np.median(level[8 : cfg.n_bins // 2 - 8]) - np.median(level[cfg.n_bins // 2 + 8 : -8])
         assert abs(step - 27.0) < 4.0, f"the envelope's levels kept (frame {frame}: {step:.1f} dB)"
     assert np.mean(pitch_track(y, cfg)[cfg.n_frames // 2 : -4] > 0) > 0.9
+
+
+def test_the_fine_structure_benchmark_finds_a_tones_harmonics_at_its_pitch_and_less_of_them_in_a_blur():
+    from benchmarks.blur_floor import blurred, rendered_share
+    from benchmarks.fine_structure import comb_correlations
+
+    cfg = FeatureConfig()
+    specs = np.stack([magnitude_to_db(magnitude(_tone(hz, cfg), cfg), cfg) for hz in (150.0, 200.0)])
+    specs = ((specs - cfg.db_floor) / (cfg.db_ceiling - cfg.db_floor)).astype(np.float32)
+    assert rendered_share(specs, specs) == pytest.approx(1.0)
+    assert rendered_share(np.full_like(specs, 0.5), specs) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < rendered_share(blurred(specs, (1.5, 1.5)), specs) < 0.5  # a blur keeps a little of it
+    f0 = np.stack([np.full(cfg.n_frames, hz, np.float32) for hz in (150.0, 200.0)])
+    at_pitch = comb_correlations(specs, f0, cfg)[1]
+    off_pitch = comb_correlations(specs, f0 * 1.1, cfg)[1]
+    assert at_pitch["shift_frames"] == 0 and at_pitch["0-1000 Hz"] > 0.5
+    assert at_pitch["0-1000 Hz"] > off_pitch["0-1000 Hz"] + 0.3
