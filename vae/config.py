@@ -200,8 +200,8 @@ class ModelConfig:
     # track), and decoding draws those harmonics into its spectrogram (vae/harmonics.py).
     pitch: bool = True
     # Convolutions (3x3, refine_channels each) at the spectrogram's full resolution between the last
-    # upsampling and the output: the transposed convolutions alone render detail finer than two bins
-    # (harmonics, their individual levels) from a half-resolution map through one layer. 0: none.
+    # upsampling and the output, so the finest detail (harmonics a few bins apart) is not left to one
+    # transposed convolution from a half-resolution map. 0: none (2 gained nothing on the demo's budget).
     refine: int = 0
     refine_channels: int = 8
 
