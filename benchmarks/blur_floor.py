@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         hz = np.arange(feats.n_bins) * feats.sample_rate / feats.n_fft
         candidates.update(with_real_fine_structure(raw, specs, hz, np.asarray(f0) > 0))
-        share = rendered_share(raw.reshape(specs.shape), specs)
+        share = rendered_share(raw, specs)
         print(f"the decoder renders {share:.2f} of the real fine structure (least-squares coefficient)")
     candidates["real + harmonics"] = impose_harmonics(specs, f0, feats, HARMONIC_DEPTH_DB)
     for sigma in args.sigmas:

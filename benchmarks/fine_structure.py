@@ -34,6 +34,7 @@ def comb_correlations(specs: np.ndarray, f0: np.ndarray, feats) -> list[dict]:
     real = fine_structure(specs)
     envelope = specs - real
     voiced = (f0 > 0)[:, None, :]
+    real_voiced = real * voiced
     hz = np.arange(specs.shape[1]) * feats.sample_rate / feats.n_fft
     rows = []
     for shift in SHIFTS:
@@ -42,7 +43,7 @@ def comb_correlations(specs: np.ndarray, f0: np.ndarray, feats) -> list[dict]:
         row: dict = {"shift_frames": shift}
         for lo, hi in BANDS_HZ:
             band = (hz >= lo) & (hz < hi)
-            x, y = comb[:, band], (real * voiced)[:, band]
+            x, y = comb[:, band], real_voiced[:, band]
             row[f"{lo}-{hi} Hz"] = float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
         rows.append(row)
     return rows
