@@ -10,7 +10,9 @@ makes names>/, as <target digit>_<speaker>_<take>.wav with a PNG of its spectrog
 Speaker and take are the input's own; an input named otherwise has its stem as the speaker (each run
 of characters other than letters, digits and hyphens a hyphen, at most 64) and take 0: me_three.wav
 said as a 7 is me_three/7_me-three_0.wav. DIR/index.html plays them all, DIR/transfer.json lists
-them, as does the last stdout line. CKPT, the inputs and DIR may be local or s3://.
+them, as does the last stdout line. CKPT, the inputs and DIR may be local or s3://. The outputs take
+each input's colour (long-term spectrum) and median pitch, which the decoder misses for a voice it never
+heard; --no-match-voice leaves them as the decoder makes them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=positive_int, default=16, help="inputs encoded and vocoded together")
     p.add_argument("--no-png", action="store_true", help="skip the spectrogram PNGs (default: write them)")
+    p.add_argument(
+        "--no-match-voice",
+        action="store_true",
+        help="the decoder's output as it is (default: moved to each input's long-term spectrum and median pitch)",
+    )
     return p
 
 
@@ -119,7 +126,7 @@ def _transfer_batch(loaded, uris: list[str], base: str, targets: list[int], args
     if not voices:
         return
     cfg = loaded.run_config.features
-    specs, waves = unseen_voices.transfer(loaded, voices, targets)
+    specs, waves = unseen_voices.transfer(loaded, voices, targets, match_voice=not args.no_match_voice)
     for voice, voice_specs, voice_waves in zip(voices, specs, waves):
         rel = voice.uri[len(base) :].lstrip("/") if voice.uri != base else posixpath.basename(voice.uri)
         folder, speaker, take = output_names(rel)

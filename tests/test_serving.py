@@ -527,25 +527,30 @@ def _transfer_requests(fsdd_dir: Path) -> list[tuple[str, bytes, int, str]]:
 
 
 def test_transfer_says_an_upload_as_every_digit_on_a_conditional_model(conditional_service, fsdd_dir):
-    """Ten clips in digit order (or those asked for), the one of the clip's own digit its reconstruction."""
-    upload = (fsdd_dir / "3_theo_1.wav").read_bytes()
-    status, headers, body = http(conditional_service + "/api/transfer?digit=3", "POST", upload)
-    assert status == 200 and headers["content-type"] == "application/json", body[:300]
-    result = json.loads(body)
-    assert result["digit"] == 3 and result["digits"] == list(range(10)) and result["original_spectrogram_png"]
-    assert [clip["digit"] for clip in result["clips"]] == list(range(10))
+    """Ten clips in digit order (or those asked for); raw, the one of the clip's own digit its reconstruction;
+    matched to the upload's voice (the default), another clip."""
     import base64
 
-    waves = [_check_clip(base64.b64decode(clip["wav"]), FEATURES) for clip in result["clips"]]
+    upload = (fsdd_dir / "3_theo_1.wav").read_bytes()
+    said = {}
+    for query in ("", "&raw=1"):
+        status, headers, body = http(conditional_service + "/api/transfer?digit=3" + query, "POST", upload)
+        assert status == 200 and headers["content-type"] == "application/json", body[:300]
+        result = json.loads(body)
+        assert result["digit"] == 3 and result["digits"] == list(range(10)) and result["original_spectrogram_png"]
+        assert [clip["digit"] for clip in result["clips"]] == list(range(10))
+        said[query] = [_check_clip(base64.b64decode(clip["wav"]), FEATURES) for clip in result["clips"]]
+    waves = said["&raw=1"]
     status, _, recon = http(conditional_service + "/api/reconstruct?digit=3", "POST", upload)
     np.testing.assert_allclose(waves[3], _check_clip(recon, FEATURES), atol=2e-3)  # 16-bit PCM
     assert np.abs(waves[3] - waves[8]).max() > 0.05
+    assert np.abs(said[""][3] - waves[3]).max() > 0.05
     status, _, body = http(conditional_service + "/api/transfer?digit=3&digits=8,0&trim=1", "POST", upload)
     some = json.loads(body)
     assert status == 200 and some["digits"] == [8, 0] and some["trimmed"] is True
     assert [clip["digit"] for clip in some["clips"]] == [8, 0]
     model = json.loads(http(conditional_service + "/api/model")[2])
-    assert model["batching"]["transfer"]["requests"] == 2 and model["batching"]["transfer"]["clips"] == 12
+    assert model["batching"]["transfer"]["requests"] == 3 and model["batching"]["transfer"]["clips"] == 22
     for query, data, status, message in _transfer_requests(fsdd_dir):
         got, _, answer = http(conditional_service + "/api/transfer" + query, "POST", data)
         assert got == status and message in json.loads(answer)["error"], (query, got, answer[:300])

@@ -43,9 +43,9 @@ def test_a_clip_said_as_its_own_digit_is_its_reconstruction(conditional, fsdd_di
     loaded = checkpoint.load(conditional)
     voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
     specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
-    said = generation.transfer(loaded, specs, digits, range(10))
+    said = generation.transfer(loaded, specs, digits, range(10), match_voice=False)
     assert loaded.run_config.model.pitch and said.shape == (len(CLIPS), 10, *loaded.run_config.features.shape)
-    raw = generation.transfer(loaded, specs, digits, range(10), harmonics=False)
+    raw = generation.transfer(loaded, specs, digits, range(10), harmonics=False, match_voice=False)
     z = generation.encode(loaded, specs, digits)
     np.testing.assert_allclose(
         raw[np.arange(len(CLIPS)), digits], generation.decode(loaded, z, digits, harmonics=False), atol=1e-5
@@ -54,9 +54,43 @@ def test_a_clip_said_as_its_own_digit_is_its_reconstruction(conditional, fsdd_di
     recon = generation.reconstruct(loaded, specs, digits)
     assert np.mean(np.isclose(said[np.arange(len(CLIPS)), digits], recon, atol=1e-5)) > 0.95
     assert np.abs(said[:, 1] - said[:, 7]).max() > 1e-3, "the decoder ignores the digit it is given"
-    one = generation.transfer(loaded, specs[:1], 3, [7])  # one source digit for all, one target
+    one = generation.transfer(loaded, specs[:1], 3, [7], match_voice=False)  # one source digit for all, one target
     # float32 kernels differ by batch size (~1e-5), and drawn voicing may flip as above
     assert np.mean(np.isclose(one[0, 0], said[0, 7], atol=1e-4)) > 0.95
+
+
+def test_a_matched_transfer_takes_the_colour_and_pitch_of_its_voice(conditional, fsdd_dir):
+    from vae.evaluation.evaluators.unseen_voices import read_voice
+    from vae.features import long_term_spectrum
+
+    loaded = checkpoint.load(conditional)
+    feats = loaded.run_config.features
+    voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
+    specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
+    own = np.arange(len(CLIPS)), digits
+    plain = generation.transfer(loaded, specs, digits, range(10), match_voice=False)
+    matched = generation.transfer(loaded, specs, digits, range(10))
+    # Said as its own digit, a clip's long-term spectrum is its own, not the untrained decoder's.
+    colour = long_term_spectrum(specs, feats)
+    before = np.abs(long_term_spectrum(plain[own], feats) - colour).mean()
+    after = np.abs(long_term_spectrum(matched[own], feats) - colour).mean()
+    assert after < 0.25 * before, (before, after)
+    # Every digit of a clip is moved by the same colour: the differences between its digits stay.
+    np.testing.assert_allclose(
+        np.mean(matched[:, 1] - matched[:, 7], axis=-1), np.mean(plain[:, 1] - plain[:, 7], axis=-1), atol=0.05
+    )
+    # The pitch: a source at the pitch the model predicts draws what no source pitch does; one an octave up does not.
+    predicted = generation.decode_pitch(loaded, generation.encode(loaded, specs, digits), digits)
+    same = generation.transfer(loaded, specs, digits, range(10), source_f0=predicted)
+    np.testing.assert_allclose(same, matched, atol=1e-5)
+    octave = generation.transfer(loaded, specs, digits, range(10), source_f0=2 * predicted)
+    assert np.abs(octave - matched).max() > 0.05
+
+
+def test_pitch_ratio_compares_the_voiced_frames_medians():
+    f0 = np.array([[0, 200, 200, 220, 0], [0, 0, 0, 0, 0], [100, 100, 0, 0, 0]], np.float32)
+    reference = np.array([[100, 100, 110, 0, 0], [100, 100, 0, 0, 0], [0, 0, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(generation.pitch_ratio(f0, reference), [2.0, 1.0, 1.0], rtol=1e-6)
 
 
 def test_an_unconditional_checkpoint_is_refused_by_name(unconditional, fsdd_dir, tmp_path, capsys):
@@ -120,6 +154,10 @@ def test_every_file_is_named_after_its_target_digit(conditional, fsdd_dir, tmp_p
     assert json.loads((out / "transfer.json").read_text()) == last
     page = (out / "index.html").read_text()
     assert page.count("<audio") == 4 and "me three.wav" in page and 'src="3_theo_0/7_theo_0.wav"' in page
+    raw = tmp_path / "raw"
+    code, _ = _run(transfer_job.main, [*argv[:5], str(raw), *argv[6:], "--no-match-voice", "--no-png"], capsys)
+    matched, unmatched = (sf.read(folder / "3_theo_0" / "7_theo_0.wav")[0] for folder in (out, raw))
+    assert code == 0 and np.abs(matched - unmatched).max() > 0.01, "--no-match-voice changed nothing"
 
 
 def test_the_digit_comes_from_the_name_and_every_digit_by_default(conditional, fsdd_dir, tmp_path, capsys):
@@ -147,14 +185,33 @@ def test_help_does_not_import_tensorflow():
     assert "--digits" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_speaker_recogniser_knows_each_voice_from_its_other_takes(small_parquet, fsdd_dir):
+@pytest.mark.parametrize("kind", ["voice_print", "cepstral", "cepstral_mean_normalised"])
+def test_the_speaker_recogniser_knows_each_voice_from_its_other_takes(kind, small_parquet, fsdd_dir):
     from vae.dataset import load_split_numpy, read_feature_config
-    from vae.evaluation.speakers import SpeakerRecogniser
+    from vae.evaluation.speakers import CepstralSpeakerRecogniser, SpeakerRecogniser
 
     feats = read_feature_config(small_parquet)
     train = load_split_numpy(small_parquet, "train", ["speaker", "spectrogram"])
-    speakers = SpeakerRecogniser(train["spectrogram"], train["speaker"], feats)
+    if kind == "voice_print":
+        speakers = SpeakerRecogniser(train["spectrogram"], train["speaker"], feats)
+    else:
+        normalised = kind == "cepstral_mean_normalised"
+        speakers = CepstralSpeakerRecogniser(train["spectrogram"], train["speaker"], feats, normalised)
     test = load_split_numpy(small_parquet, "test", ["id", "speaker"])
     waves = [sf.read(fsdd_dir / f"{clip_id}.wav", dtype="float32")[0] for clip_id in test["id"]]
     heard = speakers.listen(waves)
     assert np.mean(heard == test["speaker"]) >= 0.8, list(zip(heard, test["speaker"]))
+
+
+def test_cepstra_less_their_mean_ignore_a_constant_colour(small_parquet):
+    from vae.dataset import load_split_numpy, read_feature_config
+    from vae.evaluation.speakers import cepstra
+
+    feats = read_feature_config(small_parquet)
+    specs = 0.2 + 0.6 * load_split_numpy(small_parquet, "test", ["spectrogram"])["spectrogram"][:8]
+    coloured = specs + np.linspace(-0.05, 0.05, feats.n_bins, dtype=np.float32)[:, None]  # a tilt, none clipped
+    plain, normalised = cepstra(specs, feats, False), cepstra(specs, feats, True)
+    moved, kept = cepstra(coloured, feats, False), cepstra(coloured, feats, True)
+    shift = np.mean([np.abs(a.mean(0) - b.mean(0)).mean() for a, b in zip(plain, moved)])
+    residual = np.mean([np.abs(a - b).mean() for a, b in zip(normalised, kept)])
+    assert residual < 0.25 * shift, (shift, residual)

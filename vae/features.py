@@ -270,6 +270,23 @@ def magnitude_to_db(mag: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - (cfg.db_ceiling - cfg.db_floor))
 
 
+LOUD_DB = 20.0  # a frame is loud within this many dB of its clip's loudest (by its mean level)
+
+
+def loud_frames(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Which frames of normalised spectrograms ``(..., n_bins, n_frames)`` are within :data:`LOUD_DB` of their
+    clip's loudest, by the mean level over the bins: ``(..., n_frames)``."""
+    level = np.asarray(specs).mean(axis=-2)
+    return level >= level.max(axis=-1, keepdims=True) - LOUD_DB / (cfg.db_ceiling - cfg.db_floor)
+
+
+def long_term_spectrum(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Each bin's mean normalised level over the loud frames (:func:`loud_frames`) of spectrograms
+    ``(..., n_bins, n_frames)``: ``(..., n_bins)``, the colour of a voice and its microphone, not its words."""
+    weights = loud_frames(specs, cfg)[..., None, :]
+    return (np.asarray(specs) * weights).sum(axis=-1) / weights.sum(axis=-1)
+
+
 @dataclass(frozen=True)
 class Spectrograms:
     """Features of a batch of clips. ``errors[i]`` is None, or why clip ``i`` has none (its row is then meaningless)."""

@@ -69,6 +69,7 @@ from starlette.exceptions import HTTPException
 
 from vae import console
 from vae.config import DIGIT_RANGE, N_DIGITS, IngestConfig, ServeConfig, from_dict, to_dict
+from vae.harmonics import pitch_track
 
 PAGE = Path(__file__).with_name("index.html")
 DEPLOYMENT = "VaeService"
@@ -104,6 +105,8 @@ class ReconstructItem:
 class TransferItem:
     upload: ReconstructItem
     targets: tuple[int, ...]  # the digits to say it as
+    match_voice: bool = True  # moved to the upload's colour and pitch (vae.generation.transfer)
+    f0: np.ndarray | None = None  # the upload's pitch track (a model with a pitch head)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -333,8 +336,9 @@ class VaeService:
         self._features(wav_bytes(tone, self.features), trim=True, digit=None)
         spec = generation.sample(self.loaded, 1, seed=0)
         generation.reconstruct(self.loaded, spec, [self.digits[0] if self.digits else 0] if self.conditional else None)
-        if self.conditional:  # a transfer decodes ten latents at once
-            generation.transfer(self.loaded, spec, self.digits[0] if self.digits else 0, range(N_DIGITS))
+        if self.conditional:  # a transfer decodes ten latents at once, matched to the upload's pitch track
+            f0 = pitch_track(tone, self.features)[None] if self.loaded.run_config.model.pitch else None
+            generation.transfer(self.loaded, spec, self.digits[0] if self.digits else 0, range(N_DIGITS), source_f0=f0)
         for size in self.config.vocoder_batch_sizes or (1,):
             generation.to_waveforms(self.loaded, np.repeat(spec, size, axis=0))
 
@@ -408,7 +412,14 @@ class VaeService:
         from vae import generation
 
         said = [
-            generation.transfer(self.loaded, item.upload.spectrogram[None], item.upload.digit, item.targets)[0]
+            generation.transfer(
+                self.loaded,
+                item.upload.spectrogram[None],
+                item.upload.digit,
+                item.targets,
+                match_voice=item.match_voice,
+                source_f0=None if item.f0 is None else item.f0[None],
+            )[0]
             for item in items
         ]
         ranges = [(item.upload.db_min, item.upload.db_max) for item in items for _ in item.targets]
@@ -558,15 +569,20 @@ class VaeService:
     async def transfer(self, request: Request) -> Response:
         from vae import generation
 
-        params = _params(request, ("digit", "digits", "trim"))
+        params = _params(request, ("digit", "digits", "trim", "raw"))
         try:
             generation.check_conditional(self.loaded, self.checkpoint_id)
         except generation.GenerationError as exc:
             raise BadRequest(str(exc)) from None
-        targets = _digits(params, "digits")
-        _, item, clip, trim = await self._upload(request, params)
+        targets, match = _digits(params, "digits"), not _flag(params, "raw")
+        y, item, clip, trim = await self._upload(request, params)
+        f0 = (
+            await asyncio.to_thread(pitch_track, y, self.features)
+            if match and self.loaded.run_config.model.pitch
+            else None
+        )
 
-        specs, waves = await self._transfer_batch(TransferItem(item, targets))
+        specs, waves = await self._transfer_batch(TransferItem(item, targets, match, f0))
 
         def body() -> dict[str, Any]:
             clips = [{"digit": d, **self._clip_json(spec, y)} for d, spec, y in zip(targets, specs, waves)]

@@ -20,6 +20,7 @@ from vae.evaluation import metrics as M
 from vae.evaluation.context import Context
 from vae.evaluation.evaluators.voice import spread
 from vae.features import AudioError, check_header, decode_audio, fit_length, waveform_to_spectrogram
+from vae.harmonics import pitch_tracks
 
 # Longer files are skipped from their header, undecoded (the model hears FeatureConfig.clip_seconds).
 MAX_VOICE_SECONDS = 60.0
@@ -111,13 +112,25 @@ def reconstruct(loaded, voices: list[Voice], label: str = "reconstructions, grif
 
 
 def transfer(
-    loaded, voices: list[Voice], targets, label: str = "transfers, griffin-lim"
+    loaded, voices: list[Voice], targets, label: str = "transfers, griffin-lim", match_voice: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``voices`` said as each digit of ``targets`` (:func:`vae.generation.transfer`): spectrograms
-    [n, k, n_bins, n_frames] and WAVs [n, k, n_samples] (Griffin-Lim, each with its voice's dB range)."""
-    specs = generation.transfer(loaded, np.stack([v.spectrogram for v in voices]), [v.digit for v in voices], targets)
+    """``voices`` said as each digit of ``targets`` (:func:`vae.generation.transfer`, matched to each voice's
+    colour and pitch unless ``match_voice`` is False): spectrograms [n, k, n_bins, n_frames] and WAVs [n, k,
+    n_samples] (Griffin-Lim, each with its voice's dB range)."""
+    feats = loaded.run_config.features
+    f0 = None
+    if match_voice and loaded.run_config.model.pitch:
+        f0 = pitch_tracks([v.waveform for v in voices], feats)
+    specs = generation.transfer(
+        loaded,
+        np.stack([v.spectrogram for v in voices]),
+        [v.digit for v in voices],
+        targets,
+        match_voice=match_voice,
+        source_f0=f0,
+    )
     flat = specs.reshape(-1, *specs.shape[2:])
-    waves = _vocode(flat, [v for v in voices for _ in range(specs.shape[1])], loaded.run_config.features, label)
+    waves = _vocode(flat, [v for v in voices for _ in range(specs.shape[1])], feats, label)
     return specs, waves.reshape(*specs.shape[:2], -1)
 
 
