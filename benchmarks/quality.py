@@ -75,6 +75,9 @@ VARIANTS: dict[str, dict] = {
     # The same, the encoder pushing the adversary's prediction to uniform instead.
     "confuse_300": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "confuse"},
     "confuse_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "confuse"},
+    # No game: the digits' share of the code's variance descended directly.
+    "moments_300": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "moments"},
+    "moments_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "moments"},
     # The confusing adversary on the demo's model: more voices for the code to carry.
     "augmented_confuse_300": {
         "train.augment_copies": 2,

@@ -379,6 +379,42 @@ def test_a_confusing_encoder_pushes_the_adversary_to_uniform_without_training_it
     assert np.isfinite(sums.numpy()).all() and sums.numpy()[TERMS.index("digit_ce")] > 0
 
 
+def test_the_between_digit_share_is_the_variance_the_digits_explain():
+    from vae.models import between_digit_share
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50).astype(np.int32)
+    noise = rng.standard_normal((200, 3)).astype(np.float32)
+    centred = noise - np.stack([noise[labels == d].mean(0) for d in labels])  # every digit's mean code is 0
+    assert float(tf.reduce_mean(between_digit_share(tf.constant(centred), labels))) < 1e-6
+    by_digit = np.eye(4, 3, dtype=np.float32)[labels] * 5.0  # dimensions that are functions of the digit
+    assert float(tf.reduce_mean(between_digit_share(tf.constant(by_digit), labels))) > 0.999
+    share = float(tf.reduce_mean(between_digit_share(tf.constant(by_digit + noise), labels)))
+    r2 = [
+        np.var([by_digit[labels == d, k].mean() for d in labels]) / np.var((by_digit + noise)[:, k]) for k in range(3)
+    ]
+    np.testing.assert_allclose(share, np.mean(r2), rtol=0.1)
+
+
+def test_moments_move_the_digits_mean_codes_together_and_only_train_the_adversary_to_watch():
+    vae, x, digits, eps = _adversary_model("moments")
+    digits = digits % 2  # two digits, four clips each
+    grads = _gradients(vae, x, digits, eps, "adversary")
+    only_ce = _gradients(vae, x, digits, eps, "digit_ce")
+    for path, grad in grads.items():
+        if "adversary" in path:
+            np.testing.assert_allclose(grad.numpy(), only_ce[path].numpy(), rtol=1e-5, atol=1e-7)
+    from vae.models import between_digit_share
+
+    def share():  # as training computes it: BatchNorm on the batch's own statistics
+        return float(tf.reduce_mean(between_digit_share(vae.encode(x, digits, training=True)[0], digits)))
+
+    before = share()
+    step = grads[next(p for p in grads if p.endswith("mu/kernel"))]
+    vae.encoder.get_layer("mu").kernel.assign_sub(1e-2 * step / tf.reduce_max(tf.abs(step)))
+    assert share() < before
+
+
 def test_a_digit_adversary_needs_a_conditional_model():
     with pytest.raises(ConfigError, match="digit_adversary.*conditional"):
         RunConfig(model=preset(ModelConfig, "tiny", conditional=False), loss=LossConfig(digit_adversary=1.0)).validate()

@@ -317,14 +317,16 @@ class LossConfig:
     # read the digit from mu while the encoder, through a reversed gradient, learns to hide it, so the
     # code carries the voice and the label alone says the digit (vae/models.py, docs/training.md).
     digit_adversary: float = 0.0
-    # How the encoder hides the digit from it: "confuse" (its prediction pushed to uniform) or "reverse" (its
-    # cross-entropy through a reversed gradient, Ganin & Lempitsky 2015): vae.models.VAE.adversary_terms.
+    # How the encoder hides the digit from it: "confuse" (its prediction pushed to uniform), "reverse" (its
+    # cross-entropy through a reversed gradient, Ganin & Lempitsky 2015) or "moments" (no game: the share of
+    # the code's variance that the digits' mean codes explain, vae.models.between_digit_share, with the
+    # adversary only watching): vae.models.VAE.adversary_terms.
     adversary_kind: str = "confuse"
 
     def validate(self) -> LossConfig:
         _within_bounds(self)
         _choice(self, "reconstruction", RECONSTRUCTION_KINDS)
-        _choice(self, "adversary_kind", ("confuse", "reverse"))
+        _choice(self, "adversary_kind", ("confuse", "reverse", "moments"))
         _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale", "beta")
         for key in ("pitch_weight", "digit_adversary"):
             if not getattr(self, key) >= 0:

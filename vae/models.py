@@ -186,6 +186,19 @@ def pitch_loss(predicted, f0):
     return tf.reduce_sum(voicing + 0.5 * voiced * tf.square(error), axis=-1)
 
 
+def between_digit_share(mu, labels):
+    """Per clip, its digit's share of the code's variance in the batch: the squared distance of the mean code
+    of the batch's clips of its digit from the batch's mean code, in each dimension over that dimension's
+    variance (held constant), averaged over dimensions. Its batch mean is the share of each dimension's
+    variance the digits explain (0: the digits' mean codes coincide, as a linear probe would find them)."""
+    onehot = tf.one_hot(labels, N_DIGITS, dtype=mu.dtype)
+    counts = tf.maximum(tf.reduce_sum(onehot, axis=0), 1.0)
+    digit_means = tf.matmul(onehot, mu, transpose_a=True) / counts[:, None]
+    mean = tf.reduce_mean(mu, axis=0)
+    variance = tf.stop_gradient(tf.reduce_mean(tf.square(mu - mean), axis=0)) + 1e-6
+    return tf.reduce_mean(tf.square(tf.gather(digit_means, labels) - mean) / variance, axis=-1)
+
+
 ADVERSARY_HIDDEN = 128  # units of each of the digit adversary's two hidden layers
 
 
@@ -310,7 +323,8 @@ class VAE(keras.Model):
         ascends it). ``confuse``: the adversary descends its cross-entropy on a code it cannot change, and
         the encoder descends the cross-entropy between the uniform distribution and the prediction of an
         adversary it cannot change: it is pushed to a code on which every digit looks equally likely, not
-        to one that makes the adversary confidently wrong."""
+        to one that makes the adversary confidently wrong. ``moments``: no game; the encoder descends
+        :func:`between_digit_share`, and the adversary only watches (its cross-entropy is ``digit_ce``)."""
         if self.loss_cfg.digit_adversary <= 0:
             zeros = tf.zeros_like(mu[:, 0])
             return zeros, zeros
@@ -319,6 +333,8 @@ class VAE(keras.Model):
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, self.adversary(reverse_gradient(mu)))
             return ce, ce
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, self.adversary(tf.stop_gradient(mu)))
+        if self.loss_cfg.adversary_kind == "moments":
+            return ce, ce + between_digit_share(tf.cast(mu, tf.float32), labels)
         confusion = -tf.reduce_mean(tf.nn.log_softmax(self._frozen_adversary(mu)), axis=-1)
         return ce, ce + confusion
 
