@@ -1,7 +1,8 @@
 """Render measured figures as the docs' tables: the demo's (benchmarks/results/demo.json) and the voice
 variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``) and the other levers
 tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command), and
-any digit in your voice (benchmarks/results/transfer.json, written by ``benchmarks.transfer --out``), and
+any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
+more speaker recognisers, transfer_voice.json, written by ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 and what the renderer and the decoder's blur cost a voice never heard (benchmarks/results/blur_theo.json,
 ``benchmarks.blur_floor --out``), and the sweep that chose the demo's configuration
@@ -13,7 +14,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer`` and ``transfer_voice`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -30,6 +31,7 @@ TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
 VOICE = ROOT / "benchmarks" / "results" / "voice.json"
 LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
 TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
+TRANSFER_VOICE = ROOT / "benchmarks" / "results" / "transfer_voice.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
@@ -204,11 +206,11 @@ def render_adversarial(results: dict) -> str:
     )
 
 
-def render_transfer(results: dict) -> str:
+def render_transfer(results: dict, source: Path = TRANSFER) -> str:
     """benchmarks.transfer's comparison of checkpoints (its own table)."""
     from benchmarks.transfer import table
 
-    return table(results)
+    return table(results, source.name)
 
 
 def block(text: str, name: str) -> str:
@@ -240,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         ("voice", args.voice, render_voice, [ROOT / "docs" / "benchmarks.md"]),
         ("levers", LEVERS, lambda r: render_voice(r, LEVERS.name), [ROOT / "docs" / "benchmarks.md"]),
         ("transfer", TRANSFER, render_transfer, [ROOT / "docs" / "own-voice.md"]),
+        (
+            "transfer_voice",
+            TRANSFER_VOICE,
+            lambda r: render_transfer(r, TRANSFER_VOICE),
+            [ROOT / "docs" / "own-voice.md"],
+        ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
         ("blur", BLUR, render_blur, [ROOT / "docs" / "benchmarks.md"]),
         ("sweep", SWEEP, render_sweep, [ROOT / "docs" / "benchmarks.md"]),

@@ -12,12 +12,12 @@ speaker (``train.held_out_speaker``, or ``--speaker``), each decoded with every 
 Griffin-Lim: the share the recogniser hears as the target digit (those off the clip's own digit, and
 those on it: the reconstructions), the share of the former still heard as the clip's own digit, and
 pYIN's voiced share of their loud frames, beside the same clips through the features and vocoder
-alone (the floor). (c) z ~ N(0, I) decoded with each digit's label, ``--per-digit`` clips each: the
-share heard as that digit, and their voicing, for each checkpoint. Who (b)'s clips sound like:
-:class:`vae.evaluation.speakers.SpeakerRecogniser`, fit on the train split's clips of every speaker (the
-held-out one's takes, which the VAE never trained on, included). Prints a table with a column per
-checkpoint; the last stdout line is JSON (``--out`` also
-writes it).
+alone (the floor); as the decoder makes them, and matched to each clip's colour and pitch (``matched``,
+as ``jobs.transfer`` writes them). (c) z ~ N(0, I) decoded with each digit's label, ``--per-digit``
+clips each: the share heard as that digit, and their voicing, for each checkpoint. Who (b)'s clips
+sound like: three speaker recognisers (:func:`speaker_judges`), fit on the train split's clips of every
+speaker (the held-out one's takes, which the VAE never trained on, included). Prints a table with a
+column per checkpoint; the last stdout line is JSON (``--out`` also writes it).
 """
 
 from __future__ import annotations
@@ -63,32 +63,49 @@ def heard(rec, waves: np.ndarray, digits: np.ndarray, rate: int) -> dict:
     }
 
 
-def transfers(loaded, rec, clips: dict, speakers) -> dict:
+def transfers(loaded, rec, clips: dict, judges: dict) -> dict:
     """(b): the held-out speaker's test clips said as every digit, their reconstructions and their floor;
-    the digits the recogniser hears and the speakers ``speakers`` hears."""
+    the digits the recogniser hears and the speakers each of ``judges`` (name: speaker recogniser) hears;
+    ``matched``: the same, the outputs matched to each clip's voice (:func:`vae.generation.transfer`)."""
+    from vae.evaluation import audio
+
+    feats = loaded.run_config.features
+    ranges = (clips["db_min"], clips["db_max"]) if feats.normalisation == "per_clip" else (None, None)
+    floor = audio.resynthesise(clips["spectrogram"], feats, *ranges, label="floor, griffin-lim")
+    speaker = clips["speaker"][0]
+    doc = said_as(loaded, rec, clips, judges, match_voice=False)
+    doc["floor"] = heard(rec, floor, clips["digit"], feats.sample_rate)
+    doc["floor_speakers"] = {name: float(np.mean(j.listen(floor) == speaker)) for name, j in judges.items()}
+    doc["floor_speaker"] = doc["floor_speakers"]["voice_print"]
+    doc["matched"] = said_as(loaded, rec, clips, judges, match_voice=True)
+    return doc
+
+
+def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool) -> dict:
+    """Part of (b): ``clips`` said as every digit, matched to their voices or not."""
     from vae import generation
     from vae.config import N_DIGITS
     from vae.evaluation import audio
 
     feats, n = loaded.run_config.features, len(clips["digit"])
     ranges = (clips["db_min"], clips["db_max"]) if feats.normalisation == "per_clip" else (None, None)
-    said = generation.transfer(loaded, clips["spectrogram"], clips["digit"], range(N_DIGITS))
-    flat = said.reshape(-1, *feats.shape)
+    said = generation.transfer(
+        loaded, clips["spectrogram"], clips["digit"], range(N_DIGITS), match_voice=match_voice, source_f0=clips["f0"]
+    )
     per_clip = [None if r is None else np.repeat(r, N_DIGITS) for r in ranges]
-    waves = audio.resynthesise(flat, feats, *per_clip, label="transfers, griffin-lim")
+    waves = audio.resynthesise(said.reshape(-1, *feats.shape), feats, *per_clip, label="transfers, griffin-lim")
     targets, sources = np.tile(np.arange(N_DIGITS), n), np.repeat(clips["digit"], N_DIGITS)
-    floor = audio.resynthesise(clips["spectrogram"], feats, *ranges, label="floor, griffin-lim")
     rate, own = feats.sample_rate, targets == sources
     predicted = rec.listen(waves, rate).predicted
-    speaker = clips["speaker"][0]
+    named = {name: j.listen(waves) == clips["speaker"][0] for name, j in judges.items()}
     return {
         "transfer": heard(rec, waves[~own], targets[~own], rate),
         "transfer_heard_as_source": float(np.mean(predicted[~own] == sources[~own])),
-        "transfer_speaker": float(np.mean(speakers.listen(waves[~own]) == speaker)),
-        "reconstruction_speaker": float(np.mean(speakers.listen(waves[own]) == speaker)),
-        "floor_speaker": float(np.mean(speakers.listen(floor) == speaker)),
+        "transfer_speakers": {name: float(np.mean(h[~own])) for name, h in named.items()},
+        "reconstruction_speakers": {name: float(np.mean(h[own])) for name, h in named.items()},
+        "transfer_speaker": float(np.mean(named["voice_print"][~own])),
+        "reconstruction_speaker": float(np.mean(named["voice_print"][own])),
         "reconstruction": heard(rec, waves[own], targets[own], rate),
-        "floor": heard(rec, floor, clips["digit"], rate),
         "transfer_heard_by_target": [float(np.mean(predicted[~own & (targets == d)] == d)) for d in range(N_DIGITS)],
     }
 
@@ -107,31 +124,79 @@ def prior_samples(loaded, rec, per_digit: int, seed: int = 0) -> dict:
     return heard(rec, waves, digits, feats.sample_rate)
 
 
+def speaker_judges(train: dict, cfg) -> dict:
+    """The speaker recognisers of (b), fit on the train split's clips of every speaker: the voice print's
+    (:class:`vae.evaluation.speakers.SpeakerRecogniser`) and the cepstral mixtures', with and without each
+    clip's mean cepstrum (:class:`vae.evaluation.speakers.CepstralSpeakerRecogniser`)."""
+    from vae.evaluation.speakers import CepstralSpeakerRecogniser, SpeakerRecogniser
+
+    specs, speakers = train["spectrogram"], train["speaker"]
+    return {
+        "voice_print": SpeakerRecogniser(specs, speakers, cfg),
+        "cepstral": CepstralSpeakerRecogniser(specs, speakers, cfg, mean_normalised=False),
+        "cepstral_mean_normalised": CepstralSpeakerRecogniser(specs, speakers, cfg, mean_normalised=True),
+    }
+
+
+def _speakers(part: str, judge: str, matched: bool = False):
+    """How a table row reads the share of ``part``'s clips (transfer, reconstruction) ``judge`` names rightly."""
+
+    def read(d: dict):
+        d = d.get("matched", {}) if matched else d
+        return d.get(f"{part}_speakers", {}).get(judge)
+
+    return read
+
+
 # The rows of the comparison table: (label, how to read it from one run's measurements, reference).
 ROWS = (
     ("digit probe on z: test clips whose digit it names", lambda d: d["probes"]["digit_probe_accuracy"], "chance 0.10"),
     ("speaker probe on z: test clips whose speaker it names", lambda d: d["probes"]["speaker_probe_accuracy"], ""),
     ("transfers to the 9 other digits: heard as the target", lambda d: d["transfer"]["heard_as_digit"], "floor 1.00"),
     ("... heard as the digit said", lambda d: d["transfer_heard_as_source"], ""),
-    ("... heard as its speaker", lambda d: d.get("transfer_speaker"), "floor {floor_speaker}"),
-    ("... voicing", lambda d: d["transfer"]["voicing"], "floor {floor_voicing}"),
+    ("... heard as its speaker", lambda d: d.get("transfer_speaker"), "floor {voice_print}"),
+    ("... heard as its speaker by its cepstra", _speakers("transfer", "cepstral"), "floor {cepstral}"),
+    ("... by its cepstra less their mean", _speakers("transfer", "cepstral_mean_normalised"), "floor {normalised}"),
+    ("... voicing", lambda d: d["transfer"]["voicing"], "floor {voicing}"),
     ("said as their own digit: heard as it", lambda d: d["reconstruction"]["heard_as_digit"], "floor 1.00"),
-    ("... heard as its speaker", lambda d: d.get("reconstruction_speaker"), "floor {floor_speaker}"),
+    ("... heard as its speaker", lambda d: d.get("reconstruction_speaker"), "floor {voice_print}"),
+    (
+        "transfers matched to the voice: heard as the target",
+        lambda d: d.get("matched", {}).get("transfer", {}).get("heard_as_digit"),
+        "floor 1.00",
+    ),
+    ("... heard as its speaker", _speakers("transfer", "voice_print", matched=True), "floor {voice_print}"),
+    ("... heard as its speaker by its cepstra", _speakers("transfer", "cepstral", True), "floor {cepstral}"),
+    (
+        "... by its cepstra less their mean",
+        _speakers("transfer", "cepstral_mean_normalised", True),
+        "floor {normalised}",
+    ),
+    ("... voicing", lambda d: d.get("matched", {}).get("transfer", {}).get("voicing"), "floor {voicing}"),
     ("z ~ N(0, I) decoded with a digit: heard as it", lambda d: d["prior"]["heard_as_digit"], "chance 0.10"),
-    ("... voicing", lambda d: d["prior"]["voicing"], "floor {floor_voicing}"),
+    ("... voicing", lambda d: d["prior"]["voicing"], "floor {voicing}"),
 )
 
 
-def table(document: dict) -> str:
-    """Every run's measurements side by side, a Markdown table."""
+def table(document: dict, source: str = "transfer.json") -> str:
+    """Every run's measurements side by side, a Markdown table (generated from ``benchmarks/results/<source>``)."""
     runs = document["runs"]
     lines = [
         "| measure | " + " | ".join(r["name"] for r in runs) + " | reference |",
         "|---|" + "---|" * (len(runs) + 1),
     ]
-    floors = {"floor_speaker": runs[0].get("floor_speaker"), "floor_voicing": runs[0]["floor"]["voicing"]}
+    first = next((r for r in runs if "floor_speakers" in r), runs[0])
+    judged = first.get("floor_speakers", {"voice_print": first.get("floor_speaker")})
+    floors = {
+        "voice_print": judged.get("voice_print"),
+        "cepstral": judged.get("cepstral"),
+        "normalised": judged.get("cepstral_mean_normalised"),
+        "voicing": first["floor"]["voicing"],
+    }
     for label, read, reference in ROWS:
         cells = ["" if read(r) is None else f"{read(r):.2f}" for r in runs]
+        if not any(cells):  # measured by a later version of this benchmark than these runs
+            continue
         ref = reference.format(**{k: "" if v is None else f"{v:.2f}" for k, v in floors.items()})
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ref} |")
     clips = runs[0]["transfer"]["clips"], runs[0]["reconstruction"]["clips"], runs[0]["prior"]["clips"]
@@ -139,17 +204,16 @@ def table(document: dict) -> str:
     footer = (
         f"Measured {document['date']} on {document['cpus']} CPUs, speaker {runs[0]['speaker']!r}'s test clips "
         f"({clips[0]} transfers, {clips[1]} reconstructions, {clips[2]} prior draws): {commands}. "
-        "Generated from `benchmarks/results/transfer.json` by `python -m benchmarks.results_table`."
+        f"Generated from `benchmarks/results/{source}` by `python -m benchmarks.results_table`."
     )
     return "\n".join(lines) + "\n\n" + footer
 
 
-def measure(name: str, uri: str, args, train: dict, test: dict, rec) -> dict:
+def measure(name: str, uri: str, args, train: dict, test: dict, rec, judges: dict) -> dict:
     """(a), (b) and (c) of the checkpoint at ``uri``."""
     from vae import checkpoint, generation
     from vae.config import ConfigError, to_dict
     from vae.dataset import read_feature_config
-    from vae.evaluation.speakers import SpeakerRecogniser
 
     loaded = checkpoint.load(uri)
     generation.check_conditional(loaded)
@@ -162,8 +226,7 @@ def measure(name: str, uri: str, args, train: dict, test: dict, rec) -> dict:
     if not len(clips["digit"]):
         raise ConfigError(f"{args.data}: the test split has no clip of speaker {speaker!r}")
     doc = {"name": name, "checkpoint": loaded.uri, "speaker": speaker, "probes": probes(loaded, train, test)}
-    speakers = SpeakerRecogniser(train["spectrogram"], train["speaker"], loaded.run_config.features)
-    doc.update(transfers(loaded, rec, clips, speakers))
+    doc.update(transfers(loaded, rec, clips, judges))
     doc["prior"] = prior_samples(loaded, rec, args.per_digit)
     return doc
 
@@ -181,16 +244,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from benchmarks.quality import publish, stamp
-    from vae.dataset import load_split_numpy
+    from vae.dataset import load_split_numpy, read_feature_config
     from vae.evaluation import recogniser
 
-    columns = ["digit", "speaker", "spectrogram", "db_min", "db_max"]
+    columns = ["digit", "speaker", "spectrogram", "db_min", "db_max", "f0"]
     train, test = (load_split_numpy(args.data, split, columns) for split in ("train", "test"))
     rec = recogniser.load(args.classifier)
+    judges = speaker_judges(train, read_feature_config(args.data))
     runs = []
     for given in args.checkpoint:
         name, _, uri = given.rpartition("=")
-        runs.append(measure(name or uri, uri, args, train, test, rec))
+        runs.append(measure(name or uri, uri, args, train, test, rec, judges))
     document = {"data": args.data, "classifier": args.classifier, "runs": runs}
     print(table(stamp(document, "benchmarks.transfer")), flush=True)
     publish(document, args.out, "benchmarks.transfer")
