@@ -1,10 +1,12 @@
-"""Who is speaking: a voice-print speaker recogniser, fit on a dataset's train split.
+"""Who is speaking: speaker recognisers, fit on a dataset's train split.
 
 A clip's voice print (:func:`voice_print`) is its long-term spectrum (the mean over its loud frames of
 each bin's normalised level) and each bin's spread over those frames: the voice and the microphone, not
 the words. A logistic regression on it (:class:`SpeakerRecogniser`) names the speaker of real FSDD clips,
 of their reconstructions by a model that trained on that speaker, and of the same clips through the
 vocoder alone; a model that never heard the speaker may make them sound like someone it did.
+:class:`CepstralSpeakerRecogniser` asks another way, from single frames; less each clip's mean cepstrum,
+it hears how the spectrum moves and not its colour.
 """
 
 from __future__ import annotations
