@@ -270,7 +270,7 @@ def magnitude_to_db(mag: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.maximum(db, db.max(axis=(-2, -1), keepdims=True) - (cfg.db_ceiling - cfg.db_floor))
 
 
-LOUD_DB = 20.0  # a frame is loud within this many dB of its clip's loudest (by its mean level)
+LOUD_DB = 20.0  # a frame is loud within this many dB of its clip's loudest (by mean level here; by RMS in voicing)
 
 
 def loud_frames(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -26,15 +26,13 @@ import numpy as np
 
 from vae.config import FeatureConfig
 from vae.evaluation.audio import to_spectrograms
-from vae.features import log_spectral_distance, resample_many
+from vae.features import LOUD_DB, log_spectral_distance, resample_many
 
 # The voice metrics' sample rate: pYIN's framing below and PESQ's narrow band are set for it (FSDD's own).
 VOICE_RATE = 8000
 # pYIN's pitch range (Hz) and its and the RMS's framing at VOICE_RATE (64 ms frames every 16 ms).
 PITCH_HZ = (60.0, 400.0)
 VOICE_FRAME, VOICE_HOP = 512, 128
-# A clip's loud frames: RMS within this many dB of its loudest frame's.
-LOUD_DB = 20.0
 # Clips per pYIN call: one vectorised call is ~2.5x faster than a call per clip; this bounds its memory.
 _PYIN_CLIPS = 64
 
