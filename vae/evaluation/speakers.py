@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from vae.config import FeatureConfig
-from vae.features import long_term_spectrum, loud_frames
+from vae.features import long_term_spectrum, loud_frames, spectrogram_to_db
 
 
 def voice_print(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -61,8 +61,6 @@ def cepstra(specs: np.ndarray, cfg: FeatureConfig, mean_normalised: bool) -> lis
     filter that stays put over a clip (the microphone, and with it the voice's long-term colour)."""
     import librosa
     from scipy.fft import dct
-
-    from vae.features import spectrogram_to_db
 
     mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=MEL_BANDS)[:, : cfg.n_bins]
     power = 10.0 ** (spectrogram_to_db(specs, cfg) / 10.0)
