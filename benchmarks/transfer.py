@@ -6,18 +6,20 @@ and how often a voice it never heard, said as another digit, is heard as that di
 
 (a) probes: a logistic regression (standardised inputs) from the posterior means z (each clip encoded
 with its digit) to the digit, fit on the train split's clips and scored on the test split's (chance
-0.10); the same to the speaker (chance: one over the speakers). A conditional model that leaves the
-digit to its label keeps little of it in z. (b) transfer: the test clips of the run's held-out
-speaker (``train.held_out_speaker``, or ``--speaker``), each decoded with every digit and put through
-Griffin-Lim: the share the recogniser hears as the target digit (those off the clip's own digit, and
-those on it: the reconstructions), the share of the former still heard as the clip's own digit, and
-pYIN's voiced share of their loud frames, beside the same clips through the features and vocoder
-alone (the floor); as the decoder makes them, and matched to each clip's colour and pitch (``matched``,
-as ``jobs.transfer`` writes them). (c) z ~ N(0, I) decoded with each digit's label, ``--per-digit``
-clips each: the share heard as that digit, and their voicing, for each checkpoint. Who (b)'s clips
-sound like: three speaker recognisers (:func:`speaker_judges`), fit on the train split's clips of every
-speaker (the held-out one's takes, which the VAE never trained on, included). Prints a table with a
-column per checkpoint; the last stdout line is JSON (``--out`` also writes it).
+0.10); the same to the speaker (chance: one over the speakers). A conditional model that leaves the digit
+to its label keeps little of it in z; how little it can keep while it still says when and how loud the
+clip is spoken is the same digit probe on each clip's loudness contour (the table's reference). (b)
+transfer: the test clips of the run's held-out speaker (``train.held_out_speaker``, or ``--speaker``),
+each decoded with every digit and put through Griffin-Lim: the share the recogniser hears as the target
+digit (those off the clip's own digit, and those on it: the reconstructions), the share of the former
+still heard as the clip's own digit, and pYIN's voiced share of their loud frames, beside the same clips
+through the features and vocoder alone (the floor); as the decoder makes them, and matched to each clip's
+colour and pitch (``matched``, as ``jobs.transfer`` writes them). (c) z ~ N(0, I) decoded with each
+digit's label, ``--per-digit`` clips each: the share heard as that digit, and their voicing, for each
+checkpoint. Who (b)'s clips sound like: three speaker recognisers (:func:`speaker_judges`), fit on the
+train split's clips of every speaker (the held-out one's takes, which the VAE never trained on,
+included). Prints a table with a column per checkpoint; the last stdout line is JSON (``--out`` also
+writes it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def probes(loaded, train: dict, test: dict) -> dict:
         "speaker_probe_accuracy": probe(z_train, train["speaker"], z_test[known], test["speaker"][known]),
         "speaker_probe_chance": float(1 / len(np.unique(train["speaker"]))),
     }
+
+
+def loudness_probe(train: dict, test: dict) -> float:
+    """(a)'s digit probe on no model's code: each clip's loudness contour (:func:`vae.features.frame_levels`),
+    what a code that keeps when and how loud a clip is spoken gives a probe of the digit."""
+    from vae.features import frame_levels
+
+    return probe(frame_levels(train["spectrogram"]), train["digit"], frame_levels(test["spectrogram"]), test["digit"])
 
 
 def heard(rec, waves: np.ndarray, digits: np.ndarray, rate: int) -> dict:
@@ -150,7 +160,11 @@ def _speakers(part: str, judge: str, matched: bool = False):
 
 # The rows of the comparison table: (label, how to read it from one run's measurements, reference).
 ROWS = (
-    ("digit probe on z: test clips whose digit it names", lambda d: d["probes"]["digit_probe_accuracy"], "chance 0.10"),
+    (
+        "digit probe on z: test clips whose digit it names",
+        lambda d: d["probes"]["digit_probe_accuracy"],
+        "chance 0.10{loudness}",
+    ),
     ("speaker probe on z: test clips whose speaker it names", lambda d: d["probes"]["speaker_probe_accuracy"], ""),
     ("transfers to the 9 other digits: heard as the target", lambda d: d["transfer"]["heard_as_digit"], "floor 1.00"),
     ("... heard as the digit said", lambda d: d["transfer_heard_as_source"], ""),
@@ -193,11 +207,13 @@ def table(document: dict, source: str = "transfer.json") -> str:
         "normalised": judged.get("cepstral_mean_normalised"),
         "voicing": first["floor"]["voicing"],
     }
+    loudness = document.get("loudness_probe_accuracy")
+    extra = {"loudness": "" if loudness is None else f", loudness contour alone {loudness:.2f}"}
     for label, read, reference in ROWS:
         cells = ["" if read(r) is None else f"{read(r):.2f}" for r in runs]
         if not any(cells):  # measured by a later version of this benchmark than these runs
             continue
-        ref = reference.format(**{k: "" if v is None else f"{v:.2f}" for k, v in floors.items()})
+        ref = reference.format(**{k: "" if v is None else f"{v:.2f}" for k, v in floors.items()}, **extra)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ref} |")
     clips = runs[0]["transfer"]["clips"], runs[0]["reconstruction"]["clips"], runs[0]["prior"]["clips"]
     commands = "; ".join(f"`{c}`" for c in document.get("commands", [document.get("command")]))
@@ -255,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     for given in args.checkpoint:
         name, _, uri = given.rpartition("=")
         runs.append(measure(name or uri, uri, args, train, test, rec, judges))
-    document = {"data": args.data, "classifier": args.classifier, "runs": runs}
+    document = {
+        "data": args.data,
+        "classifier": args.classifier,
+        "loudness_probe_accuracy": loudness_probe(train, test),
+        "runs": runs,
+    }
     print(table(stamp(document, "benchmarks.transfer")), flush=True)
     publish(document, args.out, "benchmarks.transfer")
     return 0

@@ -93,6 +93,22 @@ def test_pitch_ratio_compares_the_voiced_frames_medians():
     np.testing.assert_allclose(generation.pitch_ratio(f0, reference), [2.0, 1.0, 1.0], rtol=1e-6)
 
 
+def test_the_loudness_probe_reads_a_digit_from_how_long_it_is_said_and_nothing_from_one_contour():
+    from benchmarks.transfer import loudness_probe
+
+    rng = np.random.default_rng(0)
+
+    def clips(n: int, by_digit: bool) -> dict:
+        digits = np.arange(n) % 10
+        specs = rng.uniform(0, 0.1, (n, 8, 40))
+        for i, d in enumerate(digits):
+            specs[i, :, 5 : 5 + (3 * d + 6 if by_digit else 20)] += 0.8
+        return {"spectrogram": specs, "digit": digits}
+
+    assert loudness_probe(clips(400, True), clips(200, True)) >= 0.9
+    assert loudness_probe(clips(400, False), clips(200, False)) <= 0.25
+
+
 def test_an_unconditional_checkpoint_is_refused_by_name(unconditional, fsdd_dir, tmp_path, capsys):
     loaded = checkpoint.load(unconditional)
     message = f"checkpoint {unconditional} is not digit-conditional: transfer needs a digit-conditional model"

@@ -273,10 +273,16 @@ def magnitude_to_db(mag: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 LOUD_DB = 20.0  # a frame is loud within this many dB of its clip's loudest (by mean level here; by RMS in voicing)
 
 
+def frame_levels(specs: np.ndarray) -> np.ndarray:
+    """Each frame's mean normalised level over the bins of spectrograms ``(..., n_bins, n_frames)``: a clip's
+    loudness contour, ``(..., n_frames)``."""
+    return np.asarray(specs).mean(axis=-2)
+
+
 def loud_frames(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Which frames of normalised spectrograms ``(..., n_bins, n_frames)`` are within :data:`LOUD_DB` of their
-    clip's loudest, by the mean level over the bins: ``(..., n_frames)``."""
-    level = np.asarray(specs).mean(axis=-2)
+    clip's loudest, by :func:`frame_levels`: ``(..., n_frames)``."""
+    level = frame_levels(specs)
     return level >= level.max(axis=-1, keepdims=True) - LOUD_DB / (cfg.db_ceiling - cfg.db_floor)
 
 
