@@ -78,11 +78,22 @@ VARIANTS: dict[str, dict] = {
     # No game: the digits' share of the code's variance descended directly.
     "moments_300": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "moments"},
     "moments_1k": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "moments"},
+    # The confusing adversary on a lower-rate code: a KL weight of 3, 10 and 30 (KL ~140 -> ~95, ~55, ~30 nats).
+    "confuse_300_beta3": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "confuse", "loss.beta": 3.0},
+    "confuse_300_beta10": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "confuse", "loss.beta": 10.0},
+    "confuse_300_beta30": {"loss.digit_adversary": 300.0, "loss.adversary_kind": "confuse", "loss.beta": 30.0},
+    "confuse_1k_beta30": {"loss.digit_adversary": 1000.0, "loss.adversary_kind": "confuse", "loss.beta": 30.0},
     # The confusing adversary on the demo's model: more voices for the code to carry.
     "augmented_confuse_300": {
         "train.augment_copies": 2,
         "loss.digit_adversary": 300.0,
         "loss.adversary_kind": "confuse",
+    },
+    "augmented_confuse_300_beta30": {
+        "train.augment_copies": 2,
+        "loss.digit_adversary": 300.0,
+        "loss.adversary_kind": "confuse",
+        "loss.beta": 30.0,
     },
 }
 METRICS = (

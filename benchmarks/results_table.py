@@ -2,7 +2,8 @@
 variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``) and the other levers
 tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command), and
 any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
-more speaker recognisers, transfer_voice.json, written by ``benchmarks.transfer --out``), and
+more speaker recognisers, transfer_voice.json, and on lower-rate codes, transfer_rate.json, written by
+``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 and what the renderer and the decoder's blur cost a voice never heard (benchmarks/results/blur_theo.json,
 ``benchmarks.blur_floor --out``), and the sweep that chose the demo's configuration
@@ -14,7 +15,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer`` and ``transfer_voice`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice`` and ``transfer_rate`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -32,6 +33,7 @@ VOICE = ROOT / "benchmarks" / "results" / "voice.json"
 LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
 TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
 TRANSFER_VOICE = ROOT / "benchmarks" / "results" / "transfer_voice.json"
+TRANSFER_RATE = ROOT / "benchmarks" / "results" / "transfer_rate.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
@@ -246,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             "transfer_voice",
             TRANSFER_VOICE,
             lambda r: render_transfer(r, TRANSFER_VOICE),
+            [ROOT / "docs" / "own-voice.md"],
+        ),
+        (
+            "transfer_rate",
+            TRANSFER_RATE,
+            lambda r: render_transfer(r, TRANSFER_RATE),
             [ROOT / "docs" / "own-voice.md"],
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
