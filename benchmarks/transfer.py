@@ -6,20 +6,21 @@ and how often a voice it never heard, said as another digit, is heard as that di
 
 (a) probes: a logistic regression (standardised inputs) from the posterior means z (each clip encoded
 with its digit) to the digit, fit on the train split's clips and scored on the test split's (chance
-0.10); the same to the speaker (chance: one over the speakers). A conditional model that leaves the digit
-to its label keeps little of it in z; how little it can keep while it still says when and how loud the
-clip is spoken is the same digit probe on each clip's loudness contour (the table's reference). (b)
-transfer: the test clips of the run's held-out speaker (``train.held_out_speaker``, or ``--speaker``),
-each decoded with every digit and put through Griffin-Lim: the share the recogniser hears as the target
-digit (those off the clip's own digit, and those on it: the reconstructions), the share of the former
-still heard as the clip's own digit, and pYIN's voiced share of their loud frames, beside the same clips
-through the features and vocoder alone (the floor); as the decoder makes them, and matched to each clip's
-colour and pitch (``matched``, as ``jobs.transfer`` writes them). (c) z ~ N(0, I) decoded with each
-digit's label, ``--per-digit`` clips each: the share heard as that digit, and their voicing, for each
-checkpoint. Who (b)'s clips sound like: three speaker recognisers (:func:`speaker_judges`), fit on the
-train split's clips of every speaker (the held-out one's takes, which the VAE never trained on,
-included). Prints a table with a column per checkpoint; the last stdout line is JSON (``--out`` also
-writes it).
+0.10), and the same from one code drawn from each clip's posterior (a mean can hold the digit in
+differences far under the posterior's spread, which no drawn code keeps); the same to the speaker
+(chance: one over the speakers). A conditional model that leaves the digit to its label keeps little of
+it in z; how little it can keep while it still says when and how loud the clip is spoken is the same
+digit probe on each clip's loudness contour (the table's reference). (b) transfer: the test clips of the
+run's held-out speaker (``train.held_out_speaker``, or ``--speaker``), each decoded with every digit and
+put through Griffin-Lim: the share the recogniser hears as the target digit (those off the clip's own
+digit, and those on it: the reconstructions), the share of the former still heard as the clip's own
+digit, and pYIN's voiced share of their loud frames, beside the same clips through the features and
+vocoder alone (the floor); as the decoder makes them, and matched to each clip's colour and pitch
+(``matched``, as ``jobs.transfer`` writes them). (c) z ~ N(0, I) decoded with each digit's label,
+``--per-digit`` clips each: the share heard as that digit, and their voicing, for each checkpoint. Who
+(b)'s clips sound like: three speaker recognisers (:func:`speaker_judges`), fit on the train split's
+clips of every speaker (the held-out one's takes, which the VAE never trained on, included). Prints a
+table with a column per checkpoint; the last stdout line is JSON (``--out`` also writes it).
 """
 
 from __future__ import annotations
@@ -36,19 +37,28 @@ def probe(train_z: np.ndarray, train_y: np.ndarray, test_z: np.ndarray, test_y: 
     return float(linear_probe().fit(train_z, train_y).score(test_z, test_y))
 
 
-def probes(loaded, train: dict, test: dict) -> dict:
-    """(a): digit and speaker probes from the posterior means of the train split to those of the test split."""
+def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
+    """(a): digit and speaker probes from the posterior means of the train split to those of the test split,
+    and the digit probe from one code drawn from each clip's posterior (what the decoder is trained on)."""
     from vae import generation
 
-    z_train = generation.encode(loaded, train["spectrogram"], train["digit"])
-    z_test = generation.encode(loaded, test["spectrogram"], test["digit"])
+    (z_train, var_train), (z_test, var_test) = (
+        generation.posterior(loaded, split["spectrogram"], split["digit"]) for split in (train, test)
+    )
+    rng = np.random.default_rng(seed)
+    drawn_train, drawn_test = (
+        z + np.exp(0.5 * log_var) * rng.standard_normal(z.shape)
+        for z, log_var in ((z_train, var_train), (z_test, var_test))
+    )
     known = np.isin(test["speaker"], np.unique(train["speaker"]))
     return {
         "probe_clips": {"train": int(len(z_train)), "test": int(len(z_test))},
         "digit_probe_accuracy": probe(z_train, train["digit"], z_test, test["digit"]),
+        "digit_probe_drawn_accuracy": probe(drawn_train, train["digit"], drawn_test, test["digit"]),
         "digit_probe_chance": 0.1,
         "speaker_probe_accuracy": probe(z_train, train["speaker"], z_test[known], test["speaker"][known]),
         "speaker_probe_chance": float(1 / len(np.unique(train["speaker"]))),
+        "posterior_std_median": float(np.median(np.exp(0.5 * var_test))),
     }
 
 
@@ -165,6 +175,8 @@ ROWS = (
         lambda d: d["probes"]["digit_probe_accuracy"],
         "chance 0.10{loudness}",
     ),
+    ("... on a code drawn from each clip's posterior", lambda d: d["probes"].get("digit_probe_drawn_accuracy"), ""),
+    ("... the posterior's standard deviation (median)", lambda d: d["probes"].get("posterior_std_median"), ""),
     ("speaker probe on z: test clips whose speaker it names", lambda d: d["probes"]["speaker_probe_accuracy"], ""),
     ("transfers to the 9 other digits: heard as the target", lambda d: d["transfer"]["heard_as_digit"], "floor 1.00"),
     ("... heard as the digit said", lambda d: d["transfer_heard_as_source"], ""),

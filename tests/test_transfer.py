@@ -87,6 +87,18 @@ def test_a_matched_transfer_takes_the_colour_and_pitch_of_its_voice(conditional,
     assert np.abs(octave - matched).max() > 0.05
 
 
+def test_the_posterior_gives_the_codes_means_and_their_spread(conditional, fsdd_dir):
+    from vae.evaluation.evaluators.unseen_voices import read_voice
+
+    loaded = checkpoint.load(conditional)
+    voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
+    specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
+    means, log_var = generation.posterior(loaded, specs, digits, batch_size=2)
+    assert means.shape == log_var.shape == (len(CLIPS), loaded.run_config.model.latent_dim)
+    np.testing.assert_allclose(means, generation.encode(loaded, specs, digits), atol=1e-5)
+    assert np.all(np.isfinite(log_var)) and np.ptp(log_var) > 0
+
+
 def test_pitch_ratio_compares_the_voiced_frames_medians():
     f0 = np.array([[0, 200, 200, 220, 0], [0, 0, 0, 0, 0], [100, 100, 0, 0, 0]], np.float32)
     reference = np.array([[100, 100, 110, 0, 0], [100, 100, 0, 0, 0], [0, 0, 0, 0, 0]], np.float32)

@@ -196,15 +196,25 @@ def sample(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0)
     return decode(loaded, z, digits)
 
 
-def encode(loaded: LoadedModel, specs: np.ndarray, digits=None, batch_size: int = 64) -> np.ndarray:
-    """Posterior means [n, latent_dim] of spectrograms [n, n_bins, n_frames]."""
+def posterior(
+    loaded: LoadedModel, specs: np.ndarray, digits=None, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances, each [n, latent_dim], of spectrograms [n, n_bins, n_frames]."""
     specs = np.asarray(specs, np.float32)
     digits = _digits_or_none(loaded, digits, len(specs))
     out = [
-        loaded.model.encode(specs[b], None if digits is None else digits[b], training=False)[0].numpy()
+        loaded.model.encode(specs[b], None if digits is None else digits[b], training=False)
         for b in _batches(len(specs), batch_size)
     ]
-    return np.concatenate(out) if out else np.zeros((0, loaded.run_config.model.latent_dim), np.float32)
+    if not out:
+        empty = np.zeros((0, loaded.run_config.model.latent_dim), np.float32)
+        return empty, empty
+    return np.concatenate([m.numpy() for m, _ in out]), np.concatenate([v.numpy() for _, v in out])
+
+
+def encode(loaded: LoadedModel, specs: np.ndarray, digits=None, batch_size: int = 64) -> np.ndarray:
+    """Posterior means [n, latent_dim] of spectrograms [n, n_bins, n_frames]."""
+    return posterior(loaded, specs, digits, batch_size)[0]
 
 
 def reconstruct(loaded: LoadedModel, specs: np.ndarray, digits=None) -> np.ndarray:
