@@ -165,9 +165,10 @@ def checked_config(args: argparse.Namespace) -> tuple[RunConfig, FaultConfig, Ru
 
 def _main(args: argparse.Namespace) -> int:
     """The job's body: check, train, optionally evaluate, report."""
-    from vae.training import describe
+    from vae.training import describe, run_ranking
 
     run_cfg, fault, stored = checked_config(args)
+    ranking = run_ranking(run_cfg, args.data, args.recogniser)
     print(f"run {args.name}: {args.model or ('as stored' if stored else 'default')} {describe(run_cfg)}", flush=True)
 
     import ray
@@ -180,7 +181,7 @@ def _main(args: argparse.Namespace) -> int:
     owns_ray = not ray.is_initialized()
     try:
         init_ray(args.num_cpus)
-        result = fit(run_cfg, args.data, args.out, args.name, resume=args.resume, fault=fault)
+        result = fit(run_cfg, args.data, args.out, args.name, resume=args.resume, fault=fault, ranking=ranking)
     finally:
         if owns_ray and ray.is_initialized():
             finish_ray()  # also flushes worker logs, so the JSON below stays the last line
@@ -197,6 +198,11 @@ def _main(args: argparse.Namespace) -> int:
     print(
         f"best checkpoint {result.best_checkpoint}: epoch {m.get('epoch')}, val_recon_mse {m.get('val_recon_mse'):.5f}, "
         f"val_loss {m.get('val_loss'):.4g}"
+        + (
+            f", objective {m['objective']:.4g} (digit accuracy of its samples {m.get('digit_accuracy')})"
+            if "objective" in m
+            else ""
+        )
     )
     print(
         json.dumps(

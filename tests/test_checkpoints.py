@@ -224,3 +224,15 @@ def test_remove_damaged_deletes_only_the_checkpoints_that_fail_verification(save
     os.remove(run_dir / "checkpoint_0003" / checkpoint.CONFIG)  # a copy a killed writer never finished
     assert checkpoint.remove_damaged(str(run_dir)) == ["checkpoint_0003", "checkpoint_0002"]
     assert sorted(os.listdir(run_dir)) == ["checkpoint_0001"]
+
+
+def test_a_run_given_for_a_checkpoint_is_advised_by_what_it_was_ranked_by(tmp_path):
+    for name, metrics in (
+        ("checkpoint_0001", {"val_recon_mse": 0.01, "objective": 0.5}),
+        ("checkpoint_0002", {"val_recon_mse": 0.02, "objective": 0.3}),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / checkpoint.METRICS).write_text(json.dumps(metrics))
+    advice = checkpoint._run_advice(str(tmp_path), ["checkpoint_0001", "checkpoint_0002"])
+    assert f"its best by objective, --checkpoint {tmp_path}/checkpoint_0002" in advice
+    assert "checkpoint_0001 (objective 0.5), checkpoint_0002 (objective 0.3)" in advice

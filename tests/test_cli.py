@@ -214,6 +214,18 @@ def test_a_checkpoint_or_a_dataset_given_as_the_recogniser_is_named(folders, tmp
     assert f"{features} is a Parquet dataset (jobs.preprocess), not a recogniser" in _error(capsys)
 
 
+def test_ranking_a_run_by_its_samples_without_a_recogniser_is_refused_before_it_starts(folders, tmp_path, capsys):
+    from jobs import train
+
+    features = str(folders / "features")
+    args = f"--data {features} --out {tmp_path} --name r --model tiny --set train.rank_by=samples".split()
+    assert train.main(args) == 1
+    assert "TrainConfig.rank_by='samples' ranks checkpoints by what a recogniser hears" in _error(capsys)
+    assert not (tmp_path / "r").exists()
+    assert train.main([*args[:-1], "train.rank_by=loudness"]) == 1
+    assert "TrainConfig.rank_by='loudness'; choose from ['val_recon_mse', 'samples']" in _error(capsys)
+
+
 def test_a_digit_out_of_range_is_refused_before_anything_loads(capsys):
     from jobs import generate, reconstruct
 

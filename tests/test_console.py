@@ -89,6 +89,22 @@ def test_progress_lines_are_spaced_unless_verbose(monkeypatch):
     assert all(verbose.due() for _ in range(3))
 
 
+def test_work_on_the_side_of_a_phase_keeps_its_info_lines_to_verbose_jobs(monkeypatch, caplog):
+    import logging
+
+    logger = logging.getLogger("vae.evaluation.audio")
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    with caplog.at_level(logging.INFO, logger="vae"):
+        with console.quiet_log("vae.evaluation"):
+            logger.info("samples, griffin-lim: 100/100 clips")
+            logger.warning("a clip is silent")
+        logger.info("after: said")
+        monkeypatch.setenv(console.VERBOSE_ENV, "1")
+        with console.quiet_log("vae.evaluation"):
+            logger.info("verbose: said")
+    assert [r.getMessage() for r in caplog.records] == ["a clip is silent", "after: said", "verbose: said"]
+
+
 def test_a_progress_line_off_a_terminal_prints_spaced_lines(capsys, monkeypatch):
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
     line = console.ProgressLine()

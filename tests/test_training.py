@@ -240,3 +240,27 @@ def test_an_epochs_gradient_norms_are_summarised_and_the_non_finite_ones_counted
     assert gradient_norm_metrics(norms, clip_norm=1.5) == summary
     assert gradient_norm_metrics(norms, clip_norm=0.0)["clipped_steps"] == 0.0
     assert gradient_norm_metrics(np.full(3, np.nan), clip_norm=1.0) == {"nonfinite_steps": 3}
+
+
+def test_a_run_ranked_by_samples_keeps_its_checkpoints_by_what_the_recogniser_hears(
+    ray_local, small_parquet, recogniser_dir, tmp_path
+):
+    from dataclasses import replace
+
+    from vae.config import SamplingConfig
+    from vae.objective import OBJECTIVE, Ranking
+    from vae.training import run_ranking
+    from vae.tuning import data_variance
+
+    assert run_ranking(tiny_run_config(), small_parquet, None) == Ranking()  # by val_recon_mse: no recogniser needed
+    cfg = tiny_run_config(num_workers=1, epochs=3, rank_by="samples", rank_samples_per_digit=2, checkpoints_to_keep=1)
+    cfg = replace(cfg, sampling=SamplingConfig(sampler="prior"))
+    result = fit(cfg, small_parquet, str(tmp_path), "ranked", ranking=run_ranking(cfg, small_parquet, recogniser_dir))
+
+    best = result.best_metrics
+    assert 0 <= best["digit_accuracy"] <= 1 and best["digit_accuracy"] * 20 == round(best["digit_accuracy"] * 20)
+    variance = data_variance(small_parquet)
+    assert best[OBJECTIVE] == pytest.approx(best["val_recon_mse"] / variance + 1 - best["digit_accuracy"], rel=1e-6)
+    assert best[OBJECTIVE] <= result.latest_metrics[OBJECTIVE]
+    loaded = checkpoint.load(result.best_checkpoint)
+    assert loaded.run_config.train.rank_by == "samples" and loaded.metrics[OBJECTIVE] == best[OBJECTIVE]

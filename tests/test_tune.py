@@ -61,7 +61,10 @@ def test_objective_adds_the_voicing_the_samples_lack_and_the_held_out_speakers_r
     )
 
 
-def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
+def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective(tmp_path):
+    from types import SimpleNamespace
+
+    from vae import checkpoint as ckpt_lib
     from vae.config import RunConfig
     from vae.objective import OBJECTIVE, SCORE_METRIC, Ranking
     from vae.training import build_trainer
@@ -78,7 +81,9 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
     ranking = Ranking(val_variance=0.04, scorer=lambda loaded: {}, voicing_floor=0.7)
     worker = Heard(RunConfig(), "run", 0, 1, None, {}, {}, 1, 1, ranking)
     at_checkpoint, between = {"val_recon_mse": 0.01}, {"val_recon_mse": 0.01}
-    rank_epoch(worker, at_checkpoint, checkpoint=object())
+    saved = SimpleNamespace(path=str(tmp_path))
+    (tmp_path / ckpt_lib.METRICS).write_text('{"epoch": 3, "val_recon_mse": 0.01}')
+    rank_epoch(worker, at_checkpoint, checkpoint=saved)
     rank_epoch(worker, between, checkpoint=None)
     assert at_checkpoint == {
         "val_recon_mse": 0.01,
@@ -87,6 +92,8 @@ def test_a_sweep_trial_ranks_and_keeps_its_checkpoints_by_the_objective():
         "val_unexplained_variance": 0.25,
         OBJECTIVE: pytest.approx(0.25 + 0.1 + 0.5),
     }
+    # the checkpoint's own metrics say what it was ranked by, as they do every other metric of its epoch
+    assert ckpt_lib.read_metrics(str(tmp_path)) == {"epoch": 3, **at_checkpoint}
     # an epoch without a checkpoint carries the latest measurements into its objective, not into its metrics
     assert between[OBJECTIVE] == pytest.approx(0.85) and "digit_accuracy" not in between
     untouched = {"val_recon_mse": 0.01}

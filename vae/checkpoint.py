@@ -38,7 +38,7 @@ import numpy as np
 from vae import compat, storage
 from vae.config import RunConfig, from_dict, to_json
 from vae.errors import UserError
-from vae.objective import SCORE_METRIC
+from vae.objective import OBJECTIVE, SCORE_METRIC
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.npz"
@@ -417,11 +417,15 @@ def in_memory(directory: str, model) -> LoadedModel:
     )
 
 
-def _score(checkpoint_uri: str) -> float | None:
-    """The checkpoint's :data:`vae.objective.SCORE_METRIC` from its metrics.json, None if unreadable."""
+def _score(checkpoint_uri: str) -> tuple[str, float] | None:
+    """What the checkpoint was ranked by and its value, from its metrics.json: the objective where its run
+    ranked by one (a sweep's trial, ``train.rank_by``), else :data:`vae.objective.SCORE_METRIC`; None if
+    unreadable."""
     try:
-        value = storage.read_json(storage.join(checkpoint_uri, METRICS)).get(SCORE_METRIC)
-        return None if value is None else float(value)
+        metrics = storage.read_json(storage.join(checkpoint_uri, METRICS))
+        metric = OBJECTIVE if OBJECTIVE in metrics else SCORE_METRIC
+        value = metrics.get(metric)
+        return None if value is None else (metric, float(value))
     except (storage.StorageError, ValueError, TypeError, AttributeError):
         return None
 
@@ -429,11 +433,12 @@ def _score(checkpoint_uri: str) -> float | None:
 def _run_advice(run_dir: str, names: list[str]) -> str:
     """A training run given for a checkpoint: its best checkpoint to pass instead, and its others."""
     scores = {name: _score(storage.join(run_dir, name)) for name in names[:MAX_LISTED]}
-    scored = {name: value for name, value in scores.items() if value is not None}
+    metric = OBJECTIVE if any(s is not None and s[0] == OBJECTIVE for s in scores.values()) else SCORE_METRIC
+    scored = {name: s[1] for name, s in scores.items() if s is not None and s[0] == metric}
     best = min(scored, key=scored.__getitem__) if scored else names[0]
-    listed = ", ".join(f"{n} ({SCORE_METRIC} {scored[n]:.4g})" if n in scored else n for n in scores)
+    listed = ", ".join(f"{n} ({metric} {scored[n]:.4g})" if n in scored else n for n in scores)
     more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
-    which = f"its best by {SCORE_METRIC}" if scored else "its newest"
+    which = f"its best by {metric}" if scored else "its newest"
     return (
         f"{run_dir} is a training run, not a checkpoint: pass {which}, --checkpoint {storage.join(run_dir, best)}; "
         f"its checkpoints: {listed}{more}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 from vae.errors import UserError
+from vae.objective import SCORE_METRIC
 from vae.objective import TERMS as OBJECTIVE_TERMS
 
 if TYPE_CHECKING:
@@ -344,6 +345,9 @@ class LossConfig:
 
 # --------------------------------------------------------------------------- training
 
+# What a single run may rank its checkpoints by (TrainConfig.rank_by).
+RANK_BY = (SCORE_METRIC, "samples")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -396,6 +400,13 @@ class TrainConfig:
     # and a fit) after every this-many epochs, and always after the last one.
     checkpoint_every: int = 1
     checkpoints_to_keep: int = 2
+    # What the checkpoints kept (and the run's best) are ranked by: "val_recon_mse", or "samples": the share
+    # of the data's variance the validation reconstructions miss plus the share of rank_samples_per_digit
+    # samples of each digit a recogniser does not hear as that digit (vae.objective), measured at each
+    # checkpoint. With sampling.sampler "prior" and a conditional model those samples are z ~ N(0, I) with a
+    # label. Needs a recogniser: the pipeline's own, or jobs.train --recogniser.
+    rank_by: str = "val_recon_mse"
+    rank_samples_per_digit: int = 10
     # At every checkpoint, one generated clip of each of the first this-many digits goes to
     # TensorBoard as a spectrogram image and Griffin-Lim audio (vae/tracking.py); 0: none.
     tracking_samples: int = 4
@@ -416,6 +427,7 @@ class TrainConfig:
             "cpus_per_worker",
             "checkpoints_to_keep",
             "checkpoint_every",
+            "rank_samples_per_digit",
         )
         if self.clip_norm < 0:
             raise ConfigError(f"TrainConfig.clip_norm={self.clip_norm} must be >= 0 (0 = no clipping)")
@@ -432,6 +444,7 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         _choice(self, "placement_strategy", ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
         _choice(self, "lr_schedule", ("constant", "cosine"))
+        _choice(self, "rank_by", RANK_BY)
         if not 0 <= self.weight_decay <= 1:
             raise ConfigError(f"TrainConfig.weight_decay={self.weight_decay} must be in [0, 1] (0 = none)")
         if not 0 <= self.lr_final_fraction <= 1:

@@ -124,6 +124,22 @@ class ProgressLine:
 
 
 @contextlib.contextmanager
+def quiet_log(name: str) -> Iterator[None]:
+    """The ``name`` logger's INFO lines dropped inside, unless ``--verbose``: what work done on the side
+    of a phase (a checkpoint measured in a Train worker) says of its own steps."""
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    if not is_verbose():
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def stderr_silenced() -> Iterator[None]:
     """File descriptor 2 on /dev/null inside, so what C++ code writes to stderr is dropped too."""
     sys.stderr.flush()

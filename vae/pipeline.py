@@ -199,7 +199,7 @@ def run_pipeline(
     if space is not None:
         best, sweep_reports = _sweep(space, features, storage_uri, name, sweep, resume, rec)
     else:
-        best = _train(run_cfg or RunConfig(), features, exp_uri, resume)
+        best = _train(run_cfg or RunConfig(), features, exp_uri, resume, rec)
     lap("train" if space is None else "sweep")
     evaluation = storage.join(exp_uri, "evaluation")
     config = replace(EvalConfig(), n_per_digit=n_per_digit).validate()
@@ -231,21 +231,23 @@ def _sweep(
     return storage.join(exp_uri, "best"), result.report_uri
 
 
-def _train(run_cfg: RunConfig, features: str, exp_uri: str, resume: bool) -> str:
-    """Train ``run_cfg`` once (or go on with it) into ``exp_uri/train``: its best checkpoint."""
+def _train(run_cfg: RunConfig, features: str, exp_uri: str, resume: bool, rec: str | None) -> str:
+    """Train ``run_cfg`` once (or go on with it) into ``exp_uri/train``: its best checkpoint, ranked as
+    ``run_cfg.train.rank_by`` says (by samples, with the recogniser ``rec``)."""
     from vae import checkpoint
-    from vae.objective import SCORE_METRIC
-    from vae.training import NothingToTrain, describe, fit
+    from vae.training import NothingToTrain, describe, fit, run_ranking
 
+    ranking = run_ranking(run_cfg, features, rec)
     log.info(f"train: {describe(run_cfg)} -> {exp_uri}/train")
     try:
-        result = fit(run_cfg, features, exp_uri, "train", resume=resume)
+        result = fit(run_cfg, features, exp_uri, "train", resume=resume, ranking=ranking)
     except NothingToTrain as exc:  # resumed after training had finished: go on to the evaluation
-        best = checkpoint.best_intact(storage.join(exp_uri, "train"), SCORE_METRIC)
+        best = checkpoint.best_intact(storage.join(exp_uri, "train"), ranking.metric)
         log.info(f"train: {exc}; evaluating its best checkpoint {best}")
         return best
     log.info(
-        f"train: best checkpoint {result.best_checkpoint} (val_recon_mse {result.best_metrics.get('val_recon_mse'):.4g})"
+        f"train: best checkpoint {result.best_checkpoint} "
+        f"({ranking.metric} {result.best_metrics.get(ranking.metric):.4g})"
     )
     return result.best_checkpoint
 

@@ -154,7 +154,8 @@ class Worker:
         scorer = self.ranking.scorer
         if scorer is None:
             raise TrainingError("measuring a checkpoint needs a scorer: this run's ranking has none")
-        return scorer(ckpt_lib.in_memory(checkpoint.path, self.steps.model))
+        with console.quiet_log("vae.evaluation"):
+            return scorer(ckpt_lib.in_memory(checkpoint.path, self.steps.model))
 
 
 def start_worker(config: dict[str, Any]) -> Worker:
@@ -413,9 +414,12 @@ def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], histor
 
 
 def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
-    """Add what the run ranks by to ``metrics`` when that is the sweep objective: the scorer's
-    measurements where there is a checkpoint (rank 0's), the objective at every epoch; an epoch
-    without a checkpoint carries the latest measurements, so its objective has the same terms."""
+    """Add what the run ranks by to ``metrics`` when that is the objective: the scorer's measurements
+    where there is a checkpoint (rank 0's), the objective at every epoch; an epoch without a checkpoint
+    carries the latest measurements, so its objective has the same terms. The checkpoint's own metrics
+    get them too, so a run's checkpoints are ranked again alike when it is resumed or read back."""
+    from vae import checkpoint as ckpt_lib
+
     ranking = worker.ranking
     if ranking.metric != OBJECTIVE:
         return
@@ -425,6 +429,9 @@ def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
     measured = worker.measured
     metrics["val_unexplained_variance"] = metrics["val_recon_mse"] / ranking.val_variance
     metrics[OBJECTIVE] = objective(metrics["val_recon_mse"], ranking.val_variance, measured, ranking.voicing_floor)
+    if checkpoint is not None:
+        ranked = {key: metrics[key] for key in (*measured, "val_unexplained_variance", OBJECTIVE)}
+        ckpt_lib.write_json(checkpoint.path, ckpt_lib.METRICS, {**ckpt_lib.read_metrics(checkpoint.path), **ranked})
 
 
 def _epoch_line(epoch: int, tcfg, m: dict[str, Any]) -> str:
@@ -442,6 +449,7 @@ def _epoch_line(epoch: int, tcfg, m: dict[str, Any]) -> str:
             else ""
         )
         + (f" | {m['nonfinite_steps']} steps with a non-finite gradient" if m.get("nonfinite_steps") else "")
+        + (f" | samples heard as their digit {m['digit_accuracy']:.2f}" if "digit_accuracy" in m else "")
     )
 
 
