@@ -165,7 +165,8 @@ def checked_config(args: argparse.Namespace) -> tuple[RunConfig, FaultConfig, Ru
 
 def _main(args: argparse.Namespace) -> int:
     """The job's body: check, train, optionally evaluate, report."""
-    from vae.training import describe, run_ranking
+    from vae.pipeline import run_ranking
+    from vae.training import describe
 
     run_cfg, fault, stored = checked_config(args)
     ranking = run_ranking(run_cfg, args.data, args.recogniser)

@@ -249,7 +249,7 @@ def test_a_run_ranked_by_samples_keeps_its_checkpoints_by_what_the_recogniser_he
 
     from vae.config import SamplingConfig
     from vae.objective import OBJECTIVE, Ranking
-    from vae.training import run_ranking
+    from vae.pipeline import run_ranking
     from vae.tuning import data_variance
 
     assert run_ranking(tiny_run_config(), small_parquet, None) == Ranking()  # by val_recon_mse: no recogniser needed

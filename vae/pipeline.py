@@ -22,8 +22,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vae import console, storage, tracking
-from vae.config import EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, SweepConfig, to_json
+from vae.config import ConfigError, EvalConfig, FeatureConfig, RecogniserConfig, RunConfig, SweepConfig, to_json
 from vae.errors import UserError
+from vae.objective import SCORE_METRIC, Ranking
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +232,29 @@ def _sweep(
     return storage.join(exp_uri, "best"), result.report_uri
 
 
+def run_ranking(run_cfg: RunConfig, data_uri: str, recogniser_uri: str | None) -> Ranking:
+    """What one run's checkpoints are ranked by (``TrainConfig.rank_by``): the validation reconstruction
+    error, or with "samples" the objective whose term beside it is the digit accuracy of the checkpoint's
+    samples, heard by the recogniser at ``recogniser_uri``."""
+    tcfg = run_cfg.train
+    if tcfg.rank_by == SCORE_METRIC:
+        return Ranking()
+    if not recogniser_uri:
+        raise ConfigError(
+            f"TrainConfig.rank_by={tcfg.rank_by!r} ranks checkpoints by what a recogniser hears in their samples: "
+            "pass --recogniser, or run the pipeline (jobs.pipeline, jobs.demo), which trains one"
+        )
+    from vae.evaluation.evaluators.samples import SampleScorer
+    from vae.tuning import data_variance
+
+    return Ranking(data_variance(data_uri), SampleScorer(recogniser_uri, tcfg.rank_samples_per_digit))
+
+
 def _train(run_cfg: RunConfig, features: str, exp_uri: str, resume: bool, rec: str | None) -> str:
     """Train ``run_cfg`` once (or go on with it) into ``exp_uri/train``: its best checkpoint, ranked as
     ``run_cfg.train.rank_by`` says (by samples, with the recogniser ``rec``)."""
     from vae import checkpoint
-    from vae.training import NothingToTrain, describe, fit, run_ranking
+    from vae.training import NothingToTrain, describe, fit
 
     ranking = run_ranking(run_cfg, features, rec)
     log.info(f"train: {describe(run_cfg)} -> {exp_uri}/train")

@@ -13,7 +13,7 @@ from typing import Any
 
 from vae import compat, console, storage
 from vae.config import ConfigError, FaultConfig, RunConfig, to_dict
-from vae.objective import SCORE_METRIC, Ranking
+from vae.objective import Ranking
 from vae.runlock import RunLock
 from vae.worker import TRAIN, VAL, TrainingError, loop_config, train_loop_per_worker
 
@@ -125,24 +125,6 @@ def _check_same_architecture(stored: RunConfig, new: RunConfig, run_dir: str) ->
         raise ConfigError(
             f"--resume of {run_dir}: the checkpoints were made with a different config ({'; '.join(diffs)})"
         )
-
-
-def run_ranking(run_cfg: RunConfig, data_uri: str, recogniser_uri: str | None) -> Ranking:
-    """What one run's checkpoints are ranked by (``TrainConfig.rank_by``): the validation reconstruction
-    error, or with "samples" the objective whose term beside it is the digit accuracy of the checkpoint's
-    samples, heard by the recogniser at ``recogniser_uri``."""
-    tcfg = run_cfg.train
-    if tcfg.rank_by == SCORE_METRIC:
-        return Ranking()
-    if not recogniser_uri:
-        raise ConfigError(
-            f"TrainConfig.rank_by={tcfg.rank_by!r} ranks checkpoints by what a recogniser hears in their samples: "
-            "pass --recogniser, or run the pipeline (jobs.pipeline, jobs.demo), which trains one"
-        )
-    from vae.evaluation.evaluators.samples import SampleScorer
-    from vae.tuning import data_variance
-
-    return Ranking(data_variance(data_uri), SampleScorer(recogniser_uri, tcfg.rank_samples_per_digit))
 
 
 def check_run(storage_uri: str, name: str, resume: bool) -> str:
