@@ -175,6 +175,7 @@ def _main(args: argparse.Namespace) -> int:
     import ray
 
     from vae import storage
+    from vae.objective import OBJECTIVE
     from vae.pipeline import evaluate_best
     from vae.raysetup import finish_ray, init_ray
     from vae.training import fit
@@ -200,8 +201,8 @@ def _main(args: argparse.Namespace) -> int:
         f"best checkpoint {result.best_checkpoint}: epoch {m.get('epoch')}, val_recon_mse {m.get('val_recon_mse'):.5f}, "
         f"val_loss {m.get('val_loss'):.4g}"
         + (
-            f", objective {m['objective']:.4g} (digit accuracy of its samples {m.get('digit_accuracy')})"
-            if "objective" in m
+            f", objective {m[OBJECTIVE]:.4g} (digit accuracy of its samples {m.get('digit_accuracy')})"
+            if OBJECTIVE in m
             else ""
         )
     )

@@ -29,6 +29,7 @@ from jobs._cli import (
     show_config_defaults,
 )
 from vae.config import RunConfig, SweepConfig
+from vae.objective import OBJECTIVE
 from vae.objective import TERMS as OBJECTIVE_TERMS
 from vae.search_space import load_space
 
@@ -127,7 +128,7 @@ def _main(args: argparse.Namespace) -> int:
                 "best_metrics": {
                     k: result.best.get("metrics", {}).get(k)
                     for k in (
-                        "objective",
+                        OBJECTIVE,
                         "val_recon_mse",
                         "digit_accuracy",
                         "voicing_samples",
