@@ -2,7 +2,7 @@
 and how often a voice it never heard, said as another digit, is heard as that digit.
 
     python -m benchmarks.transfer --checkpoint [NAME=]CKPT... --data PARQUET --classifier RECOGNISER
-        [--speaker theo] [--per-digit 50] [--out JSON]
+        [--speaker theo] [--per-digit 50] [--code-scale S] [--out JSON]
 
 (a) probes: a logistic regression (standardised inputs) from the posterior means z (each clip encoded
 with its digit) to the digit, fit on the train split's clips and scored on the test split's (chance
@@ -16,7 +16,8 @@ put through Griffin-Lim: the share the recogniser hears as the target digit (tho
 digit, and those on it: the reconstructions), the share of the former still heard as the clip's own
 digit, and pYIN's voiced share of their loud frames, beside the same clips through the features and
 vocoder alone (the floor); as the decoder makes them, and matched to each clip's colour and pitch
-(``matched``, as ``jobs.transfer`` writes them). (c) z ~ N(0, I) decoded with each digit's label,
+(``matched``, as ``jobs.transfer`` writes them); each code kept at ``--code-scale`` of its distance from
+the training codes' centre (default: the checkpoint's ``sampling.transfer_code_scale``, as ``jobs.transfer``). (c) z ~ N(0, I) decoded with each digit's label,
 ``--per-digit`` clips each: the share heard as that digit, and their voicing, for each checkpoint. Who
 (b)'s clips sound like: three speaker recognisers (:func:`speaker_judges`), fit on the train split's
 clips of every speaker (the held-out one's takes, which the VAE never trained on, included). Prints a
@@ -83,7 +84,7 @@ def heard(rec, waves: np.ndarray, digits: np.ndarray, rate: int) -> dict:
     }
 
 
-def transfers(loaded, rec, clips: dict, judges: dict) -> dict:
+def transfers(loaded, rec, clips: dict, judges: dict, code_scale: float) -> dict:
     """(b): the held-out speaker's test clips said as every digit, their reconstructions and their floor;
     the digits the recogniser hears and the speakers each of ``judges`` (name: speaker recogniser) hears;
     ``matched``: the same, the outputs matched to each clip's voice (:func:`vae.generation.transfer`)."""
@@ -93,15 +94,15 @@ def transfers(loaded, rec, clips: dict, judges: dict) -> dict:
     ranges = (clips["db_min"], clips["db_max"]) if feats.normalisation == "per_clip" else (None, None)
     floor = audio.resynthesise(clips["spectrogram"], feats, *ranges, label="floor, griffin-lim")
     speaker = clips["speaker"][0]
-    doc = said_as(loaded, rec, clips, judges, match_voice=False)
+    doc = said_as(loaded, rec, clips, judges, match_voice=False, code_scale=code_scale)
     doc["floor"] = heard(rec, floor, clips["digit"], feats.sample_rate)
     doc["floor_speakers"] = {name: float(np.mean(j.listen(floor) == speaker)) for name, j in judges.items()}
     doc["floor_speaker"] = doc["floor_speakers"]["voice_print"]
-    doc["matched"] = said_as(loaded, rec, clips, judges, match_voice=True)
+    doc["matched"] = said_as(loaded, rec, clips, judges, match_voice=True, code_scale=code_scale)
     return doc
 
 
-def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool) -> dict:
+def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool, code_scale: float) -> dict:
     """Part of (b): ``clips`` said as every digit, matched to their voices or not."""
     from vae import generation
     from vae.config import N_DIGITS
@@ -110,7 +111,13 @@ def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool) -> dict:
     feats, n = loaded.run_config.features, len(clips["digit"])
     ranges = (clips["db_min"], clips["db_max"]) if feats.normalisation == "per_clip" else (None, None)
     said = generation.transfer(
-        loaded, clips["spectrogram"], clips["digit"], range(N_DIGITS), match_voice=match_voice, source_f0=clips["f0"]
+        loaded,
+        clips["spectrogram"],
+        clips["digit"],
+        range(N_DIGITS),
+        match_voice=match_voice,
+        source_f0=clips["f0"],
+        code_scale=code_scale,
     )
     per_clip = [None if r is None else np.repeat(r, N_DIGITS) for r in ranges]
     waves = audio.resynthesise(said.reshape(-1, *feats.shape), feats, *per_clip, label="transfers, griffin-lim")
@@ -170,6 +177,7 @@ def _speakers(part: str, judge: str, matched: bool = False):
 
 # The rows of the comparison table: (label, how to read it from one run's measurements, reference).
 ROWS = (
+    ("share of each clip's code kept from the codes' centre", lambda d: d.get("code_scale", 1.0), ""),
     (
         "digit probe on z: test clips whose digit it names",
         lambda d: d["probes"]["digit_probe_accuracy"],
@@ -253,13 +261,17 @@ def measure(name: str, uri: str, args, train: dict, test: dict, rec, judges: dic
     clips = {k: v[test["speaker"] == speaker] for k, v in test.items()}
     if not len(clips["digit"]):
         raise ConfigError(f"{args.data}: the test split has no clip of speaker {speaker!r}")
-    doc = {"name": name, "checkpoint": loaded.uri, "speaker": speaker, "probes": probes(loaded, train, test)}
-    doc.update(transfers(loaded, rec, clips, judges))
+    scale = loaded.run_config.sampling.transfer_code_scale if args.code_scale is None else args.code_scale
+    doc = {"name": name, "checkpoint": loaded.uri, "speaker": speaker, "code_scale": scale}
+    doc["probes"] = probes(loaded, train, test)
+    doc.update(transfers(loaded, rec, clips, judges, scale))
     doc["prior"] = prior_samples(loaded, rec, args.per_digit)
     return doc
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jobs.transfer import code_scale
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--checkpoint", required=True, nargs="+", help="digit-conditional checkpoints, each PATH or NAME=PATH"
@@ -268,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classifier", required=True, help="a recogniser (jobs.train_classifier)")
     ap.add_argument("--speaker", help="whose test clips to transfer (default: each run's train.held_out_speaker)")
     ap.add_argument("--per-digit", type=int, default=50, help="N(0, I) clips per digit in (c)")
+    ap.add_argument(
+        "--code-scale",
+        type=code_scale,
+        help="share of each code kept in (b) (default: each checkpoint's sampling.transfer_code_scale)",
+    )
     ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
 

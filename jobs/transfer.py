@@ -12,7 +12,9 @@ of characters other than letters, digits and hyphens a hyphen, at most 64) and t
 said as a 7 is me_three/7_me-three_0.wav. DIR/index.html plays them all, DIR/transfer.json lists
 them, as does the last stdout line. CKPT, the inputs and DIR may be local or s3://. The outputs take
 each input's colour (long-term spectrum) and median pitch, which the decoder misses for a voice it never
-heard; --no-match-voice leaves them as the decoder makes them.
+heard; --no-match-voice leaves them as the decoder makes them. Each input's code is decoded moved
+towards the training codes' centre (--code-scale, default the checkpoint's sampling.transfer_code_scale;
+1 keeps it as it is), so that the label, not what of the input's digit the code holds, says the digit.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import quote
 
 from jobs._cli import add_out, digit, fail, parser, positive_int, run
 from vae import console, storage
-from vae.config import N_DIGITS, SPEAKER
+from vae.config import N_DIGITS, SPEAKER, ConfigError, check_code_scale
 
 SUMMARY, INDEX = "transfer.json", "index.html"
 
@@ -54,7 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the decoder's output as it is (default: moved to each input's long-term spectrum and median pitch)",
     )
+    p.add_argument(
+        "--code-scale",
+        type=code_scale,
+        metavar="S",
+        help="share of each input's code kept, from the training codes' centre, 0-1 "
+        "(default: the checkpoint's sampling.transfer_code_scale)",
+    )
     return p
+
+
+def code_scale(text: str) -> float:
+    """argparse type of --code-scale: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    try:
+        return check_code_scale(value, "--code-scale")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,7 +147,9 @@ def _transfer_batch(loaded, uris: list[str], base: str, targets: list[int], args
     if not voices:
         return
     cfg = loaded.run_config.features
-    specs, waves = unseen_voices.transfer(loaded, voices, targets, match_voice=not args.no_match_voice)
+    specs, waves = unseen_voices.transfer(
+        loaded, voices, targets, match_voice=not args.no_match_voice, code_scale=args.code_scale
+    )
     for voice, voice_specs, voice_waves in zip(voices, specs, waves):
         rel = voice.uri[len(base) :].lstrip("/") if voice.uri != base else posixpath.basename(voice.uri)
         folder, speaker, take = output_names(rel)

@@ -519,6 +519,8 @@ def _transfer_requests(fsdd_dir: Path) -> list[tuple[str, bytes, int, str]]:
         ("?digit=4&digits=seven", real, 400, "is not a comma-separated list of digits (digits are 0-9)"),
         ("?digit=4&digits=3,3", real, 400, "name a digit twice"),
         ("?digit=4&format=wav", real, 400, "unknown query parameter(s) ['format']"),
+        ("?digit=4&code_scale=1.5", real, 400, "code_scale=1.5 must be in [0, 1]"),
+        ("?digit=4&code_scale=half", real, 400, "code_scale='half' is not a number"),
         ("?digit=4", b"", 400, "empty body"),
         ("?digit=4", b"not audio", 400, "not usable audio"),
         ("?digit=4", too_long, 413, "clip is 6.0 s long"),
@@ -527,20 +529,20 @@ def _transfer_requests(fsdd_dir: Path) -> list[tuple[str, bytes, int, str]]:
 
 
 def test_transfer_says_an_upload_as_every_digit_on_a_conditional_model(conditional_service, fsdd_dir):
-    """Ten clips in digit order (or those asked for); raw, the one of the clip's own digit its reconstruction;
-    matched to the upload's voice (the default), another clip."""
+    """Ten clips in digit order (or those asked for); raw with all of its code kept, the one of the clip's own
+    digit its reconstruction; matched to the upload's voice and half of its code kept (the defaults), another clip."""
     import base64
 
     upload = (fsdd_dir / "3_theo_1.wav").read_bytes()
     said = {}
-    for query in ("", "&raw=1"):
+    for query in ("", "&raw=1&code_scale=1"):
         status, headers, body = http(conditional_service + "/api/transfer?digit=3" + query, "POST", upload)
         assert status == 200 and headers["content-type"] == "application/json", body[:300]
         result = json.loads(body)
         assert result["digit"] == 3 and result["digits"] == list(range(10)) and result["original_spectrogram_png"]
         assert [clip["digit"] for clip in result["clips"]] == list(range(10))
         said[query] = [_check_clip(base64.b64decode(clip["wav"]), FEATURES) for clip in result["clips"]]
-    waves = said["&raw=1"]
+    waves = said["&raw=1&code_scale=1"]
     status, _, recon = http(conditional_service + "/api/reconstruct?digit=3", "POST", upload)
     np.testing.assert_allclose(waves[3], _check_clip(recon, FEATURES), atol=2e-3)  # 16-bit PCM
     assert np.abs(waves[3] - waves[8]).max() > 0.05

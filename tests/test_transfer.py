@@ -43,9 +43,9 @@ def test_a_clip_said_as_its_own_digit_is_its_reconstruction(conditional, fsdd_di
     loaded = checkpoint.load(conditional)
     voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
     specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
-    said = generation.transfer(loaded, specs, digits, range(10), match_voice=False)
+    said = generation.transfer(loaded, specs, digits, range(10), match_voice=False, code_scale=1.0)
     assert loaded.run_config.model.pitch and said.shape == (len(CLIPS), 10, *loaded.run_config.features.shape)
-    raw = generation.transfer(loaded, specs, digits, range(10), harmonics=False, match_voice=False)
+    raw = generation.transfer(loaded, specs, digits, range(10), harmonics=False, match_voice=False, code_scale=1)
     z = generation.encode(loaded, specs, digits)
     np.testing.assert_allclose(
         raw[np.arange(len(CLIPS)), digits], generation.decode(loaded, z, digits, harmonics=False), atol=1e-5
@@ -54,36 +54,74 @@ def test_a_clip_said_as_its_own_digit_is_its_reconstruction(conditional, fsdd_di
     recon = generation.reconstruct(loaded, specs, digits)
     assert np.mean(np.isclose(said[np.arange(len(CLIPS)), digits], recon, atol=1e-5)) > 0.95
     assert np.abs(said[:, 1] - said[:, 7]).max() > 1e-3, "the decoder ignores the digit it is given"
-    one = generation.transfer(loaded, specs[:1], 3, [7], match_voice=False)  # one source digit for all, one target
+    one = generation.transfer(loaded, specs[:1], 3, [7], match_voice=False, code_scale=1.0)  # one digit for all
     # float32 kernels differ by batch size (~1e-5), and drawn voicing may flip as above
     assert np.mean(np.isclose(one[0, 0], said[0, 7], atol=1e-4)) > 0.95
 
 
+def test_a_transfer_keeps_its_share_of_each_code_from_the_codes_centre(conditional, fsdd_dir):
+    from vae.config import ConfigError
+    from vae.evaluation.evaluators.unseen_voices import read_voice
+
+    loaded = checkpoint.load(conditional)
+    voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
+    specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
+    stats = loaded.latent_stats["digits"].values()
+    counts = np.array([d["count"] for d in stats], float)
+    centre = generation.code_centre(loaded)
+    np.testing.assert_allclose(centre, counts @ np.array([d["mean"] for d in stats]) / counts.sum(), atol=1e-6)
+    assert np.abs(centre).max() > 0  # an untrained encoder's codes are not centred on 0: the centre is read
+
+    def raw(**kw):
+        return generation.transfer(loaded, specs, digits, range(10), harmonics=False, match_voice=False, **kw)
+
+    z = generation.encode(loaded, specs, digits)
+    half = raw(code_scale=0.5)
+    expected = generation.decode(
+        loaded, np.repeat(centre + 0.5 * (z - centre), 10, axis=0), np.tile(range(10), 3), harmonics=False
+    )
+    np.testing.assert_allclose(half.reshape(-1, *half.shape[2:]), expected, atol=1e-5)
+    # None of the clip's code: every clip said as a digit is the same, the label alone decides.
+    nothing = raw(code_scale=0.0)
+    np.testing.assert_allclose(nothing[0], nothing[1], atol=1e-5)
+    assert np.abs(half[0] - half[1]).max() > 1e-4  # (an untrained decoder barely follows its code)
+    # The default is the checkpoint's own.
+    assert loaded.run_config.sampling.transfer_code_scale == 0.5
+    np.testing.assert_allclose(raw(), raw(code_scale=0.5), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"code_scale=1.5 must be in \[0, 1\]"):
+        raw(code_scale=1.5)
+
+
 def test_a_matched_transfer_takes_the_colour_and_pitch_of_its_voice(conditional, fsdd_dir):
     from vae.evaluation.evaluators.unseen_voices import read_voice
-    from vae.features import long_term_spectrum
+    from vae.features import long_term_spectrum, long_term_spread
 
     loaded = checkpoint.load(conditional)
     feats = loaded.run_config.features
     voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
     specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
     own = np.arange(len(CLIPS)), digits
-    plain = generation.transfer(loaded, specs, digits, range(10), match_voice=False)
-    matched = generation.transfer(loaded, specs, digits, range(10))
+    plain = generation.transfer(loaded, specs, digits, range(10), match_voice=False, code_scale=1)
+    matched = generation.transfer(loaded, specs, digits, range(10), code_scale=1)
     # Said as its own digit, a clip's long-term spectrum is its own, not the untrained decoder's.
     colour = long_term_spectrum(specs, feats)
     before = np.abs(long_term_spectrum(plain[own], feats) - colour).mean()
     after = np.abs(long_term_spectrum(matched[own], feats) - colour).mean()
     assert after < 0.25 * before, (before, after)
+    # And the spread of its level about that colour moves towards the clip's, by at most SPREAD_RATIO_LIMIT.
+    spread, limit = long_term_spread(specs, feats), generation.SPREAD_RATIO_LIMIT
+    plain_spread, matched_spread = long_term_spread(plain[own], feats), long_term_spread(matched[own], feats)
+    assert np.abs(matched_spread - spread).mean() < np.abs(plain_spread - spread).mean()
+    assert np.all(matched_spread <= limit * plain_spread + 0.05)
     # Every digit of a clip is moved by the same colour: the differences between its digits stay.
     np.testing.assert_allclose(
         np.mean(matched[:, 1] - matched[:, 7], axis=-1), np.mean(plain[:, 1] - plain[:, 7], axis=-1), atol=0.05
     )
     # The pitch: a source at the pitch the model predicts draws what no source pitch does; one an octave up does not.
     predicted = generation.decode_pitch(loaded, generation.encode(loaded, specs, digits), digits)
-    same = generation.transfer(loaded, specs, digits, range(10), source_f0=predicted)
+    same = generation.transfer(loaded, specs, digits, range(10), source_f0=predicted, code_scale=1)
     np.testing.assert_allclose(same, matched, atol=1e-5)
-    octave = generation.transfer(loaded, specs, digits, range(10), source_f0=2 * predicted)
+    octave = generation.transfer(loaded, specs, digits, range(10), source_f0=2 * predicted, code_scale=1)
     assert np.abs(octave - matched).max() > 0.05
 
 
@@ -138,9 +176,11 @@ def test_an_unconditional_checkpoint_is_refused_by_name(unconditional, fsdd_dir,
         (["--digits", "7", "10"], "digits are 0-9, got 10"),
         (["--digits", "-1"], "digits are 0-9, got -1"),
         (["--digit", "12"], "digits are 0-9, got 12"),
+        (["--code-scale", "1.5"], "--code-scale=1.5 must be in [0, 1]"),
+        (["--code-scale", "half"], "expected a number, got 'half'"),
     ],
 )
-def test_bad_digits_are_refused_before_anything_loads(flags, said, fsdd_dir, tmp_path, capsys):
+def test_bad_digits_and_code_scales_are_refused_before_anything_loads(flags, said, fsdd_dir, tmp_path, capsys):
     argv = ["--checkpoint", str(tmp_path / "nowhere"), "--wavs", str(fsdd_dir / CLIPS[0]), "--out", str(tmp_path)]
     with pytest.raises(SystemExit) as exit_:
         transfer_job.main(argv + flags)

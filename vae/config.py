@@ -496,12 +496,17 @@ class SamplingConfig:
     sampler: str = "expost"
     expost_components: int = 3  # the most per digit; fewer when the Bayesian information criterion says so
     expost_covariance: str = "full"  # sklearn GaussianMixture covariance_type: "full" or "diag"
+    # A transfer (vae.generation.transfer) decodes each clip's code moved towards the training codes' centre,
+    # keeping this share of its distance (the truncation trick): 1 keeps the code, less leaves more of the
+    # digit to the label. Chosen by benchmarks.transfer (docs/own-voice.md).
+    transfer_code_scale: float = 0.5
 
     def validate(self) -> SamplingConfig:
         _within_bounds(self)
         _choice(self, "sampler", ("expost", "prior"))
         _choice(self, "expost_covariance", ("full", "diag"))
         _positive(self, "expost_components")
+        check_code_scale(self.transfer_code_scale, "SamplingConfig.transfer_code_scale")
         return self
 
 
@@ -839,6 +844,13 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
 
 # Keras activation names the models accept.
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid", "leaky_relu", "softplus", "mish")
+
+
+def check_code_scale(value: float, name: str) -> float:
+    """``value``, a transfer's code scale (:attr:`SamplingConfig.transfer_code_scale`), if it is in [0, 1]."""
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name}={value} must be in [0, 1] (1 keeps each clip's code, 0 decodes the codes' centre)")
+    return value
 
 
 def _within_bounds(cfg: Any) -> None:

@@ -293,6 +293,15 @@ def long_term_spectrum(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return (np.asarray(specs) * weights).sum(axis=-1) / weights.sum(axis=-1)
 
 
+def long_term_spread(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Each bin's standard deviation about its long-term level (:func:`long_term_spectrum`) over the loud
+    frames of spectrograms ``(..., n_bins, n_frames)``: ``(..., n_bins)``, how far a voice's level moves at
+    each frequency."""
+    weights = loud_frames(specs, cfg)[..., None, :]
+    deviation = np.asarray(specs) - long_term_spectrum(specs, cfg)[..., None]
+    return np.sqrt((deviation**2 * weights).sum(axis=-1) / weights.sum(axis=-1))
+
+
 @dataclass(frozen=True)
 class Spectrograms:
     """Features of a batch of clips. ``errors[i]`` is None, or why clip ``i`` has none (its row is then meaningless)."""

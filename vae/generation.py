@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vae.checkpoint import LoadedModel
-from vae.config import DIGIT_RANGE, N_DIGITS, SamplingConfig
+from vae.config import DIGIT_RANGE, N_DIGITS, SamplingConfig, check_code_scale
 from vae.errors import UserError
 from vae.features import long_term_spectrum
 from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics
@@ -248,6 +248,8 @@ def check_conditional(loaded: LoadedModel, name: str | None = None) -> None:
 # frequency, and the offset's detail is what one clip's digit left in it (docs/own-voice.md, "Matched to the
 # voice": 2 bins of the default features kept 0.88 of transfers heard as the target against 0.85 unsmoothed).
 COLOUR_SMOOTHING_HZ = 62.5
+# The most a transfer's spread of level about its colour is stretched or squeezed, at any frequency.
+SPREAD_RATIO_LIMIT = 2.0
 
 
 def transfer(
@@ -258,6 +260,7 @@ def transfer(
     harmonics: bool = True,
     match_voice: bool = True,
     source_f0: np.ndarray | None = None,
+    code_scale: float | None = None,
 ) -> np.ndarray:
     """Spectrograms [n, len(target_digits), n_bins, n_frames]: each of spectrograms ``specs`` [n, n_bins,
     n_frames] encoded (posterior mean) with its digit of ``source_digits`` (one per clip, or one for all),
@@ -265,10 +268,13 @@ def transfer(
     :func:`decode` does, unless ``harmonics`` is False). The voice stays, the digit changes: a conditional
     model only.
 
+    ``code_scale`` (default: the checkpoint's ``sampling.transfer_code_scale``): each code is moved towards
+    the training codes' centre (:func:`code_centre`), keeping this share of its distance, before it is
+    decoded: what of the digit the code still holds, the label outweighs; 1 decodes the code as it is.
+
     ``match_voice``: the decoder gives a voice it never heard the colour and pitch of voices it did, so
-    every clip's outputs are moved by what its own reconstruction misses of it: its long-term spectrum
-    (:func:`vae.features.long_term_spectrum`, the difference smoothed over :data:`COLOUR_SMOOTHING_HZ`) and,
-    given ``source_f0`` (Hz [n, n_frames], the clips' pitch tracks, :func:`vae.harmonics.pitch_tracks`) to a
+    every clip's outputs are moved by what its code, decoded with its own digit, misses of it: its colour
+    (:func:`match_colour`) and, given ``source_f0`` (Hz [n, n_frames], the clips' pitch tracks, :func:`vae.harmonics.pitch_tracks`) to a
     model with ``pitch``, its median pitch."""
     check_conditional(loaded)
     if source_digits is None:
@@ -276,7 +282,10 @@ def transfer(
     targets = np.asarray(check_digits(target_digits), np.int64)
     sources = np.broadcast_to(np.asarray(source_digits, np.int64), (len(specs),))
     check_digits(np.unique(sources))
-    z = encode(loaded, specs, sources)
+    if code_scale is None:
+        code_scale = loaded.run_config.sampling.transfer_code_scale
+    centre = code_centre(loaded)
+    z = centre + check_code_scale(code_scale, "code_scale") * (encode(loaded, specs, sources) - centre)
     zz, tt = np.repeat(z, len(targets), axis=0), np.tile(targets, len(z))
     out = decode(loaded, zz, tt, harmonics=False)
     if harmonics and loaded.run_config.model.pitch and len(out):
@@ -284,16 +293,49 @@ def transfer(
         if match_voice and source_f0 is not None:
             f0 = f0 * np.repeat(pitch_ratio(source_f0, decode_pitch(loaded, z, sources)), len(targets))[:, None]
         out = impose_harmonics(out, f0, loaded.run_config.features, HARMONIC_DEPTH_DB)
+    out = out.reshape(len(z), len(targets), *out.shape[1:])
     if match_voice and len(out):
-        from scipy.ndimage import gaussian_filter1d
+        out = match_colour(out, specs, decode(loaded, z, sources, harmonics=harmonics), loaded.run_config.features)
+    return out
 
-        feats = loaded.run_config.features
-        own = decode(loaded, z, sources, harmonics=harmonics)
-        offset = long_term_spectrum(np.asarray(specs, np.float32), feats) - long_term_spectrum(own, feats)
-        sigma = COLOUR_SMOOTHING_HZ * feats.n_fft / feats.sample_rate
-        offset = gaussian_filter1d(offset, sigma, axis=-1, mode="nearest")
-        out = np.clip(out + np.repeat(offset, len(targets), axis=0)[..., None], 0.0, 1.0).astype(np.float32)
-    return out.reshape(len(z), len(targets), *out.shape[1:])
+
+def match_colour(out: np.ndarray, specs: np.ndarray, own: np.ndarray, feats) -> np.ndarray:
+    """Outputs ``out`` [n, k, n_bins, n_frames] of clips ``specs`` [n, n_bins, n_frames] moved to each clip's
+    colour by what ``own`` [n, n_bins, n_frames] (the clip's code decoded with its digit) misses of it: each
+    bin's long-term level (:func:`vae.features.long_term_spectrum`) is raised by the difference, and over the
+    loud frames each bin's spread about it (:func:`vae.features.long_term_spread`) scaled by the ratio, at
+    most :data:`SPREAD_RATIO_LIMIT` either way (as AdaIN-VC moves each channel's mean and deviation, Chou et
+    al. 2019); both smoothed over :data:`COLOUR_SMOOTHING_HZ`."""
+    from functools import partial
+
+    from scipy.ndimage import gaussian_filter1d
+
+    from vae.features import long_term_spread, loud_frames
+
+    specs = np.asarray(specs, np.float32)
+    sigma = COLOUR_SMOOTHING_HZ * feats.n_fft / feats.sample_rate
+    smooth = partial(gaussian_filter1d, sigma=sigma, axis=-1, mode="nearest")
+    offset = smooth(long_term_spectrum(specs, feats) - long_term_spectrum(own, feats))
+    moved = np.clip(own + offset[..., None], 0.0, 1.0)
+    ratio = np.log(np.maximum(long_term_spread(specs, feats), 1e-3) / np.maximum(long_term_spread(moved, feats), 1e-3))
+    limit = np.log(SPREAD_RATIO_LIMIT)
+    ratio = np.exp(np.clip(smooth(ratio), -limit, limit))
+    out = out + offset[:, None, :, None]
+    loud = loud_frames(np.clip(out, 0.0, 1.0), feats)[..., None, :]
+    level = (out * loud).sum(axis=-1, keepdims=True) / loud.sum(axis=-1, keepdims=True)
+    out = np.where(loud, level + ratio[:, None, :, None] * (out - level), out)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def code_centre(loaded: LoadedModel) -> np.ndarray:
+    """The mean of the training codes [latent_dim] (the per-digit means of ``latent_stats.json``, weighted by
+    their counts); 0 where the checkpoint has none."""
+    stats = loaded.latent_stats.get("digits", {}).values()
+    counts = np.array([d.get("count", 0) for d in stats], np.float64)
+    if not len(counts) or counts.sum() <= 0:
+        return np.zeros(loaded.run_config.model.latent_dim, np.float32)
+    means = np.array([d["mean"] for d in stats], np.float64)
+    return (counts @ means / counts.sum()).astype(np.float32)
 
 
 def pitch_ratio(f0: np.ndarray, reference: np.ndarray) -> np.ndarray:

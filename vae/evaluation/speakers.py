@@ -14,16 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from vae.config import FeatureConfig
-from vae.features import long_term_spectrum, loud_frames, spectrogram_to_db
+from vae.features import long_term_spectrum, long_term_spread, loud_frames, spectrogram_to_db
 
 
 def voice_print(specs: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """(clips, 2 n_bins) voice prints of normalised spectrograms (clips, n_bins, n_frames)."""
-    loud = loud_frames(specs, cfg)
-    weights = loud[:, None, :] / loud.sum(axis=1)[:, None, None]
-    mean = long_term_spectrum(specs, cfg)
-    spread = np.sqrt(((specs - mean[..., None]) ** 2 * weights).sum(axis=2))
-    return np.concatenate([mean, spread], axis=1)
+    """(clips, 2 n_bins) voice prints of normalised spectrograms (clips, n_bins, n_frames): each bin's
+    long-term level and its spread about it."""
+    return np.concatenate([long_term_spectrum(specs, cfg), long_term_spread(specs, cfg)], axis=1)
 
 
 def linear_probe():

@@ -16,10 +16,11 @@ HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status":
   digit the clip says, is required by a conditional model (ignored otherwise). The
   reconstruction comes back as ``audio/wav``, or as JSON with both spectrograms and the
   log-spectral distance between input and reconstruction.
-- ``POST /api/transfer?digit=D&digits=0,7&trim=0|1``: any digit in your voice, from a digit-conditional
-  model only (400 otherwise). The body, ``digit`` (required) and ``trim`` are as for reconstruct; the
-  clip is encoded with ``digit`` and decoded with each of ``digits`` (comma-separated, none twice;
-  default all ten) by :func:`vae.generation.transfer`. JSON: ``{"digit", "digits", "clips": [{"digit",
+- ``POST /api/transfer?digit=D&digits=0,7&trim=0|1&raw=0|1&code_scale=S``: any digit in your voice, from a
+  digit-conditional model only (400 otherwise). The body, ``digit`` (required) and ``trim`` are as for
+  reconstruct; the clip is encoded with ``digit`` and decoded with each of ``digits`` (comma-separated, none
+  twice; default all ten) by :func:`vae.generation.transfer`, matched to the clip's voice unless ``raw``,
+  keeping ``code_scale`` (0-1, default the checkpoint's) of its code. JSON: ``{"digit", "digits", "clips": [{"digit",
   "wav", "spectrogram_png", "problem"}], "original_spectrogram_png"}`` and the upload's rates and duration.
 - ``GET /api/model``: the checkpoint's id (a digest of its URI, which stays private), epoch, the
   model's config, metrics, digits available, whether the model is conditional, where samples come
@@ -107,6 +108,7 @@ class TransferItem:
     targets: tuple[int, ...]  # the digits to say it as
     match_voice: bool = True  # moved to the upload's colour and pitch (vae.generation.transfer)
     f0: np.ndarray | None = None  # the upload's pitch track (a model with a pitch head)
+    code_scale: float | None = None  # the share of its code kept (None: the checkpoint's)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -234,6 +236,21 @@ def _choice(params: dict[str, str], name: str, options: tuple[str, ...], default
 
 def _flag(params: dict[str, str], name: str) -> bool:
     return _choice(params, name, ("0", "1", "false", "true"), "0") in ("1", "true")
+
+
+def _code_scale(params: dict[str, str], name: str) -> float | None:
+    """A transfer's code scale, a number in [0, 1] (None when absent: the checkpoint's)."""
+    from vae.config import ConfigError, check_code_scale
+
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return check_code_scale(float(raw), name)
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from None
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not a number") from None
 
 
 def _digits(params: dict[str, str], name: str) -> tuple[int, ...]:
@@ -418,6 +435,7 @@ class VaeService:
                 item.upload.digit,
                 item.targets,
                 match_voice=item.match_voice,
+                code_scale=item.code_scale,
                 source_f0=None if item.f0 is None else item.f0[None],
             )[0]
             for item in items
@@ -569,12 +587,12 @@ class VaeService:
     async def transfer(self, request: Request) -> Response:
         from vae import generation
 
-        params = _params(request, ("digit", "digits", "trim", "raw"))
+        params = _params(request, ("digit", "digits", "trim", "raw", "code_scale"))
         try:
             generation.check_conditional(self.loaded, self.checkpoint_id)
         except generation.GenerationError as exc:
             raise BadRequest(str(exc)) from None
-        targets, match = _digits(params, "digits"), not _flag(params, "raw")
+        targets, match, scale = _digits(params, "digits"), not _flag(params, "raw"), _code_scale(params, "code_scale")
         y, item, clip, trim = await self._upload(request, params)
         f0 = (
             await asyncio.to_thread(pitch_track, y, self.features)
@@ -582,7 +600,7 @@ class VaeService:
             else None
         )
 
-        specs, waves = await self._transfer_batch(TransferItem(item, targets, match, f0))
+        specs, waves = await self._transfer_batch(TransferItem(item, targets, match, f0, scale))
 
         def body() -> dict[str, Any]:
             clips = [{"digit": d, **self._clip_json(spec, y)} for d, spec, y in zip(targets, specs, waves)]

@@ -112,10 +112,15 @@ def reconstruct(loaded, voices: list[Voice], label: str = "reconstructions, grif
 
 
 def transfer(
-    loaded, voices: list[Voice], targets, label: str = "transfers, griffin-lim", match_voice: bool = True
+    loaded,
+    voices: list[Voice],
+    targets,
+    label: str = "transfers, griffin-lim",
+    match_voice: bool = True,
+    code_scale: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``voices`` said as each digit of ``targets`` (:func:`vae.generation.transfer`, matched to each voice's
-    colour and pitch unless ``match_voice`` is False): spectrograms [n, k, n_bins, n_frames] and WAVs [n, k,
+    colour and pitch unless ``match_voice`` is False; ``code_scale`` as there): spectrograms [n, k, n_bins, n_frames] and WAVs [n, k,
     n_samples] (Griffin-Lim, each with its voice's dB range)."""
     feats = loaded.run_config.features
     f0 = None
@@ -128,6 +133,7 @@ def transfer(
         targets,
         match_voice=match_voice,
         source_f0=f0,
+        code_scale=code_scale,
     )
     flat = specs.reshape(-1, *specs.shape[2:])
     waves = _vocode(flat, [v for v in voices for _ in range(specs.shape[1])], feats, label)
