@@ -2,7 +2,8 @@
 variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``) and the other levers
 tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command), and
 any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
-more speaker recognisers, transfer_voice.json, and on lower-rate codes, transfer_rate.json, written by
+more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rate.json, and with less of each
+clip's code kept, transfer_scale.json, written by
 ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 and what the renderer and the decoder's blur cost a voice never heard (benchmarks/results/blur_theo.json,
@@ -15,7 +16,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice`` and ``transfer_rate`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate`` and ``transfer_scale`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -34,6 +35,7 @@ LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
 TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
 TRANSFER_VOICE = ROOT / "benchmarks" / "results" / "transfer_voice.json"
 TRANSFER_RATE = ROOT / "benchmarks" / "results" / "transfer_rate.json"
+TRANSFER_SCALE = ROOT / "benchmarks" / "results" / "transfer_scale.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
@@ -254,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             "transfer_rate",
             TRANSFER_RATE,
             lambda r: render_transfer(r, TRANSFER_RATE),
+            [ROOT / "docs" / "own-voice.md"],
+        ),
+        (
+            "transfer_scale",
+            TRANSFER_SCALE,
+            lambda r: render_transfer(r, TRANSFER_SCALE),
             [ROOT / "docs" / "own-voice.md"],
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
