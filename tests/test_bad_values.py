@@ -24,6 +24,7 @@ from vae import checkpoint
         ("model.activation=bogus", "ModelConfig.activation='bogus'; choose from"),
         ("model.latent_dim=1000000000", "ModelConfig.latent_dim=1000000000 is over its bound 2048"),
         ("train.batch_size=100000000", "TrainConfig.batch_size=100000000 is over its bound 65536"),
+        ("train.patience=-1", "TrainConfig.patience=-1 must be >= 0 (0 = train to the end)"),
     ],
 )
 def test_train_refuses_a_bad_value_naming_it_before_anything_starts(tmp_path, capsys, assignment, says):

@@ -14,7 +14,7 @@ import pytest
 from vae import checkpoint, storage
 from vae.config import FaultConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig, preset
 from vae.training import RUN_CONFIG_FILE, TrainingError, fit
-from vae.worker import batches, epoch_order, gradient_norm_metrics, make_optimizer, pack, unpack
+from vae.worker import batches, epoch_order, gradient_norm_metrics, make_optimizer, no_longer_improving, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
@@ -264,3 +264,42 @@ def test_a_run_ranked_by_samples_keeps_its_checkpoints_by_what_the_recogniser_he
     assert best[OBJECTIVE] <= result.latest_metrics[OBJECTIVE]
     loaded = checkpoint.load(result.best_checkpoint)
     assert loaded.run_config.train.rank_by == "samples" and loaded.metrics[OBJECTIVE] == best[OBJECTIVE]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_patience_stops_every_worker_once_rank_0_has_seen_no_better_checkpoint_for_that_many(rank):
+    """Rank 0 reads what the run ranks by at checkpoints (a scorer's terms are its alone) and every worker
+    follows its vote, summed in the collective: here a world whose rank 0 counts the same checkpoints."""
+    from dataclasses import replace
+
+    from vae.config import RunConfig
+    from vae.worker import Worker
+
+    class Steps:  # the collective of a world of rank 0 and this worker: rank 0's vote added to this one's
+        def __init__(self, other):
+            self.other = other
+
+        def all_reduce(self, tensor):
+            return tensor if self.other is None else tensor + self.other.vote
+
+    def worker(r: int, patience: int):
+        cfg = RunConfig()
+        cfg = replace(cfg, train=replace(cfg.train, patience=patience))
+        return Worker(cfg, "", r, 2, None, {}, {}, 1, 1)
+
+    chief = worker(0, 2)
+    chief.steps, chief.vote = Steps(None), 0.0
+    this = worker(rank, 2) if rank else chief
+    this.steps = Steps(chief)
+    readings = [(1.0, True), (0.9, True), (0.5, False), (0.95, True), (0.91, True), (0.8, True)]
+    stopped = []
+    for value, checkpointed in readings:
+        if rank:
+            chief_stops = no_longer_improving(chief, {"val_recon_mse": value}, checkpointed)
+            chief.vote = float(chief_stops)
+        stopped.append(no_longer_improving(this, {"val_recon_mse": value}, checkpointed))
+    # 0.5 came at an epoch without a checkpoint: not read. 0.95 and 0.91 do not better 0.9: the second stops;
+    # 0.8 betters it, and the count starts again.
+    assert stopped == [False, False, False, False, True, False] and chief.best_ranked == 0.8
+    off = worker(0, 0)
+    assert not any(no_longer_improving(off, {"val_recon_mse": 1.0}, True) for _ in range(5))

@@ -119,8 +119,13 @@ def test_the_report_says_why_a_trial_stopped_before_its_last_epoch():
 
     budget = TrialRecord("a", "TERMINATED", {}, [{"epoch": 7, "objective": 1.0, "stopped_by_time_budget": True}])
     asha = TrialRecord("b", "TERMINATED", {}, [{"epoch": 3, "objective": 1.0, "stopped_by_time_budget": False}])
-    notes = [row["note"] for row in trial_rows([budget, asha], max_epochs=200)]
-    assert notes == ["stopped by its time budget after epoch 7", "early-stopped by the scheduler after epoch 3"]
+    patient = TrialRecord("c", "TERMINATED", {}, [{"epoch": 9, "objective": 1.0, "stopped_by_patience": True}])
+    notes = [row["note"] for row in trial_rows([budget, asha, patient], max_epochs=200)]
+    assert notes == [
+        "stopped by its time budget after epoch 7",
+        "early-stopped by the scheduler after epoch 3",
+        "stopped after epoch 9: no better checkpoint for train.patience checkpoints",
+    ]
 
 
 def test_a_sweep_hands_its_trials_a_scorer_that_travels_without_its_loaded_recogniser():

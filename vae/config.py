@@ -407,6 +407,8 @@ class TrainConfig:
     # label. Needs a recogniser: the pipeline's own, or jobs.train --recogniser.
     rank_by: str = "val_recon_mse"
     rank_samples_per_digit: int = 10
+    # Stop once what the run ranks by has not bettered its best for this many checkpoints in a row; 0: never.
+    patience: int = 0
     # At every checkpoint, one generated clip of each of the first this-many digits goes to
     # TensorBoard as a spectrogram image and Griffin-Lim audio (vae/tracking.py); 0: none.
     tracking_samples: int = 4
@@ -438,6 +440,8 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{key}={getattr(self, key)} must be in [0, {top:g}]")
         if self.augment_copies < 0:
             raise ConfigError(f"TrainConfig.augment_copies={self.augment_copies} must be >= 0 (0 = no augmentation)")
+        if self.patience < 0:
+            raise ConfigError(f"TrainConfig.patience={self.patience} must be >= 0 (0 = train to the end)")
         if self.tracking_samples < 0:
             raise ConfigError(f"TrainConfig.tracking_samples={self.tracking_samples} must be >= 0 (0 = none)")
         if self.max_failures < -1:

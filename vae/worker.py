@@ -135,6 +135,8 @@ class Worker:
     ranking: Ranking = Ranking()
     fault: FaultConfig = FaultConfig()
     measured: dict[str, float] = field(default_factory=dict)  # the scorer's, at the latest checkpoint
+    best_ranked: float = float("inf")  # the best of what the run ranks by, at its checkpoints so far
+    stale: int = 0  # checkpoints in a row since it was last bettered
 
     def all_reduce(self, parts: dict[str, Any]) -> dict[str, Any]:
         """``parts`` (nested named arrays) summed over every worker, in one collective."""
@@ -434,6 +436,22 @@ def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
         ckpt_lib.write_json(checkpoint.path, ckpt_lib.METRICS, {**ckpt_lib.read_metrics(checkpoint.path), **ranked})
 
 
+def no_longer_improving(worker: Worker, metrics: dict[str, Any], checkpointed: bool) -> bool:
+    """At a checkpoint epoch, whether what the run ranks by has not bettered its best for ``train.patience``
+    checkpoints in a row: rank 0's reading (it alone holds a scorer's measurements), given to every worker."""
+    patience = worker.run_cfg.train.patience
+    if not patience or not checkpointed:
+        return False
+    value = metrics.get(worker.ranking.metric)
+    if worker.rank == 0 and value is not None:
+        if value < worker.best_ranked:
+            worker.best_ranked, worker.stale = float(value), 0
+        else:
+            worker.stale += 1
+    stop = worker.rank == 0 and worker.stale >= patience
+    return bool(worker.all_reduce({"stop": np.array([float(stop)])})["stop"][0] > 0)
+
+
 def _epoch_line(epoch: int, tcfg, m: dict[str, Any]) -> str:
     """An epoch's progress: with a time budget the cap on epochs and the seconds spent of the budget."""
     where = f"epoch {epoch}/{tcfg.epochs}"
@@ -501,10 +519,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if out_of_time or epoch == tcfg.epochs or epoch % tcfg.checkpoint_every == 0:
             checkpoint = checkpoint_epoch(worker, epoch, metrics, history, t0)
         rank_epoch(worker, metrics, checkpoint)
-        metrics["epoch_time_s"] = float(time.perf_counter() - t0)
-        report(worker, tracker, epoch, metrics, checkpoint, lines.due(last=out_of_time or epoch == tcfg.epochs))
+        stalled = no_longer_improving(worker, metrics, checkpoint is not None)
+        metrics.update(epoch_time_s=float(time.perf_counter() - t0), stopped_by_patience=stalled)
+        report(
+            worker, tracker, epoch, metrics, checkpoint, lines.due(last=out_of_time or stalled or epoch == tcfg.epochs)
+        )
         if out_of_time:
             worker.say(f"stopping after epoch {epoch}: another would pass the {tcfg.time_budget_s:.0f} s time budget")
+            break
+        if stalled:
+            worker.say(
+                f"stopping after epoch {epoch}: {worker.ranking.metric} has not bettered its best "
+                f"({worker.best_ranked:.4g}) for {tcfg.patience} checkpoints (train.patience)"
+            )
             break
     tracker.close()
 

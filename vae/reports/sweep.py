@@ -43,6 +43,8 @@ def trial_rows(trials, max_epochs: int | None) -> list[dict]:
         stopped = ""
         if t.status == "TERMINATED" and t.last.get("stopped_by_time_budget"):
             stopped = f"stopped by its time budget after epoch {t.epochs}"
+        elif t.status == "TERMINATED" and t.last.get("stopped_by_patience"):
+            stopped = f"stopped after epoch {t.epochs}: no better checkpoint for train.patience checkpoints"
         elif t.status == "TERMINATED" and max_epochs and 0 < t.epochs < max_epochs:
             stopped = f"early-stopped by the scheduler after epoch {t.epochs}"
         elif t.status == "ERROR":
