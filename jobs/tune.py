@@ -28,10 +28,10 @@ from jobs._cli import (
     run,
     show_config_defaults,
 )
-from vae.config import RunConfig, SweepConfig
+from vae.config import ConfigError, RunConfig, SweepConfig
 from vae.objective import OBJECTIVE
 from vae.objective import TERMS as OBJECTIVE_TERMS
-from vae.search_space import load_space
+from vae.search_space import SWEEP_RANKED, load_space
 
 SHORTHANDS = {
     "num_samples": "sweep.num_samples",
@@ -83,6 +83,9 @@ def configs(args: argparse.Namespace) -> tuple[SweepConfig, RunConfig]:
         "model",
         "a sweep's model is the space file's base.model preset, changed by its fixed and params keys",
     )
+    for key, why in SWEEP_RANKED.items():
+        if key in parts[""]:
+            raise ConfigError(f"{key}: {why}: a sweep does not read it")
     return apply_overrides(SweepConfig(), parts["sweep"]), apply_run_overrides(RunConfig(), parts[""])
 
 

@@ -226,6 +226,16 @@ def test_ranking_a_run_by_its_samples_without_a_recogniser_is_refused_before_it_
     assert "TrainConfig.rank_by='loudness'; choose from ['val_recon_mse', 'samples']" in _error(capsys)
 
 
+def test_a_sweep_refuses_to_be_told_how_to_rank_its_trials(folders, tmp_path, capsys):
+    from jobs import tune
+
+    features = str(folders / "features")
+    args = f"--data {features} --out {tmp_path} --name s --space tune_spaces/smoke.yaml --set train.rank_by=samples"
+    assert tune.main(args.split()) == 1
+    assert "train.rank_by: a sweep ranks every trial's checkpoints by its objective" in _error(capsys)
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_digit_out_of_range_is_refused_before_anything_loads(capsys):
     from jobs import generate, reconstruct
 

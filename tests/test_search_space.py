@@ -45,6 +45,15 @@ def test_a_space_naming_a_moved_key_fails_naming_its_new_place(tmp_path):
         parse_space({"fixed": {"prior.kl_warmup_epochs": 2}, "params": {"model.latent_dim": {"choice": [8]}}})
 
 
+def test_a_space_naming_what_a_sweep_ranks_by_is_refused():
+    with pytest.raises(
+        SpaceError, match=r"fixed\.train\.rank_by: a sweep ranks every trial's checkpoints by its objective"
+    ):
+        parse_space({"fixed": {"train.rank_by": "samples"}, "params": {"model.latent_dim": {"choice": [8]}}})
+    with pytest.raises(SpaceError, match=r"params\.train\.rank_samples_per_digit: a sweep scores sweep\.n_per_digit"):
+        parse_space({"params": {"train.rank_samples_per_digit": {"choice": [5, 10]}}})
+
+
 def test_fixed_values_and_model_preset_apply():
     cfg = load_space("tune_spaces/smoke.yaml").run_config({"model.latent_dim": 2}, RunConfig())
     assert cfg.train.epochs == 2 and cfg.model.latent_dim == 2 and cfg.model.filters == (4, 8)

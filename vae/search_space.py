@@ -315,11 +315,20 @@ def _number(value: Any) -> Any:
     return value
 
 
+# Keys a sweep sets for every trial itself: a space or an override naming one would change nothing.
+SWEEP_RANKED = {
+    "train.rank_by": "a sweep ranks every trial's checkpoints by its objective (vae.objective; sweep.objective)",
+    "train.rank_samples_per_digit": "a sweep scores sweep.n_per_digit samples of each digit",
+}
+
+
 def _check_key(key: Any, where: str, fail) -> None:
     if not isinstance(key, str) or "." not in key:
         raise fail(where, "keys are dotted config paths such as 'model.latent_dim'")
     if key in MOVED_KEYS:
         raise fail(where, f"has moved: write {MOVED_KEYS[key]!r}")
+    if key in SWEEP_RANKED:
+        raise fail(where, f"{SWEEP_RANKED[key]}: it has no place in a space")
     section, name = key.split(".", 1)
     if section not in SECTIONS:
         raise fail(where, f"unknown section {section!r}; choose from {sorted(SECTIONS)}")
