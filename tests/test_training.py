@@ -30,9 +30,10 @@ def tiny_run_config(**train) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def faulted_run(ray_local, small_parquet, tmp_path_factory):
-    """2 workers x 2 epochs; worker rank 1 kills itself at the start of epoch 2."""
+    """2 workers x 2 epochs; worker rank 1 kills itself at the start of epoch 2. With a patience the run does
+    not reach, every worker joins rank 0's vote on stopping at each checkpoint epoch, or the run would hang."""
     storage_dir = str(tmp_path_factory.mktemp("runs"))
-    cfg = tiny_run_config(learning_rate=3e-3, batch_size=8, max_failures=1)
+    cfg = tiny_run_config(learning_rate=3e-3, batch_size=8, max_failures=1, patience=5)
     return fit(cfg, small_parquet, storage_dir, "faulted", fault=FaultConfig(epoch=2, rank=1))
 
 
@@ -42,6 +43,7 @@ def test_two_workers_two_epochs_lower_the_validation_loss(faulted_run):
     assert m["val_clips"] == 100 and m["train_clips"] == 2 * (75 // 8) * 8
     assert np.isfinite(m["val_loss"]) and m["val_loss"] < m["initial_val_loss"]
     assert 0 < m["val_recon_mse"] < 1 and m["val_kl"] >= 0
+    assert m["stopped_by_patience"] is False
 
 
 def test_a_worker_killed_mid_run_is_replaced_and_training_resumes_from_the_checkpoint(faulted_run):

@@ -274,8 +274,8 @@ def transfer(
 
     ``match_voice``: the decoder gives a voice it never heard the colour and pitch of voices it did, so
     every clip's outputs are moved by what its code, decoded with its own digit, misses of it: its colour
-    (:func:`match_colour`) and, given ``source_f0`` (Hz [n, n_frames], the clips' pitch tracks, :func:`vae.harmonics.pitch_tracks`) to a
-    model with ``pitch``, its median pitch."""
+    (:func:`match_colour`) and, given ``source_f0`` (Hz [n, n_frames], the clips' pitch tracks,
+    :func:`vae.harmonics.pitch_tracks`) to a model with ``pitch``, its median pitch."""
     check_conditional(loaded)
     if source_digits is None:
         raise GenerationError("transfer needs the digit each clip says (source_digits)")

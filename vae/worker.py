@@ -436,11 +436,12 @@ def rank_epoch(worker: Worker, metrics: dict[str, Any], checkpoint) -> None:
         ckpt_lib.write_json(checkpoint.path, ckpt_lib.METRICS, {**ckpt_lib.read_metrics(checkpoint.path), **ranked})
 
 
-def no_longer_improving(worker: Worker, metrics: dict[str, Any], checkpointed: bool) -> bool:
-    """At a checkpoint epoch, whether what the run ranks by has not bettered its best for ``train.patience``
-    checkpoints in a row: rank 0's reading (it alone holds a scorer's measurements), given to every worker."""
+def no_longer_improving(worker: Worker, metrics: dict[str, Any], checkpoint_epoch: bool) -> bool:
+    """At a checkpoint epoch (every worker's, though rank 0 alone writes the checkpoint), whether what the run
+    ranks by has not bettered its best for ``train.patience`` checkpoints in a row: rank 0's reading (it
+    alone holds a scorer's measurements), given to every worker in one collective."""
     patience = worker.run_cfg.train.patience
-    if not patience or not checkpointed:
+    if not patience or not checkpoint_epoch:
         return False
     value = metrics.get(worker.ranking.metric)
     if worker.rank == 0 and value is not None:
@@ -516,10 +517,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics.update(resumed_from_epoch=start_epoch, initial_val_loss=baseline)
         history.append(metrics)
         checkpoint = None
-        if out_of_time or epoch == tcfg.epochs or epoch % tcfg.checkpoint_every == 0:
+        checkpointing = out_of_time or epoch == tcfg.epochs or epoch % tcfg.checkpoint_every == 0
+        if checkpointing:
             checkpoint = checkpoint_epoch(worker, epoch, metrics, history, t0)
         rank_epoch(worker, metrics, checkpoint)
-        stalled = no_longer_improving(worker, metrics, checkpoint is not None)
+        stalled = no_longer_improving(worker, metrics, checkpointing)
         metrics.update(epoch_time_s=float(time.perf_counter() - t0), stopped_by_patience=stalled)
         report(
             worker, tracker, epoch, metrics, checkpoint, lines.due(last=out_of_time or stalled or epoch == tcfg.epochs)
