@@ -379,6 +379,34 @@ def test_a_confusing_encoder_pushes_the_adversary_to_uniform_without_training_it
     assert np.isfinite(sums.numpy()).all() and sums.numpy()[TERMS.index("digit_ce")] > 0
 
 
+def test_a_standardising_adversary_reads_the_codes_whatever_their_scale():
+    from vae.models import standardise
+
+    x = np.random.default_rng(0).standard_normal((16, 3)).astype(np.float32)
+    z = standardise(x).numpy()
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0), 1.0, atol=1e-3)
+    np.testing.assert_allclose(standardise(0.1 * x + 5.0).numpy(), z, atol=1e-3)
+
+    vae, x, digits, eps = _adversary_model("confuse")
+    vae.loss_cfg = replace(vae.loss_cfg, adversary_standardise=True)
+
+    def ce() -> float:
+        return float(tf.reduce_mean(vae.per_example_losses(x, digits, eps, training=False)["digit_ce"]))
+
+    def logits(read) -> np.ndarray:
+        return vae.adversary(read(vae.encode(x, digits)[0])).numpy()
+
+    before, raw, standardised = ce(), logits(tf.identity), logits(standardise)
+    mu = vae.encoder.get_layer("mu")
+    mu.kernel.assign(0.5 * mu.kernel)
+    mu.bias.assign(0.5 * mu.bias)
+    # Codes halved: the same reading when standardised, another when not.
+    assert abs(ce() - before) < 1e-3
+    np.testing.assert_allclose(logits(standardise), standardised, atol=1e-3)
+    assert np.abs(logits(tf.identity) - raw).max() > 1e-2
+
+
 def test_the_between_digit_share_is_the_variance_the_digits_explain():
     from vae.models import between_digit_share
 

@@ -323,6 +323,10 @@ class LossConfig:
     # the code's variance that the digits' mean codes explain, vae.models.between_digit_share, with the
     # adversary only watching): vae.models.VAE.adversary_terms.
     adversary_kind: str = "confuse"
+    # The adversary reads each code standardised over its batch (each dimension less its mean, over its
+    # standard deviation), as a linear probe on standardised codes does: a digit held in differences far
+    # smaller than the codes' spread is then as plain to it as any other (vae.models.standardise).
+    adversary_standardise: bool = False
 
     def validate(self) -> LossConfig:
         _within_bounds(self)

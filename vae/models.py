@@ -210,6 +210,13 @@ def build_digit_adversary(cfg: ModelConfig) -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(N_DIGITS, name="adversary_logits")(x), name="digit_adversary")
 
 
+def standardise(x):
+    """Codes ``x`` [batch, latent], each dimension less its batch mean, over its batch standard deviation."""
+    x = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x, axes=[0], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + 1e-6)
+
+
 @tf.custom_gradient
 def reverse_gradient(x):
     """The identity forward; the gradient's sign flipped backward (Ganin & Lempitsky 2015)."""
@@ -324,11 +331,14 @@ class VAE(keras.Model):
         the encoder descends the cross-entropy between the uniform distribution and the prediction of an
         adversary it cannot change: it is pushed to a code on which every digit looks equally likely, not
         to one that makes the adversary confidently wrong. ``moments``: no game; the encoder descends
-        :func:`between_digit_share`, and the adversary only watches (its cross-entropy is ``digit_ce``)."""
+        :func:`between_digit_share`, and the adversary only watches (its cross-entropy is ``digit_ce``).
+        With ``adversary_standardise`` all of it reads the codes as :func:`standardise` makes them."""
         if self.loss_cfg.digit_adversary <= 0:
             zeros = tf.zeros_like(mu[:, 0])
             return zeros, zeros
         labels = tf.cast(digits, tf.int32)
+        if self.loss_cfg.adversary_standardise:
+            mu = standardise(mu)
         if self.loss_cfg.adversary_kind == "reverse":
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, self.adversary(reverse_gradient(mu)))
             return ce, ce
