@@ -10,9 +10,9 @@ makes names>/, as <target digit>_<speaker>_<take>.wav with a PNG of its spectrog
 Speaker and take are the input's own; an input named otherwise has its stem as the speaker (each run
 of characters other than letters, digits and hyphens a hyphen, at most 64) and take 0: me_three.wav
 said as a 7 is me_three/7_me-three_0.wav. DIR/index.html plays them all, DIR/transfer.json lists
-them, as does the last stdout line. CKPT, the inputs and DIR may be local or s3://. The outputs take
-each input's colour (long-term spectrum) and median pitch, which the decoder misses for a voice it never
-heard; --no-match-voice leaves them as the decoder makes them. Each input's code is decoded moved
+them with the matching and code scale used, as does the last stdout line. CKPT, the inputs and DIR may be
+local or s3://. The outputs take each input's colour (long-term spectrum and the spread of its level) and
+median pitch, which the decoder misses for a voice it never heard; --no-match-voice leaves them as the decoder makes them. Each input's code is decoded moved
 towards the training codes' centre (--code-scale, default the checkpoint's sampling.transfer_code_scale;
 1 keeps it as it is), so that the label, not what of the input's digit the code holds, says the digit.
 """
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-match-voice",
         action="store_true",
-        help="the decoder's output as it is (default: moved to each input's long-term spectrum and median pitch)",
+        help="the decoder's output as it is (default: moved to each input's colour, its spread and median pitch)",
     )
     p.add_argument(
         "--code-scale",
@@ -121,6 +121,8 @@ def _main(args: argparse.Namespace) -> int:
     print(f"{len(files)} .wav files under {base}, each said as {targets}; model {loaded.uri} (epoch {loaded.epoch})")
 
     summary: dict = {"checkpoint": loaded.uri, "input": base, "out": storage.resolve(args.out).uri, "digits": targets}
+    scale = loaded.run_config.sampling.transfer_code_scale if args.code_scale is None else args.code_scale
+    summary.update(match_voice=not args.no_match_voice, code_scale=scale)
     summary.update(png=not args.no_png, inputs=[], skipped=[], problems=[])
     for start in range(0, len(files), args.batch_size):
         _transfer_batch(loaded, files[start : start + args.batch_size], base, targets, args, summary)
@@ -148,7 +150,7 @@ def _transfer_batch(loaded, uris: list[str], base: str, targets: list[int], args
         return
     cfg = loaded.run_config.features
     specs, waves = unseen_voices.transfer(
-        loaded, voices, targets, match_voice=not args.no_match_voice, code_scale=args.code_scale
+        loaded, voices, targets, match_voice=summary["match_voice"], code_scale=summary["code_scale"]
     )
     for voice, voice_specs, voice_waves in zip(voices, specs, waves):
         rel = voice.uri[len(base) :].lstrip("/") if voice.uri != base else posixpath.basename(voice.uri)

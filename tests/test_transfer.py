@@ -223,7 +223,10 @@ def test_every_file_is_named_after_its_target_digit(conditional, fsdd_dir, tmp_p
     page = (out / "index.html").read_text()
     assert page.count("<audio") == 4 and "me three.wav" in page and 'src="3_theo_0/7_theo_0.wav"' in page
     raw = tmp_path / "raw"
-    code, _ = _run(transfer_job.main, [*argv[:5], str(raw), *argv[6:], "--no-match-voice", "--no-png"], capsys)
+    code, said = _run(
+        transfer_job.main, [*argv[:5], str(raw), *argv[6:], "--no-match-voice", "--no-png", "--code-scale", "1"], capsys
+    )
+    assert said["match_voice"] is False and said["code_scale"] == 1.0
     matched, unmatched = (sf.read(folder / "3_theo_0" / "7_theo_0.wav")[0] for folder in (out, raw))
     assert code == 0 and np.abs(matched - unmatched).max() > 0.01, "--no-match-voice changed nothing"
 
@@ -238,6 +241,7 @@ def test_the_digit_comes_from_the_name_and_every_digit_by_default(conditional, f
         transfer_job.main, ["--checkpoint", conditional, "--wavs", str(wavs), "--out", str(out), "--no-png"], capsys
     )
     assert code == 0 and last["written"] == 10 and [i["digit"] for i in last["inputs"]] == [5]
+    assert last["match_voice"] is True and last["code_scale"] == 0.5  # what it used: the checkpoint's
     assert len(last["skipped"]) == 1 and "pass --digit" in last["skipped"][0]["reason"]
     names = sorted(p.name for p in (out / "5_george_1").iterdir())
     assert names == [f"{d}_george_1.wav" for d in range(10)]
