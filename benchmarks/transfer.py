@@ -17,8 +17,8 @@ digit, and those on it: the reconstructions), the share of the former still hear
 digit, and pYIN's voiced share of their loud frames, beside the same clips through the features and
 vocoder alone (the floor); as the decoder makes them, and matched to each clip's colour and pitch
 (``matched``, as ``jobs.transfer`` writes them); each code kept at ``--code-scale`` of its distance from
-the training codes' centre (default: the checkpoint's ``sampling.transfer_code_scale``, as ``jobs.transfer``). (c) z ~ N(0, I) decoded with each digit's label,
-``--per-digit`` clips each: the share heard as that digit, and their voicing, for each checkpoint. Who
+the training codes' centre (default: the checkpoint's ``sampling.transfer_code_scale``, as
+``jobs.transfer``). (c) z ~ N(0, I) decoded with each digit's label, ``--per-digit`` clips each: the share heard as that digit, and their voicing, for each checkpoint. Who
 (b)'s clips sound like: three speaker recognisers (:func:`speaker_judges`), fit on the train split's
 clips of every speaker (the held-out one's takes, which the VAE never trained on, included). Prints a
 table with a column per checkpoint; the last stdout line is JSON (``--out`` also writes it).

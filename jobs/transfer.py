@@ -12,8 +12,8 @@ of characters other than letters, digits and hyphens a hyphen, at most 64) and t
 said as a 7 is me_three/7_me-three_0.wav. DIR/index.html plays them all, DIR/transfer.json lists
 them with the matching and code scale used, as does the last stdout line. CKPT, the inputs and DIR may be
 local or s3://. The outputs take each input's colour (long-term spectrum and the spread of its level) and
-median pitch, which the decoder misses for a voice it never heard; --no-match-voice leaves them as the decoder makes them. Each input's code is decoded moved
-towards the training codes' centre (--code-scale, default the checkpoint's sampling.transfer_code_scale;
+median pitch, which the decoder misses for a voice it never heard; --no-match-voice leaves them as
+the decoder makes them. Each input's code is decoded moved towards the training codes' centre (--code-scale, default the checkpoint's sampling.transfer_code_scale;
 1 keeps it as it is), so that the label, not what of the input's digit the code holds, says the digit.
 """
 

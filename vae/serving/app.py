@@ -20,8 +20,8 @@ HTTP API (every error is a 4xx/5xx with a JSON body ``{"error": "...", "status":
   digit-conditional model only (400 otherwise). The body, ``digit`` (required) and ``trim`` are as for
   reconstruct; the clip is encoded with ``digit`` and decoded with each of ``digits`` (comma-separated, none
   twice; default all ten) by :func:`vae.generation.transfer`, matched to the clip's voice unless ``raw``,
-  keeping ``code_scale`` (0-1, default the checkpoint's) of its code. JSON: ``{"digit", "digits", "clips": [{"digit",
-  "wav", "spectrogram_png", "problem"}], "original_spectrogram_png"}`` and the upload's rates and duration.
+  keeping ``code_scale`` (0-1, default the checkpoint's) of its code. JSON: ``{"digit", "digits",
+  "clips": [{"digit", "wav", "spectrogram_png", "problem"}], "original_spectrogram_png"}`` and the upload's rates and duration.
 - ``GET /api/model``: the checkpoint's id (a digest of its URI, which stays private), epoch, the
   model's config, metrics, digits available, whether the model is conditional, where samples come
   from, limits, batching counters.

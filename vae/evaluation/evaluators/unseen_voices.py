@@ -120,8 +120,8 @@ def transfer(
     code_scale: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``voices`` said as each digit of ``targets`` (:func:`vae.generation.transfer`, matched to each voice's
-    colour and pitch unless ``match_voice`` is False; ``code_scale`` as there): spectrograms [n, k, n_bins, n_frames] and WAVs [n, k,
-    n_samples] (Griffin-Lim, each with its voice's dB range)."""
+    colour and pitch unless ``match_voice`` is False; ``code_scale`` as there): spectrograms [n, k, n_bins,
+    n_frames] and WAVs [n, k, n_samples] (Griffin-Lim, each with its voice's dB range)."""
     feats = loaded.run_config.features
     f0 = None
     if match_voice and loaded.run_config.model.pitch:
