@@ -151,6 +151,10 @@ def main() -> None:
     args = p.parse_args()
 
     from vae import checkpoint
+    from vae.config import ConfigError
+
+    if checkpoint.check(args.checkpoint)[1].model.local_channels:
+        raise ConfigError(f"{args.checkpoint} has a local code: this stage tunes the decoder of a model without one")
 
     def score(uri: str) -> dict:
         return score_checkpoint(uri, args.data, args.classifier)

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if to_dict(loaded.run_config.features) != to_dict(feats):
             raise ConfigError(f"checkpoint {args.checkpoint} was trained on other features than {args.data}")
         z = generation.encode(loaded, specs, digits)
-        raw = generation.decode(loaded, z, digits, harmonics=False)
+        raw = generation.reconstruct(loaded, specs, digits, harmonics=False)
         candidates["the model's reconstructions"] = generation.render(loaded, raw, z, digits)
         if loaded.run_config.model.pitch:
             candidates["the model's reconstructions, no harmonics drawn"] = raw

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         for speaker in sorted(set(rows["speaker"])):
             chosen = np.flatnonzero(rows["speaker"] == speaker)[: args.clips]
             specs, digits = rows["spectrogram"][chosen].astype(np.float32), rows["digit"][chosen].astype(np.int64)
-            raw = generation.decode(loaded, generation.encode(loaded, specs, digits), digits, harmonics=False)
+            raw = generation.reconstruct(loaded, specs, digits, harmonics=False)
             row = {"split": split, "speaker": str(speaker), "clips": len(chosen)}
             row |= {"share": rendered_share(raw, specs), "rms_error": float(np.sqrt(np.mean((raw - specs) ** 2)))}
             shares.append(row)

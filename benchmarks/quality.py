@@ -63,6 +63,18 @@ VARIANTS: dict[str, dict] = {
     "beta_0.1": {"loss.beta": 0.1},
     # The default with a wider code, and with a full-width decoder.
     "latent_128": {"model.latent_dim": 128},
+    # A second, local code beside the first (ModelConfig.local_channels): channels at the map of that level.
+    "local_4": {"model.local_channels": 4, "model.local_level": 1},
+    "local_4_unscored_mean": {"model.local_channels": 4, "model.local_level": 1, "loss.local_prior_weight": 0.0},
+    "local_8": {"model.local_channels": 8, "model.local_level": 1},
+    "local_4_no_pitch": {"model.local_channels": 4, "model.local_level": 1, "model.pitch": False},
+    "local_4_drawn": {"model.local_channels": 4, "model.local_level": 1, "loss.through_harmonics": False},
+    "local_8_level2_unscored_mean": {
+        "model.local_channels": 8,
+        "model.local_level": 2,
+        "loss.local_prior_weight": 0.0,
+    },
+    "local_2_level0": {"model.local_channels": 2, "model.local_level": 0},
     "wide_decoder": {"model.decoder_width": 1.0},
     # The default trained on its clips and two augmented copies of each (more voices: vae/augment.py).
     "augmented": {"train.augment_copies": 2},

@@ -1,6 +1,7 @@
 """Render measured figures as the docs' tables: the demo's (benchmarks/results/demo.json) and the voice
 variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out``) and the other levers
-tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command), and
+tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command) and
+the local code's variants (benchmarks/results/local.json, the same way), and
 any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
 more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rate.json, and with less of each
 clip's code kept, transfer_scale.json, written by
@@ -16,7 +17,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate`` and ``transfer_scale`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate`` and ``transfer_scale`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -32,6 +33,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "demo.json"
 TARGETS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
 VOICE = ROOT / "benchmarks" / "results" / "voice.json"
 LEVERS = ROOT / "benchmarks" / "results" / "levers.json"
+LOCAL = ROOT / "benchmarks" / "results" / "local.json"
 TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
 TRANSFER_VOICE = ROOT / "benchmarks" / "results" / "transfer_voice.json"
 TRANSFER_RATE = ROOT / "benchmarks" / "results" / "transfer_rate.json"
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         ("results", args.results, render, args.files),
         ("voice", args.voice, render_voice, [ROOT / "docs" / "benchmarks.md"]),
         ("levers", LEVERS, lambda r: render_voice(r, LEVERS.name), [ROOT / "docs" / "benchmarks.md"]),
+        ("local", LOCAL, lambda r: render_voice(r, LOCAL.name), [ROOT / "docs" / "benchmarks.md"]),
         ("transfer", TRANSFER, render_transfer, [ROOT / "docs" / "own-voice.md"]),
         (
             "transfer_voice",

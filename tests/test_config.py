@@ -80,7 +80,9 @@ def test_demo_config_trains_the_default_for_its_budget():
     cfg = DemoConfig(max_epochs=7, train_budget_s=60, seed=3, checkpoint_every=2).run_config()
     assert (cfg.train.epochs, cfg.train.time_budget_s, cfg.train.seed, cfg.train.checkpoint_every) == (7, 60, 3, 2)
     # the default model with the sweep's choices (DemoConfig's comments)
-    assert cfg.model == dataclasses.replace(RunConfig().model, latent_dim=64) and cfg.train.learning_rate == 1.3e-3
+    assert cfg.model == dataclasses.replace(RunConfig().model, latent_dim=64, local_channels=4)
+    assert cfg.train.learning_rate == 1.3e-3
+    assert cfg.loss == dataclasses.replace(RunConfig().loss, through_harmonics=False)
     assert (cfg.prior, cfg.sampling) == (RunConfig().prior, RunConfig().sampling)
     with pytest.raises(ConfigError, match="train_budget_s"):
         DemoConfig(train_budget_s=0).validate()

@@ -48,7 +48,7 @@ def test_seed_preset_is_the_original_architecture():
 def _macs_from_keras(vae) -> int:
     total = 0
     heads = vae.pitch_decoder.layers if vae.model_cfg.pitch else []
-    for layer in vae.encoder.layers + vae.decoder.layers + heads:
+    for layer in vae.conv_layers() + heads:
         kind = type(layer).__name__
         if kind == "Conv2D":
             _, h, w, c_out = layer.output.shape
@@ -72,11 +72,15 @@ def _macs_from_keras(vae) -> int:
         ("default", "tiny", 1.0, 0),
         ("default", "tiny", 1.0, 1),
         ("seed", "seed", 1.0, 0),
+        ("default", "default", 0.5, {"local_channels": 4}),
+        ("default", "default", 0.5, {"local_channels": 2, "local_level": 0, "refine": 1}),
+        ("seed", "seed", 1.0, {"local_channels": 3, "local_level": 3}),
     ],
 )
 def test_analytic_cost_matches_the_built_keras_model(features, model, decoder_width, refine):
     shape = preset(FeatureConfig, features).shape
-    cfg = replace(preset(ModelConfig, model), decoder_width=decoder_width, refine=refine)
+    more = refine if isinstance(refine, dict) else {"refine": refine}
+    cfg = replace(preset(ModelConfig, model), decoder_width=decoder_width, **more)
     vae = build_vae(shape, cfg, PriorConfig())
     assert sum(layer.macs for layer in layer_costs(shape, cfg)) == _macs_from_keras(vae)
     assert flops_per_clip(shape, cfg) == 2 * _macs_from_keras(vae)
@@ -126,7 +130,7 @@ def test_per_example_losses_are_per_clip_and_add_up():
     )
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
-    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in (*TERMS, "adversary")}
+    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in (*TERMS, "adversary", "prior_recon")}
     np.testing.assert_allclose(terms["loss"], terms["recon"] + 0.5 * terms["kl"], rtol=1e-6)
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 
@@ -254,12 +258,13 @@ def test_the_steps_choose_the_batch_norm_kernel(fused):
     assert "FusedBatchNormV3" not in ops(steps.evaluate_graph)  # inference normalises with the moving statistics
 
 
-def _trained_checkpoint(tmp_path, prior_kind: str) -> tuple[str, object, object]:
-    """A tiny model moved away from its initial weights by a few real optimizer steps, saved."""
+def _trained_checkpoint(tmp_path, prior_kind: str, **model) -> tuple[str, object, object]:
+    """A tiny model (with the ``model`` settings) moved away from its initial weights by a few real optimizer
+    steps, saved."""
     features = preset(FeatureConfig, "default")
     run_cfg = RunConfig(
         features=features,
-        model=preset(ModelConfig, "tiny"),
+        model=replace(preset(ModelConfig, "tiny"), **model),
         prior=PriorConfig(kind=prior_kind, components=3),
         train=TrainConfig(epochs=1, batch_size=4),
     ).validate()
@@ -446,3 +451,68 @@ def test_moments_move_the_digits_mean_codes_together_and_only_train_the_adversar
 def test_a_digit_adversary_needs_a_conditional_model():
     with pytest.raises(ConfigError, match="digit_adversary.*conditional"):
         RunConfig(model=preset(ModelConfig, "tiny", conditional=False), loss=LossConfig(digit_adversary=1.0)).validate()
+
+
+def _local_model(**more):
+    shape = preset(FeatureConfig, "default").shape
+    cfg = replace(preset(ModelConfig, "tiny"), filters=(4, 8, 8), kernels=(3, 3, 3), strides=(2, 2, 2), **more)
+    return shape, build_vae(shape, cfg.validate(), PriorConfig(), LossConfig(reconstruction="mse", recon_weight=10.0))
+
+
+def test_a_local_code_sits_at_its_map_and_its_noise_follows_the_code_s():
+    shape, vae = _local_model(local_channels=3, local_level=1)
+    cfg = vae.model_cfg
+    assert cfg.local_shape(shape) == (shape[0] // 4, shape[1] // 4, 3)
+    assert cfg.noise_dim(shape) == cfg.latent_dim + shape[0] // 4 * shape[1] // 4 * 3
+    assert vae.local_prior.output[0].shape[1:] == cfg.local_shape(shape)
+    assert not hasattr(vae, "decoder")
+    with pytest.raises(ConfigError, match="local_level"):
+        replace(cfg, local_level=2).validate()  # the decoder never makes the last encoder map's size before its output
+    with pytest.raises(ConfigError, match="local_channels"):
+        replace(cfg, local_channels=-1).validate()
+
+
+def test_the_local_code_s_kl_joins_the_code_s_and_reconstruction_reads_the_posterior():
+    shape, vae = _local_model(local_channels=2, local_level=0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(3, *shape)).astype(np.float32)
+    eps = np.zeros((1, 3, vae.model_cfg.noise_dim(shape)), np.float32)
+    terms = vae.per_example_losses(x, eps=eps, training=False)
+    mu, log_var = vae.encode(x)
+    global_kl = vae.prior.kl(mu, log_var, mu[None], None).numpy()
+    assert np.all(terms["kl"].numpy() > global_kl)  # an untrained posterior is not its prior
+    assert terms["prior_recon"].shape == (3,) and np.all(terms["prior_recon"].numpy() > 0)
+    np.testing.assert_allclose(vae.objective(terms), terms["loss"] + terms["prior_recon"], rtol=1e-6)
+    # Zero noise draws the posterior's mean: the loss's reconstruction is the deterministic one.
+    np.testing.assert_allclose(
+        terms["recon_mse"], np.mean((vae.reconstruct(x).numpy()[..., 0] - x) ** 2, axis=(1, 2)), rtol=1e-5
+    )
+    assert not np.allclose(vae.reconstruct(x).numpy(), vae.decode(mu).numpy())
+
+
+def test_decoding_draws_the_local_code_from_its_prior_at_the_temperature():
+    shape, vae = _local_model(local_channels=2, local_level=1)
+    z = np.random.default_rng(1).normal(size=(2, vae.model_cfg.latent_dim)).astype(np.float32)
+    noise = np.random.default_rng(2).normal(size=(2, *vae.model_cfg.local_shape(shape))).astype(np.float32)
+    mean = vae.decode(z).numpy()
+    np.testing.assert_array_equal(vae.decode(z, local_noise=noise, temperature=0.0).numpy(), mean)
+    assert not np.allclose(vae.decode(z, local_noise=noise, temperature=1.0).numpy(), mean)
+
+
+def test_gaussian_kl_is_zero_between_equals_and_matches_the_closed_form():
+    from vae.models import gaussian_kl
+
+    mu, log_var = tf.constant([[0.5, -1.0]]), tf.constant([[0.2, -0.3]])
+    np.testing.assert_allclose(gaussian_kl(mu, log_var, mu, log_var), [0.0], atol=1e-7)
+    prior_mu, prior_log_var = tf.constant([[0.0, 1.0]]), tf.constant([[0.0, 0.5]])
+    s2, p2 = np.exp(log_var.numpy()), np.exp(prior_log_var.numpy())
+    expected = 0.5 * np.sum(np.log(p2 / s2) + (s2 + (mu.numpy() - prior_mu.numpy()) ** 2) / p2 - 1)
+    np.testing.assert_allclose(gaussian_kl(mu, log_var, prior_mu, prior_log_var), [expected], rtol=1e-6)
+
+
+def test_a_model_with_a_local_code_trains_and_reloads_identically(tmp_path):
+    directory, vae, _ = _trained_checkpoint(tmp_path, "mixture", local_channels=2, local_level=0)
+    x = np.random.default_rng(4).uniform(size=(3, *vae.input_hw)).astype(np.float32)
+    loaded = checkpoint.load(directory)
+    np.testing.assert_array_equal(loaded.model.reconstruct(x).numpy(), vae.reconstruct(x).numpy())
+    assert np.all(np.isfinite(vae.reconstruct(x).numpy()))

@@ -13,10 +13,16 @@ DIGITS = tuple(range(9))
 
 
 def make_checkpoint(
-    directory: Path, fsdd_dir: Path, digits=DIGITS, takes=(10, 11), conditional: bool = False, pitch: bool = False
+    directory: Path,
+    fsdd_dir: Path,
+    digits=DIGITS,
+    takes=(10, 11),
+    conditional: bool = False,
+    pitch: bool = False,
+    local_channels: int = 0,
 ) -> str:
-    """An untrained ``tiny`` VAE (``conditional``, with a ``pitch`` head) with the latent statistics and
-    ex-post mixtures of real clips of ``digits`` (no Ray, seconds)."""
+    """An untrained ``tiny`` VAE (``conditional``, with a ``pitch`` head, with a local code of ``local_channels``)
+    with the latent statistics and ex-post mixtures of real clips of ``digits`` (no Ray, seconds)."""
     from dataclasses import replace
 
     from vae import checkpoint, generation
@@ -32,7 +38,9 @@ def make_checkpoint(
         for path in [fsdd_dir / f"{d}_jackson_{t}.wav"]
     ]
     batch = {k: np.stack([r[k] for r in rows]) for k in ("spectrogram", "digit", "db_min", "db_max")}
-    model_cfg = replace(preset(ModelConfig, "tiny"), conditional=conditional, pitch=pitch)
+    model_cfg = replace(
+        preset(ModelConfig, "tiny"), conditional=conditional, pitch=pitch, local_channels=local_channels, local_level=0
+    )
     run_cfg = RunConfig(features, model_cfg, PriorConfig(), TrainConfig(epochs=1)).validate()
     model = build_vae(features.shape, run_cfg.model, run_cfg.prior)
     stats = latent_stats(model, "normal", [batch])

@@ -63,6 +63,7 @@ UPPER_BOUNDS: dict[str, float] = {
     "ModelConfig.decoder_width": 8,
     "ModelConfig.refine": 16,
     "ModelConfig.refine_channels": 512,
+    "ModelConfig.local_channels": 512,
     "PriorConfig.components": 1_000,
     "LossConfig.kl_samples": 1_000,
     "TrainConfig.batch_size": 65_536,
@@ -75,6 +76,8 @@ UPPER_BOUNDS: dict[str, float] = {
     "TrainConfig.max_failures": 1_000,
     "TrainConfig.augment_copies": 20,
     "SamplingConfig.expost_components": 50,
+    "SamplingConfig.local_temperature": 10,
+    "DemoConfig.local_channels": 512,
     "SweepConfig.reduction_factor": 100,
     "SweepConfig.max_failures": 1_000,
     "RecogniserConfig.filters": 2_048,
@@ -205,6 +208,13 @@ class ModelConfig:
     # transposed convolution from a half-resolution map. 0: none (2 gained nothing on the demo's budget).
     refine: int = 0
     refine_channels: int = 8
+    # A second code, local: this many numbers at every position of the encoder's map ``local_level`` (0: the
+    # first convolution's), drawn from a prior the decoder predicts from the first code at that resolution,
+    # which the rest of the decoder reads beside it (a two-level hierarchical VAE, as the ladder VAE and
+    # NVAE): it carries the detail one code per clip cannot. Generation decodes the prior's mean of it;
+    # reconstruction the posterior's (SamplingConfig.local_temperature). 0: none.
+    local_channels: int = 0
+    local_level: int = 1
 
     def validate(self) -> ModelConfig:
         _within_bounds(self)
@@ -225,15 +235,35 @@ class ModelConfig:
             )
         _choice(self, "activation", ACTIVATIONS)
         _positive(self, "latent_dim", "decoder_width")
-        for name, least in (("refine", 0), ("refine_channels", 1)):
+        for name, least in (("refine", 0), ("refine_channels", 1), ("local_channels", 0), ("local_level", 0)):
             value = getattr(self, name)
             if not _is_number(value) or int(value) != value or value < least:
                 raise ConfigError(f"ModelConfig.{name} must be a whole number of at least {least}, got {value!r}")
         _choice(self, "normalisation", ("batch", "none"))
+        if self.local_channels and self.local_level > len(self.filters) - 2:
+            raise ConfigError(
+                f"ModelConfig.local_level must be below {len(self.filters) - 1} (a map the decoder also makes "
+                f"before its output, for {len(self.filters)} layers), got {self.local_level}"
+            )
         return self
 
     def stride_pairs(self) -> list[tuple[int, int]]:
         return [(s[0], s[-1]) if isinstance(s, (list, tuple)) else (int(s), int(s)) for s in self.strides]
+
+    def map_shape(self, input_hw: tuple[int, int], level: int) -> tuple[int, int]:
+        """Rows and columns of the encoder's map ``level`` (after its conv ``level``): "same" strides take ceilings."""
+        h, w = input_hw
+        for sh, sw in self.stride_pairs()[: level + 1]:
+            h, w = math.ceil(h / sh), math.ceil(w / sw)
+        return h, w
+
+    def local_shape(self, input_hw: tuple[int, int]) -> tuple[int, int, int]:
+        """Shape of a clip's local code: ``local_channels`` at every position of the map ``local_level``."""
+        return (*self.map_shape(input_hw, self.local_level), int(self.local_channels))
+
+    def noise_dim(self, input_hw: tuple[int, int]) -> int:
+        """Standard-normal numbers per clip that drawing its codes takes: the code's, then the local code's."""
+        return int(self.latent_dim) + math.prod(self.local_shape(input_hw))
 
     def decoder_filters(self) -> list[int]:
         """Channels out of the decoder's transposed conv i, for i >= 1 (index 0: the 1-channel output's)."""
@@ -327,13 +357,17 @@ class LossConfig:
     # standard deviation), as a linear probe on standardised codes does: a digit held in differences far
     # smaller than the codes' spread is then as plain to it as any other (vae.models.standardise).
     adversary_standardise: bool = False
+    # A model with a local code (ModelConfig.local_channels) is also scored decoding the local prior's mean
+    # instead of the clip's local code, with a reconstruction term of its own (its own learned scale), at this
+    # weight: generation decodes that way, so the decoder learns to do without the clip's detail too.
+    local_prior_weight: float = 1.0
 
     def validate(self) -> LossConfig:
         _within_bounds(self)
         _choice(self, "reconstruction", RECONSTRUCTION_KINDS)
         _choice(self, "adversary_kind", ("confuse", "reverse", "moments"))
         _positive(self, "recon_weight", "kl_samples", "gaussian_init_scale", "beta")
-        for key in ("pitch_weight", "digit_adversary"):
+        for key in ("pitch_weight", "digit_adversary", "local_prior_weight"):
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"LossConfig.{key}={getattr(self, key)} must be >= 0")
         if self.kl_warmup_epochs < 0:
@@ -508,9 +542,17 @@ class SamplingConfig:
     # keeping this share of its distance (the truncation trick): 1 keeps the code, less leaves more of the
     # digit to the label. Chosen by benchmarks.transfer (docs/own-voice.md).
     transfer_code_scale: float = 0.5
+    # A model with a local code (ModelConfig.local_channels) decodes generated codes with the local code
+    # drawn from its prior at this share of the prior's spread: 0, the prior's mean, which training also
+    # scores (LossConfig.local_prior_weight); measured in docs/benchmarks.md ("A second, local code").
+    local_temperature: float = 0.0
 
     def validate(self) -> SamplingConfig:
         _within_bounds(self)
+        if not (_is_number(self.local_temperature) and self.local_temperature >= 0):
+            raise ConfigError(
+                f"SamplingConfig.local_temperature={self.local_temperature!r} must be >= 0 (0 = the local prior's mean)"
+            )
         _choice(self, "sampler", ("expost", "prior"))
         _choice(self, "expost_covariance", ("full", "diag"))
         _positive(self, "expost_components")
@@ -750,6 +792,11 @@ class DemoConfig:
     latent_dim: int = 64
     learning_rate: float = 1.3e-3
     augment_copies: int = 0
+    # A second, local code (ModelConfig.local_channels) at a quarter of the resolution, the pitch head's
+    # harmonics drawn only when decoding (LossConfig.through_harmonics): the voice's detail, measured in
+    # docs/benchmarks.md ("A second, local code").
+    local_channels: int = 4
+    through_harmonics: bool = False
 
     def validate(self) -> DemoConfig:
         _within_bounds(self)
@@ -768,8 +815,9 @@ class DemoConfig:
             augment_copies=self.augment_copies,
             learning_rate=self.learning_rate,
         )
-        model = dataclasses.replace(base.model, latent_dim=self.latent_dim)
-        return dataclasses.replace(base, model=model, train=train).validate()
+        model = dataclasses.replace(base.model, latent_dim=self.latent_dim, local_channels=self.local_channels)
+        loss = dataclasses.replace(base.loss, through_harmonics=self.through_harmonics)
+        return dataclasses.replace(base, model=model, train=train, loss=loss).validate()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -158,13 +158,26 @@ def _digits_or_none(loaded: LoadedModel, digits, n: int):
     return np.broadcast_to(np.asarray(digits, np.int64), (n,))
 
 
-def decode(loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: int = 64, harmonics: bool = True) -> np.ndarray:
+def decode(
+    loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: int = 64, harmonics: bool = True, seed: int = 0
+) -> np.ndarray:
     """Spectrograms [n, n_bins, n_frames] in [0, 1]; ``digits`` (one per latent, or one for all)
     are needed by a conditional model and ignored otherwise. A model with ``pitch`` draws the
-    harmonics of its predicted f0 in (:func:`render`) unless ``harmonics`` is False (the raw output)."""
+    harmonics of its predicted f0 in (:func:`render`) unless ``harmonics`` is False (the raw output).
+    A model with a local code draws it from its prior (``seed``, :attr:`SamplingConfig.local_temperature`)."""
     digits = _digits_or_none(loaded, digits, len(z))
+    model, temperature = loaded.model, loaded.run_config.sampling.local_temperature
+    noise = None
+    if model.model_cfg.local_channels and temperature > 0:
+        noise = np.random.default_rng(seed).standard_normal((len(z), *model.model_cfg.local_shape(model.input_hw)))
     out = [
-        loaded.model.decode(z[b], None if digits is None else digits[b], training=False).numpy()
+        model.decode(
+            z[b],
+            None if digits is None else digits[b],
+            training=False,
+            local_noise=None if noise is None else noise[b].astype(np.float32),
+            temperature=temperature,
+        ).numpy()
         for b in _batches(len(z), batch_size)
     ]
     specs = np.concatenate(out)[..., 0] if out else np.zeros((0, *loaded.run_config.features.shape), np.float32)
@@ -193,7 +206,7 @@ def render(loaded: LoadedModel, specs: np.ndarray, z: np.ndarray, digits=None) -
 
 def sample(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> np.ndarray:
     z, digits = sample_latents(loaded, n, digit, seed)
-    return decode(loaded, z, digits)
+    return decode(loaded, z, digits, seed=seed)
 
 
 def posterior(
@@ -217,10 +230,19 @@ def encode(loaded: LoadedModel, specs: np.ndarray, digits=None, batch_size: int 
     return posterior(loaded, specs, digits, batch_size)[0]
 
 
-def reconstruct(loaded: LoadedModel, specs: np.ndarray, digits=None) -> np.ndarray:
-    """Spectrograms through encoder (posterior mean) and decoder; a conditional model needs each
-    clip's digit."""
-    return decode(loaded, encode(loaded, specs, digits), digits)
+def reconstruct(
+    loaded: LoadedModel, specs: np.ndarray, digits=None, batch_size: int = 64, harmonics: bool = True
+) -> np.ndarray:
+    """Spectrograms through encoder and decoder, each code its posterior mean (a model with a local code
+    decodes the local code's too); a conditional model needs each clip's digit. Drawn as :func:`decode` draws."""
+    specs = np.asarray(specs, np.float32)
+    digits = _digits_or_none(loaded, digits, len(specs))
+    out = [
+        loaded.model.reconstruct(specs[b], None if digits is None else digits[b], training=False).numpy()
+        for b in _batches(len(specs), batch_size)
+    ]
+    raw = np.concatenate(out)[..., 0] if out else np.zeros((0, *loaded.run_config.features.shape), np.float32)
+    return render(loaded, raw, encode(loaded, specs, digits), digits) if harmonics else raw
 
 
 def check_digits(digits) -> list[int]:

@@ -105,7 +105,7 @@ class Laplace(Gaussian):
 RECONSTRUCTIONS: dict[str, type[Reconstruction]] = {cls.kind: cls for cls in (MSE, Bernoulli, Gaussian, Laplace)}
 
 
-def build_reconstruction(cfg: LossConfig) -> Reconstruction:
+def build_reconstruction(cfg: LossConfig, name: str = "reconstruction") -> Reconstruction:
     if cfg.reconstruction not in RECONSTRUCTIONS:
         raise ValueError(f"LossConfig.reconstruction={cfg.reconstruction!r}; choose from {sorted(RECONSTRUCTIONS)}")
-    return RECONSTRUCTIONS[cfg.reconstruction](cfg, name="reconstruction")
+    return RECONSTRUCTIONS[cfg.reconstruction](cfg, name=name)

@@ -4,8 +4,9 @@ Encoder: per layer Conv2D(stride, "same") -> activation -> BatchNorm; Flatten;
 Dense to mu and to log-variance. Decoder: Dense -> Reshape -> Conv2DTranspose
 layers mirroring the encoder's filters[1:] (times ``decoder_width``) -> Conv2DTranspose(1) (with ``refine``:
 Conv2DTranspose to full resolution, ``refine`` 3x3 Conv2D there, Conv2D 1x1)
--> sigmoid, as in the original research code. The input shape always comes from the FeatureConfig
-of the data, never from here.
+-> sigmoid, as in the original research code. With ``local_channels``, a second, local code joins the
+decoder at the map of ``local_level``'s size (:func:`build_local_decoder`, :func:`build_local_heads`). The
+input shape always comes from the FeatureConfig of the data, never from here.
 """
 
 from __future__ import annotations
@@ -86,36 +87,29 @@ def _digit_input():
 
 
 def build_encoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
-    """[spectrogram (, one-hot digit)] -> [mu, log_var]; the digit joins the flattened conv features."""
+    """[spectrogram (, one-hot digit)] -> [mu, log_var (, the map ``local_level``: with ``local_channels``)];
+    the digit joins the flattened conv features."""
     dtype = _policy(mixed_precision)
     inputs = [keras.Input(shape=(*input_hw, 1), name="spectrogram")]
     x = inputs[0]
     for i, (f, k, s) in enumerate(zip(cfg.filters, cfg.kernels, cfg.stride_pairs())):
         x = keras.layers.Conv2D(int(f), int(k), strides=s, padding="same", name=f"encoder_conv_{i}", dtype=dtype)(x)
         x = _norm_act(x, cfg, f"encoder_{i}", dtype)
+        if cfg.local_channels and i == cfg.local_level:
+            local_features = x
     x = keras.layers.Flatten(name="encoder_flatten", dtype=dtype)(x)
     if cfg.conditional:
         inputs.append(_digit_input())
         x = keras.layers.Concatenate(name="encoder_with_digit", dtype=dtype)([x, keras.ops.cast(inputs[1], x.dtype)])
     mu = keras.layers.Dense(cfg.latent_dim, name="mu", dtype="float32")(x)
     log_var = keras.layers.Dense(cfg.latent_dim, name="log_variance", dtype="float32")(x)
-    return keras.Model(inputs if cfg.conditional else inputs[0], [mu, log_var], name="encoder")
+    outputs = [mu, log_var, local_features] if cfg.local_channels else [mu, log_var]
+    return keras.Model(inputs if cfg.conditional else inputs[0], outputs, name="encoder")
 
 
-def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
-    """[z (, one-hot digit)] -> spectrogram in [0, 1]; the digit joins z."""
-    dtype = _policy(mixed_precision)
-    before = encoded_shape(input_hw, cfg)
-    strides = cfg.stride_pairs()
-    inputs = [keras.Input(shape=(cfg.latent_dim,), name="z")]
-    x = inputs[0]
-    if cfg.conditional:
-        inputs.append(_digit_input())
-        x = keras.layers.Concatenate(name="z_with_digit")(inputs)
-    x = keras.layers.Dense(int(np.prod(before)), name="decoder_dense", dtype=dtype)(x)
-    x = keras.layers.Reshape(before, name="decoder_reshape", dtype=dtype)(x)
-    channels = cfg.decoder_filters()
-    for i in reversed(range(1, len(cfg.filters))):
+def _upsample(x, cfg: ModelConfig, levels, dtype: str):
+    channels, strides = cfg.decoder_filters(), cfg.stride_pairs()
+    for i in levels:
         x = keras.layers.Conv2DTranspose(
             channels[i],
             int(cfg.kernels[i]),
@@ -125,6 +119,34 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
             dtype=dtype,
         )(x)
         x = _norm_act(x, cfg, f"decoder_{i}", dtype)
+    return x
+
+
+def _crop_to(x, hw: tuple[int, int], name: str, dtype: str):
+    """``x`` cropped at the bottom and right to ``hw``: strided upsampling overshoots sizes that are not
+    multiples of the stride."""
+    out_h, out_w = x.shape[1], x.shape[2]
+    if (out_h, out_w) == tuple(hw):
+        return x
+    return keras.layers.Cropping2D(((0, out_h - hw[0]), (0, out_w - hw[1])), name=name, dtype=dtype)(x)
+
+
+def _decoder_stem(input_hw: tuple[int, int], cfg: ModelConfig, dtype: str):
+    """(inputs, the map the dense layer makes of [z (, one-hot digit)])."""
+    inputs = [keras.Input(shape=(cfg.latent_dim,), name="z")]
+    x = inputs[0]
+    if cfg.conditional:
+        inputs.append(_digit_input())
+        x = keras.layers.Concatenate(name="z_with_digit")(inputs)
+    before = encoded_shape(input_hw, cfg)
+    x = keras.layers.Dense(int(np.prod(before)), name="decoder_dense", dtype=dtype)(x)
+    x = keras.layers.Reshape(before, name="decoder_reshape", dtype=dtype)(x)
+    return inputs if cfg.conditional else inputs[0], x
+
+
+def _decoder_head(x, input_hw: tuple[int, int], cfg: ModelConfig, dtype: str):
+    """From the decoder's map at half resolution to the spectrogram in [0, 1]."""
+    strides = cfg.stride_pairs()
     if cfg.refine:
         x = keras.layers.Conv2DTranspose(
             int(cfg.refine_channels),
@@ -145,14 +167,59 @@ def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: 
         x = keras.layers.Conv2DTranspose(
             1, int(cfg.kernels[0]), strides=strides[0], padding="same", name="decoder_output", dtype=dtype
         )(x)
-    out_h, out_w = x.shape[1], x.shape[2]
-    if (out_h, out_w) != tuple(input_hw):
-        # Input sizes not divisible by the stride product: upsampling overshoots, crop back.
-        x = keras.layers.Cropping2D(
-            ((0, out_h - input_hw[0]), (0, out_w - input_hw[1])), name="decoder_crop", dtype=dtype
+    x = _crop_to(x, input_hw, "decoder_crop", dtype)
+    return keras.layers.Activation("sigmoid", name="decoder_sigmoid", dtype="float32")(x)
+
+
+def build_decoder(input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False) -> keras.Model:
+    """[z (, one-hot digit)] -> spectrogram in [0, 1]; the digit joins z. A model without a local code."""
+    dtype = _policy(mixed_precision)
+    inputs, x = _decoder_stem(input_hw, cfg, dtype)
+    x = _upsample(x, cfg, range(len(cfg.filters) - 1, 0, -1), dtype)
+    return keras.Model(inputs, _decoder_head(x, input_hw, cfg, dtype), name="decoder")
+
+
+def build_local_decoder(
+    input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False
+) -> tuple[keras.Model, keras.Model]:
+    """A model with ``local_channels``: its decoder in two halves, (above: [z (, one-hot digit)] -> the
+    decoder's map at the local code's resolution, below: that map and the local code, stacked -> spectrogram)."""
+    dtype = _policy(mixed_precision)
+    level = int(cfg.local_level)
+    inputs, x = _decoder_stem(input_hw, cfg, dtype)
+    x = _upsample(x, cfg, range(len(cfg.filters) - 1, level, -1), dtype)
+    above = keras.Model(
+        inputs, _crop_to(x, cfg.map_shape(input_hw, level), "decoder_local_crop", dtype), name="decoder_above"
+    )
+    x = below_input = keras.Input(
+        shape=(*above.output.shape[1:3], above.output.shape[-1] + int(cfg.local_channels)), name="map_and_local"
+    )
+    x = _upsample(x, cfg, range(level, 0, -1), dtype)
+    return above, keras.Model(below_input, _decoder_head(x, input_hw, cfg, dtype), name="decoder_below")
+
+
+def build_local_heads(
+    input_hw: tuple[int, int], cfg: ModelConfig, mixed_precision: bool = False
+) -> tuple[keras.Model, keras.Model]:
+    """(the local code's prior: the decoder's map at its resolution -> [mean, log-variance], its posterior:
+    that map and the encoder's of the same size -> [mean, log-variance]); each [batch, h, w, local_channels]."""
+    dtype = _policy(mixed_precision)
+    h, w = cfg.map_shape(input_hw, cfg.local_level)
+    above = keras.Input(shape=(h, w, cfg.decoder_filters()[cfg.local_level + 1]), name="decoder_map")
+    encoded = keras.Input(shape=(h, w, int(cfg.filters[cfg.local_level])), name="encoder_map")
+    c = int(cfg.local_channels)
+
+    def stats(x, name):
+        x = keras.layers.Conv2D(
+            int(x.shape[-1]), 3, padding="same", activation=cfg.activation, name=f"{name}_hidden", dtype=dtype
         )(x)
-    x = keras.layers.Activation("sigmoid", name="decoder_sigmoid", dtype="float32")(x)
-    return keras.Model(inputs if cfg.conditional else inputs[0], x, name="decoder")
+        x = keras.layers.Conv2D(2 * c, 3, padding="same", name=f"{name}_stats", dtype="float32")(x)
+        return [x[..., :c], x[..., c:]]
+
+    prior = keras.Model(above, stats(above, "local_prior"), name="local_prior")
+    both = keras.layers.Concatenate(name="local_posterior_input", dtype=dtype)([above, encoded])
+    posterior = keras.Model([above, encoded], stats(both, "local_posterior"), name="local_posterior")
+    return prior, posterior
 
 
 PITCH_REF_HZ = 100.0  # the pitch head predicts log2(f0 / PITCH_REF_HZ)
@@ -223,6 +290,18 @@ def reverse_gradient(x):
     return tf.identity(x), lambda dy: -dy
 
 
+def _stats(mu, log_var):
+    # A guard, not a model choice: a posterior std beyond e^3 (the prior's is 1) is never useful,
+    # and an unbounded log-variance overflows exp() in the KL and the sample after a bad step.
+    return tf.cast(mu, tf.float32), tf.clip_by_value(tf.cast(log_var, tf.float32), LOG_VAR_MIN, LOG_VAR_MAX)
+
+
+def gaussian_kl(mu, log_var, prior_mu, prior_log_var):
+    """KL(N(mu, e^log_var) || N(prior_mu, e^prior_log_var)) of diagonal Gaussians, summed over all but the batch axis."""
+    terms = prior_log_var - log_var + (tf.exp(log_var) + tf.square(mu - prior_mu)) / tf.exp(prior_log_var) - 1.0
+    return 0.5 * tf.reduce_sum(tf.reshape(terms, (tf.shape(terms)[0], -1)), axis=-1)
+
+
 class Sampling(keras.layers.Layer):
     """z = mu + exp(log_var / 2) * eps, for eps of shape [samples, batch, dim] (drawn here when not given)."""
 
@@ -258,7 +337,12 @@ class VAE(keras.Model):
         self.input_hw = (int(height), int(width))
         self.model_cfg, self.prior_cfg, self.loss_cfg = model_cfg, prior_cfg, loss_cfg or LossConfig()
         self.encoder = build_encoder(self.input_hw, model_cfg, mixed_precision)
-        self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)
+        if model_cfg.local_channels:
+            self.decoder_above, self.decoder_below = build_local_decoder(self.input_hw, model_cfg, mixed_precision)
+            self.local_prior, self.local_posterior = build_local_heads(self.input_hw, model_cfg, mixed_precision)
+            self.prior_reconstruction = losses.build_reconstruction(self.loss_cfg, name="prior_reconstruction")
+        else:
+            self.decoder = build_decoder(self.input_hw, model_cfg, mixed_precision)
         if model_cfg.pitch:
             self.pitch_decoder = build_pitch_decoder(self.input_hw[1], model_cfg, mixed_precision)
         if self.loss_cfg.digit_adversary > 0:
@@ -266,6 +350,15 @@ class VAE(keras.Model):
         self.prior = build_prior(prior_cfg, model_cfg.latent_dim)
         self.reconstruction = losses.build_reconstruction(self.loss_cfg)
         self.sampling = Sampling(seed, name="sampling")
+
+    def conv_layers(self) -> list:
+        """The layers of the encoder and of the decoder's parts."""
+        parts = (
+            ("decoder_above", "decoder_below", "local_prior", "local_posterior")
+            if self.model_cfg.local_channels
+            else ("decoder",)
+        )
+        return self.encoder.layers + [layer for part in parts for layer in getattr(self, part).layers]
 
     @property
     def uses_digits(self) -> bool:
@@ -275,7 +368,7 @@ class VAE(keras.Model):
     def build_all(self) -> VAE:
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
-        eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.latent_dim))
+        eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.noise_dim(self.input_hw)))
         self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps, f0=tf.zeros((1, self.input_hw[1])), draw=False)
         self.built = True
         return self
@@ -293,13 +386,38 @@ class VAE(keras.Model):
         return [first, tf.one_hot(tf.cast(digits, tf.int32), N_DIGITS)]
 
     def encode(self, x, digits=None, training: bool = False):
-        mu, log_var = self.encoder(self._with_digits(self._as_image(x), digits), training=training)
-        # A guard, not a model choice: a posterior std beyond e^3 (the prior's is 1) is never useful,
-        # and an unbounded log-variance overflows exp() in the KL and the sample after a bad step.
-        return mu, tf.clip_by_value(log_var, LOG_VAR_MIN, LOG_VAR_MAX)
+        return self._encode(x, digits, training)[:2]
 
-    def decode(self, z, digits=None, training: bool = False):
-        return self.decoder(self._with_digits(tf.convert_to_tensor(z), digits), training=training)
+    def _encode(self, x, digits, training):
+        """(mu, log_var, the encoder's map for the local code or None)."""
+        out = self.encoder(self._with_digits(self._as_image(x), digits), training=training)
+        return (*_stats(out[0], out[1]), out[2] if self.model_cfg.local_channels else None)
+
+    def decode(self, z, digits=None, training: bool = False, local_noise=None, temperature: float = 1.0):
+        """The decoder's spectrogram of codes ``z``. A model with a local code decodes it drawn from its prior
+        given ``z``: the prior's mean plus ``temperature`` times its spread times ``local_noise``
+        [batch, *local_shape] (none: the mean)."""
+        z = self._with_digits(tf.convert_to_tensor(z), digits)
+        if not self.model_cfg.local_channels:
+            return self.decoder(z, training=training)
+        above = self.decoder_above(z, training=training)
+        mu, log_var = _stats(*self.local_prior(above, training=training))
+        local = (
+            mu if local_noise is None else mu + temperature * tf.exp(0.5 * log_var) * tf.cast(local_noise, tf.float32)
+        )
+        return self._decode_below(above, local, training)
+
+    def _decode_below(self, above, local, training):
+        return self.decoder_below(tf.concat([above, tf.cast(local, above.dtype)], axis=-1), training=training)
+
+    def reconstruct(self, x, digits=None, training: bool = False):
+        """Deterministic reconstruction: the posterior means of the code (and of the local code)."""
+        mu, _, features = self._encode(x, digits, training)
+        if not self.model_cfg.local_channels:
+            return self.decode(mu, digits, training=training)
+        above = self.decoder_above(self._with_digits(mu, digits), training=training)
+        local = self.local_posterior([above, features], training=training)[0]
+        return self._decode_below(above, local, training)
 
     def decode_pitch(self, z, digits=None, training: bool = False):
         """(f0 in Hz, probability that the frame is voiced), each [batch, n_frames], of a model with ``pitch``."""
@@ -318,9 +436,7 @@ class VAE(keras.Model):
         return tf.clip_by_value(tf.cast(x_hat, tf.float32) + offsets[..., None], 0.0, 1.0)
 
     def call(self, x, digits=None, training: bool = False):
-        """Deterministic reconstruction through the posterior mean."""
-        mu, _ = self.encode(x, digits, training=training)
-        return self.decode(mu, digits, training=training)
+        return self.reconstruct(x, digits, training=training)
 
     def adversary_terms(self, mu, digits) -> tuple[tf.Tensor, tf.Tensor]:
         """Per clip: (the digit adversary's cross-entropy reading the digit from ``mu``, the term training adds
@@ -367,18 +483,31 @@ class VAE(keras.Model):
         ``draw=False`` scores the decoder's output undrawn even with ``through_harmonics`` (to build the
         variables of a model that has no FeatureConfig to draw with)."""
         x = self._as_image(x)
-        mu, log_var = self.encode(x, digits, training=training)
-        z = self.sampling(mu, log_var, eps, samples=self.loss_cfg.kl_samples)
-        x_hat = self.decode(z[0], digits, training=training)
-        if draw and self.model_cfg.pitch and self.loss_cfg.through_harmonics:
-            x_hat = self.draw_harmonics(x_hat, f0)
+        mu, log_var, features = self._encode(x, digits, training)
+        latent = self.model_cfg.latent_dim
+        z = self.sampling(mu, log_var, None if eps is None else eps[..., :latent], samples=self.loss_cfg.kl_samples)
+        local_kl = prior_recon = tf.zeros_like(mu[:, 0])
+        if self.model_cfg.local_channels:
+            above = self.decoder_above(self._with_digits(z[0], digits), training=training)
+            prior_mu, prior_log_var = _stats(*self.local_prior(above, training=training))
+            post_mu, post_log_var = _stats(*self.local_posterior([above, features], training=training))
+            local_eps = None if eps is None else tf.reshape(eps[0, :, latent:], tf.shape(post_mu))
+            local = self.sampling(post_mu, post_log_var, None if local_eps is None else local_eps[None])[0]
+            local_kl = gaussian_kl(post_mu, post_log_var, prior_mu, prior_log_var)
+            x_hat = self._decode_below(above, local, training)
+            prior_recon = self.prior_reconstruction(
+                x, self._drawn(self._decode_below(above, prior_mu, training), f0, draw)
+            )
+        else:
+            x_hat = self.decode(z[0], digits, training=training)
+        x_hat = self._drawn(x_hat, f0, draw)
         recon = self.reconstruction(x, x_hat)
         if self.model_cfg.pitch:
             if f0 is None:
                 raise ValueError("a model with ModelConfig.pitch needs the pitch track (f0) of every clip")
             predicted = self.pitch_decoder(self._with_digits(z[0], digits), training=training)
             recon = recon + self.loss_cfg.pitch_weight * pitch_loss(predicted, f0)
-        kl = self.prior.kl(mu, log_var, z, digits)
+        kl = self.prior.kl(mu, log_var, z, digits) + local_kl
         digit_ce, adversary = self.adversary_terms(mu, digits)
         return {
             "loss": recon + kl_weight * kl,
@@ -387,7 +516,19 @@ class VAE(keras.Model):
             "recon_mse": losses.per_example_mse(x, x_hat),
             "digit_ce": digit_ce,
             "adversary": adversary,
+            "prior_recon": prior_recon,
         }
+
+    def _drawn(self, x_hat, f0, draw: bool):
+        """``x_hat`` as training scores it: with the clips' harmonics drawn in for a loss ``through_harmonics``."""
+        if draw and self.model_cfg.pitch and self.loss_cfg.through_harmonics:
+            return self.draw_harmonics(x_hat, f0)
+        return x_hat
+
+    def objective(self, terms) -> tf.Tensor:
+        """Per clip, what training minimises: the negative ELBO and the terms added to it at their weights."""
+        cfg = self.loss_cfg
+        return terms["loss"] + cfg.digit_adversary * terms["adversary"] + cfg.local_prior_weight * terms["prior_recon"]
 
 
 TERMS = ("loss", "recon", "kl", "recon_mse", "digit_ce")
@@ -430,7 +571,7 @@ class DistributedSteps:
     ):
         self.model, self.optimizer, self.global_batch = model, optimizer, int(global_batch)
         self.clip_norm = float(clip_norm)
-        for layer in model.encoder.layers + model.decoder.layers:
+        for layer in model.conv_layers():
             if isinstance(layer, BatchNormalization):
                 layer.fused = fused_norm
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -440,7 +581,7 @@ class DistributedSteps:
         h, w = model.input_hw
         x = tf.TensorSpec([None, h, w], tf.float32)
         digits = tf.TensorSpec([None], tf.int32)
-        eps = tf.TensorSpec([model.loss_cfg.kl_samples, None, model.model_cfg.latent_dim], tf.float32)
+        eps = tf.TensorSpec([model.loss_cfg.kl_samples, None, model.model_cfg.noise_dim(model.input_hw)], tf.float32)
         scalar = tf.TensorSpec([], tf.float32)
         f0 = tf.TensorSpec([None, w], tf.float32)
         self.train_graph = tf.function(self._train, input_signature=[x, digits, eps, scalar, f0], jit_compile=jit)
@@ -469,8 +610,7 @@ class DistributedSteps:
         def replica_step(x, digits, eps, kl_weight, f0):
             with tf.GradientTape() as tape:
                 terms = model.per_example_losses(x, digits, eps, training=True, kl_weight=kl_weight, f0=f0)
-                objective = terms["loss"] + model.loss_cfg.digit_adversary * terms["adversary"]
-                loss = tf.reduce_sum(objective) / self.global_batch
+                loss = tf.reduce_sum(model.objective(terms)) / self.global_batch
                 scaled = optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, model.trainable_variables)
             grads, norm = self._clip(grads, optimizer.scale_loss(tf.constant(1.0)))
@@ -575,6 +715,10 @@ def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
         h, w = h * strides[i][0], w * strides[i][1]
         out.append(LayerCost(f"decoder_conv_t_{i}" if i > 0 or cfg.refine else "decoder_output", (h, w, c_out), macs))
         c = c_out
+        if cfg.local_channels and i == cfg.local_level + 1:
+            h, w = cfg.map_shape(input_hw, cfg.local_level)
+            out += _local_costs(h, w, c, int(cfg.filters[cfg.local_level]), int(cfg.local_channels))
+            c += int(cfg.local_channels)
     if cfg.refine:
         for j in range(int(cfg.refine)):
             out.append(LayerCost(f"decoder_refine_{j}", (h, w, c), h * w * 9 * c * c))
@@ -585,6 +729,17 @@ def layer_costs(input_hw: tuple[int, int], cfg: ModelConfig) -> list[LayerCost]:
         out.append(LayerCost("pitch_dense_1", (PITCH_HIDDEN,), PITCH_HIDDEN * PITCH_HIDDEN))
         out.append(LayerCost("pitch_out", (2 * frames,), PITCH_HIDDEN * 2 * frames))
     return out
+
+
+def _local_costs(h: int, w: int, above: int, encoded: int, local: int) -> list[LayerCost]:
+    """The local code's prior (on the decoder's map) and posterior (on it and the encoder's): 3x3 convs."""
+    both = above + encoded
+    return [
+        LayerCost("local_prior_hidden", (h, w, above), h * w * 9 * above * above),
+        LayerCost("local_prior_stats", (h, w, 2 * local), h * w * 9 * above * 2 * local),
+        LayerCost("local_posterior_hidden", (h, w, both), h * w * 9 * both * both),
+        LayerCost("local_posterior_stats", (h, w, 2 * local), h * w * 9 * both * 2 * local),
+    ]
 
 
 def flops_per_clip(input_hw: tuple[int, int], cfg: ModelConfig) -> int:

@@ -279,7 +279,7 @@ def train_epoch(
 
     from vae.models import TERMS
 
-    tcfg, dim = run_cfg.train, run_cfg.model.latent_dim
+    tcfg, dim = run_cfg.train, run_cfg.model.noise_dim(run_cfg.features.shape)
     kl_weight = tf.constant(run_cfg.loss.kl_weight(epoch), tf.float32)
     sums, norms = np.zeros(len(TERMS)), []
     order = epoch_order(shard_rows(data), steps_per_epoch, tcfg.batch_size, tcfg.seed, epoch, rank)
@@ -316,10 +316,10 @@ def _validate(steps, data, run_cfg) -> dict[str, np.ndarray]:
     """Summed loss terms and the clip count over this worker's validation shard."""
     from vae.models import TERMS
 
-    tcfg = run_cfg.train
+    tcfg, dim = run_cfg.train, run_cfg.model.noise_dim(run_cfg.features.shape)
     sums = np.zeros(len(TERMS))
     for batch in batches(data, tcfg.batch_size):
-        eps = example_noise(batch["id"], 0, tcfg.seed, run_cfg.loss.kl_samples, run_cfg.model.latent_dim)
+        eps = example_noise(batch["id"], 0, tcfg.seed, run_cfg.loss.kl_samples, dim)
         sums += steps.evaluate(batch["spectrogram"], batch["digit"].astype(np.int32), eps, batch.get("f0")).numpy()
     return {"sums": sums, "count": np.array([shard_rows(data)])}
 

@@ -82,7 +82,7 @@ class Context:
     @cached_property
     def recon_specs(self) -> np.ndarray:
         """The decoder's raw output for the test clips (as training scores it)."""
-        return generation.decode(self.loaded, self.latents, self.digits, harmonics=False)
+        return generation.reconstruct(self.loaded, self.specs, self.digits, harmonics=False)
 
     @cached_property
     def reconstructions(self) -> np.ndarray:

@@ -396,7 +396,7 @@ class VaeService:
         for i, item in enumerate(items):
             try:
                 z, drawn = generation.sample_latents(self.loaded, item.n, digit=item.digit, seed=item.seed)
-                spec = generation.decode(self.loaded, z, drawn)
+                spec = generation.decode(self.loaded, z, drawn, seed=item.seed)
             except generation.GenerationError as exc:
                 results[i] = BadRequest(str(exc))
                 continue
