@@ -107,8 +107,8 @@ def _main(args: argparse.Namespace) -> int:
     from vae.raysetup import finish_ray, init_ray
 
     started = time.perf_counter()
+    cfg = run_config(args)  # a bad value is named before any download
     data_dir = locate_data(os.environ.get("FSDD_DIR") or None, args.download_to)
-    cfg = run_config(args)
     init_ray()
     name = time.strftime("demo-%Y%m%d-%H%M%S")
     result = run_pipeline(data_dir, args.out, name, run_cfg=cfg)

@@ -25,6 +25,9 @@ from vae import checkpoint
         ("model.latent_dim=1000000000", "ModelConfig.latent_dim=1000000000 is over its bound 2048"),
         ("train.batch_size=100000000", "TrainConfig.batch_size=100000000 is over its bound 65536"),
         ("train.patience=-1", "TrainConfig.patience=-1 must be >= 0 (0 = train to the end)"),
+        ("model.local_channels=-1", "ModelConfig.local_channels must be a whole number of at least 0, got -1"),
+        ("sampling.local_temperature=-1", "SamplingConfig.local_temperature=-1.0 must be >= 0"),
+        ("loss.local_prior_weight=-1", "LossConfig.local_prior_weight=-1.0 must be >= 0"),
     ],
 )
 def test_train_refuses_a_bad_value_naming_it_before_anything_starts(tmp_path, capsys, assignment, says):
@@ -33,6 +36,18 @@ def test_train_refuses_a_bad_value_naming_it_before_anything_starts(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 1 and says in err and "Traceback" not in err, err
     assert not (runs / "n").exists(), "the name stays free"
+
+
+def test_the_demo_refuses_a_bad_value_before_fetching_the_data(tmp_path, capsys, monkeypatch):
+    from jobs import demo
+
+    monkeypatch.delenv("FSDD_DIR", raising=False)
+    code = demo.main(
+        ["--out", str(tmp_path / "out"), "--download-to", str(tmp_path / "data"), "--set", "demo.local_channels=-2"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "ModelConfig.local_channels must be a whole number of at least 0, got -2" in err, err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
 def _edited(tiny: str, tmp_path, name: str, content) -> str:
