@@ -211,8 +211,8 @@ class ModelConfig:
     # A second code, local: this many numbers at every position of the encoder's map ``local_level`` (0: the
     # first convolution's), drawn from a prior the decoder predicts from the first code at that resolution,
     # which the rest of the decoder reads beside it (a two-level hierarchical VAE, as the ladder VAE and
-    # NVAE): it carries the detail one code per clip cannot. Generation decodes the prior's mean of it;
-    # reconstruction the posterior's (SamplingConfig.local_temperature). 0: none.
+    # NVAE): it carries the detail one code per clip cannot. Reconstruction decodes its posterior mean,
+    # generation its prior's (SamplingConfig.local_temperature). 0: none.
     local_channels: int = 0
     local_level: int = 1
 
