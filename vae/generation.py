@@ -238,11 +238,13 @@ def reconstruct(
     specs = np.asarray(specs, np.float32)
     digits = _digits_or_none(loaded, digits, len(specs))
     out = [
-        loaded.model.reconstruct(specs[b], None if digits is None else digits[b], training=False).numpy()
+        loaded.model.reconstruct_with_code(specs[b], None if digits is None else digits[b], training=False)
         for b in _batches(len(specs), batch_size)
     ]
-    raw = np.concatenate(out)[..., 0] if out else np.zeros((0, *loaded.run_config.features.shape), np.float32)
-    return render(loaded, raw, encode(loaded, specs, digits), digits) if harmonics else raw
+    if not out:
+        return np.zeros((0, *loaded.run_config.features.shape), np.float32)
+    raw = np.concatenate([x.numpy() for x, _ in out])[..., 0]
+    return render(loaded, raw, np.concatenate([z.numpy() for _, z in out]), digits) if harmonics else raw
 
 
 def check_digits(digits) -> list[int]:

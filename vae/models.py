@@ -412,12 +412,16 @@ class VAE(keras.Model):
 
     def reconstruct(self, x, digits=None, training: bool = False):
         """Deterministic reconstruction: the posterior means of the code (and of the local code)."""
+        return self.reconstruct_with_code(x, digits, training)[0]
+
+    def reconstruct_with_code(self, x, digits=None, training: bool = False):
+        """(:meth:`reconstruct`'s output, the code's posterior mean it decoded)."""
         mu, _, features = self._encode(x, digits, training)
         if not self.model_cfg.local_channels:
-            return self.decode(mu, digits, training=training)
+            return self.decode(mu, digits, training=training), mu
         above = self.decoder_above(self._with_digits(mu, digits), training=training)
         local = self.local_posterior([above, features], training=training)[0]
-        return self._decode_below(above, local, training)
+        return self._decode_below(above, local, training), mu
 
     def decode_pitch(self, z, digits=None, training: bool = False):
         """(f0 in Hz, probability that the frame is voiced), each [batch, n_frames], of a model with ``pitch``."""
