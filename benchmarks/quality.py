@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict] = {
     "calibrated": {**ORIGINAL, "loss.reconstruction": "gaussian", "sampling.sampler": "expost"},
     "mixture": {**ORIGINAL, "prior.kind": "mixture", "prior.components": 10},
     "tied": {**ORIGINAL, "prior.kind": "tied"},
+    "demo": {},  # what `make demo` trains (DemoConfig: demo_overrides below)
     "default": {},  # the project's defaults (RunConfig(); the demo adds speaker augmentation: "augmented")
     # The default with its learning rate annealed (cosine, to 5%) over the time budget.
     "annealed": {"train.lr_schedule": "cosine"},
@@ -136,11 +137,25 @@ def score_checkpoint(uri: str, data: str, classifier: str) -> dict:
     }
 
 
-def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace, storage_dir: str) -> dict:
+def demo_overrides() -> dict:
+    """The overrides that make the project's defaults the model ``make demo`` trains (``DemoConfig``),
+    less what a benchmark sets itself (length, seed, checkpoints, held-out speaker)."""
+    from vae.config import DemoConfig, RunConfig, to_dict
+    from vae.overrides import flatten
+
+    base, demo = flatten(to_dict(RunConfig())), flatten(to_dict(DemoConfig().run_config()))
+    own = ("train.epochs", "train.time_budget_s", "train.seed", "train.checkpoint_every", "train.held_out_speaker")
+    return {k: v for k, v in demo.items() if v != base.get(k) and k not in own}
+
+
+def train_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace, storage_dir: str):
+    """``vae.training.fit`` of the variant for ``args.epochs`` epochs or ``args.budget`` seconds, and the seconds it took."""
     from vae.config import RunConfig
     from vae.search_space import apply_overrides
     from vae.training import fit
 
+    if name == "demo":
+        overrides = {**demo_overrides(), **overrides}
     length = (
         {"train.epochs": args.epochs} if args.epochs else {"train.epochs": 1000, "train.time_budget_s": args.budget}
     )
@@ -149,7 +164,11 @@ def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace,
     )
     t0 = time.perf_counter()
     result = fit(cfg, args.data, storage_dir, f"{name}-seed{seed}")
-    train_s = time.perf_counter() - t0
+    return result, time.perf_counter() - t0
+
+
+def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace, storage_dir: str) -> dict:
+    result, train_s = train_variant(name, overrides, seed, args, storage_dir)
     return {
         "variant": name,
         "seed": seed,

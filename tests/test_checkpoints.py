@@ -147,6 +147,9 @@ def test_resume_goes_on_from_the_newest_intact_checkpoint(ray_local, small_parqu
     runs = str(tmp_path / "runs")
     fit(_tiny(2), small_parquet, runs, "r")
     run_dir = os.path.join(runs, "r")
+    kept = checkpoint.run_checkpoints(run_dir)
+    assert [os.path.basename(uri) for uri, _ in kept] == ["checkpoint_0001", "checkpoint_0002"]
+    assert [m["epoch"] for _, m in kept] == [1, 2] and len(kept[-1][1]["history"]) == 2
     _damage(os.path.join(run_dir, "checkpoint_0002", checkpoint.WEIGHTS), "truncated")
     capsys.readouterr()
 

@@ -268,6 +268,12 @@ def _checkpoint_dirs(run_dir: str) -> list[str]:
     return [name for _, name in sorted(found, key=lambda mn: (-int(mn[0].group(1)), -int(mn[0].group(2) or 0)))]
 
 
+def run_checkpoints(run_dir: str) -> list[tuple[str, dict]]:
+    """Every checkpoint a run has kept, oldest epoch first, with the metrics it was written with."""
+    names = reversed(_checkpoint_dirs(run_dir))
+    return [(uri, storage.read_json(storage.join(uri, METRICS))) for uri in (storage.join(run_dir, n) for n in names)]
+
+
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[str]:
     """A local directory holding the checkpoint ``uri`` (itself when local, a temporary copy from s3://)."""
