@@ -130,7 +130,7 @@ def test_per_example_losses_are_per_clip_and_add_up():
     )
     x = np.random.default_rng(0).uniform(size=(3, *shape)).astype(np.float32)
     terms = vae.per_example_losses(x, eps=np.zeros((1, 3, 4), np.float32), training=False, kl_weight=0.5)
-    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in (*TERMS, "adversary", "prior_recon")}
+    assert {k: v.shape for k, v in terms.items()} == {k: (3,) for k in (*TERMS, "adversary")}
     np.testing.assert_allclose(terms["loss"], terms["recon"] + 0.5 * terms["kl"], rtol=1e-6)
     np.testing.assert_allclose(terms["recon"], 10.0 * terms["recon_mse"].numpy(), rtol=1e-6)
 

@@ -535,7 +535,7 @@ class VAE(keras.Model):
         return terms["loss"] + cfg.digit_adversary * terms["adversary"] + cfg.local_prior_weight * terms["prior_recon"]
 
 
-TERMS = ("loss", "recon", "kl", "recon_mse", "digit_ce")
+TERMS = ("loss", "recon", "kl", "recon_mse", "digit_ce", "prior_recon")
 
 
 def _is_multi_worker(strategy) -> bool:
