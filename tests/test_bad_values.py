@@ -27,6 +27,8 @@ from vae import checkpoint
         ("train.patience=-1", "TrainConfig.patience=-1 must be >= 0 (0 = train to the end)"),
         ("model.local_channels=-1", "ModelConfig.local_channels must be a whole number of at least 0, got -1"),
         ("sampling.local_temperature=-1", "SamplingConfig.local_temperature=-1.0 must be >= 0"),
+        ("sampling.harmonic_depth_db=-5", "SamplingConfig.harmonic_depth_db=-5.0 must be in [0, 90]"),
+        ("sampling.harmonic_depth_db=900", "SamplingConfig.harmonic_depth_db=900.0 must be in [0, 90]"),
         ("loss.local_prior_weight=-1", "LossConfig.local_prior_weight=-1.0 must be >= 0"),
     ],
 )

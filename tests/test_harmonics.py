@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vae.config import FeatureConfig
+from vae.config import HARMONIC_DEPTH_DB, FeatureConfig
 from vae.features import magnitude, magnitude_to_db, waveforms_to_spectrograms
-from vae.harmonics import HARMONIC_DEPTH_DB, comb_db, impose_harmonics, pitch_track
+from vae.harmonics import comb_db, impose_harmonics, pitch_track
 
 
 def _tone(f0: float, cfg: FeatureConfig, seconds: float = 0.5) -> np.ndarray:

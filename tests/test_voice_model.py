@@ -56,6 +56,14 @@ def test_a_pitch_model_trains_generates_with_harmonics_and_scores_the_held_out_v
     raw = generation.decode(loaded, z, [1, 2, 3], harmonics=False)
     drawn = generation.render(loaded, raw, z, [1, 2, 3])
     assert np.array_equal(drawn[:, :, f0[0] == 0][0], raw[:, :, f0[0] == 0][0])
+    # A shallower comb moves the voiced frames less; none at depth 0.
+    moved = {}
+    for depth in (0.0, 10.0, 30.0):
+        shallow = checkpoint.with_sampling(loaded, {"harmonic_depth_db": depth})
+        moved[depth] = float(np.abs(generation.render(shallow, raw, z, [1, 2, 3]) - raw).sum())
+    assert moved[0.0] == 0
+    if (f0 > 0).any():
+        assert 0 < moved[10.0] <= moved[30.0]
 
     metrics = evaluate_run(loaded, small_parquet, config=EvalConfig(n_per_digit=1, n_unconditional=4))
     assert metrics["held_out_speaker"] == HELD_OUT and metrics["held_out_clips"] == 20

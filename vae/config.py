@@ -38,6 +38,10 @@ D = TypeVar("D", bound="DataclassInstance")
 T = TypeVar("T", bound=Validated)
 
 N_DIGITS = 10  # FSDD's classes: every label, one-hot and per-digit table is this wide
+# How far below a harmonic's peak the valleys between harmonics fall when drawn into a spectrogram
+# (vae/harmonics.py): in training (LossConfig.through_harmonics) and, by default, in decoding.
+HARMONIC_DEPTH_DB = 30.0
+MAX_HARMONIC_DEPTH_DB = 90.0
 DIGIT_RANGE = f"digits are 0-{N_DIGITS - 1}"  # what a request or flag naming another digit is told
 
 
@@ -546,9 +550,19 @@ class SamplingConfig:
     # drawn from its prior at this share of the prior's spread: 0, the prior's mean, which training also
     # scores (LossConfig.local_prior_weight); measured in docs/benchmarks.md ("A second, local code").
     local_temperature: float = 0.0
+    # A model with ModelConfig.pitch draws the harmonics of its predicted pitch into what it decodes, a comb
+    # this many dB from peak to trough (vae/harmonics.py); 0 draws none. Training's comb
+    # (LossConfig.through_harmonics) keeps its own depth. A model whose local code renders its own
+    # harmonics sounds better under a shallower comb (docs/benchmarks.md, "The comb's depth").
+    harmonic_depth_db: float = HARMONIC_DEPTH_DB
 
     def validate(self) -> SamplingConfig:
         _within_bounds(self)
+        if not (_is_number(self.harmonic_depth_db) and 0 <= self.harmonic_depth_db <= MAX_HARMONIC_DEPTH_DB):
+            raise ConfigError(
+                f"SamplingConfig.harmonic_depth_db={self.harmonic_depth_db!r} must be in [0, {MAX_HARMONIC_DEPTH_DB:g}] "
+                "(0 = no harmonics drawn)"
+            )
         if not (_is_number(self.local_temperature) and self.local_temperature >= 0):
             raise ConfigError(
                 f"SamplingConfig.local_temperature={self.local_temperature!r} must be >= 0 (0 = the local prior's mean)"
@@ -797,6 +811,9 @@ class DemoConfig:
     # docs/benchmarks.md ("A second, local code").
     local_channels: int = 4
     through_harmonics: bool = False
+    # The predicted pitch's harmonics drawn into what it decodes at this depth (SamplingConfig.harmonic_depth_db):
+    # shallower than training's comb, since the local code renders the clip's own harmonics too.
+    harmonic_depth_db: float = 15.0
 
     def validate(self) -> DemoConfig:
         _within_bounds(self)
@@ -817,7 +834,8 @@ class DemoConfig:
         )
         model = dataclasses.replace(base.model, latent_dim=self.latent_dim, local_channels=self.local_channels)
         loss = dataclasses.replace(base.loss, through_harmonics=self.through_harmonics)
-        return dataclasses.replace(base, model=model, train=train, loss=loss).validate()
+        sampling = dataclasses.replace(base.sampling, harmonic_depth_db=self.harmonic_depth_db)
+        return dataclasses.replace(base, model=model, train=train, loss=loss, sampling=sampling).validate()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -26,7 +26,7 @@ from vae.checkpoint import LoadedModel
 from vae.config import DIGIT_RANGE, N_DIGITS, SamplingConfig, check_code_scale
 from vae.errors import UserError
 from vae.features import long_term_spectrum
-from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics
+from vae.harmonics import impose_harmonics
 from vae.vocoder import spectrograms_to_waveforms
 
 
@@ -197,11 +197,13 @@ def decode_pitch(loaded: LoadedModel, z: np.ndarray, digits=None, batch_size: in
 
 def render(loaded: LoadedModel, specs: np.ndarray, z: np.ndarray, digits=None) -> np.ndarray:
     """The decoder's spectrograms of latents ``z`` with the harmonics of their predicted pitch drawn in
-    (:func:`vae.harmonics.impose_harmonics`); unchanged for a model without ``pitch``."""
+    (:func:`vae.harmonics.impose_harmonics`, ``SamplingConfig.harmonic_depth_db`` deep); unchanged for a
+    model without ``pitch`` or at depth 0."""
     if not loaded.run_config.model.pitch or len(specs) == 0:
         return specs
     feats = loaded.run_config.features
-    return impose_harmonics(specs, decode_pitch(loaded, z, digits), feats, HARMONIC_DEPTH_DB)
+    depth = loaded.run_config.sampling.harmonic_depth_db
+    return impose_harmonics(specs, decode_pitch(loaded, z, digits), feats, depth) if depth > 0 else specs
 
 
 def sample(loaded: LoadedModel, n: int, digit: int | None = None, seed: int = 0) -> np.ndarray:
@@ -312,11 +314,12 @@ def transfer(
     z = centre + check_code_scale(code_scale, "code_scale") * (encode(loaded, specs, sources) - centre)
     zz, tt = np.repeat(z, len(targets), axis=0), np.tile(targets, len(z))
     out = decode(loaded, zz, tt, harmonics=False)
-    if harmonics and loaded.run_config.model.pitch and len(out):
+    depth = loaded.run_config.sampling.harmonic_depth_db
+    if harmonics and loaded.run_config.model.pitch and depth > 0 and len(out):
         f0 = decode_pitch(loaded, zz, tt)
         if match_voice and source_f0 is not None:
             f0 = f0 * np.repeat(pitch_ratio(source_f0, decode_pitch(loaded, z, sources)), len(targets))[:, None]
-        out = impose_harmonics(out, f0, loaded.run_config.features, HARMONIC_DEPTH_DB)
+        out = impose_harmonics(out, f0, loaded.run_config.features, depth)
     out = out.reshape(len(z), len(targets), *out.shape[1:])
     if match_voice and len(out):
         out = match_colour(out, specs, decode(loaded, z, sources, harmonics=harmonics), loaded.run_config.features)

@@ -20,8 +20,6 @@ PITCH_FMIN, PITCH_FMAX = 60.0, 400.0  # Hz: the range of adult and children's sp
 # pYIN runs every PITCH_HOPS STFT hops (its cost is per frame), on librosa's pitch grid of 0.1
 # semitone: a coarser grid calls far fewer frames voiced.
 PITCH_HOPS = 2
-# How far below a harmonic's peak the valleys between harmonics may fall when drawn into a spectrogram.
-HARMONIC_DEPTH_DB = 30.0
 
 
 # Clips tracked by one pYIN call: its transition matrix and Viterbi pass are shared by the batch.

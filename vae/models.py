@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from vae import losses
-from vae.config import N_DIGITS, FeatureConfig, LossConfig, ModelConfig, PriorConfig
-from vae.harmonics import HARMONIC_DEPTH_DB, comb_db
+from vae.config import HARMONIC_DEPTH_DB, N_DIGITS, FeatureConfig, LossConfig, ModelConfig, PriorConfig
+from vae.harmonics import comb_db
 from vae.priors import build_prior
 
 LOG_VAR_MIN, LOG_VAR_MAX = -12.0, 6.0
