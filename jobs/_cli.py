@@ -213,15 +213,25 @@ def config_overrides(args: argparse.Namespace, shorthands: Shorthands) -> dict[s
     return out
 
 
-def job_config(args: argparse.Namespace, cls: type, root: str, shorthands: Shorthands):
+def root_overrides(args: argparse.Namespace, shorthands: Shorthands, root: str) -> dict[str, Any]:
+    """The command line's keys under ``root.`` (without it): ``--set sampling.harmonic_depth_db=15`` ->
+    ``{"harmonic_depth_db": 15}``."""
+    from vae.overrides import split
+
+    return split(config_overrides(args, shorthands), [root])[root]
+
+
+def job_config(args: argparse.Namespace, cls: type, root: str, shorthands: Shorthands, others: tuple[str, ...] = ()):
     """A job's own config (``cls``: EvalConfig, ServeConfig, ...) from its defaults, ``--config``, the
-    job's shorthand flags and ``--set``, all keys under ``root.``; any other key is an error naming it."""
+    job's shorthand flags and ``--set``, all keys under ``root.`` (or under one of ``others``, which the job
+    reads with :func:`root_overrides`); any other key is an error naming it."""
     from vae.config import ConfigError
     from vae.overrides import apply_overrides, split
 
-    parts = split(config_overrides(args, shorthands), [root])
+    parts = split(config_overrides(args, shorthands), [root, *others])
     if parts[""]:
-        raise ConfigError(f"{sorted(parts[''])[0]}: not a key of this job; its settings are {root}.* ({cls.__name__})")
+        settings = f"{root}.* ({cls.__name__})" + "".join(f" and {r}.*" for r in others)
+        raise ConfigError(f"{sorted(parts[''])[0]}: not a key of this job; its settings are {settings}")
     try:
         return apply_overrides(cls(), parts[root])
     except ConfigError as exc:

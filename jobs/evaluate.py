@@ -2,13 +2,16 @@
 
     python -m jobs.evaluate --checkpoint CKPT --data PARQUET --out DIR
         [--recogniser DIR] [--n-per-digit N] [--n-unconditional N] [--wavs DIR] [--seed S]
+        [--set eval.KEY=VALUE] [--set sampling.KEY=VALUE]
 
 Writes DIR/metrics.json (each metric with its vocoder floor) and DIR/index.html
 with its PNG and WAV files beside it, referenced relatively. CKPT, PARQUET, DIR,
 the recogniser and the --wavs folder (extra clips, e.g. unseen voices) may be local
 or s3://. Without --recogniser the sample metrics (digit accuracy, inception
 score, Frechet distance) are skipped. Runs in this process (Griffin-Lim
-batched in TensorFlow, vae.vocoder); no Ray cluster is needed. The last stdout line is JSON.
+batched in TensorFlow, vae.vocoder); no Ray cluster is needed. ``--set sampling.KEY=VALUE`` decodes
+the checkpoint with another of its decoding choices (``local_temperature``, ``harmonic_depth_db``, ...;
+vae.config.SamplingConfig); the report records what was used. The last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ import argparse
 import json
 import sys
 
-from jobs._cli import add_config_arguments, add_out, add_recogniser, job_config, parser, run, show_config_defaults
+from jobs._cli import (
+    add_config_arguments,
+    add_out,
+    add_recogniser,
+    job_config,
+    parser,
+    root_overrides,
+    run,
+    show_config_defaults,
+)
 from vae.config import EvalConfig
 
 # Shorthand flag -> the EvalConfig key it sets (any key: --set eval.KEY=VALUE).
@@ -59,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    config = job_config(args, EvalConfig, "eval", SHORTHANDS)  # a bad option fails before anything loads
+    config = job_config(args, EvalConfig, "eval", SHORTHANDS, others=("sampling",))
+    sampling = root_overrides(args, SHORTHANDS, "sampling")
     from vae import storage
-    from vae.checkpoint import check, check_recogniser, load
+    from vae.checkpoint import check, check_decoding, check_recogniser, load, with_sampling
+
+    check_decoding(sampling)  # a bad option fails before anything loads
 
     storage.check_reachable(args.out)
     check(args.checkpoint)  # before TensorFlow loads: a wrong folder fails in seconds
@@ -69,7 +84,7 @@ def _main(args: argparse.Namespace) -> int:
         check_recogniser(args.recogniser)
     from vae.reports.run_report import evaluate_and_report
 
-    loaded = load(args.checkpoint)
+    loaded = with_sampling(load(args.checkpoint), sampling)
     m = evaluate_and_report(loaded, args.data, args.out, args.recogniser, config=config, wavs_uri=args.wavs)
     for name in HEADLINE:
         if name in m:

@@ -84,6 +84,18 @@ def test_a_bad_option_fails_fast_without_tensorflow_or_ray(tmp_path):
         assert ran["heavy"] == [] and ran["seconds"] < 2.0, (module, ran)
 
 
+def test_evaluate_refuses_a_decoding_choice_it_cannot_make_before_anything_loads(tmp_path):
+    base = ["--checkpoint", "c", "--data", "d", "--out", str(tmp_path)]
+    for setting, said in (
+        ("sampling.harmonic_depth_db=-1", "SamplingConfig.harmonic_depth_db=-1.0 must be in [0, 90]"),
+        ("sampling.expost_components=5", "sampling.expost_components: the checkpoint's ex-post mixtures were fitted"),
+        ("model.latent_dim=3", "its settings are eval.* (EvalConfig) and sampling.*"),
+    ):
+        proc, ran = run_job("jobs.evaluate", *base, "--set", setting)
+        assert ran["code"] in (1, 2) and said in proc.stderr, proc
+        assert ran["heavy"] == [] and ran["seconds"] < 2.0, (setting, ran)
+
+
 def _parser(name: str) -> argparse.ArgumentParser:
     return importlib.import_module(f"jobs.{name}").build_parser()
 

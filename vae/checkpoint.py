@@ -29,14 +29,14 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from vae import compat, storage
-from vae.config import RunConfig, from_dict, to_json
+from vae.config import ConfigError, RunConfig, from_dict, to_json
 from vae.errors import UserError
 from vae.objective import OBJECTIVE, SCORE_METRIC
 
@@ -369,6 +369,37 @@ class LoadedModel:
     metrics: dict = field(default_factory=dict)
     epoch: int = 0
     expost: dict = field(default_factory=dict)
+
+
+# Sampling keys fitted in training (the ex-post mixtures stored with the checkpoint): not a decoding choice.
+FITTED_IN_TRAINING = ("expost_components", "expost_covariance")
+
+
+def check_decoding(overrides: Mapping[str, Any]) -> None:
+    """Raise ConfigError unless ``overrides`` are ``SamplingConfig`` keys and values a trained checkpoint can
+    decode with (not those its ex-post mixtures were fitted with in training)."""
+    from vae.config import SamplingConfig
+    from vae.overrides import apply_overrides
+
+    fitted = sorted(set(overrides) & set(FITTED_IN_TRAINING))
+    if fitted:
+        raise ConfigError(
+            f"sampling.{fitted[0]}: the checkpoint's ex-post mixtures were fitted with it in training; "
+            "it cannot change when decoding"
+        )
+    apply_overrides(SamplingConfig(), overrides)
+
+
+def with_sampling(loaded: LoadedModel, overrides: Mapping[str, Any]) -> LoadedModel:
+    """``loaded`` decoding with its ``SamplingConfig`` changed by ``overrides`` (``{"harmonic_depth_db": 15}``),
+    checked by :func:`check_decoding`."""
+    check_decoding(overrides)
+    if not overrides:
+        return loaded
+    from vae.overrides import apply_overrides
+
+    sampling = apply_overrides(loaded.run_config.sampling, overrides)
+    return replace(loaded, run_config=replace(loaded.run_config, sampling=sampling))
 
 
 def load_local(directory: str, uri: str | None = None) -> LoadedModel:
