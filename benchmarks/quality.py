@@ -124,17 +124,36 @@ METRICS = (
 )
 
 
-def score_checkpoint(uri: str, data: str, classifier: str) -> dict:
-    """``evaluate_run``'s METRICS of the checkpoint at ``uri`` and their floors (``<metric>_floor``)."""
+def score_checkpoint(uri: str, data: str, classifier: str, sampling: dict | None = None) -> dict:
+    """``evaluate_run``'s METRICS of the checkpoint at ``uri`` and their floors (``<metric>_floor``), decoded
+    with the ``sampling`` overrides given (``vae.checkpoint.with_sampling``)."""
     from vae import checkpoint
     from vae.evaluation.evaluators import REFERENCES
     from vae.evaluation.run import evaluate_run
 
-    metrics = evaluate_run(checkpoint.load(uri), data, classifier_uri=classifier)
+    metrics = evaluate_run(
+        checkpoint.with_sampling(checkpoint.load(uri), sampling or {}), data, classifier_uri=classifier
+    )
     return {
         **{k: metrics.get(k) for k in (*METRICS, "sampler")},
         **{f"{m}_floor": metrics.get(f"{REFERENCES.get(m, m)}_floor") for m in METRICS},
     }
+
+
+def decoding(p: argparse.ArgumentParser, assignments: list[str]) -> dict:
+    """The ``sampling.KEY=VALUE`` assignments as ``{KEY: VALUE}``, checked; any other key is a usage error."""
+    from vae.checkpoint import check_decoding
+    from vae.config import ConfigError
+    from vae.overrides import parse_assignment, split
+
+    try:
+        parts = split(dict(parse_assignment(a) for a in assignments), ["sampling"])
+        if parts[""]:
+            raise ConfigError(f"{sorted(parts[''])[0]}: only sampling.* can change how a trained run decodes")
+        check_decoding(parts["sampling"])
+    except ConfigError as exc:
+        p.error(str(exc))
+    return parts["sampling"]
 
 
 def demo_overrides() -> dict:

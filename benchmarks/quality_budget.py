@@ -3,7 +3,7 @@ against minutes of training, as a PNG for the docs.
 
     python -m benchmarks.quality_budget --data PARQUET --classifier RECOGNISER [--minutes 5 10 20 40]
         [--seed 0] [--held-out-speaker theo] [--variant demo] [--out benchmarks/results/budget.json]
-        [--png docs/img/quality_budget.png]
+        [--png docs/img/quality_budget.png] [--keep DIR | --run RUN] [--set sampling.KEY=VALUE ...]
 
 One run of :mod:`benchmarks.quality`'s variant (Ray Train, one worker) for the longest budget,
 checkpointed as the demo checkpoints, every checkpoint kept; by default the demo's model without the
@@ -11,7 +11,8 @@ demo's held-out speaker. Each budget is scored (``vae.evaluation.run.evaluate_ru
 run of that budget keeps, the best by validation loss of those written within its minutes: nothing in
 training depends on the budget when the learning rate is constant (a schedule over the budget is
 refused), so the first minutes of a long run are a short run, and the curve costs the longest budget
-once instead of their sum. Prints a line per budget; the last stdout line is JSON with every row, also
+once instead of their sum. ``--keep DIR`` keeps the run; ``--run RUN`` scores a kept run again instead of
+training (after a change to how it decodes: ``--set sampling.KEY=VALUE``). Prints a line per budget; the last stdout line is JSON with every row, also
 written to ``--out``; ``--png`` plots each metric (and its floor, dashed) against minutes.
 """
 
@@ -21,7 +22,7 @@ import argparse
 import json
 import tempfile
 
-from benchmarks.quality import METRICS, VARIANTS, publish, score_checkpoint, train_variant
+from benchmarks.quality import METRICS, VARIANTS, decoding, publish, score_checkpoint, train_variant
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -80,7 +81,14 @@ def main() -> None:
     p.add_argument("--held-out-speaker", default=demo.held_out_speaker, help="a speaker no run trains on")
     p.add_argument("--out", help="also write the JSON with every row to this file")
     p.add_argument("--png", help="plot every metric against minutes into this PNG")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--keep", help="train into this folder and keep the run (default: a temporary one, removed)")
+    where.add_argument("--run", help="score this kept run (its folder, from --keep) instead of training")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="sampling.KEY=VALUE", help="decode with these sampling choices"
+    )
     args = p.parse_args()
+    sampling = decoding(p, args.set)
     overrides = {
         **VARIANTS[args.variant],
         "train.checkpoint_every": demo.checkpoint_every,
@@ -94,16 +102,18 @@ def main() -> None:
     from vae import checkpoint
     from vae.raysetup import init_ray
 
-    init_ray()
     rows, scored = [], {}
     with tempfile.TemporaryDirectory(prefix="budget-bench-") as tmp:
-        run_args = argparse.Namespace(**vars(args), budget=max(args.minutes) * 60.0, epochs=0)
-        result, _ = train_variant(args.variant, overrides, args.seed, run_args, tmp)
-        checkpoints = checkpoint.run_checkpoints(result.run_dir)
+        run_dir = args.run
+        if not run_dir:
+            init_ray()
+            run_args = argparse.Namespace(**vars(args), budget=max(args.minutes) * 60.0, epochs=0)
+            run_dir = train_variant(args.variant, overrides, args.seed, run_args, args.keep or tmp)[0].run_dir
+        checkpoints = checkpoint.run_checkpoints(run_dir)
         for minutes in sorted(args.minutes):
             epochs, uri, metrics = within(checkpoints, minutes * 60.0)
             if uri not in scored:
-                scored[uri] = score_checkpoint(uri, args.data, args.classifier)
+                scored[uri] = score_checkpoint(uri, args.data, args.classifier, sampling)
             row = {"variant": args.variant, "seed": args.seed, "epochs": epochs, "best_epoch": metrics["epoch"]}
             rows.append({"minutes": minutes, **row, **scored[uri]})
             print(json.dumps(rows[-1]), flush=True)
@@ -112,6 +122,7 @@ def main() -> None:
         "seed": args.seed,
         "held_out_speaker": args.held_out_speaker,
         "one_run": True,
+        "sampling": sampling,
         "rows": rows,
     }
     if args.png:
