@@ -3,12 +3,15 @@ Gaussian per digit, richer mixtures, and the training clips' own codes, replayed
 share of their digit's spread, each decoded and scored as ``jobs.evaluate`` scores samples (digit accuracy,
 inception score, Frechet distance against the real test clips, with their floors).
 
-    python -m benchmarks.sampler_ceiling --checkpoint CKPT --data PARQUET --classifier RECOGNISER [--out F]
+    python -m benchmarks.sampler_ceiling --checkpoint CKPT --data PARQUET --classifier RECOGNISER
+        [--set sampling.KEY=VALUE ...] [--out F]
 
 Replaying the training codes is the decoder's ceiling for any sampler of this code: no density estimate of
 the codes can produce samples closer to what the decoder makes of real clips. A model with a local code
-decodes every sampled code with its local prior's mean; its last row decodes training clips with their own
-local codes as well (their reconstructions), the ceiling for any prior of the local code. The last stdout
+decodes every sampled code with its local prior's mean (``--set sampling.local_temperature=T`` draws it). The last rows
+score training clips themselves: reconstructed (each code, and a local code, its posterior mean: the ceiling
+for any prior of the local code), the same without the predicted pitch's harmonics drawn in, and through
+the vocoder alone, what real clips of the speakers trained on score against the test clips. The last stdout
 line is the JSON; ``--out`` also writes it.
 """
 
@@ -19,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from benchmarks.quality import publish
+from benchmarks.quality import decoding, publish
 
 JITTERS = (0.0, 0.3, 0.7)
 MIXTURES = ((8, "diag"), (8, "full"))  # (most components per digit, covariance) beyond the checkpoint's
@@ -70,9 +73,15 @@ def samplers(loaded, data: str) -> dict[str, dict]:
     }
 
 
-def own_local_codes(ctx, loaded, data: str) -> None:
-    """Give ``ctx`` training clips reconstructed (each code and local code its posterior mean) as its
-    samples: digit-conditional in digit order, and unconditional at random, as many as it draws."""
+# How the training clips are made audio: through the model (each code and local code its posterior mean)
+# with the predicted pitch's harmonics drawn in as decoding draws them, or without them, or through the
+# vocoder alone (the data's own ceiling).
+THROUGH = ("the model", "the model without its comb", "the vocoder alone")
+
+
+def training_clips(ctx, loaded, data: str, through: str) -> None:
+    """Give ``ctx`` training clips made audio ``through`` one of :data:`THROUGH` as its samples:
+    digit-conditional in digit order, and unconditional at random, as many as it draws."""
     from benchmarks.adversarial import train_rows
     from vae import generation
     from vae.config import N_DIGITS
@@ -86,7 +95,9 @@ def own_local_codes(ctx, loaded, data: str) -> None:
     anywhere = rng.choice(len(rows["digit"]), cfg.n_unconditional * cfg.unconditional_draws)
 
     def waves(picked: np.ndarray, label: str) -> np.ndarray:
-        specs = generation.reconstruct(loaded, rows["x"][picked], rows["digit"][picked])
+        specs = rows["x"][picked]
+        if through != THROUGH[2]:
+            specs = generation.reconstruct(loaded, specs, rows["digit"][picked], harmonics=through == THROUGH[0])
         lo, hi = generation.db_range(loaded)
         n = len(picked)
         known = lo is not None and hi is not None
@@ -103,38 +114,35 @@ def main() -> None:
     p.add_argument("--data", required=True, help="the Parquet dataset it trained on")
     p.add_argument("--classifier", required=True, help="recogniser checkpoint (jobs.train_classifier)")
     p.add_argument(
-        "--local-temperature",
-        type=float,
-        help="decode sampled codes with the local code drawn at this share of its prior's spread (default: the checkpoint's)",
+        "--set", action="append", default=[], metavar="sampling.KEY=VALUE", help="decode with these sampling choices"
     )
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
+    sampling = decoding(p, args.set)
 
     from vae import checkpoint
+    from vae.config import to_dict
     from vae.evaluation import recogniser
     from vae.evaluation.context import Context
     from vae.evaluation.evaluators import samples
 
     loaded, rec = checkpoint.load(args.checkpoint), recogniser.load(args.classifier)
-    if args.local_temperature is not None:
-        sampling = dataclasses.replace(loaded.run_config.sampling, local_temperature=args.local_temperature)
-        loaded = dataclasses.replace(loaded, run_config=dataclasses.replace(loaded.run_config, sampling=sampling))
+    loaded = checkpoint.with_sampling(loaded, sampling)
     contexts = {
         name: Context(dataclasses.replace(loaded, expost=expost), args.data, recogniser=rec)
         for name, expost in samplers(loaded, args.data).items()
     }
-    if loaded.run_config.model.local_channels:
-        contexts["training clips, their own local codes too"] = own = Context(loaded, args.data, recogniser=rec)
-        own_local_codes(own, loaded, args.data)
+    for through in THROUGH if loaded.run_config.model.pitch else (THROUGH[0], THROUGH[2]):
+        contexts[f"training clips through {through}"] = ctx = Context(loaded, args.data, recogniser=rec)
+        training_clips(ctx, loaded, args.data, through)
     rows = []
     for name, ctx in contexts.items():
         scored = samples.evaluate(ctx)
         rows.append({"sampler": name, **{m: scored[m] for m in METRICS}})
         print(f"{name}: " + ", ".join(f"{m} {scored[m]:.3g}" for m in METRICS), flush=True)
     floors = {f"{m}_floor": scored[f"{m}_floor"] for m in METRICS}
-    temperature = loaded.run_config.sampling.local_temperature if loaded.run_config.model.local_channels else None
     publish(
-        {"checkpoint": args.checkpoint, "local_temperature": temperature, "rows": rows, **floors},
+        {"checkpoint": args.checkpoint, "sampling": to_dict(loaded.run_config.sampling), "rows": rows, **floors},
         args.out,
         "benchmarks.sampler_ceiling",
     )
