@@ -129,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from vae import checkpoint, generation
-    from vae.config import ConfigError, EvalConfig, to_dict
+    from vae.config import HARMONIC_DEPTH_DB, ConfigError, EvalConfig, to_dict
     from vae.dataset import has_column, load_split_numpy, read_feature_config
     from vae.evaluation import audio, recogniser
     from vae.evaluation import metrics as M
     from vae.evaluation.context import TEST_COLUMNS, read_originals
     from vae.evaluation.evaluators.samples import reference_subsets
-    from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics, pitch_tracks
+    from vae.harmonics import impose_harmonics, pitch_tracks
 
     feats = read_feature_config(args.data)
     columns = TEST_COLUMNS + (["f0"] if has_column(args.data, "f0") else [])

@@ -29,7 +29,8 @@ SHIFTS = (-1, 0, 1)
 def comb_correlations(specs: np.ndarray, f0: np.ndarray, feats) -> list[dict]:
     """Per shift of the pitch track (frames) and band: the correlation, on voiced frames, between the real
     fine structure and the fine structure a comb at that track draws into the blurred spectrogram."""
-    from vae.harmonics import HARMONIC_DEPTH_DB, impose_harmonics
+    from vae.config import HARMONIC_DEPTH_DB
+    from vae.harmonics import impose_harmonics
 
     real = fine_structure(specs)
     envelope = specs - real
