@@ -7,9 +7,11 @@ more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rat
 clip's code kept, transfer_scale.json, written by
 ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
+the decoding comb's depth (benchmarks/results/comb_depth.json, ``benchmarks.comb_depth --out``),
 and what the renderer and the decoder's blur cost a voice never heard (benchmarks/results/blur_theo.json,
-``benchmarks.blur_floor --out``), and the sweep that chose the demo's configuration
-(benchmarks/results/voice_sweep.json, ``benchmarks.sweep_results --out``), and the decoder's adversarial stage
+``benchmarks.blur_floor --out``), and the sweeps that chose the demo's configuration
+(benchmarks/results/voice_sweep.json and, over the local code's choices, local_sweep.json,
+``benchmarks.sweep_results --out``), and the decoder's adversarial stage
 (benchmarks/results/adversarial.json, ``benchmarks.adversarial --out``).
 
     python -m benchmarks.results_table            # rewrite the tables between the markers
@@ -17,7 +19,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``blur``, ``sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate`` and ``transfer_scale`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate`` and ``transfer_scale`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -41,6 +43,8 @@ TRANSFER_SCALE = ROOT / "benchmarks" / "results" / "transfer_scale.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
+LOCAL_SWEEP = ROOT / "benchmarks" / "results" / "local_sweep.json"
+COMB_DEPTH = ROOT / "benchmarks" / "results" / "comb_depth.json"
 ADVERSARIAL = ROOT / "benchmarks" / "results" / "adversarial.json"
 VOICE_METRICS = ("digit_accuracy", "frechet_distance", "voicing_samples", "voicing_recon", "pesq_nb")
 HELD_OUT_METRICS = ("held_out_lsd_db", "held_out_pesq_nb", "held_out_voicing", "held_out_heard_as_speaker")
@@ -134,6 +138,19 @@ def render_voice(results: dict, source: str = "voice.json") -> str:
     return "\n".join(rows) + "\n\n" + _footer(results, what, commands, source)
 
 
+def render_comb_depth(results: dict) -> str:
+    """``benchmarks.comb_depth``: a row per comb depth, each metric's mean (min-max) over the checkpoints."""
+    metrics = ["inception_score", "recon_lsd_db", *_measured(results["rows"])]
+    rows = ["| comb depth (dB) | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for depth in dict.fromkeys(r["depth_db"] for r in results["rows"]):
+        mine = [r for r in results["rows"] if r["depth_db"] == depth]
+        rows.append(f"| {depth:g} | " + " | ".join(_spread([r[m] for r in mine]) for m in metrics) + " |")
+    rows.append(_floor_row(results["rows"], metrics, skip=0))
+    seeds = ", ".join(str(s) for s in dict.fromkeys(r["seed"] for r in results["rows"]))
+    what = f": the best checkpoints of seeds {seeds} (mean, min-max), decoded at each depth"
+    return "\n".join(rows) + "\n\n" + _footer(results, what, f"`{results['command']}`", COMB_DEPTH)
+
+
 def render_budget(results: dict) -> str:
     """``benchmarks.quality_budget``: a row per training budget, and the floors."""
     metrics = _measured(results["rows"])
@@ -145,6 +162,11 @@ def render_budget(results: dict) -> str:
     what = (
         f": variant {results['variant']!r}, seed {results['seed']}, "
         f"speaker {results['held_out_speaker']!r} held out of training"
+        + (
+            ", one run of the longest budget, each budget scored on its best checkpoint within it"
+            if results.get("one_run")
+            else ""
+        )
     )
     return "\n".join(rows) + "\n\n" + _footer(results, what, f"`{results['command']}`", BUDGET)
 
@@ -158,7 +180,7 @@ def render_blur(results: dict) -> str:
     return "\n".join(rows) + "\n\n" + _footer(results, what, f"`{results['command']}`", BLUR)
 
 
-def render_sweep(results: dict) -> str:
+def render_sweep(results: dict, source: Path = SWEEP) -> str:
     """``benchmarks.sweep_results``: a row per trial, best first, its searched values, its best epoch's
     objective terms and, for the trials scored, the listeners' metrics of that epoch's checkpoint."""
     from benchmarks.sweep_results import TERMS
@@ -191,7 +213,7 @@ def render_sweep(results: dict) -> str:
     return (
         "\n".join(rows)
         + "\n\n"
-        + _footer(results, what, f"`{results['sweep_command']}`, then `{results['command']}`", SWEEP)
+        + _footer(results, what, f"`{results['sweep_command']}`, then `{results['command']}`", source)
     )
 
 
@@ -268,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             [ROOT / "docs" / "own-voice.md"],
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
+        ("comb_depth", COMB_DEPTH, render_comb_depth, [ROOT / "docs" / "benchmarks.md"]),
         ("blur", BLUR, render_blur, [ROOT / "docs" / "benchmarks.md"]),
         ("sweep", SWEEP, render_sweep, [ROOT / "docs" / "benchmarks.md"]),
+        ("local_sweep", LOCAL_SWEEP, lambda r: render_sweep(r, LOCAL_SWEEP), [ROOT / "docs" / "benchmarks.md"]),
         ("adversarial", ADVERSARIAL, render_adversarial, [ROOT / "docs" / "benchmarks.md"]),
     ]
     stale = []
