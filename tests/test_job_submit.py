@@ -30,8 +30,11 @@ from ray_processes import end_processes_mentioning
 
 from vae.tf_backend import free_port
 
-# A line Ray forwarded from a worker, actor or raylet: "(ProxyActor pid=380) ...", perhaps coloured.
-_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)*\([^)]*\)")
+# A line Ray forwarded from a worker, actor or raylet: "(ProxyActor pid=380) ...", perhaps coloured; or one
+# of the job supervisor's own, which a driver that ends fast can print before ("Running entrypoint for job ...").
+_FORWARDED = re.compile(
+    r"^(\x1b\[[0-9;]*m)*\([^)]*\)|^Running entrypoint for job |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\tINFO "
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -98,7 +101,8 @@ class Head:
         """The driver's last stdout line: the JSON summary every job ends with.
 
         Ray forwards the cluster's actors' output into the same log, prefixed "(ActorName pid=...)",
-        and it may arrive after the driver's last line (Serve's proxy does), so those lines are skipped.
+        and it may arrive after the driver's last line (Serve's proxy does), as may the job supervisor's
+        own lines for a driver that ends fast, so those lines are skipped.
         The log of a job already marked SUCCEEDED can still lag its driver's output on a loaded machine:
         asked again for up to 30 s until its last own line is JSON.
         """
