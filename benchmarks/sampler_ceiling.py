@@ -29,12 +29,11 @@ MIXTURES = ((8, "diag"), (8, "full"))  # (most components per digit, covariance)
 METRICS = ("digit_accuracy", "inception_score", "frechet_distance")
 
 
-def training_codes(loaded, data: str) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and digits of the clips the checkpoint trained on (its augmented copies included)."""
-    from benchmarks.adversarial import train_rows
+def training_codes(loaded, rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and digits of the clips the checkpoint trained on (``benchmarks.adversarial.train_rows``:
+    its augmented copies included)."""
     from vae import generation
 
-    rows = train_rows(data, loaded.run_config)
     digits = rows["digit"].astype(np.int64)
     return generation.encode(loaded, rows["x"], digits), digits
 
@@ -55,11 +54,11 @@ def replay(codes: np.ndarray, digits: np.ndarray, jitter: float) -> dict:
     return {"covariance": "full", "digits": table}
 
 
-def samplers(loaded, data: str) -> dict[str, dict]:
+def samplers(loaded, rows: dict[str, np.ndarray]) -> dict[str, dict]:
     from vae.config import SamplingConfig
     from vae.generation import fit_expost
 
-    codes, digits = training_codes(loaded, data)
+    codes, digits = training_codes(loaded, rows)
     return {
         "ex-post mixtures (the checkpoint's)": loaded.expost,
         "one Gaussian per digit": fit_expost(codes, digits, SamplingConfig(expost_components=1)),
@@ -79,15 +78,14 @@ def samplers(loaded, data: str) -> dict[str, dict]:
 THROUGH = ("the model", "the model without its comb", "the vocoder alone")
 
 
-def training_clips(ctx, loaded, data: str, through: str) -> None:
+def training_clips(ctx, loaded, rows: dict[str, np.ndarray], through: str) -> None:
     """Give ``ctx`` training clips made audio ``through`` one of :data:`THROUGH` as its samples:
     digit-conditional in digit order, and unconditional at random, as many as it draws."""
-    from benchmarks.adversarial import train_rows
     from vae import generation
     from vae.config import N_DIGITS
     from vae.evaluation import audio
 
-    rows, cfg = train_rows(data, loaded.run_config), ctx.config
+    cfg = ctx.config
     rng = np.random.default_rng(cfg.seed)
     by_digit = np.concatenate(
         [rng.choice(np.flatnonzero(rows["digit"] == d), cfg.n_per_digit) for d in range(N_DIGITS)]
@@ -120,6 +118,7 @@ def main() -> None:
     args = p.parse_args()
     sampling = decoding(p, args.set)
 
+    from benchmarks.adversarial import train_rows
     from vae import checkpoint
     from vae.config import to_dict
     from vae.evaluation import recogniser
@@ -128,13 +127,14 @@ def main() -> None:
 
     loaded, rec = checkpoint.load(args.checkpoint), recogniser.load(args.classifier)
     loaded = checkpoint.with_sampling(loaded, sampling)
+    rows = train_rows(args.data, loaded.run_config)  # the clips the checkpoint trained on, read once
     contexts = {
         name: Context(dataclasses.replace(loaded, expost=expost), args.data, recogniser=rec)
-        for name, expost in samplers(loaded, args.data).items()
+        for name, expost in samplers(loaded, rows).items()
     }
     for through in THROUGH if loaded.run_config.model.pitch else (THROUGH[0], THROUGH[2]):
         contexts[f"training clips through {through}"] = ctx = Context(loaded, args.data, recogniser=rec)
-        training_clips(ctx, loaded, args.data, through)
+        training_clips(ctx, loaded, rows, through)
     rows = []
     for name, ctx in contexts.items():
         scored = samples.evaluate(ctx)
