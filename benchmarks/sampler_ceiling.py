@@ -11,8 +11,10 @@ the codes can produce samples closer to what the decoder makes of real clips. A 
 decodes every sampled code with its local prior's mean (``--set sampling.local_temperature=T`` draws it). The last rows
 score training clips themselves: reconstructed (each code, and a local code, its posterior mean: the ceiling
 for any prior of the local code), the same without the predicted pitch's harmonics drawn in, and through
-the vocoder alone, what real clips of the speakers trained on score against the test clips. The last stdout
-line is the JSON; ``--out`` also writes it.
+the vocoder alone, what real clips of the speakers trained on score against the test clips. A checkpoint that
+held a speaker out of training adds the test clips of the other speakers through the vocoder alone, drawn as
+the floor is drawn: the floor of any model that never heard that voice. The last stdout line is the JSON;
+``--out`` also writes it.
 """
 
 from __future__ import annotations
@@ -106,6 +108,22 @@ def training_clips(ctx, loaded, rows: dict[str, np.ndarray], through: str) -> No
     ctx.unconditional = waves(anywhere, "training clips, griffin-lim")
 
 
+def trained_speakers_floor(ctx, held_out: str) -> dict[str, float]:
+    """The sample metrics of the test clips of every speaker but ``held_out`` through the vocoder alone, in
+    subsets as large as the floor's (which draws from every speaker's)."""
+    from vae.evaluation import metrics as M
+    from vae.evaluation.evaluators.samples import reference_subsets
+
+    keep = np.flatnonzero(ctx.test["speaker"] != held_out)
+    floor, real = ctx.heard("floor"), ctx.heard("originals")
+    subsets = [keep[s] for s in reference_subsets(len(keep), ctx.config)]
+    return {
+        "digit_accuracy": M.digit_accuracy(floor.probs[keep], ctx.digits[keep]),
+        "inception_score": float(np.mean([M.inception_score(floor.probs[s]) for s in subsets])),
+        "frechet_distance": float(np.mean([M.frechet_distance(floor.embeddings[s], real.embeddings) for s in subsets])),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a model checkpoint with ex-post mixtures (local or s3://)")
@@ -140,6 +158,11 @@ def main() -> None:
         scored = samples.evaluate(ctx)
         rows.append({"sampler": name, **{m: scored[m] for m in METRICS}})
         print(f"{name}: " + ", ".join(f"{m} {scored[m]:.3g}" for m in METRICS), flush=True)
+    held_out = loaded.run_config.train.held_out_speaker
+    if held_out:
+        name = f"test clips of the speakers trained on (not {held_out}) through the vocoder alone"
+        rows.append({"sampler": name, **trained_speakers_floor(ctx, held_out)})
+        print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]:.3g}" for m in METRICS), flush=True)
     floors = {f"{m}_floor": scored[f"{m}_floor"] for m in METRICS}
     publish(
         {"checkpoint": args.checkpoint, "sampling": to_dict(loaded.run_config.sampling), "rows": rows, **floors},
