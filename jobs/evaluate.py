@@ -88,8 +88,9 @@ def _main(args: argparse.Namespace) -> int:
     m = evaluate_and_report(loaded, args.data, args.out, args.recogniser, config=config, wavs_uri=args.wavs)
     for name in HEADLINE:
         if name in m:
-            floor = m.get(f"{name}_floor")
-            print(f"{name:18s} {m[name]:10.4f}" + (f"   (vocoder floor {floor:.4f})" if floor is not None else ""))
+            refs = {"vocoder floor": m.get(f"{name}_floor"), "real clips": m.get(f"{name}_real")}
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in refs.items() if v is not None)
+            print(f"{name:18s} {m[name]:10.4f}" + (f"   ({shown})" if shown else ""))
     out = storage.resolve(args.out).uri
     print(f"report: {storage.join(out, 'index.html')}")
     headline = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}

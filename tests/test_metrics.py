@@ -129,3 +129,36 @@ def test_vocoder_floor_sits_between_real_and_noise(heard):
         < metrics.recon_mse(waves["real"], waves["floor"], CFG)
         < 0.1 * metrics.recon_mse(waves["real"], waves["noise"], CFG)
     )
+
+
+def test_other_recordings_are_no_test_clips_and_score_above_the_floor(recogniser_dir, full_parquet, heard):
+    """``frechet_distance_real``: train-split recordings against the test clips, drawn as the floor draws test
+    clips; the floor's draws overlap what they are compared with, so they score lower."""
+    import types
+
+    from vae.config import EvalConfig, RunConfig
+    from vae.evaluation.context import Context
+    from vae.evaluation.evaluators import samples
+
+    loaded = types.SimpleNamespace(run_config=RunConfig(features=CFG))
+    config = EvalConfig(n_unconditional=100, unconditional_draws=2)
+    ctx = Context(loaded, full_parquet, config, recogniser=recogniser.load(recogniser_dir))
+    assert ctx.other_recordings.shape == (200, CFG.n_samples)
+    test_waves = {w.tobytes() for w in ctx.originals}
+    assert not any(w.tobytes() in test_waves for w in ctx.other_recordings)
+    noise, heard = heard, (ctx.heard("floor").embeddings, ctx.heard("originals").embeddings)
+    floor = np.mean([metrics.frechet_distance(heard[0][s], heard[1]) for s in samples.reference_subsets(250, config)])
+    real = samples._other_recordings(ctx)["frechet_distance_real"]
+    assert 0 < floor < real < 0.1 * metrics.frechet_distance(noise["noise"].embeddings, heard[1])
+
+
+def test_no_train_split_no_other_recordings():
+    import types
+
+    from vae.config import RunConfig
+    from vae.evaluation.context import Context
+    from vae.evaluation.evaluators import samples
+
+    assert Context(types.SimpleNamespace(run_config=RunConfig(features=CFG)), None).other_recordings.shape[0] == 0
+    ctx = types.SimpleNamespace(other_recordings=np.zeros((0, CFG.n_samples), np.float32))
+    assert samples._other_recordings(ctx) == {}

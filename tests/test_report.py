@@ -63,6 +63,8 @@ def test_metrics_json_holds_every_metric_and_its_floor(report_dir, evaluation):
     # Inception score and Frechet distance are means over draws of n_unconditional samples (3 by default).
     assert saved["unconditional_samples"] == 3 * 30 and len(saved["frechet_distance_draws"]) == 3
     assert saved["frechet_distance"] == pytest.approx(np.mean(saved["frechet_distance_draws"]))
+    # Other real recordings (the train split's) in draws as large: real clips, so nearer than the 2-epoch model.
+    assert 0 < saved["frechet_distance_real"] < saved["frechet_distance"]
     assert 0 <= saved["digit_accuracy"] <= 1 and 1 <= saved["inception_score"] <= 10
     p = saved["digit_accuracy"]
     assert saved["digit_accuracy_se"] == pytest.approx(np.sqrt(p * (1 - p) / saved["conditional_samples"]))
@@ -206,11 +208,14 @@ def test_evaluate_job_with_unseen_voices_prints_json_last(
         str(wavs),
     ]
     assert evaluate_job.main(args) == 0
-    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stdout = capsys.readouterr().out
+    last = json.loads(stdout.strip().splitlines()[-1])
     assert last["report"] == str(out / "index.html") and os.path.exists(last["report"])
     saved = json.loads((out / METRICS_FILE).read_text())
     for name in HEADLINE:
         assert last[name] == pytest.approx(saved[name])
+    printed = stdout.splitlines()
+    assert any(line.startswith("frechet_distance") and "real clips" in line for line in printed), printed
     assert saved["wavs_clips"] == 2 and saved["recon_lsd_db_wavs"] > saved["recon_lsd_db_wavs_floor"] > 0
     assert saved["pesq_nb_wavs"] < saved["pesq_nb_wavs_floor"]
     assert any("broken.wav" in note for note in saved["notes"])

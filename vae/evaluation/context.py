@@ -24,7 +24,7 @@ from vae.features import AudioError, decode_audio, fit_length
 
 TEST_COLUMNS = ["id", "digit", "speaker", "spectrogram", "source", "db_min", "db_max"]
 # Waveform sets the recogniser can be asked about: Context attributes of (N, n_samples) audio.
-AUDIO = ("originals", "floor", "reconstructions", "generated", "unconditional")
+AUDIO = ("originals", "floor", "reconstructions", "generated", "unconditional", "other_recordings")
 
 
 @dataclass
@@ -93,6 +93,19 @@ class Context:
     def floor(self) -> np.ndarray:
         """The test clips through features and Griffin-Lim alone: the best any model can sound here."""
         return audio.resynthesise(self.specs, self.features, *self.ranges, label="vocoder floor, griffin-lim")
+
+    @cached_property
+    def other_recordings(self) -> np.ndarray:
+        """Real clips that are not test clips (the train split, every speaker), untouched: ``config.unconditional_draws``
+        draws of ``config.n_unconditional`` (fewer when the split holds fewer), one after the other; empty when
+        the dataset has no train split."""
+        other = load_split_numpy(self.data_uri, "train", columns=["id", "source"]) if self.data_uri else {"id": []}
+        n = min(self.config.n_unconditional, len(other["id"]))
+        if n < 2:
+            return np.zeros((0, self.features.n_samples), np.float32)
+        rng = np.random.default_rng([self.config.seed, len(other["id"])])
+        picked = np.concatenate([rng.permutation(len(other["id"]))[:n] for _ in range(self.config.unconditional_draws)])
+        return read_originals(other["source"][picked], self.features, other["id"][picked])
 
     @cached_property
     def components(self) -> np.ndarray | None:

@@ -11,7 +11,8 @@ It returns a flat dict of numbers, the union of what every evaluator
   and ``frechet_distance`` (unconditional samples vs the real test clips);
 - ``<metric>_floor``: the same metric for the real test clips passed through the
   features and Griffin-Lim alone (no model): the best any model can score here;
-- ``digit_accuracy_real``, ``inception_score_real``: the untouched test clips;
+- ``digit_accuracy_real``, ``inception_score_real``: the untouched test clips; ``frechet_distance_real``: real
+  recordings that are not test clips (the train split), untouched, against the test clips;
 - ``voicing_recon``, ``voicing_samples`` (pYIN's voiced share of the loud frames) with ``voicing_real`` and
   ``voicing_floor``; ``pesq_nb`` (narrow-band PESQ of the reconstructions) with ``pesq_nb_floor``, each on at most
   ``EvalConfig.voicing_clips`` clips of a set;

@@ -135,7 +135,9 @@ def _metrics(page: Page, ev: Evaluation, folder: str) -> None:
     page.text(
         "Every number is computed on audio: the model's spectrograms are turned into WAVs by Griffin-Lim and read "
         "back with the same features. The vocoder floor is the same metric for the real test clips sent through "
-        "features and Griffin-Lim alone: what a perfect model could score here."
+        "features and Griffin-Lim alone: what a perfect model could score here. The real clips are the test clips "
+        "untouched; for the Frechet distance they are other recordings (the train split's), since the floor's draws "
+        "are test clips, part of what they are compared with, and score lower than any other recordings."
     )
     rows = []
     for name, (higher, meaning) in METRICS.items():

@@ -117,4 +117,17 @@ def _unconditional(ctx: Context) -> dict[str, Any]:
             np.mean([M.frechet_distance(floor.embeddings[s], real.embeddings) for s in subsets])
         ),
         "unconditional_samples": int(len(uncond.probs)),
+        **_other_recordings(ctx),
     }
+
+
+def _other_recordings(ctx: Context) -> dict[str, float]:
+    """``frechet_distance_real``: real recordings that are not test clips against the test clips, in draws as
+    large as the samples'. The floor's draws are test clips, part of what they are compared with, so they score
+    lower than any recordings a model could make; nothing when the dataset has no train split."""
+    if not len(ctx.other_recordings):
+        return {}
+    other, real = ctx.heard("other_recordings").embeddings, ctx.heard("originals").embeddings
+    n = len(other) // ctx.config.unconditional_draws
+    draws = [other[k * n : (k + 1) * n] for k in range(ctx.config.unconditional_draws)]
+    return {"frechet_distance_real": float(np.mean([M.frechet_distance(d, real) for d in draws]))}
