@@ -99,7 +99,9 @@ class Context:
         """Real clips that are not test clips (the train split, every speaker), untouched: ``config.unconditional_draws``
         draws of ``config.n_unconditional`` (fewer when the split holds fewer), one after the other; empty when
         the dataset has no train split."""
-        other = load_split_numpy(self.data_uri, "train", columns=["id", "source"]) if self.data_uri else {"id": []}
+        if self.data_uri is None:
+            return np.zeros((0, self.features.n_samples), np.float32)
+        other = load_split_numpy(self.data_uri, "train", columns=["id", "source"])
         n = min(self.config.n_unconditional, len(other["id"]))
         if n < 2:
             return np.zeros((0, self.features.n_samples), np.float32)
