@@ -81,7 +81,8 @@ def render(results: dict) -> str:
         f"Measured {results['date']} on {results['machine']}: `{results['command']}`. "
         f"Demo time is the sum of the phases: training and evaluation of each run, plus {phases} "
         "on a first run (a rerun in the same folder reuses them). Floor: real test clips through "
-        "the features and Griffin-Lim alone, the best the vocoder allows. "
+        "the features and Griffin-Lim alone, the best the vocoder allows; the Frechet distance's draws are test "
+        "clips, part of what they are compared with, so other real recordings score well above it. "
         "Generated from `benchmarks/results/demo.json` by `python -m benchmarks.results_table`."
     )
     return "\n".join(rows) + "\n\n" + footer

@@ -81,12 +81,14 @@ def test_demo_config_trains_the_default_for_its_budget():
     assert (cfg.train.epochs, cfg.train.time_budget_s, cfg.train.seed, cfg.train.checkpoint_every) == (7, 60, 3, 2)
     # the default model with the sweep's choices (DemoConfig's comments)
     assert cfg.model == dataclasses.replace(RunConfig().model, latent_dim=64, local_channels=4)
-    assert cfg.train.learning_rate == 1.3e-3
+    assert (cfg.train.learning_rate, cfg.train.clip_norm) == (1.3e-3, 1e5)
     assert cfg.loss == dataclasses.replace(RunConfig().loss, through_harmonics=False)
     assert cfg.prior == RunConfig().prior
     assert cfg.sampling == dataclasses.replace(RunConfig().sampling, harmonic_depth_db=15.0)
     with pytest.raises(ConfigError, match="train_budget_s"):
         DemoConfig(train_budget_s=0).validate()
+    with pytest.raises(ConfigError, match="DemoConfig.clip_norm=-1"):
+        DemoConfig(clip_norm=-1).validate()
 
 
 def test_the_cosine_learning_rate_anneals_over_the_epochs_or_the_time_budget_whichever_runs_out_first():

@@ -814,10 +814,16 @@ class DemoConfig:
     # The predicted pitch's harmonics drawn into what it decodes at this depth (SamplingConfig.harmonic_depth_db):
     # shallower than training's comb, since the local code renders the clip's own harmonics too.
     harmonic_depth_db: float = 15.0
+    # TrainConfig.clip_norm for this model: its local code's gradients are larger than the default model's, and
+    # at the default's 3e4 most steps were clipped; at 1e5 only the rare large ones are (docs/benchmarks.md,
+    # "Gradient clipping for the local code").
+    clip_norm: float = 1e5
 
     def validate(self) -> DemoConfig:
         _within_bounds(self)
         _positive(self, "max_epochs", "train_budget_s", "checkpoint_every", "latent_dim", "learning_rate")
+        if self.clip_norm < 0:
+            raise ConfigError(f"DemoConfig.clip_norm={self.clip_norm} must be >= 0 (0 = no clipping)")
         return self
 
     def run_config(self) -> RunConfig:
@@ -831,6 +837,7 @@ class DemoConfig:
             held_out_speaker=self.held_out_speaker,
             augment_copies=self.augment_copies,
             learning_rate=self.learning_rate,
+            clip_norm=self.clip_norm,
         )
         model = dataclasses.replace(base.model, latent_dim=self.latent_dim, local_channels=self.local_channels)
         loss = dataclasses.replace(base.loss, through_harmonics=self.through_harmonics)
