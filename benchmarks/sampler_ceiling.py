@@ -124,6 +124,11 @@ def trained_speakers_floor(ctx, held_out: str) -> dict[str, float]:
     }
 
 
+def _shown(row: dict) -> dict:
+    print(f"{row['sampler']}: " + ", ".join(f"{m} {row[m]:.3g}" for m in METRICS), flush=True)
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a model checkpoint with ex-post mixtures (local or s3://)")
@@ -156,13 +161,11 @@ def main() -> None:
     rows = []
     for name, ctx in contexts.items():
         scored = samples.evaluate(ctx)
-        rows.append({"sampler": name, **{m: scored[m] for m in METRICS}})
-        print(f"{name}: " + ", ".join(f"{m} {scored[m]:.3g}" for m in METRICS), flush=True)
+        rows.append(_shown({"sampler": name, **{m: scored[m] for m in METRICS}}))
     held_out = loaded.run_config.train.held_out_speaker
-    if held_out:
+    if held_out:  # every context scores the same test clips: the last one's are heard already
         name = f"test clips of the speakers trained on (not {held_out}) through the vocoder alone"
-        rows.append({"sampler": name, **trained_speakers_floor(ctx, held_out)})
-        print(f"{name}: " + ", ".join(f"{m} {rows[-1][m]:.3g}" for m in METRICS), flush=True)
+        rows.append(_shown({"sampler": name, **trained_speakers_floor(ctx, held_out)}))
     floors = {f"{m}_floor": scored[f"{m}_floor"] for m in METRICS}
     publish(
         {"checkpoint": args.checkpoint, "sampling": to_dict(loaded.run_config.sampling), "rows": rows, **floors},
