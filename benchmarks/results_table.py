@@ -3,8 +3,8 @@ variants' (benchmarks/results/voice.json, written by ``benchmarks.quality --out`
 tried on the voice (benchmarks/results/levers.json: rows of several such runs, with every command) and
 the local code's variants (benchmarks/results/local.json, the same way), and
 any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
-more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rate.json, and with less of each
-clip's code kept, transfer_scale.json, written by
+more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rate.json, with less of each
+clip's code kept, transfer_scale.json, and with each code less its digit's mean, transfer_centred.json, written by
 ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 the decoding comb's depth (benchmarks/results/comb_depth.json, ``benchmarks.comb_depth --out``),
@@ -19,7 +19,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate`` and ``transfer_scale`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep`` and ``adversarial`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate``, ``transfer_scale`` and ``transfer_centred`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -40,6 +40,7 @@ TRANSFER = ROOT / "benchmarks" / "results" / "transfer.json"
 TRANSFER_VOICE = ROOT / "benchmarks" / "results" / "transfer_voice.json"
 TRANSFER_RATE = ROOT / "benchmarks" / "results" / "transfer_rate.json"
 TRANSFER_SCALE = ROOT / "benchmarks" / "results" / "transfer_scale.json"
+TRANSFER_CENTRED = ROOT / "benchmarks" / "results" / "transfer_centred.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
@@ -288,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
             "transfer_scale",
             TRANSFER_SCALE,
             lambda r: render_transfer(r, TRANSFER_SCALE),
+            [ROOT / "docs" / "own-voice.md"],
+        ),
+        (
+            "transfer_centred",
+            TRANSFER_CENTRED,
+            lambda r: render_transfer(r, TRANSFER_CENTRED),
             [ROOT / "docs" / "own-voice.md"],
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),

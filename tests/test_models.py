@@ -516,3 +516,54 @@ def test_a_model_with_a_local_code_trains_and_reloads_identically(tmp_path):
     loaded = checkpoint.load(directory)
     np.testing.assert_array_equal(loaded.model.reconstruct(x).numpy(), vae.reconstruct(x).numpy())
     assert np.all(np.isfinite(vae.reconstruct(x).numpy()))
+
+
+def test_the_digit_eraser_gives_every_digit_one_mean_code_and_keeps_the_rest_of_each_code():
+    from vae.evaluation.speakers import linear_probe
+    from vae.models import DigitEraser
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 4000).astype(np.int32)
+    offsets = 2.0 * rng.standard_normal((10, 16))
+    codes = (offsets[labels] + rng.standard_normal((4000, 16))).astype(np.float32)
+    eraser = DigitEraser(momentum=0.05)
+    eraser.build((None, 16))
+    for start in range(0, 2000, 50):  # training batches move the digits' running means
+        eraser.update(tf.constant(codes[start : start + 50]), tf.constant(labels[start : start + 50]))
+    seen = eraser.digit_sums.numpy().copy()
+    erased = eraser(tf.constant(codes), tf.constant(labels)).numpy()
+    np.testing.assert_array_equal(eraser.digit_sums.numpy(), seen)  # erasing moves nothing
+
+    def spread(z):  # how far apart the digits' mean codes lie
+        return np.std([z[labels == d].mean(0) for d in range(10)], axis=0).mean()
+
+    assert spread(codes) > 1.0 and spread(erased) < 0.1
+    np.testing.assert_allclose(erased.mean(0), 0.0, atol=0.1)  # the prior's mean
+    train, test = slice(0, 2000), slice(2000, None)
+    assert linear_probe().fit(codes[train], labels[train]).score(codes[test], labels[test]) > 0.95
+    assert linear_probe().fit(erased[train], labels[train]).score(erased[test], labels[test]) < 0.2
+    # Each code moved by its digit's mean alone: within a digit, codes keep their differences.
+    np.testing.assert_allclose(erased - codes, -eraser.means().numpy()[labels], atol=1e-5)
+    np.testing.assert_allclose(eraser.means().numpy(), offsets, atol=0.4)  # about 100 clips a digit: 0.1 each
+
+
+def test_an_erasing_model_encodes_less_its_digits_mean_trains_the_means_and_reloads(tmp_path):
+    directory, vae, _ = _trained_checkpoint(tmp_path, "normal", conditional=True, erase_digit=True, latent_dim=12)
+    assert np.all(vae.eraser.digit_weights.numpy()[:8] > 0)  # the eight digits trained on
+    loaded = checkpoint.load(directory)
+    for a, b in zip(loaded.model.eraser.weights, vae.eraser.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = np.random.default_rng(4).uniform(size=(3, *vae.input_hw)).astype(np.float32)
+    digits = np.array([1, 2, 3], np.int32)
+    mu = vae.encode(x, digits)[0].numpy()
+    np.testing.assert_array_equal(loaded.model.encode(x, digits)[0].numpy(), mu)
+    raw = vae.encoder([tf.constant(x[..., None]), tf.one_hot(digits, 10)])[0].numpy()
+    np.testing.assert_allclose(mu, raw - vae.eraser.means().numpy()[digits], atol=1e-5)
+    before = vae.eraser.digit_sums.numpy().copy()
+    vae.per_example_losses(x, digits, training=False)
+    np.testing.assert_array_equal(vae.eraser.digit_sums.numpy(), before)  # only training moves them
+
+
+def test_digit_erasure_needs_a_conditional_model():
+    with pytest.raises(ConfigError, match="erase_digit.*conditional"):
+        preset(ModelConfig, "tiny", conditional=False, erase_digit=True).validate()

@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL_TRAIN_CLIPS = 150  # conftest.small_parquet
 
 
-def tiny_run_config(**train) -> RunConfig:
+def tiny_run_config(model: dict | None = None, **train) -> RunConfig:
     return RunConfig(
-        model=preset(ModelConfig, "tiny"),
+        model=preset(ModelConfig, "tiny", **(model or {})),
         prior=PriorConfig(kind=train.pop("prior", "normal"), components=3),
         train=TrainConfig(**{"epochs": 2, "batch_size": 16, "num_workers": 2, "max_failures": 0, **train}),
     )
@@ -73,12 +73,13 @@ def test_an_existing_run_name_needs_resume(faulted_run, small_parquet):
         fit(tiny_run_config(), small_parquet, storage_dir, name)
 
 
-def _one_step(small_parquet, storage_dir, num_workers, batch_size):
+def _one_step(small_parquet, storage_dir, num_workers, batch_size, model: dict):
     # One epoch of exactly one step: the whole train split is one global batch. The gradient's norm
     # is in the thousands, so the step is clipped: by the norm of the gradient summed over workers.
     # Both sides normalise through Keras' all-reduced moments: the fused kernel one worker would
     # otherwise use sums less exactly (tested against Keras' layer in tests/test_models.py).
     cfg = tiny_run_config(
+        model,
         prior="mixture",
         epochs=1,
         num_workers=num_workers,
@@ -87,7 +88,7 @@ def _one_step(small_parquet, storage_dir, num_workers, batch_size):
         clip_norm=1.0,
         fused_batch_norm=False,
     )
-    result = fit(cfg, small_parquet, storage_dir, f"{num_workers}x{batch_size}")
+    result = fit(cfg, small_parquet, storage_dir, f"{num_workers}x{batch_size}{'-'.join(model)}")
     assert result.latest_metrics["steps"] == 1
     loaded = checkpoint.load(result.latest_checkpoint)
     optimizer = make_optimizer(loaded.run_config.train, loaded.model.trainable_variables)
@@ -95,12 +96,14 @@ def _one_step(small_parquet, storage_dir, num_workers, batch_size):
     return result, loaded, optimizer
 
 
+# The second: the digit eraser's running means of the digits' codes are of the global batch on every worker.
+@pytest.mark.parametrize("model", [{}, {"conditional": True, "erase_digit": True, "latent_dim": 12}])
 def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_first_step(
-    ray_local, small_parquet, tmp_path
+    ray_local, small_parquet, tmp_path, model
 ):
     two_b = SMALL_TRAIN_CLIPS
-    r1, m1, o1 = _one_step(small_parquet, str(tmp_path), 1, two_b)
-    r2, m2, o2 = _one_step(small_parquet, str(tmp_path), 2, two_b // 2)
+    r1, m1, o1 = _one_step(small_parquet, str(tmp_path), 1, two_b, model)
+    r2, m2, o2 = _one_step(small_parquet, str(tmp_path), 2, two_b // 2, model)
 
     assert int(o1.iterations.numpy()) == int(o2.iterations.numpy()) == 1
     np.testing.assert_allclose(r1.latest_metrics["train_loss"], r2.latest_metrics["train_loss"], rtol=1e-5)
@@ -112,6 +115,13 @@ def test_one_worker_with_batch_2b_and_two_workers_with_batch_b_take_the_same_fir
     lr = m1.run_config.train.learning_rate
     for a, b in zip(m1.model.weights, m2.model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=lr / 10, err_msg=a.path)
+    if model:  # the checkpoint's means make every digit's train codes average zero, as inference encodes them
+        from vae.dataset import load_split_numpy
+
+        train = load_split_numpy(small_parquet, "train", ["spectrogram", "digit"])
+        mu = m2.model.encode(train["spectrogram"], train["digit"])[0].numpy()
+        assert np.abs(mu).max() > 0.1
+        np.testing.assert_allclose([mu[train["digit"] == d].mean(0) for d in range(10)], 0.0, atol=1e-4)
     # Adam's moments hold the gradient itself (m = 0.1 g, v = 0.001 g^2): equal moments, equal all-reduced
     # gradients, scale included. Synchronised BatchNorm computes var = E[x^2] - E[x]^2 in float32, which
     # turns summation-order noise into ~0.1% differences in a few elements (1-4% of them, varying with

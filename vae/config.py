@@ -219,6 +219,10 @@ class ModelConfig:
     # generation its prior's (SamplingConfig.local_temperature). 0: none.
     local_channels: int = 0
     local_level: int = 1
+    # A conditional model's code less the running mean code of its clip's digit (vae.models.DigitEraser):
+    # every digit's codes share one mean, so no linear probe reads the digit from a code and the label has
+    # to decide it (docs/own-voice.md, "A code without the digit's mean").
+    erase_digit: bool = False
 
     def validate(self) -> ModelConfig:
         _within_bounds(self)
@@ -244,6 +248,11 @@ class ModelConfig:
             if not _is_number(value) or int(value) != value or value < least:
                 raise ConfigError(f"ModelConfig.{name} must be a whole number of at least {least}, got {value!r}")
         _choice(self, "normalisation", ("batch", "none"))
+        if self.erase_digit and not self.conditional:
+            raise ConfigError(
+                "ModelConfig.erase_digit needs ModelConfig.conditional: an unconditional decoder reads the "
+                "digit from the code"
+            )
         if self.local_channels and self.local_level > len(self.filters) - 2:
             raise ConfigError(
                 f"ModelConfig.local_level must be below {len(self.filters) - 1} (a map the decoder also makes "

@@ -266,6 +266,57 @@ def between_digit_share(mu, labels):
     return tf.reduce_mean(tf.square(tf.gather(digit_means, labels) - mean) / variance, axis=-1)
 
 
+ERASER_MOMENTUM = 0.02  # the share of each training batch's digit means in the running ones
+
+
+class DigitEraser(keras.layers.Layer):
+    """Posterior means less the running mean code of their clip's digit: the last step of the encoder of a
+    model with ``erase_digit``. Every digit's codes then have one mean, the prior's, so no linear probe reads
+    the digit from a code (linear concept erasure: a code is linearly guarded exactly when the classes' means
+    coincide, Belrose et al. 2023) and z ~ N(0, I) is where every digit's codes lie; and nothing is lost,
+    as the decoder is given the digit whose mean was taken away. The means are running averages over the
+    training batches (:meth:`update`), as BatchNormalization keeps its moments (all-reduced across replicas),
+    weighted so that a digit a batch lacks keeps its mean; stored with the weights."""
+
+    def __init__(self, momentum: float = ERASER_MOMENTUM, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.momentum = float(momentum)
+
+    def build(self, input_shape):
+        def tracked(shape, name):
+            return self.add_weight(
+                shape=shape, initializer="zeros", trainable=False, name=name, aggregation="only_first_replica"
+            )
+
+        self.digit_sums = tracked((N_DIGITS, int(input_shape[-1])), "digit_sums")
+        self.digit_weights = tracked((N_DIGITS,), "digit_weights")
+
+    def call(self, mu, digits):
+        return tf.cast(mu, tf.float32) - tf.gather(self.means(), tf.cast(digits, tf.int32))
+
+    def means(self):
+        """The running mean code of each digit [10, latent] (zeros for a digit never seen)."""
+        weights = tf.convert_to_tensor(self.digit_weights)
+        return tf.convert_to_tensor(self.digit_sums) / tf.maximum(weights, 1e-12)[:, None]
+
+    def recentre(self, offsets) -> None:
+        """Move every digit's mean code by ``offsets`` [10, latent] (the mean its codes still have)."""
+        weights = self.digit_weights.numpy()
+        self.digit_sums.assign((self.digit_sums.numpy() + np.asarray(offsets) * weights[:, None]).astype(np.float32))
+
+    def update(self, mu, digits):
+        """Move the digits' running mean codes towards those of a training batch's posterior means ``mu``."""
+        onehot = tf.one_hot(tf.cast(digits, tf.int32), N_DIGITS, dtype=tf.float32)
+        sums, counts = tf.matmul(onehot, tf.cast(mu, tf.float32), transpose_a=True), tf.reduce_sum(onehot, axis=0)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            sums, counts = context.all_reduce(tf.distribute.ReduceOp.SUM, [sums, counts])
+        rate = self.momentum * tf.cast(counts > 0, tf.float32)
+        means = sums / tf.maximum(counts, 1.0)[:, None]
+        self.digit_sums.assign(self.digit_sums * (1.0 - rate[:, None]) + rate[:, None] * means)
+        self.digit_weights.assign(self.digit_weights * (1.0 - rate) + rate)
+
+
 ADVERSARY_HIDDEN = 128  # units of each of the digit adversary's two hidden layers
 
 
@@ -347,6 +398,9 @@ class VAE(keras.Model):
             self.pitch_decoder = build_pitch_decoder(self.input_hw[1], model_cfg, mixed_precision)
         if self.loss_cfg.digit_adversary > 0:
             self.adversary = build_digit_adversary(model_cfg)
+        if model_cfg.erase_digit:
+            self.eraser = DigitEraser(name="digit_eraser")
+            self.eraser.build((None, model_cfg.latent_dim))
         self.prior = build_prior(prior_cfg, model_cfg.latent_dim)
         self.reconstruction = losses.build_reconstruction(self.loss_cfg)
         self.sampling = Sampling(seed, name="sampling")
@@ -369,7 +423,9 @@ class VAE(keras.Model):
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
         eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.noise_dim(self.input_hw)))
-        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps, f0=tf.zeros((1, self.input_hw[1])), draw=False)
+        self.per_example_losses(
+            x, tf.zeros((1,), tf.int32), eps=eps, training=False, f0=tf.zeros((1, self.input_hw[1])), draw=False
+        )
         self.built = True
         return self
 
@@ -389,9 +445,15 @@ class VAE(keras.Model):
         return self._encode(x, digits, training)[:2]
 
     def _encode(self, x, digits, training):
-        """(mu, log_var, the encoder's map for the local code or None)."""
+        """(mu, log_var, the encoder's map for the local code or None); with ``erase_digit``, mu less its digit's
+        mean code (a training pass first moves those means towards the batch's)."""
         out = self.encoder(self._with_digits(self._as_image(x), digits), training=training)
-        return (*_stats(out[0], out[1]), out[2] if self.model_cfg.local_channels else None)
+        mu, log_var = _stats(out[0], out[1])
+        if self.model_cfg.erase_digit:
+            if training:
+                self.eraser.update(mu, digits)
+            mu = self.eraser(mu, digits)
+        return mu, log_var, out[2] if self.model_cfg.local_channels else None
 
     def decode(self, z, digits=None, training: bool = False, local_noise=None, temperature: float = 1.0):
         """The decoder's spectrogram of codes ``z``. A model with a local code decodes it drawn from its prior

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from vae import console, tracking
-from vae.config import FaultConfig, RunConfig, from_dict, to_dict
+from vae.config import N_DIGITS, FaultConfig, RunConfig, from_dict, to_dict
 from vae.errors import UserError
 from vae.fault import maybe_fault
 from vae.latent_stats import add_latent_sums, empty_latent_sums, latent_stats_from_sums
@@ -400,9 +400,27 @@ def run_epoch(worker: Worker, epoch: int, started: float, elapsed_before: float)
     return metrics, bool(out_of_time)
 
 
+def _recentre_digits(worker: Worker) -> None:
+    """A model with ``erase_digit``: move each digit's mean code by the mean its train clips' codes still have,
+    encoded as inference encodes them (over every worker's shard), so that every digit's codes of the train
+    split have mean zero. Training keeps the means as running averages of training-mode batches, which lag
+    the weights and differ from inference by BatchNorm's moments; a probe reads what that leaves."""
+    model = worker.steps.model
+    if not model.model_cfg.erase_digit:
+        return
+    sums = {"mu": np.zeros((N_DIGITS, model.model_cfg.latent_dim)), "count": np.zeros(N_DIGITS)}
+    for batch in batches(worker.train, max(worker.run_cfg.train.batch_size, 64)):
+        digits = batch["digit"].astype(np.int32)
+        np.add.at(sums["mu"], digits, worker.steps.encode(batch["spectrogram"], digits).numpy())
+        np.add.at(sums["count"], digits, 1)
+    total = worker.all_reduce(sums)
+    model.eraser.recentre(total["mu"] / np.maximum(total["count"], 1)[:, None])
+
+
 def checkpoint_epoch(worker: Worker, epoch: int, metrics: dict[str, Any], history: list[dict], epoch_started: float):
     """Gather every worker's encodings; rank 0 writes the checkpoint (other ranks get None)."""
     t0 = time.perf_counter()
+    _recentre_digits(worker)
     latent = worker.all_reduce(_encode_shard(worker))
     checkpoint = None
     if worker.rank == 0:
