@@ -276,7 +276,8 @@ class DigitEraser(keras.layers.Layer):
     coincide, Belrose et al. 2023) and z ~ N(0, I) is where every digit's codes lie; and nothing is lost,
     as the decoder is given the digit whose mean was taken away. The means are running averages over the
     training batches (:meth:`update`), as BatchNormalization keeps its moments (all-reduced across replicas),
-    weighted so that a digit a batch lacks keeps its mean; stored with the weights."""
+    weighted so that a digit a batch lacks keeps its mean, and set again at every checkpoint from the train
+    split's codes as inference encodes them (:meth:`recentre`); stored with the weights."""
 
     def __init__(self, momentum: float = ERASER_MOMENTUM, **kwargs):
         super().__init__(dtype="float32", **kwargs)
