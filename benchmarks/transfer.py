@@ -54,7 +54,8 @@ def network_probe(seed: int = 0):
 
 def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
     """(a): digit and speaker probes from the posterior means of the train split to those of the test split,
-    and the digit probe from one code drawn from each clip's posterior (what the decoder is trained on)."""
+    the digit probe from one code drawn from each clip's posterior (what the decoder is trained on), and, for
+    a run that held a speaker out, the digit probe fit on the train clips of the speakers it trained on."""
     from vae import generation
 
     (z_train, var_train), (z_test, var_test) = (
@@ -66,7 +67,9 @@ def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
         for z, log_var in ((z_train, var_train), (z_test, var_test))
     )
     known = np.isin(test["speaker"], np.unique(train["speaker"]))
-    return {
+    held_out = loaded.run_config.train.held_out_speaker
+    trained = train["speaker"] != held_out
+    out = {
         "probe_clips": {"train": int(len(z_train)), "test": int(len(z_test))},
         "digit_probe_accuracy": probe(z_train, train["digit"], z_test, test["digit"]),
         "digit_probe_drawn_accuracy": probe(drawn_train, train["digit"], drawn_test, test["digit"]),
@@ -76,6 +79,11 @@ def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
         "speaker_probe_chance": float(1 / len(np.unique(train["speaker"]))),
         "posterior_std_median": float(np.median(np.exp(0.5 * var_test))),
     }
+    if held_out:
+        out["digit_probe_trained_speakers_accuracy"] = probe(
+            z_train[trained], train["digit"][trained], z_test, test["digit"]
+        )
+    return out
 
 
 def loudness_probe(train: dict, test: dict) -> float:
@@ -199,6 +207,11 @@ ROWS = (
         "chance 0.10{loudness}",
     ),
     ("... on a code drawn from each clip's posterior", lambda d: d["probes"].get("digit_probe_drawn_accuracy"), ""),
+    (
+        "... fit on the train clips of the speakers trained on alone",
+        lambda d: d["probes"].get("digit_probe_trained_speakers_accuracy"),
+        "",
+    ),
     (
         "... by a small neural network (one hidden layer of 128) on z",
         lambda d: d["probes"].get("digit_probe_network_accuracy"),

@@ -287,3 +287,26 @@ def test_cepstra_less_their_mean_ignore_a_constant_colour(small_parquet):
     shift = np.mean([np.abs(a.mean(0) - b.mean(0)).mean() for a, b in zip(plain, moved)])
     residual = np.mean([np.abs(a - b).mean() for a, b in zip(normalised, kept)])
     assert residual < 0.25 * shift, (shift, residual)
+
+
+def test_the_trained_speakers_probe_leaves_the_held_out_speaker_out_of_its_fit(conditional, fsdd_dir):
+    from dataclasses import replace
+
+    from benchmarks.transfer import probe, probes
+    from vae.evaluation.evaluators.unseen_voices import read_voice
+
+    loaded = checkpoint.load(conditional)
+    names = [f"{d}_{s}_{t}.wav" for s in ("theo", "george") for d in range(10) for t in range(2)]
+    voices = [read_voice(loaded, str(fsdd_dir / name)) for name in names]
+    split = {
+        "spectrogram": np.stack([v.spectrogram for v in voices]),
+        "digit": np.array([v.digit for v in voices]),
+        "speaker": np.array([parse_name(n).speaker for n in names]),
+    }
+    assert "digit_probe_trained_speakers_accuracy" not in probes(loaded, split, split)  # no speaker held out
+    train_cfg = replace(loaded.run_config.train, held_out_speaker="theo")
+    held_out = replace(loaded, run_config=replace(loaded.run_config, train=train_cfg))
+    measured = probes(held_out, split, split)["digit_probe_trained_speakers_accuracy"]
+    z = generation.posterior(loaded, split["spectrogram"], split["digit"])[0]
+    george = split["speaker"] == "george"
+    assert measured == probe(z[george], split["digit"][george], z, split["digit"])
