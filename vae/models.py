@@ -424,9 +424,7 @@ class VAE(keras.Model):
         """Create every variable (a zero batch through the model) so weights can be saved and loaded."""
         x = tf.zeros((1, *self.input_hw, 1))
         eps = tf.zeros((self.loss_cfg.kl_samples, 1, self.model_cfg.noise_dim(self.input_hw)))
-        self.per_example_losses(
-            x, tf.zeros((1,), tf.int32), eps=eps, training=False, f0=tf.zeros((1, self.input_hw[1])), draw=False
-        )
+        self.per_example_losses(x, tf.zeros((1,), tf.int32), eps=eps, f0=tf.zeros((1, self.input_hw[1])), draw=False)
         self.built = True
         return self
 
