@@ -5,11 +5,12 @@ back the fine detail a squared-error decoder averages away?
         [--adv 1 --fm 2 --l1 450] [--out benchmarks/results/adversarial.json] [--keep DIR]
 
 The checkpoint's encoder, pitch head and prior stay frozen (its latent statistics and ex-post mixtures stay
-valid); its decoder is fine-tuned for ``--minutes`` on the training clips the checkpoint trained on (its
-held-out speaker left out, its augmented copies included) against a patch discriminator on the rendered
-spectrogram (the decoder's envelope with the clip's harmonics drawn in): the generator minimises
-``l1`` x the mean absolute error + ``adv`` x the least-squares adversarial term + ``fm`` x the
-discriminator's feature matching. The fine-tuned checkpoint and the original are scored by
+valid); its decoder (for a model with a local code, the part below that code) is fine-tuned for ``--minutes``
+on the training clips the checkpoint trained on (its held-out speaker left out, its augmented copies included)
+against a patch discriminator on what sampling renders (:func:`generated`, the clip's harmonics drawn in as
+deep as the checkpoint decodes them): the generator minimises ``l1`` x the mean absolute error of the
+reconstruction + ``adv`` x the least-squares adversarial term + ``fm`` x the discriminator's feature matching
+(``--adv 0 --fm 0``: the same fine-tuning without the discriminator). The fine-tuned checkpoint and the original are scored by
 ``vae.evaluation.run.evaluate_run`` side by side. Single process (no Ray Train): a prototype that decides
 whether the stage earns a place in the library.
 """
@@ -65,12 +66,38 @@ def build_discriminator(input_hw: tuple[int, int], filters=(32, 64, 128)):
     return keras.Model(inputs, outs, name="discriminator")
 
 
+def generated(model, x, f0, digits, z, depth_db: float):
+    """(what the discriminator sees as fake, what the L1 term holds to the clip) for codes ``z`` of clips ``x``.
+
+    Without a local code both are the decoder's output with the clip's harmonics drawn ``depth_db`` deep. With
+    one, the fake is what sampling renders (the local prior's mean, harmonics ``depth_db`` deep) and the L1 term
+    holds the reconstruction (the local posterior's mean, scored as training scores it)."""
+    if not model.model_cfg.local_channels:
+        fake = model.draw_harmonics(model.decode(z, digits, training=False), f0, depth_db)
+        return fake, fake
+    from vae.models import _stats
+
+    _, _, features = model._encode(x, digits, False)
+    above = model.decoder_above(model._with_digits(z, digits), training=False)
+    prior_mu = _stats(*model.local_prior(above, training=False))[0]
+    post_mu = model.local_posterior([above, features], training=False)[0]
+    fake = model.draw_harmonics(model._decode_below(above, prior_mu, False), f0, depth_db)
+    return fake, model._drawn(model._decode_below(above, post_mu, False), f0, True)
+
+
+def tuned_part(model):
+    """The decoder's part the stage tunes: all of it, or for a model with a local code the part below the local
+    code (so the local prior and posterior, which read the part above, stay as the checkpoint fitted them)."""
+    return model.decoder_below if model.model_cfg.local_channels else model.decoder
+
+
 def fine_tune(loaded, rows: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
     model = loaded.model
-    decoder = model.decoder
+    decoder = tuned_part(model)
+    depth = loaded.run_config.sampling.harmonic_depth_db
     disc = build_discriminator(model.input_hw)
     g_opt = keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=0.9)
     d_opt = keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=0.9)
@@ -83,7 +110,7 @@ def fine_tune(loaded, rows: dict[str, np.ndarray], args: argparse.Namespace) -> 
         mu, log_var = model.encode(x, digits, training=False)
         z = mu + tf.exp(0.5 * log_var) * eps
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake = model.draw_harmonics(model.decode(z, digits, training=False), f0)
+            fake, held = generated(model, x, f0, digits, z, depth)
             real_out, fake_out = disc(x, training=True), disc(fake, training=True)
             d_loss = tf.reduce_mean(tf.square(real_out[-1] - 1.0)) + tf.reduce_mean(tf.square(fake_out[-1]))
             adv = tf.reduce_mean(tf.square(fake_out[-1] - 1.0))
@@ -93,7 +120,7 @@ def fine_tune(loaded, rows: dict[str, np.ndarray], args: argparse.Namespace) -> 
                     for r, f in zip(real_out[:-1], fake_out[:-1], strict=True)
                 ]
             ) / len(real_out[:-1])
-            l1 = tf.reduce_mean(tf.abs(x - fake))
+            l1 = tf.reduce_mean(tf.abs(x - held))
             g_loss = args.l1 * l1 + args.adv * adv + args.fm * fm
         g_opt.apply_gradients(zip(g_tape.gradient(g_loss, decoder.trainable_variables), decoder.trainable_variables))
         d_opt.apply_gradients(zip(d_tape.gradient(d_loss, disc.trainable_variables), disc.trainable_variables))
@@ -151,10 +178,6 @@ def main() -> None:
     args = p.parse_args()
 
     from vae import checkpoint
-    from vae.config import ConfigError
-
-    if checkpoint.check(args.checkpoint)[1].model.local_channels:
-        raise ConfigError(f"{args.checkpoint} has a local code: this stage tunes the decoder of a model without one")
 
     def score(uri: str) -> dict:
         return score_checkpoint(uri, args.data, args.classifier)

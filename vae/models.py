@@ -489,15 +489,16 @@ class VAE(keras.Model):
         out = self.pitch_decoder(self._with_digits(tf.convert_to_tensor(z), digits), training=training)
         return PITCH_REF_HZ * tf.pow(2.0, out[..., 0]), tf.sigmoid(out[..., 1])
 
-    def draw_harmonics(self, x_hat, f0):
-        """``x_hat`` [batch, n_bins, n_frames, 1] with the harmonics of ``f0`` [batch, n_frames] drawn in, as
-        :func:`vae.harmonics.impose_harmonics` draws them (the features' dB width; clipped to [0, 1])."""
+    def draw_harmonics(self, x_hat, f0, depth_db: float = HARMONIC_DEPTH_DB):
+        """``x_hat`` [batch, n_bins, n_frames, 1] with the harmonics of ``f0`` [batch, n_frames] drawn in
+        ``depth_db`` deep, as :func:`vae.harmonics.impose_harmonics` draws them (the features' dB width; clipped
+        to [0, 1])."""
         import tensorflow.experimental.numpy as tnp
 
         if self.features is None or f0 is None:
             raise ValueError("drawing harmonics needs the model's FeatureConfig and the clips' f0 tracks")
         width = self.features.db_ceiling - self.features.db_floor
-        offsets = comb_db(tf.cast(f0, tf.float32), self.features, HARMONIC_DEPTH_DB, xp=tnp) / width
+        offsets = comb_db(tf.cast(f0, tf.float32), self.features, depth_db, xp=tnp) / width
         return tf.clip_by_value(tf.cast(x_hat, tf.float32) + offsets[..., None], 0.0, 1.0)
 
     def call(self, x, digits=None, training: bool = False):
