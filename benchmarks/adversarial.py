@@ -85,18 +85,12 @@ def generated(model, x, f0, digits, z, depth_db: float):
     return fake, model._drawn(model._decode_below(above, post_mu, False), f0, True)
 
 
-def tuned_part(model):
-    """The decoder's part the stage tunes: all of it, or for a model with a local code the part below the local
-    code (so the local prior and posterior, which read the part above, stay as the checkpoint fitted them)."""
-    return model.decoder_below if model.model_cfg.local_channels else model.decoder
-
-
 def fine_tune(loaded, rows: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
     model = loaded.model
-    decoder = tuned_part(model)
+    decoder = model.renderer
     depth = loaded.run_config.sampling.harmonic_depth_db
     disc = build_discriminator(model.input_hw)
     g_opt = keras.optimizers.Adam(args.lr, beta_1=0.5, beta_2=0.9)

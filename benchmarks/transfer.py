@@ -107,25 +107,26 @@ def heard(rec, waves: np.ndarray, digits: np.ndarray, rate: int) -> dict:
     }
 
 
-def transfers(loaded, rec, clips: dict, judges: dict, code_scale: float) -> dict:
+def transfers(loaded, rec, clips: dict, judges: dict, options: dict) -> dict:
     """(b): the held-out speaker's test clips said as every digit, their reconstructions and their floor;
     the digits the recogniser hears and the speakers each of ``judges`` (name: speaker recogniser) hears;
-    ``matched``: the same, the outputs matched to each clip's voice (:func:`vae.generation.transfer`)."""
+    ``matched``: the same, the outputs matched to each clip's voice (:func:`vae.generation.transfer`, given
+    ``options``)."""
     from vae.evaluation import audio
 
     feats = loaded.run_config.features
     ranges = (clips["db_min"], clips["db_max"]) if feats.normalisation == "per_clip" else (None, None)
     floor = audio.resynthesise(clips["spectrogram"], feats, *ranges, label="floor, griffin-lim")
     speaker = clips["speaker"][0]
-    doc = said_as(loaded, rec, clips, judges, match_voice=False, code_scale=code_scale)
+    doc = said_as(loaded, rec, clips, judges, match_voice=False, options=options)
     doc["floor"] = heard(rec, floor, clips["digit"], feats.sample_rate)
     doc["floor_speakers"] = {name: float(np.mean(j.listen(floor) == speaker)) for name, j in judges.items()}
     doc["floor_speaker"] = doc["floor_speakers"]["voice_print"]
-    doc["matched"] = said_as(loaded, rec, clips, judges, match_voice=True, code_scale=code_scale)
+    doc["matched"] = said_as(loaded, rec, clips, judges, match_voice=True, options=options)
     return doc
 
 
-def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool, code_scale: float) -> dict:
+def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool, options: dict) -> dict:
     """Part of (b): ``clips`` said as every digit, matched to their voices or not."""
     from vae import generation
     from vae.config import N_DIGITS
@@ -140,7 +141,7 @@ def said_as(loaded, rec, clips: dict, judges: dict, match_voice: bool, code_scal
         range(N_DIGITS),
         match_voice=match_voice,
         source_f0=clips["f0"],
-        code_scale=code_scale,
+        **options,
     )
     per_clip = [None if r is None else np.repeat(r, N_DIGITS) for r in ranges]
     waves = audio.resynthesise(said.reshape(-1, *feats.shape), feats, *per_clip, label="transfers, griffin-lim")
@@ -201,6 +202,7 @@ def _speakers(part: str, judge: str, matched: bool = False):
 # The rows of the comparison table: (label, how to read it from one run's measurements, reference).
 ROWS = (
     ("share of each clip's code kept from the codes' centre", lambda d: d.get("code_scale", 1.0), ""),
+    ("steps the renderer is fitted to each clip first", lambda d: str(d.get("adapt_steps") or 0), ""),
     (
         "digit probe on z: test clips whose digit it names",
         lambda d: d["probes"]["digit_probe_accuracy"],
@@ -263,8 +265,9 @@ def table(document: dict, source: str = "transfer.json") -> str:
     loudness = document.get("loudness_probe_accuracy")
     extra = {"loudness": "" if loudness is None else f", loudness contour alone {loudness:.2f}"}
     for label, read, reference in ROWS:
-        cells = ["" if read(r) is None else f"{read(r):.2f}" for r in runs]
-        if not any(cells):  # measured by a later version of this benchmark than these runs
+        values = [read(r) for r in runs]
+        cells = ["" if v is None else v if isinstance(v, str) else f"{v:.2f}" for v in values]
+        if not any(cells) or all(c == "0" for c in cells):  # measured by a later version than these runs, or unused
             continue
         ref = reference.format(**{k: "" if v is None else f"{v:.2f}" for k, v in floors.items()}, **extra)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ref} |")
@@ -295,9 +298,10 @@ def measure(name: str, uri: str, args, train: dict, test: dict, rec, judges: dic
     if not len(clips["digit"]):
         raise ConfigError(f"{args.data}: the test split has no clip of speaker {speaker!r}")
     scale = loaded.run_config.sampling.transfer_code_scale if args.code_scale is None else args.code_scale
-    doc = {"name": name, "checkpoint": loaded.uri, "speaker": speaker, "code_scale": scale}
+    options = {"code_scale": scale, "adapt_steps": args.adapt_steps, "adapt_rate": args.adapt_rate}
+    doc = {"name": name, "checkpoint": loaded.uri, "speaker": speaker, **options}
     doc["probes"] = probes(loaded, train, test)
-    doc.update(transfers(loaded, rec, clips, judges, scale))
+    doc.update(transfers(loaded, rec, clips, judges, options))
     doc["prior"] = prior_samples(loaded, rec, args.per_digit)
     return doc
 
@@ -318,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         type=code_scale,
         help="share of each code kept in (b) (default: each checkpoint's sampling.transfer_code_scale)",
     )
+    ap.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=0,
+        help="fine-tune the decoder's renderer this many steps on each clip before it is said as the other digits",
+    )
+    ap.add_argument("--adapt-rate", type=float, default=1e-4, help="the learning rate of --adapt-steps")
     ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
 

@@ -13,7 +13,7 @@ from tests.tiny_checkpoint import make_checkpoint
 
 @pytest.mark.parametrize("local_channels", [0, 2])
 def test_the_adversarial_stage_changes_the_decoder_and_nothing_else(fsdd_dir, tmp_path, local_channels):
-    from benchmarks.adversarial import fine_tune, tuned_part
+    from benchmarks.adversarial import fine_tune
     from vae import checkpoint
     from vae.config import FeatureConfig, preset
     from vae.dataset import extract_clip
@@ -29,7 +29,7 @@ def test_the_adversarial_stage_changes_the_decoder_and_nothing_else(fsdd_dir, tm
         "digit": np.array([c["digit"] for c in clips], np.int32),
     }
     model = loaded.model
-    tuned = tuned_part(model)
+    tuned = model.renderer
     assert tuned is (model.decoder_below if local_channels else model.decoder)
     frozen = [v for v in model.weights if not any(v is w for w in tuned.weights)]
     before = {id(v): v.numpy().copy() for v in model.weights}

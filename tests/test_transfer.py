@@ -59,6 +59,35 @@ def test_a_clip_said_as_its_own_digit_is_its_reconstruction(conditional, fsdd_di
     assert np.mean(np.isclose(one[0, 0], said[0, 7], atol=1e-4)) > 0.95
 
 
+@pytest.mark.parametrize("local_channels", [0, 2])
+def test_an_adapted_transfer_says_its_clip_closer_and_leaves_the_checkpoint_as_it_was(
+    local_channels, fsdd_dir, tmp_path
+):
+    from vae.evaluation.evaluators.unseen_voices import read_voice
+
+    uri = make_checkpoint(tmp_path / "ckpt", fsdd_dir, conditional=True, pitch=True, local_channels=local_channels)
+    loaded = checkpoint.load(uri)
+    voices = [read_voice(loaded, str(fsdd_dir / name)) for name in CLIPS]
+    specs, digits = np.stack([v.spectrogram for v in voices]), np.array([v.digit for v in voices])
+    before = [v.numpy().copy() for v in loaded.model.weights]
+    kw = {"harmonics": False, "match_voice": False, "code_scale": 1.0}
+    plain = generation.transfer(loaded, specs, digits, range(10), **kw)
+    adapted = generation.transfer(loaded, specs, digits, range(10), adapt_steps=80, adapt_rate=1e-2, **kw)
+
+    own = np.arange(len(CLIPS)), digits
+    assert adapted.shape == plain.shape
+    # each clip, said as its own digit, is nearer the clip once the renderer has been fitted to it
+    error, error_before = (np.abs(said[own] - specs).mean(axis=(1, 2)) for said in (adapted, plain))
+    assert np.all(error < error_before) and error.mean() < 0.85 * error_before.mean(), (error, error_before)
+    assert np.abs(adapted[:, 1] - adapted[:, 7]).max() > 1e-3, "the adapted decoder ignores the digit it is given"
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, loaded.model.weights, strict=True))
+    again = generation.transfer(loaded, specs[1:2], digits[1:2], range(10), adapt_steps=80, adapt_rate=1e-2, **kw)
+    np.testing.assert_allclose(again[0], adapted[1], atol=1e-4)  # each clip starts from the checkpoint's weights
+    for bad in ({"adapt_steps": -1}, {"adapt_steps": 2.5}, {"adapt_steps": 3, "adapt_rate": 0.0}):
+        with pytest.raises(generation.GenerationError, match="adapt_steps="):
+            generation.transfer(loaded, specs[:1], digits[:1], [4], **bad, **kw)
+
+
 def test_a_transfer_keeps_its_share_of_each_code_from_the_codes_centre(conditional, fsdd_dir):
     from vae.config import ConfigError
     from vae.evaluation.evaluators.unseen_voices import read_voice

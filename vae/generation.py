@@ -287,6 +287,8 @@ def transfer(
     match_voice: bool = True,
     source_f0: np.ndarray | None = None,
     code_scale: float | None = None,
+    adapt_steps: int = 0,
+    adapt_rate: float = 1e-4,
 ) -> np.ndarray:
     """Spectrograms [n, len(target_digits), n_bins, n_frames]: each of spectrograms ``specs`` [n, n_bins,
     n_frames] encoded (posterior mean) with its digit of ``source_digits`` (one per clip, or one for all),
@@ -301,17 +303,49 @@ def transfer(
     ``match_voice``: the decoder gives a voice it never heard the colour and pitch of voices it did, so
     every clip's outputs are moved by what its code, decoded with its own digit, misses of it: its colour
     (:func:`match_colour`) and, given ``source_f0`` (Hz [n, n_frames], the clips' pitch tracks,
-    :func:`vae.harmonics.pitch_tracks`) to a model with ``pitch``, its median pitch."""
+    :func:`vae.harmonics.pitch_tracks`) to a model with ``pitch``, its median pitch.
+
+    ``adapt_steps``: before each clip's outputs are decoded, the decoder's renderer is fine-tuned that many steps
+    (``adapt_rate``) to decode the clip's code with its own digit as the clip (:mod:`vae.adaptation`)."""
     check_conditional(loaded)
     if source_digits is None:
         raise GenerationError("transfer needs the digit each clip says (source_digits)")
     targets = np.asarray(check_digits(target_digits), np.int64)
     sources = np.broadcast_to(np.asarray(source_digits, np.int64), (len(specs),))
     check_digits(np.unique(sources))
+    if not (float(adapt_steps).is_integer() and adapt_steps >= 0 and adapt_rate > 0):
+        raise GenerationError(
+            f"adapt_steps={adapt_steps!r} must be a whole number >= 0 and adapt_rate={adapt_rate!r} > 0"
+        )
     if code_scale is None:
         code_scale = loaded.run_config.sampling.transfer_code_scale
     centre = code_centre(loaded)
     z = centre + check_code_scale(code_scale, "code_scale") * (encode(loaded, specs, sources) - centre)
+    options = (harmonics, match_voice)
+    if not adapt_steps:
+        return _transferred(loaded, z, specs, sources, targets, source_f0, *options)
+    return _adapted(loaded, z, specs, sources, targets, source_f0, options, adapt_steps, adapt_rate)
+
+
+def _adapted(loaded, z, specs, sources, targets, source_f0, options, steps: int, rate: float) -> np.ndarray:
+    """:func:`transfer`'s outputs, each clip's decoded by a renderer fitted to it first."""
+    from vae.adaptation import adapting
+
+    f0 = source_f0
+    if f0 is None:
+        f0 = decode_pitch(loaded, z, sources) if loaded.run_config.model.pitch else np.zeros(specs.shape[::2])
+    outs = []
+    with adapting(loaded, steps, rate) as adapter:
+        for i in range(len(z)):
+            clip = slice(i, i + 1)
+            adapter.fit(z[clip], sources[clip], specs[clip], f0[clip])
+            given_f0 = None if source_f0 is None else source_f0[clip]
+            outs.append(_transferred(loaded, z[clip], specs[clip], sources[clip], targets, given_f0, *options))
+    return np.concatenate(outs)
+
+
+def _transferred(loaded, z, specs, sources, targets, source_f0, harmonics: bool, match_voice: bool) -> np.ndarray:
+    """:func:`transfer`'s outputs of codes ``z`` of clips ``specs``."""
     zz, tt = np.repeat(z, len(targets), axis=0), np.tile(targets, len(z))
     out = decode(loaded, zz, tt, harmonics=False)
     depth = loaded.run_config.sampling.harmonic_depth_db

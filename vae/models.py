@@ -416,6 +416,12 @@ class VAE(keras.Model):
         return self.encoder.layers + [layer for part in parts for layer in getattr(self, part).layers]
 
     @property
+    def renderer(self) -> keras.Model:
+        """The part of the decoder that draws the spectrogram: all of it, or, for a model with a local code, the
+        part below that code (the local code's prior and posterior read the part above)."""
+        return self.decoder_below if self.model_cfg.local_channels else self.decoder
+
+    @property
     def uses_digits(self) -> bool:
         """Whether training needs each clip's digit (a conditional model or a digit-tied prior)."""
         return bool(self.model_cfg.conditional or self.prior.uses_digits)
