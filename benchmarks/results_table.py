@@ -4,8 +4,8 @@ tried on the voice (benchmarks/results/levers.json: rows of several such runs, w
 the local code's variants (benchmarks/results/local.json, the same way), and
 any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
 more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rate.json, with less of each
-clip's code kept, transfer_scale.json, with each code less its digit's mean, transfer_centred.json, and that on
-the demo's model, transfer_demo_erase.json, written by
+clip's code kept, transfer_scale.json, with each code less its digit's mean, transfer_centred.json, that on
+the demo's model, transfer_demo_erase.json, and with the renderer fitted to each clip, transfer_adapt.json, written by
 ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 the decoding comb's depth (benchmarks/results/comb_depth.json, ``benchmarks.comb_depth --out``),
@@ -20,7 +20,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep``, ``adversarial`` and ``adversarial_demo`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate``, ``transfer_scale``, ``transfer_centred`` and ``transfer_demo_erase`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep``, ``adversarial`` and ``adversarial_demo`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate``, ``transfer_scale``, ``transfer_centred``, ``transfer_demo_erase`` and ``transfer_adapt`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -43,6 +43,7 @@ TRANSFER_RATE = ROOT / "benchmarks" / "results" / "transfer_rate.json"
 TRANSFER_SCALE = ROOT / "benchmarks" / "results" / "transfer_scale.json"
 TRANSFER_CENTRED = ROOT / "benchmarks" / "results" / "transfer_centred.json"
 TRANSFER_DEMO_ERASE = ROOT / "benchmarks" / "results" / "transfer_demo_erase.json"
+TRANSFER_ADAPT = ROOT / "benchmarks" / "results" / "transfer_adapt.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
@@ -304,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
             "transfer_demo_erase",
             TRANSFER_DEMO_ERASE,
             lambda r: render_transfer(r, TRANSFER_DEMO_ERASE),
+            [ROOT / "docs" / "own-voice.md"],
+        ),
+        (
+            "transfer_adapt",
+            TRANSFER_ADAPT,
+            lambda r: render_transfer(r, TRANSFER_ADAPT),
             [ROOT / "docs" / "own-voice.md"],
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
