@@ -10,8 +10,8 @@ on the training clips the checkpoint trained on (its held-out speaker left out, 
 against a patch discriminator on what sampling renders (:func:`generated`, the clip's harmonics drawn in as
 deep as the checkpoint decodes them): the generator minimises ``l1`` x the mean absolute error of the
 reconstruction + ``adv`` x the least-squares adversarial term + ``fm`` x the discriminator's feature matching
-(``--adv 0 --fm 0``: the same fine-tuning without the discriminator). The fine-tuned checkpoint and the original are scored by
-``vae.evaluation.run.evaluate_run`` side by side. Single process (no Ray Train): a prototype that decides
+(``--adv 0 --fm 0``: the same fine-tuning without the discriminator). The fine-tuned checkpoint and the
+original are scored by ``vae.evaluation.run.evaluate_run`` side by side. Single process (no Ray Train): a prototype that decides
 whether the stage earns a place in the library.
 """
 
@@ -66,8 +66,9 @@ def build_discriminator(input_hw: tuple[int, int], filters=(32, 64, 128)):
     return keras.Model(inputs, outs, name="discriminator")
 
 
-def generated(model, x, f0, digits, z, depth_db: float):
-    """(what the discriminator sees as fake, what the L1 term holds to the clip) for codes ``z`` of clips ``x``.
+def generated(model, features, f0, digits, z, depth_db: float):
+    """(what the discriminator sees as fake, what the L1 term holds to the clip) for codes ``z`` of clips whose
+    encoder map for the local code is ``features``.
 
     Without a local code both are the decoder's output with the clip's harmonics drawn ``depth_db`` deep. With
     one, the fake is what sampling renders (the local prior's mean, harmonics ``depth_db`` deep) and the L1 term
@@ -77,7 +78,6 @@ def generated(model, x, f0, digits, z, depth_db: float):
         return fake, fake
     from vae.models import _stats
 
-    _, _, features = model._encode(x, digits, False)
     above = model.decoder_above(model._with_digits(z, digits), training=False)
     prior_mu = _stats(*model.local_prior(above, training=False))[0]
     post_mu = model.local_posterior([above, features], training=False)[0]
@@ -101,10 +101,10 @@ def fine_tune(loaded, rows: dict[str, np.ndarray], args: argparse.Namespace) -> 
     @tf.function
     def step(x, f0, digits, eps):
         x = x[..., None]
-        mu, log_var = model.encode(x, digits, training=False)
+        mu, log_var, features = model._encode(x, digits, False)
         z = mu + tf.exp(0.5 * log_var) * eps
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake, held = generated(model, x, f0, digits, z, depth)
+            fake, held = generated(model, features, f0, digits, z, depth)
             real_out, fake_out = disc(x, training=True), disc(fake, training=True)
             d_loss = tf.reduce_mean(tf.square(real_out[-1] - 1.0)) + tf.reduce_mean(tf.square(fake_out[-1]))
             adv = tf.reduce_mean(tf.square(fake_out[-1] - 1.0))
