@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,41 +278,16 @@ def main(argv: list[str] | None = None) -> int:
         ("levers", LEVERS, lambda r: render_voice(r, LEVERS.name), [ROOT / "docs" / "benchmarks.md"]),
         ("local", LOCAL, lambda r: render_voice(r, LOCAL.name), [ROOT / "docs" / "benchmarks.md"]),
         ("transfer", TRANSFER, render_transfer, [ROOT / "docs" / "own-voice.md"]),
-        (
-            "transfer_voice",
-            TRANSFER_VOICE,
-            lambda r: render_transfer(r, TRANSFER_VOICE),
-            [ROOT / "docs" / "own-voice.md"],
-        ),
-        (
-            "transfer_rate",
-            TRANSFER_RATE,
-            lambda r: render_transfer(r, TRANSFER_RATE),
-            [ROOT / "docs" / "own-voice.md"],
-        ),
-        (
-            "transfer_scale",
-            TRANSFER_SCALE,
-            lambda r: render_transfer(r, TRANSFER_SCALE),
-            [ROOT / "docs" / "own-voice.md"],
-        ),
-        (
-            "transfer_centred",
-            TRANSFER_CENTRED,
-            lambda r: render_transfer(r, TRANSFER_CENTRED),
-            [ROOT / "docs" / "own-voice.md"],
-        ),
-        (
-            "transfer_demo_erase",
-            TRANSFER_DEMO_ERASE,
-            lambda r: render_transfer(r, TRANSFER_DEMO_ERASE),
-            [ROOT / "docs" / "own-voice.md"],
-        ),
-        (
-            "transfer_adapt",
-            TRANSFER_ADAPT,
-            lambda r: render_transfer(r, TRANSFER_ADAPT),
-            [ROOT / "docs" / "own-voice.md"],
+        *(
+            (source.stem, source, partial(render_transfer, source=source), [ROOT / "docs" / "own-voice.md"])
+            for source in (
+                TRANSFER_VOICE,
+                TRANSFER_RATE,
+                TRANSFER_SCALE,
+                TRANSFER_CENTRED,
+                TRANSFER_DEMO_ERASE,
+                TRANSFER_ADAPT,
+            )
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),
         ("comb_depth", COMB_DEPTH, render_comb_depth, [ROOT / "docs" / "benchmarks.md"]),
@@ -322,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             "adversarial_demo",
             ADVERSARIAL_DEMO,
-            lambda r: render_adversarial(r, ADVERSARIAL_DEMO),
+            partial(render_adversarial, source=ADVERSARIAL_DEMO),
             [ROOT / "docs" / "benchmarks.md"],
         ),
     ]
