@@ -567,3 +567,16 @@ def test_an_erasing_model_encodes_less_its_digits_mean_trains_the_means_and_relo
 def test_digit_erasure_needs_a_conditional_model():
     with pytest.raises(ConfigError, match="erase_digit.*conditional"):
         preset(ModelConfig, "tiny", conditional=False, erase_digit=True).validate()
+
+
+def test_the_steps_sum_named_arrays_of_every_length_with_one_trace():
+    import keras
+
+    from vae.worker import pack, unpack
+
+    shape = preset(FeatureConfig, "default").shape
+    steps = DistributedSteps(build_vae(shape, preset(ModelConfig, "tiny"), PriorConfig()), keras.optimizers.Adam(), 4)
+    for parts in ({"stop": np.array([1.0])}, {"val": {"loss": np.arange(5.0), "n": 3}}, {"codes": np.ones((10, 12))}):
+        summed = unpack(steps.all_reduce(tf.constant(pack(parts))).numpy(), parts)  # one replica: the parts
+        np.testing.assert_equal(summed, parts)
+    assert steps.all_reduce.experimental_get_tracing_count() == 1

@@ -659,7 +659,8 @@ class DistributedSteps:
         self.train_graph = tf.function(self._train, input_signature=[x, digits, eps, scalar, f0], jit_compile=jit)
         self.evaluate_graph = tf.function(self._evaluate, input_signature=[x, digits, eps, f0], jit_compile=jit)
         self.encode = tf.function(self._encode, input_signature=[x, digits], jit_compile=jit)
-        self.all_reduce = tf.function(self._all_reduce)
+        # One trace for every length: what the workers sum (vae.worker.pack) differs in size from call to call.
+        self.all_reduce = tf.function(self._all_reduce, input_signature=[tf.TensorSpec([None], tf.float64)])
 
     def _f0(self, x, f0):
         return np.zeros((len(x), self.model.input_hw[1]), np.float32) if f0 is None else f0
