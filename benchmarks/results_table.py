@@ -5,7 +5,8 @@ the local code's variants (benchmarks/results/local.json, the same way), and
 any digit in your voice (benchmarks/results/transfer.json and, with its outputs matched to the voice and
 more speaker recognisers, transfer_voice.json, on lower-rate codes, transfer_rate.json, with less of each
 clip's code kept, transfer_scale.json, with each code less its digit's mean, transfer_centred.json, that on
-the demo's model, transfer_demo_erase.json, and with the renderer fitted to each clip, transfer_adapt.json, written by
+the demo's model, transfer_demo_erase.json, with the renderer fitted to each clip, transfer_adapt.json, and
+what a network reads of the digit from codes and from a voice, transfer_probes.json, written by
 ``benchmarks.transfer --out``), and
 quality against minutes of training (benchmarks/results/budget.json, ``benchmarks.quality_budget --out``),
 the decoding comb's depth (benchmarks/results/comb_depth.json, ``benchmarks.comb_depth --out``),
@@ -20,7 +21,7 @@ and what the renderer and the decoder's blur cost a voice never heard (benchmark
     python -m benchmarks.results_table --print    # print the tables only
 
 Table NAME lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (the demo's, ``results``, in
-README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep``, ``adversarial`` and ``adversarial_demo`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate``, ``transfer_scale``, ``transfer_centred``, ``transfer_demo_erase`` and ``transfer_adapt`` in docs/own-voice.md) and is never edited by hand: measure,
+README.md and docs/benchmarks.md; ``voice``, ``levers``, ``local``, ``budget``, ``comb_depth``, ``blur``, ``sweep``, ``local_sweep``, ``adversarial`` and ``adversarial_demo`` in docs/benchmarks.md; ``transfer``, ``transfer_voice``, ``transfer_rate``, ``transfer_scale``, ``transfer_centred``, ``transfer_demo_erase``, ``transfer_adapt`` and ``transfer_probes`` in docs/own-voice.md) and is never edited by hand: measure,
 put the figures in the JSON (with the command, machine and date), and run this script.
 """
 
@@ -45,6 +46,7 @@ TRANSFER_SCALE = ROOT / "benchmarks" / "results" / "transfer_scale.json"
 TRANSFER_CENTRED = ROOT / "benchmarks" / "results" / "transfer_centred.json"
 TRANSFER_DEMO_ERASE = ROOT / "benchmarks" / "results" / "transfer_demo_erase.json"
 TRANSFER_ADAPT = ROOT / "benchmarks" / "results" / "transfer_adapt.json"
+TRANSFER_PROBES = ROOT / "benchmarks" / "results" / "transfer_probes.json"
 BUDGET = ROOT / "benchmarks" / "results" / "budget.json"
 BLUR = ROOT / "benchmarks" / "results" / "blur_theo.json"
 SWEEP = ROOT / "benchmarks" / "results" / "voice_sweep.json"
@@ -287,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 TRANSFER_CENTRED,
                 TRANSFER_DEMO_ERASE,
                 TRANSFER_ADAPT,
+                TRANSFER_PROBES,
             )
         ),
         ("budget", BUDGET, render_budget, [ROOT / "docs" / "benchmarks.md"]),

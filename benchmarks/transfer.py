@@ -8,7 +8,8 @@ and how often a voice it never heard, said as another digit, is heard as that di
 with its digit) to the digit, fit on the train split's clips and scored on the test split's (chance
 0.10), the same from one code drawn from each clip's posterior (a mean can hold the digit in
 differences far under the posterior's spread, which no drawn code keeps), and a small neural network from
-the means (:func:`network_probe`: what of the digit is not linear in them); the same to the speaker
+the means (:func:`network_probe`: what of the digit is not linear in them) and from drawn codes (what of
+it is not linear and survives the posterior's spread: what the decoder can read); the same to the speaker
 (chance: one over the speakers). A conditional model that leaves the digit to its label keeps little of
 it in z; how little it can keep while it still says when and how loud the clip is spoken is the same
 digit probe on each clip's loudness contour (the table's reference). (b) transfer: the test clips of the
@@ -52,10 +53,14 @@ def network_probe(seed: int = 0):
     )
 
 
+DRAWS_PER_TRAIN_CLIP = 32  # codes drawn from each train clip's posterior for the network probe on drawn codes
+
+
 def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
     """(a): digit and speaker probes from the posterior means of the train split to those of the test split,
-    the digit probe from one code drawn from each clip's posterior (what the decoder is trained on), and, for
-    a run that held a speaker out, the digit probe fit on the train clips of the speakers it trained on."""
+    the digit probe from one code drawn from each clip's posterior (what the decoder is trained on), the small
+    network from codes drawn so (``DRAWS_PER_TRAIN_CLIP`` of each train clip, so it learns their spread), and,
+    for a run that held a speaker out, the digit probe fit on the train clips of the speakers it trained on."""
     from vae import generation
 
     (z_train, var_train), (z_test, var_test) = (
@@ -66,6 +71,8 @@ def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
         z + np.exp(0.5 * log_var) * rng.standard_normal(z.shape)
         for z, log_var in ((z_train, var_train), (z_test, var_test))
     )
+    many_train = z_train + np.exp(0.5 * var_train) * rng.standard_normal((DRAWS_PER_TRAIN_CLIP, *z_train.shape))
+    many_digits = np.tile(train["digit"], DRAWS_PER_TRAIN_CLIP)
     known = np.isin(test["speaker"], np.unique(train["speaker"]))
     held_out = loaded.run_config.train.held_out_speaker
     trained = train["speaker"] != held_out
@@ -74,6 +81,9 @@ def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
         "digit_probe_accuracy": probe(z_train, train["digit"], z_test, test["digit"]),
         "digit_probe_drawn_accuracy": probe(drawn_train, train["digit"], drawn_test, test["digit"]),
         "digit_probe_network_accuracy": probe(z_train, train["digit"], z_test, test["digit"], network_probe(seed)),
+        "digit_probe_network_drawn_accuracy": probe(
+            many_train.reshape(-1, z_train.shape[1]), many_digits, drawn_test, test["digit"], network_probe(seed)
+        ),
         "digit_probe_chance": 0.1,
         "speaker_probe_accuracy": probe(z_train, train["speaker"], z_test[known], test["speaker"][known]),
         "speaker_probe_chance": float(1 / len(np.unique(train["speaker"]))),
@@ -92,6 +102,34 @@ def loudness_probe(train: dict, test: dict) -> float:
     from vae.features import frame_levels
 
     return probe(frame_levels(train["spectrogram"]), train["digit"], frame_levels(test["spectrogram"]), test["digit"])
+
+
+def reference_probes(train: dict, test: dict, cfg, seed: int = 0) -> dict:
+    """(a)'s digit probes, the linear one and the network, on what no model encoded: each clip's loudness
+    contour (when and how loud it is said), its long-term spectrum (:func:`vae.features.long_term_spectrum`:
+    the colour the speaker recognisers and the matching hear), and that colour less the mean colour of its
+    digit over the train split (as ``erase_digit`` centres z): what a code that keeps each carries of the
+    digit."""
+    from vae.config import N_DIGITS
+    from vae.features import frame_levels, long_term_spectrum
+
+    def colour(split: dict) -> np.ndarray:
+        return long_term_spectrum(split["spectrogram"], cfg)
+
+    trained = colour(train)
+    means = np.stack([trained[train["digit"] == d].mean(axis=0) for d in range(N_DIGITS)])
+    inputs = {
+        "loudness": lambda split: frame_levels(split["spectrogram"]),
+        "colour": colour,
+        "colour_less_digit_mean": lambda split: colour(split) - means[split["digit"]],
+    }
+    return {
+        name: {
+            "linear": probe(read(train), train["digit"], read(test), test["digit"]),
+            "network": probe(read(train), train["digit"], read(test), test["digit"], network_probe(seed)),
+        }
+        for name, read in inputs.items()
+    }
 
 
 def heard(rec, waves: np.ndarray, digits: np.ndarray, rate: int) -> dict:
@@ -206,7 +244,7 @@ ROWS = (
     (
         "digit probe on z: test clips whose digit it names",
         lambda d: d["probes"]["digit_probe_accuracy"],
-        "chance 0.10{loudness}",
+        "chance 0.10{loudness}{colour}",
     ),
     ("... on a code drawn from each clip's posterior", lambda d: d["probes"].get("digit_probe_drawn_accuracy"), ""),
     (
@@ -217,6 +255,11 @@ ROWS = (
     (
         "... by a small neural network (one hidden layer of 128) on z",
         lambda d: d["probes"].get("digit_probe_network_accuracy"),
+        "{network}",
+    ),
+    (
+        "... by the network on codes drawn from each clip's posterior",
+        lambda d: d["probes"].get("digit_probe_network_drawn_accuracy"),
         "",
     ),
     ("... the posterior's standard deviation (median)", lambda d: d["probes"].get("posterior_std_median"), ""),
@@ -247,6 +290,20 @@ ROWS = (
 )
 
 
+def _reference_cells(references: dict | None) -> dict:
+    """The reference column's words for :func:`reference_probes`' figures (empty for runs measured before)."""
+    if not references:
+        return {"colour": "", "network": ""}
+    colour, centred = references["colour"], references["colour_less_digit_mean"]
+    return {
+        "colour": f", the clip's colour {colour['linear']:.2f}, less its digit's mean {centred['linear']:.2f}",
+        "network": (
+            f"loudness contour alone {references['loudness']['network']:.2f}, the clip's colour "
+            f"{colour['network']:.2f}, less its digit's mean {centred['network']:.2f}"
+        ),
+    }
+
+
 def table(document: dict, source: str = "transfer.json") -> str:
     """Every run's measurements side by side, a Markdown table (generated from ``benchmarks/results/<source>``)."""
     runs = document["runs"]
@@ -264,6 +321,7 @@ def table(document: dict, source: str = "transfer.json") -> str:
     }
     loudness = document.get("loudness_probe_accuracy")
     extra = {"loudness": "" if loudness is None else f", loudness contour alone {loudness:.2f}"}
+    extra.update(_reference_cells(document.get("reference_probes")))
     for label, read, reference in ROWS:
         values = [read(r) for r in runs]
         cells = ["" if v is None else v if isinstance(v, str) else f"{v:.2f}" for v in values]
@@ -344,10 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     for given in args.checkpoint:
         name, _, uri = given.rpartition("=")
         runs.append(measure(name or uri, uri, args, train, test, rec, judges))
+    references = reference_probes(train, test, read_feature_config(args.data))
     document = {
         "data": args.data,
         "classifier": args.classifier,
-        "loudness_probe_accuracy": loudness_probe(train, test),
+        "loudness_probe_accuracy": references["loudness"]["linear"],
+        "reference_probes": references,
         "runs": runs,
     }
     print(table(stamp(document, "benchmarks.transfer")), flush=True)

@@ -339,3 +339,39 @@ def test_the_trained_speakers_probe_leaves_the_held_out_speaker_out_of_its_fit(c
     z = generation.posterior(loaded, split["spectrogram"], split["digit"])[0]
     george = split["speaker"] == "george"
     assert measured == probe(z[george], split["digit"][george], z, split["digit"])
+
+
+@pytest.mark.parametrize(("spread", "readable"), [(0.01, True), (30.0, False)])
+def test_the_network_probe_on_drawn_codes_reads_only_what_survives_the_posteriors_spread(monkeypatch, spread, readable):
+    from types import SimpleNamespace
+
+    from benchmarks.transfer import probes
+
+    rng = np.random.default_rng(0)
+    digits = np.repeat(np.arange(10), 30)
+    means = np.eye(10)[digits] + 0.05 * rng.standard_normal((len(digits), 10))  # the digit, plain in the means
+    split = {"spectrogram": means, "digit": digits, "speaker": np.array(["theo", "george"] * 150)}
+    posterior = (means, np.full_like(means, 2 * np.log(spread)))
+    monkeypatch.setattr(generation, "posterior", lambda loaded, spectrograms, labels: posterior)
+    loaded = SimpleNamespace(run_config=SimpleNamespace(train=SimpleNamespace(held_out_speaker="")))
+    measured = probes(loaded, split, split)
+    assert measured["digit_probe_network_accuracy"] > 0.9
+    drawn = measured["digit_probe_network_drawn_accuracy"]
+    assert drawn > 0.9 if readable else drawn < 0.3, drawn
+
+
+def test_the_reference_probes_read_a_digit_from_its_colour_and_nothing_once_its_mean_is_taken_out():
+    from benchmarks.transfer import reference_probes
+    from vae.config import FeatureConfig
+
+    rng = np.random.default_rng(0)
+
+    def clips(n: int) -> dict:
+        digits = np.arange(n) % 10
+        colours = 0.4 + 0.03 * np.sin(np.outer(digits + 1, np.arange(16)))  # each digit its own colour
+        specs = np.repeat(colours[:, :, None], 30, axis=2) + 0.02 * rng.standard_normal((n, 16, 30))
+        return {"spectrogram": specs, "digit": digits}
+
+    measured = reference_probes(clips(400), clips(200), FeatureConfig())
+    assert measured["colour"]["linear"] >= 0.9 and measured["colour"]["network"] >= 0.9, measured
+    assert max(measured["colour_less_digit_mean"].values()) <= 0.25, measured
