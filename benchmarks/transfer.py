@@ -11,8 +11,9 @@ differences far under the posterior's spread, which no drawn code keeps), and a 
 the means (:func:`network_probe`: what of the digit is not linear in them) and from drawn codes (what of
 it is not linear and survives the posterior's spread: what the decoder can read); the same to the speaker
 (chance: one over the speakers). A conditional model that leaves the digit to its label keeps little of
-it in z; how little it can keep while it still says when and how loud the clip is spoken is the same
-digit probe on each clip's loudness contour (the table's reference). (b) transfer: the test clips of the
+it in z; how little a code can keep while it still says when and how loud the clip is spoken, or the
+colour it is heard in, are the same probes on each clip's loudness contour and long-term spectrum
+(:func:`reference_probes`, the table's reference). (b) transfer: the test clips of the
 run's held-out speaker (``train.held_out_speaker``, or ``--speaker``), each decoded with every digit and
 put through Griffin-Lim: the share the recogniser hears as the target digit (those off the clip's own
 digit, and those on it: the reconstructions), the share of the former still heard as the clip's own
@@ -94,14 +95,6 @@ def probes(loaded, train: dict, test: dict, seed: int = 0) -> dict:
             z_train[trained], train["digit"][trained], z_test, test["digit"]
         )
     return out
-
-
-def loudness_probe(train: dict, test: dict) -> float:
-    """(a)'s digit probe on no model's code: each clip's loudness contour (:func:`vae.features.frame_levels`),
-    what a code that keeps when and how loud a clip is spoken gives a probe of the digit."""
-    from vae.features import frame_levels
-
-    return probe(frame_levels(train["spectrogram"]), train["digit"], frame_levels(test["spectrogram"]), test["digit"])
 
 
 def reference_probes(train: dict, test: dict, cfg, seed: int = 0) -> dict:

@@ -173,7 +173,8 @@ def test_pitch_ratio_compares_the_voiced_frames_medians():
 
 
 def test_the_loudness_probe_reads_a_digit_from_how_long_it_is_said_and_nothing_from_one_contour():
-    from benchmarks.transfer import loudness_probe
+    from benchmarks.transfer import reference_probes
+    from vae.config import FeatureConfig
 
     rng = np.random.default_rng(0)
 
@@ -184,8 +185,11 @@ def test_the_loudness_probe_reads_a_digit_from_how_long_it_is_said_and_nothing_f
             specs[i, :, 5 : 5 + (3 * d + 6 if by_digit else 20)] += 0.8
         return {"spectrogram": specs, "digit": digits}
 
-    assert loudness_probe(clips(400, True), clips(200, True)) >= 0.9
-    assert loudness_probe(clips(400, False), clips(200, False)) <= 0.25
+    def loudness(train: dict, test: dict) -> float:
+        return reference_probes(train, test, FeatureConfig())["loudness"]["linear"]
+
+    assert loudness(clips(400, True), clips(200, True)) >= 0.9
+    assert loudness(clips(400, False), clips(200, False)) <= 0.25
 
 
 def test_an_unconditional_checkpoint_is_refused_by_name(unconditional, fsdd_dir, tmp_path, capsys):
