@@ -106,22 +106,19 @@ def reference_probes(train: dict, test: dict, cfg, seed: int = 0) -> dict:
     from vae.config import N_DIGITS
     from vae.features import frame_levels, long_term_spectrum
 
-    def colour(split: dict) -> np.ndarray:
-        return long_term_spectrum(split["spectrogram"], cfg)
-
-    trained = colour(train)
-    means = np.stack([trained[train["digit"] == d].mean(axis=0) for d in range(N_DIGITS)])
+    colour = {name: long_term_spectrum(split["spectrogram"], cfg) for name, split in (("train", train), ("test", test))}
+    means = np.stack([colour["train"][train["digit"] == d].mean(axis=0) for d in range(N_DIGITS)])
     inputs = {
-        "loudness": lambda split: frame_levels(split["spectrogram"]),
-        "colour": colour,
-        "colour_less_digit_mean": lambda split: colour(split) - means[split["digit"]],
+        "loudness": (frame_levels(train["spectrogram"]), frame_levels(test["spectrogram"])),
+        "colour": (colour["train"], colour["test"]),
+        "colour_less_digit_mean": (colour["train"] - means[train["digit"]], colour["test"] - means[test["digit"]]),
     }
     return {
         name: {
-            "linear": probe(read(train), train["digit"], read(test), test["digit"]),
-            "network": probe(read(train), train["digit"], read(test), test["digit"], network_probe(seed)),
+            "linear": probe(fit, train["digit"], scored, test["digit"]),
+            "network": probe(fit, train["digit"], scored, test["digit"], network_probe(seed)),
         }
-        for name, read in inputs.items()
+        for name, (fit, scored) in inputs.items()
     }
 
 
